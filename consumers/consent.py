@@ -1,0 +1,55 @@
+"""The consent decision for an integration request: who signed it, at what identity level, with what consent."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schemas import envelope
+
+MIN_IDENTITY_LEVEL = 2
+EMPTY_HISTORY = "Chưa có lịch sử khám chữa bệnh theo BHYT"
+
+
+class TrustedKeysMissing(FileNotFoundError):
+    """The query consumer has no identity-platform keys to trust."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request gets no health-book data."""
+
+    code: str
+    message: str
+
+
+def load_trusted_keys(path: Path) -> dict[str, bytes]:
+    """Read the identity platform's public keys: a JSON object of key id to base64 raw Ed25519 key."""
+    if not path.exists():
+        raise TrustedKeysMissing(
+            f"no identity-platform keys at {path}; write {{\"key-id\": \"<base64 public key>\"}} there "
+            "or set HEALTHBOOK_IDENTITY_KEYS_FILE"
+        )
+    return {key_id: base64.b64decode(value) for key_id, value in json.loads(path.read_text()).items()}
+
+
+def check_request(request: dict[str, Any], trusted: dict[str, bytes]) -> Refusal | None:
+    """Return why a decoded request must be refused, or None when it may be served."""
+    if not request.get("signature"):
+        return Refusal("unsigned", "Yêu cầu không có chữ ký của nền tảng định danh (request is not signed).")
+    public_key = trusted.get(request["key_id"])
+    if public_key is None:
+        return Refusal("unknown_key", f"Khóa ký '{request['key_id']}' không được tin cậy (key not trusted).")
+    if not envelope.verify(public_key, request["signature"], envelope.request_signing_input(request)):
+        return Refusal("bad_signature", "Chữ ký của yêu cầu không hợp lệ (signature does not verify).")
+    if request["identity_level"] < MIN_IDENTITY_LEVEL:
+        return Refusal(
+            "identity_level",
+            f"Cần tài khoản định danh điện tử mức {MIN_IDENTITY_LEVEL} (account is level {request['identity_level']}).",
+        )
+    if not request["consent_confirmed"]:
+        return Refusal("no_consent", "Công dân chưa xác nhận tích hợp (the citizen has not confirmed).")
+    return None

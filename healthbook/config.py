@@ -1,0 +1,43 @@
+"""Settings of every healthbook process, read from HEALTHBOOK_* environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Where the stack is and how the pipeline is tuned; defaults match stack/stack.sh."""
+
+    model_config = SettingsConfigDict(env_prefix="HEALTHBOOK_", frozen=True)
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: str = "postgresql://healthbook:healthbook@127.0.0.1:5432/healthbook"
+    topic_prefix: str = ""
+    worker_id: str = "healthbook-worker"
+    query_group: str = "healthbook-query"
+    visit_partitions: int = 4
+    batch_size: int = 500
+    batch_within_seconds: float = 0.2
+    key_dir: Path = PROJECT_ROOT / ".local" / "keys"
+    identity_keys_file: Path = PROJECT_ROOT / ".local" / "keys" / "identity-platform.json"
+
+    @cached_property
+    def topics(self) -> TopicNames:
+        """The topic names, with the configured prefix."""
+        return TopicNames(self.topic_prefix)
+
+
+class TopicNames:
+    """Names of healthbook's topics under one prefix (tests use a prefix per run)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.visits = f"{prefix}visits"
+        self.dead_letter = f"{prefix}visits.dlq"
+        self.clinic_keys = f"{prefix}clinic.keys"
+        self.integration_requests = f"{prefix}integration.requests"
+        self.integration_replies = f"{prefix}integration.replies"

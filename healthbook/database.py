@@ -1,0 +1,59 @@
+"""PostgreSQL connections and the versioned SQL migrations every process applies at start-up."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import asyncpg
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_LOCK_ID = 0x4842_0001  # advisory lock so concurrent starters migrate once
+
+
+class MigrationError(RuntimeError):
+    """A migration file is misnamed or failed to apply."""
+
+
+def migration_files() -> list[tuple[int, Path]]:
+    """Migrations in order, from files named NNN_description.sql."""
+    found = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        match = re.fullmatch(r"(\d{3})_[a-z0-9_]+\.sql", path.name)
+        if not match:
+            raise MigrationError(f"{path.name}: migration files are named NNN_description.sql")
+        found.append((int(match.group(1)), path))
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Apply the migrations not yet applied, each in its own transaction; return their numbers."""
+    await conn.execute("select pg_advisory_lock($1)", _LOCK_ID)
+    try:
+        await conn.execute(
+            "create table if not exists schema_migrations ("
+            " version int primary key, applied_at timestamptz not null default now())"
+        )
+        done = {row["version"] for row in await conn.fetch("select version from schema_migrations")}
+        applied = []
+        for version, path in migration_files():
+            if version in done:
+                continue
+            try:
+                async with conn.transaction():
+                    await conn.execute(path.read_text(encoding="utf-8"))
+                    await conn.execute("insert into schema_migrations (version) values ($1)", version)
+            except asyncpg.PostgresError as exc:
+                raise MigrationError(f"{path.name} failed: {exc}") from exc
+            applied.append(version)
+        return applied
+    finally:
+        await conn.execute("select pg_advisory_unlock($1)", _LOCK_ID)
+
+
+async def connect_pool(database_url: str, **kwargs: object) -> asyncpg.Pool:
+    """Open a pool and bring the schema up to date."""
+    pool = await asyncpg.create_pool(database_url, **kwargs)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    return pool

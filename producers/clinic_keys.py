@@ -1,0 +1,67 @@
+"""Clinic signing keys: generated and kept by the clinic, public halves published to the registry topic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from schemas import catalogue, wire
+from schemas.envelope import Signer, now_millis
+from schemas.registry import ClinicKey
+
+
+class KeyFileMissing(FileNotFoundError):
+    """No private key file for this clinic and key id."""
+
+
+def key_path(key_dir: Path, clinic_code: str, key_id: str) -> Path:
+    """Where a clinic's private key is kept on the clinic's machine."""
+    return key_dir / clinic_code / f"{key_id}.pem"
+
+
+def save_signer(key_dir: Path, clinic_code: str, signer: Signer) -> Path:
+    """Write the private key as PKCS#8 PEM readable only by its owner."""
+    path = key_path(key_dir, clinic_code, signer.key_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = signer.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    return path
+
+
+def load_signer(key_dir: Path, clinic_code: str, key_id: str) -> Signer:
+    """Read a clinic's private key written by save_signer."""
+    path = key_path(key_dir, clinic_code, key_id)
+    if not path.exists():
+        raise KeyFileMissing(
+            f"no private key for clinic {clinic_code} key '{key_id}' at {path}; "
+            "create one with 'healthbook clinic register'"
+        )
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return Signer(key_id, key)
+
+
+async def publish_keys(bootstrap: str, topic: str, entries: list[ClinicKey]) -> None:
+    """Write clinic keys to the compacted registry topic and wait for the broker."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for entry in entries:
+            await producer.send_and_wait(topic, wire.encode(catalogue.CLINIC_KEY, entry.to_record()),
+                                         key=entry.registry_key)
+    finally:
+        await producer.stop()
+
+
+def new_key_entry(clinic_code: str, signer: Signer) -> ClinicKey:
+    """The registry entry for a freshly generated key."""
+    return ClinicKey(clinic_code, signer.key_id, signer.public_key, now_millis())

@@ -1,0 +1,55 @@
+"""The fixed catalogue of healthbook schemas and their Confluent schema ids.
+
+healthbook runs without a schema registry: ids are assigned here, once, and never
+reused. A registry deployment registers these files under the same ids.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+AVRO_DIR = Path(__file__).with_name("avro")
+
+
+@dataclass(frozen=True)
+class SchemaEntry:
+    """One schema of the catalogue: its id, file and parsed form."""
+
+    schema_id: int
+    subject: str
+    path: Path
+
+    @property
+    def parsed(self) -> Any:
+        """The schema parsed by fastavro, cached per file."""
+        return _parse(self.path)
+
+
+_ENTRIES = (
+    SchemaEntry(1, "visits-payload-value", AVRO_DIR / "visit_event.avsc"),
+    SchemaEntry(2, "visits-value", AVRO_DIR / "signed_visit.avsc"),
+    SchemaEntry(3, "clinic.keys-value", AVRO_DIR / "clinic_key.avsc"),
+    SchemaEntry(4, "visits.dlq-value", AVRO_DIR / "dead_letter.avsc"),
+    SchemaEntry(5, "integration.requests-value", AVRO_DIR / "integration_request.avsc"),
+    SchemaEntry(6, "integration.replies-value", AVRO_DIR / "integration_reply.avsc"),
+)
+
+BY_ID = {entry.schema_id: entry for entry in _ENTRIES}
+
+VISIT_EVENT = BY_ID[1]
+SIGNED_VISIT = BY_ID[2]
+CLINIC_KEY = BY_ID[3]
+DEAD_LETTER = BY_ID[4]
+INTEGRATION_REQUEST = BY_ID[5]
+INTEGRATION_REPLY = BY_ID[6]
+
+
+@cache
+def _parse(path: Path) -> Any:
+    return fastavro.parse_schema(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,123 @@
+"""The signed envelope: canonical signing inputs and Ed25519 signing and verification."""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from schemas import catalogue, wire
+
+VISIT_CONTEXT = b"healthbook/signed-visit/v1"
+REQUEST_CONTEXT = b"healthbook/integration-request/v1"
+
+
+def canonical(context: bytes, *fields: str | int | bytes) -> bytes:
+    """Length-prefix each field after a context label, so no two field lists sign the same bytes."""
+    parts = [context]
+    for value in fields:
+        if isinstance(value, int):
+            raw = struct.pack(">q", value)
+        elif isinstance(value, str):
+            raw = value.encode("utf-8")
+        else:
+            raw = value
+        parts.append(struct.pack(">I", len(raw)) + raw)
+    return b"".join(parts)
+
+
+def visit_signing_input(envelope: dict[str, Any]) -> bytes:
+    """The bytes a clinic signs: envelope identity fields and the exact payload bytes."""
+    return canonical(
+        VISIT_CONTEXT,
+        envelope["clinic_code"],
+        envelope["key_id"],
+        envelope["event_id"],
+        envelope["visit_version"],
+        to_millis(envelope["signed_at"]),
+        envelope["payload"],
+    )
+
+
+def request_signing_input(request: dict[str, Any]) -> bytes:
+    """The bytes the identity platform signs for an integration request."""
+    return canonical(
+        REQUEST_CONTEXT,
+        request["request_id"],
+        request["personal_id"],
+        request["year"],
+        request["identity_level"],
+        int(bool(request["consent_confirmed"])),
+        to_millis(request["requested_at"]),
+        request["key_id"],
+    )
+
+
+def to_millis(value: Any) -> int:
+    """Epoch milliseconds of an Avro timestamp-millis value (fastavro decodes it to datetime)."""
+    if isinstance(value, int):
+        return value
+    return int(round(value.timestamp() * 1000))
+
+
+def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """Return whether signature is a valid Ed25519 signature of message by public_key."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Signer:
+    """An Ed25519 private key with the id it is registered under."""
+
+    key_id: str
+    private_key: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls, key_id: str) -> Signer:
+        """Create a fresh key; healthbook never ships private keys."""
+        return cls(key_id, Ed25519PrivateKey.generate())
+
+    @property
+    def public_key(self) -> bytes:
+        """The raw 32-byte public key to register."""
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        return self.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def sign(self, message: bytes) -> bytes:
+        """Sign message with this key."""
+        return self.private_key.sign(message)
+
+
+def now_millis() -> int:
+    """Current wall-clock time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def seal_visit(event: dict[str, Any], clinic_code: str, signer: Signer, signed_at: int | None = None) -> bytes:
+    """Encode a visit event, sign it for the clinic, and return the framed envelope bytes."""
+    envelope: dict[str, Any] = {
+        "clinic_code": clinic_code,
+        "key_id": signer.key_id,
+        "event_id": event["event_id"],
+        "visit_version": event["version"],
+        "signed_at": now_millis() if signed_at is None else signed_at,
+        "payload": wire.encode(catalogue.VISIT_EVENT, event),
+    }
+    envelope["signature"] = signer.sign(visit_signing_input(envelope))
+    return wire.encode(catalogue.SIGNED_VISIT, envelope)
+
+
+def seal_request(request: dict[str, Any], signer: Signer) -> bytes:
+    """Sign an integration request as the identity platform and return its framed bytes."""
+    body = dict(request, key_id=signer.key_id)
+    body["signature"] = signer.sign(request_signing_input(body))
+    return wire.encode(catalogue.INTEGRATION_REQUEST, body)

@@ -1,0 +1,58 @@
+"""Avro encoding in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary."""
+
+from __future__ import annotations
+
+import io
+import struct
+from typing import Any
+
+import fastavro
+
+from schemas.catalogue import BY_ID, SchemaEntry
+from schemas.errors import MalformedMessage, UnsupportedSchema
+
+MAGIC = 0
+_HEADER = struct.Struct(">bI")
+
+
+def encode(entry: SchemaEntry, record: dict[str, Any]) -> bytes:
+    """Encode a record with the given schema, framed for the wire."""
+    out = io.BytesIO()
+    out.write(_HEADER.pack(MAGIC, entry.schema_id))
+    fastavro.schemaless_writer(out, entry.parsed, record)
+    return out.getvalue()
+
+
+def schema_id_of(data: bytes) -> int:
+    """Return the schema id a framed message names, or raise MalformedMessage."""
+    if data is None or len(data) < _HEADER.size:
+        raise MalformedMessage(
+            f"message is {0 if data is None else len(data)} bytes; a framed Avro message needs at least 5"
+        )
+    magic, schema_id = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise MalformedMessage(f"first byte is {magic}, not the Confluent magic byte 0")
+    return schema_id
+
+
+def decode(data: bytes, expected: SchemaEntry) -> dict[str, Any]:
+    """Decode a framed message that must carry the expected schema."""
+    schema_id = schema_id_of(data)
+    if schema_id not in BY_ID:
+        raise UnsupportedSchema(f"schema id {schema_id} is not in healthbook's catalogue")
+    if schema_id != expected.schema_id:
+        raise UnsupportedSchema(
+            f"schema id {schema_id} ({BY_ID[schema_id].subject}) where "
+            f"{expected.schema_id} ({expected.subject}) was expected"
+        )
+    body = io.BytesIO(data)
+    body.seek(_HEADER.size)
+    try:
+        record = fastavro.schemaless_reader(body, expected.parsed)
+    except (EOFError, ValueError, UnicodeDecodeError, IndexError, TypeError) as exc:
+        raise MalformedMessage(f"Avro body does not match {expected.subject}: {exc}") from exc
+    if body.tell() != len(data):
+        raise MalformedMessage(
+            f"{len(data) - body.tell()} bytes left over after the {expected.subject} record"
+        )
+    return record

@@ -1,0 +1,77 @@
+"""Follows the compacted clinic-key registry topic into a Keyring, from its beginning, on every worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from healthbook.topics import partitions_of
+from schemas.errors import ContractError
+from streams.keyring import Keyring
+
+log = logging.getLogger(__name__)
+
+
+class RegistryFollower:
+    """Reads every partition of the registry topic without a consumer group, so each worker sees all keys."""
+
+    def __init__(self, bootstrap: str, topic: str, keyring: Keyring) -> None:
+        self.topic = topic
+        self.keyring = keyring
+        self._bootstrap = bootstrap
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load the registry up to its current end, then keep following it in the background."""
+        self._partitions = [TopicPartition(self.topic, p) for p in await partitions_of(self._bootstrap, self.topic)]
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        self._consumer = consumer
+        consumer.assign(self._partitions)
+        await consumer.seek_to_beginning(*self._partitions)
+        await self.catch_up()
+        log.info("clinic-key registry loaded: %d keys", len(self.keyring))
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        """Stop following and close the consumer."""
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer:
+            await self._consumer.stop()
+
+    async def catch_up(self) -> None:
+        """Apply every registry record written before this call."""
+        assert self._consumer is not None
+        async with self._lock:
+            end = await self._consumer.end_offsets(self._partitions)
+            while True:
+                behind = [tp for tp in self._partitions if await self._consumer.position(tp) < end[tp]]
+                if not behind:
+                    return
+                await self._poll(behind, 500)
+
+    async def _follow(self) -> None:
+        while True:
+            async with self._lock:
+                await self._poll(self._partitions, 200)
+            await asyncio.sleep(0)
+
+    async def _poll(self, partitions: list[TopicPartition], timeout_ms: int) -> None:
+        assert self._consumer is not None
+        batches = await self._consumer.getmany(*partitions, timeout_ms=timeout_ms)
+        for messages in batches.values():
+            for message in messages:
+                try:
+                    self.keyring.apply(message.key, message.value)
+                except (ContractError, KeyError, ValueError) as exc:
+                    log.error(
+                        "skipping unreadable registry record at %s[%d]@%d: %s",
+                        message.topic, message.partition, message.offset, exc,
+                    )

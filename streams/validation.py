@@ -1,0 +1,118 @@
+"""The validation decision for one message of the visits topic: accepted visit or rejection with reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas import catalogue, envelope, wire
+from schemas.errors import MalformedMessage, UnsupportedSchema
+from schemas.visit import VisitEvent, Violation, violations_of
+from streams.keyring import Keyring, KeyLookupFailed
+
+
+class RejectionCode(StrEnum):
+    """Why a message went to the dead-letter topic."""
+
+    MALFORMED = "malformed"
+    UNSUPPORTED_SCHEMA = "unsupported_schema"
+    UNKNOWN_CLINIC = "unknown_clinic"
+    UNKNOWN_KEY = "unknown_key"
+    KEY_REVOKED = "key_revoked"
+    BAD_SIGNATURE = "bad_signature"
+    CLINIC_MISMATCH = "clinic_mismatch"
+    WRONG_KEY = "wrong_key"
+    INVALID_EVENT = "invalid_event"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A verified, rule-abiding visit with the signature that vouches for it."""
+
+    event: VisitEvent
+    key_id: str
+    signature: bytes
+    signed_at_ms: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A message refused with a machine code, a sentence and, for rule failures, each violation."""
+
+    code: RejectionCode
+    reason: str
+    violations: list[Violation] = field(default_factory=list)
+    clinic_code: str | None = None
+    event_id: str | None = None
+
+
+def validate(key: bytes | None, value: bytes | None, keyring: Keyring) -> Accepted | Rejected:
+    """Decode, verify and check one visits-topic message."""
+    try:
+        env = wire.decode(value, catalogue.SIGNED_VISIT)
+    except MalformedMessage as exc:
+        return Rejected(RejectionCode.MALFORMED, f"not a signed visit envelope: {exc}")
+    except UnsupportedSchema as exc:
+        return Rejected(RejectionCode.UNSUPPORTED_SCHEMA, str(exc))
+
+    clinic, event_id = env["clinic_code"], env["event_id"]
+    signed_at_ms = envelope.to_millis(env["signed_at"])
+    try:
+        clinic_key = keyring.key_for(clinic, env["key_id"], signed_at_ms)
+    except KeyLookupFailed as exc:
+        return Rejected(RejectionCode(exc.code), exc.message, clinic_code=clinic, event_id=event_id)
+    if not envelope.verify(clinic_key.public_key, env["signature"], envelope.visit_signing_input(env)):
+        return Rejected(
+            RejectionCode.BAD_SIGNATURE,
+            f"signature does not verify with key '{env['key_id']}' of clinic {clinic}: "
+            "the message was altered or signed with another key",
+            clinic_code=clinic,
+            event_id=event_id,
+        )
+
+    try:
+        record = wire.decode(env["payload"], catalogue.VISIT_EVENT)
+    except MalformedMessage as exc:
+        return Rejected(RejectionCode.MALFORMED, f"signed payload is not a visit event: {exc}", [], clinic, event_id)
+    except UnsupportedSchema as exc:
+        return Rejected(RejectionCode.UNSUPPORTED_SCHEMA, str(exc), [], clinic, event_id)
+
+    mismatch = _envelope_mismatch(env, record)
+    if mismatch:
+        return Rejected(RejectionCode.CLINIC_MISMATCH, mismatch, [], clinic, event_id)
+
+    try:
+        event = VisitEvent.model_validate(record)
+    except ValidationError as exc:
+        found = violations_of(exc)
+        return Rejected(
+            RejectionCode.INVALID_EVENT,
+            f"{len(found)} rule(s) broken: " + "; ".join(v.sentence() for v in found),
+            found,
+            clinic,
+            event_id,
+        )
+
+    if key is None or key.decode("utf-8", "replace") != event.personal_id:
+        return Rejected(
+            RejectionCode.WRONG_KEY,
+            "message key must be the patient's personal ID so one citizen's visits share a partition",
+            [],
+            clinic,
+            event_id,
+        )
+    return Accepted(event, env["key_id"], env["signature"], signed_at_ms)
+
+
+def _envelope_mismatch(env: dict[str, Any], record: dict[str, Any]) -> str | None:
+    if env["clinic_code"] != record["facility_code"]:
+        return (
+            f"clinic {env['clinic_code']} signed a visit of facility {record['facility_code']}; "
+            "a clinic may only sign its own visits"
+        )
+    if env["event_id"] != record["event_id"] or env["visit_version"] != record["version"]:
+        return "envelope event_id/visit_version differ from the signed event's"
+    return None

@@ -57,3 +57,21 @@ async def connect_pool(database_url: str, **kwargs: object) -> asyncpg.Pool:
     async with pool.acquire() as conn:
         await migrate(conn)
     return pool
+
+
+def database_url_for(base_url: str, name: str) -> str:
+    """The same server and credentials as base_url, another database."""
+    return base_url.rsplit("/", 1)[0] + "/" + name
+
+
+async def recreate_database(base_url: str, name: str) -> str:
+    """Drop and create an empty database on the server of base_url; return its URL."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ValueError(f"database name {name!r} must be lower-case letters, digits and underscores")
+    conn = await asyncpg.connect(base_url)
+    try:
+        await conn.execute(f"drop database if exists {name} with (force)")
+        await conn.execute(f"create database {name}")
+    finally:
+        await conn.close()
+    return database_url_for(base_url, name)

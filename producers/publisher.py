@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from schemas.envelope import Signer, seal_visit
-from schemas.visit import VisitEvent, Violation, violations_of
+from schemas.visit import Violation, VisitEvent, violations_of
 
 
 class InvalidVisit(ValueError):

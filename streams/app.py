@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from streams.dead_letter import Source, dead_letter
 from streams.keyring import Keyring
 from streams.projection import VisitRow, visit_row, write_batch
 from streams.registry_follower import RegistryFollower
-from streams.validation import Accepted, Rejected, RejectionCode, validate
+from streams.validation import Accepted, Rejected, RejectionCode, validate_safely
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,11 @@ class VisitPipeline:
     async def process(self, events: Sequence[faust.EventT]) -> Counter[str]:
         """Validate, dead-letter, deduplicate and project one batch; return its outcome counts."""
         messages = [event.message for event in events]
-        results = [validate(m.key, m.value, self.keyring) for m in messages]
+        results = [validate_safely(m.key, m.value, self.keyring) for m in messages]
         if any(isinstance(r, Rejected) and r.code in _RETRY_AFTER_CATCH_UP for r in results):
             await self.registry.catch_up()
             results = [
-                validate(m.key, m.value, self.keyring)
+                validate_safely(m.key, m.value, self.keyring)
                 if isinstance(r, Rejected) and r.code in _RETRY_AFTER_CATCH_UP else r
                 for m, r in zip(messages, results, strict=True)
             ]
@@ -104,8 +105,8 @@ class VisitPipeline:
         for message, result in zip(messages, results, strict=True):
             if isinstance(result, Rejected):
                 counts[f"rejected:{result.code}"] += 1
-                source = Source(message.topic, message.partition, message.offset, message.timestamp,
-                                message.key, message.value)
+                source = Source(message.topic, message.partition, message.offset,
+                                int(message.timestamp * 1000), message.key, message.value)
                 log.warning("rejected %s[%d]@%d: %s (%s)", message.topic, message.partition, message.offset,
                             result.code, result.clinic_code)
                 sends.append(await self.producer.send(
@@ -156,7 +157,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
         await pipeline.start()
         try:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-                counts = await pipeline.process(events)
+                try:
+                    counts = await pipeline.process(events)
+                except Exception:
+                    # faust acks a take_events batch when its generator closes, even on error;
+                    # stop the process before that so the batch is consumed again after restart.
+                    log.critical("batch failed; stopping the worker without committing it", exc_info=True)
+                    logging.shutdown()
+                    os._exit(70)
                 log.info("batch %s", dict(counts))
         finally:
             await pipeline.stop()

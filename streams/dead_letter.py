@@ -39,8 +39,3 @@ def dead_letter(rejected: Rejected, source: Source) -> bytes:
             "failed_at": envelope.now_millis(),
         },
     )
-
-
-def read_dead_letter(data: bytes) -> dict:
-    """Decode a dead-letter record."""
-    return wire.decode(data, catalogue.DEAD_LETTER)

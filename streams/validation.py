@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -10,8 +11,10 @@ from pydantic import ValidationError
 
 from schemas import catalogue, envelope, wire
 from schemas.errors import MalformedMessage, UnsupportedSchema
-from schemas.visit import VisitEvent, Violation, violations_of
-from streams.keyring import Keyring, KeyLookupFailed
+from schemas.visit import Violation, VisitEvent, violations_of
+from streams.keyring import KeyLookupFailed, Keyring
+
+log = logging.getLogger(__name__)
 
 
 class RejectionCode(StrEnum):
@@ -26,6 +29,7 @@ class RejectionCode(StrEnum):
     CLINIC_MISMATCH = "clinic_mismatch"
     WRONG_KEY = "wrong_key"
     INVALID_EVENT = "invalid_event"
+    INTERNAL_ERROR = "internal_error"
 
 
 @dataclass(frozen=True)
@@ -116,3 +120,13 @@ def _envelope_mismatch(env: dict[str, Any], record: dict[str, Any]) -> str | Non
     if env["event_id"] != record["event_id"] or env["visit_version"] != record["version"]:
         return "envelope event_id/visit_version differ from the signed event's"
     return None
+
+
+def validate_safely(key: bytes | None, value: bytes | None, keyring: Keyring) -> Accepted | Rejected:
+    """validate(), turning a bug met on one message into a rejection so the message is kept, not lost."""
+    try:
+        return validate(key, value, keyring)
+    except Exception as exc:
+        log.exception("validation failed unexpectedly")
+        return Rejected(RejectionCode.INTERNAL_ERROR,
+                        f"healthbook failed on this message ({type(exc).__name__}: {exc}); retry it once fixed")

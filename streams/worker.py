@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from faust.worker import Worker
 
 from healthbook.config import Settings

@@ -1,0 +1,44 @@
+# healthbook: two commands on a fresh machine: `make demo` and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test unit bench up down status lint install clean
+
+$(STAMP): pyproject.toml
+	@command -v python3 >/dev/null || { echo "python3 is missing: install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 1; }
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: $(STAMP)
+	bash stack/stack.sh up
+	$(PY) -m healthbook.cli topics
+	$(PY) -m healthbook.cli migrate
+
+down:
+	bash stack/stack.sh down
+
+status:
+	bash stack/stack.sh status
+
+demo: up
+	$(PY) -m healthbook.cli demo
+
+test: up
+	$(PY) -m pytest -q
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+bench: up
+	$(PY) benchmarks/end_to_end.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .local stack/.kafka

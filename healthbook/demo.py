@@ -1,0 +1,129 @@
+"""make demo: a realistic batch through the whole pipeline on the local stack, shown as a citizen and an operator see it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import datetime
+
+import asyncpg
+from rich.console import Console
+
+from consumers.dead_letters import read_dead_letters
+from healthbook import render
+from healthbook.config import PROJECT_ROOT, Settings
+from healthbook.database import connect_pool, recreate_database
+from healthbook.identity_platform import IdentityPlatform, confirmation, ensure_identity_key
+from healthbook.processes import ServiceProcess
+from healthbook.topics import ensure_topics
+from producers.clinic_keys import new_key_entry, publish_keys
+from producers.publisher import ClinicPublisher
+from producers.synthetic import CLINICS, make_citizen, make_population, make_visit
+from schemas.envelope import Signer, seal_visit
+from streams.projection import read_counts
+
+SEED = 20260315
+CITIZENS, VISITS, RESENT = 50, 500, 25
+YEARS = (2025, 2026)
+
+
+async def wait_for_consumed(pool: asyncpg.Pool, expected: int, timeout: float, worker: ServiceProcess) -> dict[str, int]:
+    """Wait until the worker has counted expected messages; fail with its log if it died or stalled."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async with pool.acquire() as conn:
+            counts = await read_counts(conn)
+        if counts.get("consumed", 0) >= expected:
+            return counts
+        if not worker.running or time.monotonic() > deadline:
+            raise RuntimeError(
+                f"worker consumed {counts.get('consumed', 0)} of {expected} messages; its log ends:\n{worker.log_tail()}"
+            )
+        await asyncio.sleep(0.5)
+
+
+async def publish_batch(settings: Settings, console: Console) -> tuple[int, str]:
+    """Publish the demo batch with its planted faults; return the message count and a citizen to look up."""
+    rng = random.Random(SEED)
+    signers = {code: Signer.generate("k1") for code in CLINICS}
+    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
+                       [new_key_entry(code, signer) for code, signer in signers.items()])
+    citizens, events = make_population(SEED, CITIZENS, VISITS, list(CLINICS), YEARS)
+    sent = 0
+    for code, signer in signers.items():
+        async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, code, signer) as publisher:
+            mine = [e for e in events if e["facility_code"] == code]
+            sent += await publisher.publish_all(mine)
+            resend = [e for e in rng.sample(mine, RESENT * len(mine) // VISITS + 1)]
+            sent += await publisher.publish_all(resend)
+    console.print(f"published {VISITS} visits from {len(CLINICS)} clinics for {CITIZENS} citizens, "
+                  f"and re-sent {sent - VISITS} of them")
+
+    featured = citizens[0]
+    original = next(e for e in events if e["patient"]["personal_id"] == featured.personal_id)
+    corrected = dict(original, version=2, event_id=f"{original['event_id'][:-4]}c0r2",
+                     discharge_diagnosis=original["discharge_diagnosis"] + "; theo dõi thêm")
+    code = original["facility_code"]
+    async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, code, signers[code]) as publisher:
+        await (await publisher.publish(corrected))
+        invalid = dict(make_visit(rng, make_citizen(rng), code, 900_001, datetime(2026, 5, 2, 9, 0)),
+                       discharged_at="202605010800")
+        await (await publisher.publish(invalid, validate=False))
+        forged = bytearray(seal_visit(make_visit(rng, featured, code, 900_002, datetime(2026, 6, 1, 8, 0)), code,
+                                      signers[code]))
+        forged[-3] ^= 0xFF
+        await (await publisher.publish_raw(featured.personal_id.encode(), bytes(forged)))
+        await (await publisher.publish_raw(b"not-a-person", b"<TONG_HOP>this is not an envelope</TONG_HOP>"))
+    stranger = Signer.generate("k1")
+    async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, "92001", stranger) as publisher:
+        await (await publisher.publish(make_visit(rng, featured, "92001", 900_003, datetime(2026, 7, 1, 8, 0))))
+    console.print("also published: 1 corrected version, 1 visit breaking the rules, 1 forged signature, "
+                  "1 malformed message, 1 visit from an unregistered clinic")
+    return sent + 5, featured.personal_id
+
+
+async def run(settings: Settings) -> int:
+    """Run the demo end to end; return the process exit code."""
+    console = Console()
+    stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+    settings = settings.model_copy(update={
+        "topic_prefix": f"demo-{stamp}.",
+        "worker_id": f"healthbook-demo-{stamp}",
+        "query_group": f"healthbook-demo-query-{stamp}",
+        "database_url": await recreate_database(settings.database_url, "healthbook_demo"),
+    })
+    console.rule("[bold]healthbook demo")
+    console.print(f"topics prefixed [bold]{settings.topic_prefix}[/], database [bold]healthbook_demo[/] (fresh)")
+    await ensure_topics(settings)
+    pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
+    ensure_identity_key(settings)
+    logs = PROJECT_ROOT / ".local" / "logs"
+    worker = ServiceProcess("worker", settings, logs / "demo-worker.log").start()
+    query = ServiceProcess("query-consumer", settings, logs / "demo-query-consumer.log").start()
+    try:
+        expected, personal_id = await publish_batch(settings, console)
+        counts = await wait_for_consumed(pool, expected, 180, worker)
+        console.rule("The citizen confirms the integration in the identity app")
+        async with IdentityPlatform(settings, ensure_identity_key(settings)) as platform:
+            for year in (*YEARS, 2024):
+                reply = await platform.ask(confirmation(personal_id, year), timeout=60)
+                render.health_book(console, reply, f"Sổ sức khỏe điện tử — {personal_id} — năm {year}")
+            reply = await platform.ask(confirmation(personal_id, 2026, identity_level=1), timeout=60)
+            console.print("The same citizen from a level-1 account:")
+            render.health_book(console, reply, "")
+        console.rule("Operator view")
+        render.dead_letters(console, await read_dead_letters(settings.kafka_bootstrap, settings.topics.dead_letter))
+        adds_up = render.outcome_summary(console, counts)
+    finally:
+        worker.stop()
+        query.stop()
+        await pool.close()
+    console.print(f"\nWorker and query consumer stopped (logs in {logs}). Kafka and PostgreSQL keep running: "
+                  "'make down' stops them, 'make status' shows them.")
+    return 0 if adds_up else 1
+
+
+def main(settings: Settings) -> int:
+    """Entry point of 'healthbook demo'."""
+    return asyncio.run(run(settings))

@@ -1,0 +1,70 @@
+"""Starting and stopping the worker and the query consumer as child processes (demo, tests, benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from healthbook.config import PROJECT_ROOT, Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment that gives a child process the same settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        env[f"HEALTHBOOK_{name.upper()}"] = str(value)
+    return env
+
+
+class ServiceProcess:
+    """One long-running healthbook command in a child process, logging to a file."""
+
+    def __init__(self, command: str, settings: Settings, log_path: Path) -> None:
+        self.command = command
+        self.settings = settings
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        """Launch 'healthbook COMMAND'."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "healthbook.cli", self.command],
+            cwd=PROJECT_ROOT, env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        """Whether the child is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the child to stop (SIGTERM), and kill it if it does not within timeout."""
+        if not self.running:
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the child, as a crash would."""
+        if self.running:
+            assert self.process is not None
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the child's log, for error messages."""
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

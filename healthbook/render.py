@@ -1,0 +1,71 @@
+"""Readable terminal views of a health-book reply, the outcome counts and the dead-letter topic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+VISIT_TYPES = {1: "Khám ngoại trú", 2: "Điều trị ngoại trú", 3: "Điều trị nội trú"}
+
+
+def _minute(value: str) -> str:
+    return f"{value[6:8]}/{value[4:6]}/{value[:4]} {value[8:10]}:{value[10:12]}"
+
+
+def health_book(console: Console, reply: dict[str, Any], title: str) -> None:
+    """Print a reply as the citizen would read it: one row per visit, or the service's message."""
+    if reply["status"] != "ok":
+        console.print(f"[bold red]Từ chối[/] ({reply['refusal_code']}): {reply['message']}")
+        return
+    if not reply["visits"]:
+        console.print(f"[bold]{title}[/]\n  {reply['message']}")
+        return
+    table = Table(title=title, show_lines=True, title_justify="left")
+    for column in ("Cơ sở KCB", "Vào / Ra", "Loại", "Chẩn đoán", "Thuốc", "Kết quả CLS"):
+        table.add_column(column, overflow="fold")
+    for visit in reply["visits"]:
+        table.add_row(
+            visit["facility_code"],
+            f"{_minute(visit['admitted_at'])}\n{_minute(visit['discharged_at'])}",
+            VISIT_TYPES.get(visit["visit_type"], str(visit["visit_type"])),
+            f"{', '.join(visit['diagnosis_codes'])}\n{visit['diagnosis_names']}",
+            "\n".join(f"{m['name']} {m['strength'] or ''}: {m['dose'] or ''}" for m in visit["medicines"]),
+            "\n".join(f"{r['name']}: {r['value']} {r['unit'] or ''} ({r['conclusion'] or '-'})"
+                      for r in visit["results"]) or "-",
+        )
+    console.print(table)
+    console.print(reply["message"])
+
+
+def outcome_summary(console: Console, counts: dict[str, int]) -> bool:
+    """Print consumed, accepted, duplicates and rejections by reason; return whether they add up."""
+    table = Table(title="Pipeline outcomes", title_justify="left")
+    table.add_column("outcome")
+    table.add_column("messages", justify="right")
+    rejected = {k: v for k, v in sorted(counts.items()) if k.startswith("rejected:")}
+    for name in ("consumed", "accepted", "duplicate"):
+        table.add_row(name, str(counts.get(name, 0)))
+    for name, value in rejected.items():
+        table.add_row(name, str(value))
+    console.print(table)
+    total = counts.get("accepted", 0) + counts.get("duplicate", 0) + sum(rejected.values())
+    adds_up = total == counts.get("consumed", 0)
+    mark = "[green]✓[/]" if adds_up else "[red]✗[/]"
+    console.print(f"accepted + duplicate + rejected = {total}, consumed = {counts.get('consumed', 0)} {mark}")
+    return adds_up
+
+
+def dead_letters(console: Console, records: list[dict[str, Any]]) -> None:
+    """Print the dead-letter topic: where each message came from and why it was refused."""
+    table = Table(title="Dead-letter topic", title_justify="left")
+    for column in ("source", "reason", "clinic", "why", "bytes"):
+        table.add_column(column, overflow="fold")
+    for record in records:
+        table.add_row(
+            f"{record['source_topic']}[{record['source_partition']}]@{record['source_offset']}",
+            record["reason_code"], record["clinic_code"] or "-", record["reason"],
+            str(len(record["original_value"] or b"")),
+        )
+    console.print(table)

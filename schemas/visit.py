@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,6 +28,14 @@ def _apply(check: Any, *args: Any) -> Any:
         return check(*args)
     except rules.RuleBroken as broken:
         raise PydanticCustomError(broken.rule, broken.message) from None
+
+
+def _icd10(value: str) -> str:
+    _apply(rules.check_icd10, value)
+    return value
+
+
+Icd10 = Annotated[str, AfterValidator(_icd10)]
 
 
 class _Model(BaseModel):
@@ -118,8 +127,8 @@ class VisitEvent(_Model):
     reason: str | None = None
     admission_diagnosis: str | None = None
     discharge_diagnosis: Text
-    main_diagnosis_code: Text
-    secondary_diagnosis_codes: list[str] = []
+    main_diagnosis_code: Icd10
+    secondary_diagnosis_codes: list[Icd10] = []
     treatment_result: int | None = Field(default=None, ge=1, le=9)
     discharge_type: int | None = None
     follow_up_date: str | None = None
@@ -156,19 +165,6 @@ class VisitEvent(_Model):
                 f"admission {admitted}",
             )
         return value
-
-    @field_validator("main_diagnosis_code")
-    @classmethod
-    def _main_code(cls, value: str) -> str:
-        _apply(rules.check_icd10, value)
-        return value
-
-    @field_validator("secondary_diagnosis_codes")
-    @classmethod
-    def _secondary_codes(cls, values: list[str]) -> list[str]:
-        for code in values:
-            _apply(rules.check_icd10, code)
-        return values
 
     @field_validator("follow_up_date")
     @classmethod

@@ -1,0 +1,53 @@
+"""The consent decision for integration requests."""
+
+import base64
+import json
+
+import pytest
+
+from consumers.consent import TrustedKeysMissing, check_request, load_trusted_keys
+from healthbook.identity_platform import confirmation
+from schemas import catalogue, envelope, wire
+from schemas.envelope import Signer
+
+PLATFORM = Signer.generate("vneid-1")
+TRUSTED = {"vneid-1": PLATFORM.public_key}
+
+
+def signed(**changes) -> dict:
+    request = confirmation("079186001234", 2026, **changes)
+    return wire.decode(envelope.seal_request(request, PLATFORM), catalogue.INTEGRATION_REQUEST)
+
+
+def code(request) -> str | None:
+    refusal = check_request(request, TRUSTED)
+    return refusal.code if refusal else None
+
+
+def test_a_signed_confirmed_level_2_request_is_served():
+    assert code(signed()) is None
+    assert code(signed(identity_level=3)) is None
+
+
+def test_refusals():
+    assert code(signed(identity_level=1)) == "identity_level"
+    assert code(signed(consent_confirmed=False)) == "no_consent"
+    assert code(dict(signed(), signature=b"")) == "unsigned"
+    assert code(dict(signed(), key_id="someone-else")) == "unknown_key"
+
+
+@pytest.mark.parametrize(("field", "value"), [("personal_id", "001095007788"), ("year", 2025),
+                                              ("identity_level", 2), ("consent_confirmed", True)])
+def test_changing_a_signed_field_breaks_the_signature(field, value):
+    request = signed(identity_level=1, consent_confirmed=False) if field in ("identity_level", "consent_confirmed") \
+        else signed()
+    request[field] = value
+    assert code(request) == "bad_signature"
+
+
+def test_trusted_keys_file(tmp_path):
+    path = tmp_path / "keys.json"
+    with pytest.raises(TrustedKeysMissing, match="HEALTHBOOK_IDENTITY_KEYS_FILE"):
+        load_trusted_keys(path)
+    path.write_text(json.dumps({"vneid-1": base64.b64encode(PLATFORM.public_key).decode()}))
+    assert load_trusted_keys(path) == TRUSTED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,7 +25,7 @@ class Settings(BaseSettings):
     key_dir: Path = PROJECT_ROOT / ".local" / "keys"
     identity_keys_file: Path = PROJECT_ROOT / ".local" / "keys" / "identity-platform.json"
 
-    @cached_property
+    @property
     def topics(self) -> TopicNames:
         """The topic names, with the configured prefix."""
         return TopicNames(self.topic_prefix)

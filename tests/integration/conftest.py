@@ -1,0 +1,166 @@
+"""Fixtures on the real local stack: a fresh database and topic set per run, a worker and a query consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from consumers.dead_letters import read_dead_letters
+from healthbook.config import PROJECT_ROOT, Settings
+from healthbook.database import connect_pool, recreate_database
+from healthbook.identity_platform import IdentityPlatform, ensure_identity_key
+from healthbook.processes import ServiceProcess
+from healthbook.topics import ensure_topics
+from producers.clinic_keys import new_key_entry, publish_keys
+from producers.publisher import ClinicPublisher
+from schemas.envelope import Signer
+from producers.synthetic import Citizen
+from tests.factories import citizen, visit
+
+pytestmark = pytest.mark.integration
+LOGS = PROJECT_ROOT / ".local" / "logs" / "tests"
+CLINICS = ("79001", "01002")
+
+
+async def wait_until(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 60.0,
+                     process: ServiceProcess | None = None) -> Any:
+    """Poll check until it returns something truthy; fail naming what was awaited (and the process log)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline or (process is not None and not process.running):
+            tail = f"\n{process.command} log:\n{process.log_tail()}" if process else ""
+            pytest.fail(f"timed out waiting for {what}{tail}")
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+async def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for this run: its own topics, worker id and an empty database."""
+    base = Settings()
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka_bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        await admin.close()
+        conn = await asyncpg.connect(base.database_url, timeout=5)
+        await conn.close()
+    except Exception as exc:
+        pytest.fail(f"the local stack is not reachable ({exc!r}); 'make test' starts it, or run 'make up'")
+    run = uuid.uuid4().hex[:8]
+    keys: Path = tmp_path_factory.mktemp("keys")
+    settings = base.model_copy(update={
+        "topic_prefix": f"test-{run}.",
+        "worker_id": f"healthbook-test-{run}",
+        "query_group": f"healthbook-test-query-{run}",
+        "database_url": await recreate_database(base.database_url, "healthbook_test"),
+        "key_dir": keys,
+        "identity_keys_file": keys / "identity-platform.json",
+        "batch_within_seconds": 0.05,
+    })
+    await ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the run's database, migrated."""
+    pool = await connect_pool(settings.database_url, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def signers(settings: Settings) -> dict[str, Signer]:
+    """Keys of the test clinics, generated here and registered on the run's registry topic."""
+    keys = {code: Signer.generate("k1") for code in CLINICS}
+    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
+                       [new_key_entry(code, signer) for code, signer in keys.items()])
+    return keys
+
+
+_sequence = itertools.count(1000)
+
+
+def next_sequence() -> int:
+    """A visit number no other test uses, so visit keys never collide across tests."""
+    return next(_sequence)
+
+
+def new_citizen() -> Citizen:
+    """A citizen no other test uses."""
+    return citizen(next_sequence())
+
+
+async def visible(pool: asyncpg.Pool, facility: str, visit_code: str) -> asyncpg.Record | None:
+    """The health-book row of a visit, if projected."""
+    return await pool.fetchrow("select * from health_book_visits where facility_code = $1 and visit_code = $2",
+                               facility, visit_code)
+
+
+class Clinics:
+    """Publishes as the test clinics and waits for the worker to get past what was published."""
+
+    def __init__(self, settings: Settings, signers: dict[str, Signer], pool: asyncpg.Pool,
+                 worker: ServiceProcess) -> None:
+        self.settings, self.signers, self.pool, self.worker = settings, signers, pool, worker
+
+    def publisher(self, clinic: str = "79001", signer: Signer | None = None) -> ClinicPublisher:
+        return ClinicPublisher(self.settings.kafka_bootstrap, self.settings.topics.visits, clinic,
+                               signer or self.signers[clinic])
+
+    async def publish(self, *events: dict[str, Any], clinic: str = "79001") -> None:
+        async with self.publisher(clinic) as pub:
+            await pub.publish_all(events, validate=False)
+
+    async def barrier(self, person: Citizen, clinic: str = "79001") -> None:
+        """Publish a sentinel visit for the citizen and wait for it: all earlier messages of that partition are done."""
+        sentinel = visit(person=person, sequence=next_sequence(), facility=clinic, admitted=datetime(2020, 1, 2, 8))
+        await self.publish(sentinel, clinic=clinic)
+        await wait_until(lambda: visible(self.pool, clinic, sentinel["visit_code"]), "the barrier visit",
+                         process=self.worker)
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        return await read_dead_letters(self.settings.kafka_bootstrap, self.settings.topics.dead_letter)
+
+
+@pytest.fixture(scope="session")
+async def worker(settings: Settings, signers: dict[str, Signer], db: asyncpg.Pool) -> AsyncIterator[ServiceProcess]:
+    """The stream worker, running as 'healthbook worker', proven ready by a projected canary visit."""
+    process = ServiceProcess("worker", settings, LOGS / f"{settings.worker_id}.log").start()
+    canary = visit(person=citizen(1), sequence=next_sequence())
+    async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, "79001", signers["79001"]) as pub:
+        await pub.publish_all([canary])
+    await wait_until(lambda: visible(db, "79001", canary["visit_code"]), "the worker to project a canary visit",
+                     timeout=120, process=process)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+async def clinics(settings: Settings, signers: dict[str, Signer], db: asyncpg.Pool,
+                  worker: ServiceProcess) -> Clinics:
+    """The test clinics, with the worker running."""
+    return Clinics(settings, signers, db, worker)
+
+
+@pytest.fixture(scope="session")
+async def identity(settings: Settings) -> AsyncIterator[IdentityPlatform]:
+    """The identity-platform stand-in, its key trusted by a running query consumer."""
+    signer = ensure_identity_key(settings)
+    process = ServiceProcess("query-consumer", settings, LOGS / f"{settings.query_group}.log").start()
+    async with IdentityPlatform(settings, signer) as platform:
+        platform.process = process  # type: ignore[attr-defined]
+        yield platform
+    process.stop()

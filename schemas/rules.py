@@ -6,9 +6,11 @@ import re
 from datetime import datetime
 
 PROVINCE_MIN, PROVINCE_MAX = 1, 96
-_PERSONAL_ID = re.compile(r"\d{12}")
-_FACILITY = re.compile(r"\d{5}")
-_ICD10 = re.compile(r"[A-Z]\d{2}(\.[0-9A-Z]{1,4})?")
+_PERSONAL_ID = re.compile(r"[0-9]{12}")
+_FACILITY = re.compile(r"[0-9]{5}")
+_MINUTE = re.compile(r"[0-9]{12}")
+_DAY = re.compile(r"[0-9]{8}")
+_ICD10 = re.compile(r"[A-Z][0-9]{2}(\.[0-9A-Z]{1,4})?")
 SEX_MALE, SEX_FEMALE, SEX_UNDETERMINED = 1, 2, 3
 
 
@@ -23,20 +25,20 @@ class RuleBroken(ValueError):
 
 def parse_minute(value: str, rule: str = "time_format") -> datetime:
     """Parse a yyyyMMddHHmm time, the standard's form for admission, discharge and orders."""
-    if not re.fullmatch(r"\d{12}", value):
+    if not _MINUTE.fullmatch(value):
         raise RuleBroken(rule, "must be 12 digits yyyyMMddHHmm")
-    try:
-        return datetime.strptime(value, "%Y%m%d%H%M")
+    try:  # direct construction: strptime costs ~30 µs and runs several times per event
+        return datetime(int(value[:4]), int(value[4:6]), int(value[6:8]), int(value[8:10]), int(value[10:12]))
     except ValueError:
         raise RuleBroken(rule, "is not a real date and time in yyyyMMddHHmm") from None
 
 
 def parse_day(value: str, rule: str = "date_format") -> datetime:
     """Parse a yyyyMMdd date."""
-    if not re.fullmatch(r"\d{8}", value):
+    if not _DAY.fullmatch(value):
         raise RuleBroken(rule, "must be 8 digits yyyyMMdd")
     try:
-        return datetime.strptime(value, "%Y%m%d")
+        return datetime(int(value[:4]), int(value[4:6]), int(value[6:8]))
     except ValueError:
         raise RuleBroken(rule, "is not a real date in yyyyMMdd") from None
 

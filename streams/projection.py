@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any
 
 import asyncpg
 
@@ -35,12 +32,6 @@ class VisitRow:
     source_offset: int
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in the health book record")
-
-
 def visit_row(accepted: Accepted, partition: int, offset: int) -> VisitRow:
     """The row an accepted visit becomes."""
     event = accepted.event
@@ -53,7 +44,7 @@ def visit_row(accepted: Accepted, partition: int, offset: int) -> VisitRow:
         year=event.year,
         admitted_at=rules.parse_minute(event.admitted_at),
         discharged_at=rules.parse_minute(event.discharged_at),
-        record=json.dumps(event.model_dump(), ensure_ascii=False, default=_json_default, sort_keys=True),
+        record=event.model_dump_json(),
         clinic_key_id=accepted.key_id,
         signature=accepted.signature,
         signed_at=datetime.fromtimestamp(accepted.signed_at_ms / 1000, UTC),
@@ -69,10 +60,10 @@ _TYPES = {
     "source_partition": "int", "source_offset": "bigint",
 }
 _UPSERT = f"""
-insert into health_book_visits ({", ".join(_COLUMNS)})
-select * from unnest({", ".join(f"${i}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(_COLUMNS, 1))})
+insert into health_book_visits ({", ".join(_COLUMNS)}, projected_at)
+select *, clock_timestamp() from unnest({", ".join(f"${i}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(_COLUMNS, 1))})
 on conflict (facility_code, visit_code) do update set
-    {", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[2:])}, projected_at = now()
+    {", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[2:])}, projected_at = clock_timestamp()
 where health_book_visits.version < excluded.version
 returning facility_code, visit_code
 """

@@ -15,7 +15,7 @@ create table health_book_visits (
     signed_at        timestamptz not null,
     source_partition int         not null,
     source_offset    bigint      not null,
-    projected_at     timestamptz not null default now(),
+    projected_at     timestamptz not null default clock_timestamp(),
     primary key (facility_code, visit_code)
 );
 

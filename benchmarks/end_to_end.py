@@ -1,0 +1,133 @@
+"""make bench: publish N signed visit events and measure until the last is visible in PostgreSQL.
+
+Prints end-to-end throughput (first publish to last row visible), publish-to-visible latency
+percentiles, the publisher's own rate and the worker's peak memory. Usage:
+    python benchmarks/end_to_end.py [--events N] [--citizens C] [--rate R]
+
+Unpaced, latency is mostly queueing behind the backlog; --rate below the throughput
+shows the latency of a pipeline that keeps up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from healthbook.config import PROJECT_ROOT, Settings  # noqa: E402
+from healthbook.database import connect_pool, recreate_database  # noqa: E402
+from healthbook.processes import ServiceProcess  # noqa: E402
+from healthbook.topics import ensure_topics  # noqa: E402
+from producers.clinic_keys import new_key_entry, publish_keys  # noqa: E402
+from producers.publisher import ClinicPublisher  # noqa: E402
+from producers.synthetic import CLINICS, make_population  # noqa: E402
+from schemas.envelope import Signer  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a process (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run(events_n: int, citizens_n: int, rate: float) -> None:
+    console = Console()
+    stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+    base = Settings()
+    settings = base.model_copy(update={
+        "topic_prefix": f"bench-{stamp}.", "worker_id": f"healthbook-bench-{stamp}",
+        "database_url": await recreate_database(base.database_url, "healthbook_bench"),
+    })
+    await ensure_topics(settings)
+    pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
+    signers = {code: Signer.generate("k1") for code in CLINICS}
+    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
+                       [new_key_entry(code, s) for code, s in signers.items()])
+    console.print(f"generating {events_n} visits for {citizens_n} citizens ...")
+    _, events = make_population(7, citizens_n, events_n + 1, list(CLINICS), (2025, 2026))
+    warmup, events = events[0], events[1:]
+
+    worker = ServiceProcess("worker", settings, PROJECT_ROOT / ".local" / "logs" / "bench-worker.log").start()
+    try:
+        code = warmup["facility_code"]
+        async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, code, signers[code]) as pub:
+            await pub.publish_all([warmup])
+        while not await pool.fetchval("select count(*) from health_book_visits"):
+            if not worker.running:
+                raise RuntimeError(f"worker died:\n{worker.log_tail()}")
+            await asyncio.sleep(0.2)
+
+        published_at: dict[tuple[str, str], float] = {}
+        publishers = {code: ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, code, s)
+                      for code, s in signers.items()}
+        for pub in publishers.values():
+            await pub.__aenter__()
+        start = time.time()
+        pending = []
+        for i, event in enumerate(events):
+            if rate and i % 50 == 0:  # pace in small bursts to hold the offered load at `rate`
+                await asyncio.sleep(max(0.0, start + i / rate - time.time()))
+            published_at[(event["facility_code"], event["visit_code"])] = time.time()
+            pending.append(await publishers[event["facility_code"]].publish(event))
+        await asyncio.gather(*pending)
+        published = time.time()
+        for pub in publishers.values():
+            await pub.__aexit__(None, None, None)
+
+        while (await pool.fetchval("select count(*) from health_book_visits")) < events_n + 1:
+            if not worker.running:
+                raise RuntimeError(f"worker died:\n{worker.log_tail()}")
+            await asyncio.sleep(0.2)
+        rows = await pool.fetch("select facility_code, visit_code, extract(epoch from projected_at) as t "
+                                "from health_book_visits")
+        worker_rss = peak_rss_mb(worker.process.pid)  # type: ignore[union-attr]
+    finally:
+        worker.stop()
+        await pool.close()
+
+    visible = {(r["facility_code"], r["visit_code"]): float(r["t"]) for r in rows}
+    latencies = [(visible[k] - t) * 1000 for k, t in published_at.items()]
+    last_visible = max(visible[k] for k in published_at)
+    offered = f"offered {rate:,.0f}/s" if rate else "unpaced"
+    table = Table(title=f"healthbook end-to-end benchmark ({events_n} events, {citizens_n} citizens, {offered}, "
+                        f"{settings.visit_partitions} partitions, batch {settings.batch_size})", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("end-to-end throughput (first publish → last visible)",
+                  f"{events_n / (last_visible - start):,.0f} events/s")
+    table.add_row("publish rate (sign + send, acks=all)", f"{events_n / (published - start):,.0f} events/s")
+    table.add_row("latency p50 (publish → visible)", f"{percentile(latencies, 50):,.0f} ms")
+    table.add_row("latency p99", f"{percentile(latencies, 99):,.0f} ms")
+    table.add_row("latency mean / max", f"{statistics.fmean(latencies):,.0f} / {max(latencies):,.0f} ms")
+    table.add_row("worker peak RSS", f"{worker_rss:,.0f} MiB")
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--citizens", type=int, default=2_000)
+    parser.add_argument("--rate", type=float, default=0, help="offered load in events/s; 0 publishes unpaced")
+    args = parser.parse_args()
+    asyncio.run(run(args.events, args.citizens, args.rate))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+# Image for the healthbook worker and query consumer (docker-compose.yml).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY schemas schemas
+COPY producers producers
+COPY streams streams
+COPY consumers consumers
+COPY healthbook healthbook
+RUN pip install --no-cache-dir .
+USER nobody
+ENTRYPOINT ["healthbook"]

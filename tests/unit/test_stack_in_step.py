@@ -1,0 +1,43 @@
+"""docker-compose.yml describes the same stack as stack/ and the settings."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+from healthbook.config import PROJECT_ROOT, Settings
+
+COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_kafka_image_is_the_version_the_local_stack_resolves():
+    pom = (PROJECT_ROOT / "stack" / "pom.xml").read_text()
+    version = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom).group(1)
+    assert COMPOSE["services"]["kafka"]["image"] == f"apache/kafka:{version}"
+
+
+def test_compose_environment_names_real_settings():
+    fields = {f"HEALTHBOOK_{name.upper()}" for name in Settings.model_fields}
+    for service in ("worker", "query-consumer", "topics"):
+        assert set(COMPOSE["services"][service]["environment"]) <= fields
+
+
+def test_compose_broker_settings_match_the_local_broker():
+    script = (PROJECT_ROOT / "stack" / "stack.sh").read_text()
+    env = COMPOSE["services"]["kafka"]["environment"]
+    for key in ("num.partitions", "auto.create.topics.enable", "offsets.topic.num.partitions",
+                "group.initial.rebalance.delay.ms", "log.retention.hours"):
+        local = re.search(rf"^{re.escape(key)}=(.+)$", script, re.M).group(1)
+        assert str(env["KAFKA_" + key.upper().replace(".", "_")]) == local, key
+
+
+def test_compose_partitions_match_the_default_settings():
+    env = COMPOSE["x-healthbook-env"]
+    assert int(env["HEALTHBOOK_VISIT_PARTITIONS"]) == Settings().visit_partitions
+
+
+def test_the_dockerfile_copies_every_package():
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    for package in ("schemas", "producers", "streams", "consumers", "healthbook"):
+        assert f"COPY {package} {package}" in dockerfile
+    assert Path(PROJECT_ROOT / ".dockerignore").exists()

@@ -29,6 +29,7 @@ demo: up
 	$(PY) -m healthbook.cli demo
 
 test: up
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 unit: $(STAMP)

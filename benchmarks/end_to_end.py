@@ -13,24 +13,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from rich.console import Console
+from rich.table import Table
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from healthbook.config import PROJECT_ROOT, Settings  # noqa: E402
-from healthbook.database import connect_pool, recreate_database  # noqa: E402
-from healthbook.processes import ServiceProcess  # noqa: E402
-from healthbook.topics import ensure_topics  # noqa: E402
-from producers.clinic_keys import new_key_entry, publish_keys  # noqa: E402
-from producers.publisher import ClinicPublisher  # noqa: E402
-from producers.synthetic import CLINICS, make_population  # noqa: E402
-from schemas.envelope import Signer  # noqa: E402
+from healthbook.config import PROJECT_ROOT, Settings
+from healthbook.database import connect_pool, recreate_database
+from healthbook.processes import ServiceProcess
+from healthbook.topics import ensure_topics
+from producers.clinic_keys import new_key_entry, publish_keys
+from producers.publisher import ClinicPublisher
+from producers.synthetic import CLINICS, make_population
+from schemas.envelope import Signer
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -21,8 +21,14 @@ log = logging.getLogger(__name__)
 
 def refused(request_id: str, refusal: Refusal, year: int | None = None) -> dict[str, Any]:
     """A reply that serves nothing."""
-    return {"request_id": request_id, "status": "refused", "refusal_code": refusal.code,
-            "message": refusal.message, "year": year, "visits": []}
+    return {
+        "request_id": request_id,
+        "status": "refused",
+        "refusal_code": refusal.code,
+        "message": refusal.message,
+        "year": year,
+        "visits": [],
+    }
 
 
 async def answer(conn: asyncpg.Connection, raw: bytes, trusted: dict[str, bytes]) -> dict[str, Any]:
@@ -31,7 +37,9 @@ async def answer(conn: asyncpg.Connection, raw: bytes, trusted: dict[str, bytes]
         request = wire.decode(raw, catalogue.INTEGRATION_REQUEST)
     except ContractError as exc:
         reply = refused("", Refusal("malformed", f"Yêu cầu không đọc được ({exc})."))
-        await conn.execute("insert into access_log (request_id, outcome, refusal_code) values ('', 'refused', 'malformed')")
+        await conn.execute(
+            "insert into access_log (request_id, outcome, refusal_code) values ('', 'refused', 'malformed')"
+        )
         return reply
     request_id, personal_id, year = request["request_id"], request["personal_id"], request["year"]
     refusal = check_request(request, trusted)
@@ -39,18 +47,37 @@ async def answer(conn: asyncpg.Connection, raw: bytes, trusted: dict[str, bytes]
         if refusal:
             await conn.execute(
                 "insert into access_log (request_id, personal_id, year, outcome, refusal_code) "
-                "values ($1, $2, $3, 'refused', $4)", request_id, personal_id, year, refusal.code)
+                "values ($1, $2, $3, 'refused', $4)",
+                request_id,
+                personal_id,
+                year,
+                refusal.code,
+            )
             return refused(request_id, refusal, year)
         await conn.execute(
             "insert into consents (personal_id, confirmed_at, request_id) values ($1, $2, $3) "
-            "on conflict (personal_id) do nothing", personal_id, request["requested_at"], request_id)
+            "on conflict (personal_id) do nothing",
+            personal_id,
+            request["requested_at"],
+            request_id,
+        )
         visits = await visits_of(conn, personal_id, year)
         await conn.execute(
             "insert into access_log (request_id, personal_id, year, outcome, visits) values ($1, $2, $3, 'served', $4)",
-            request_id, personal_id, year, len(visits))
+            request_id,
+            personal_id,
+            year,
+            len(visits),
+        )
     message = f"{len(visits)} lượt khám chữa bệnh BHYT năm {year}" if visits else EMPTY_HISTORY
-    return {"request_id": request_id, "status": "ok", "refusal_code": None, "message": message,
-            "year": year, "visits": visits}
+    return {
+        "request_id": request_id,
+        "status": "ok",
+        "refusal_code": None,
+        "message": message,
+        "year": year,
+        "visits": visits,
+    }
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -58,8 +85,11 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     trusted = load_trusted_keys(settings.identity_keys_file)
     pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
     consumer = AIOKafkaConsumer(
-        settings.topics.integration_requests, bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.query_group, enable_auto_commit=False, auto_offset_reset="earliest",
+        settings.topics.integration_requests,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.query_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await consumer.start()
@@ -74,7 +104,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                     async with pool.acquire() as conn:
                         reply = await answer(conn, message.value, trusted)
                     await producer.send_and_wait(
-                        settings.topics.integration_replies, wire.encode(catalogue.INTEGRATION_REPLY, reply),
+                        settings.topics.integration_replies,
+                        wire.encode(catalogue.INTEGRATION_REPLY, reply),
                         key=reply["request_id"].encode(),
                     )
                     log.info("request %s: %s %s", reply["request_id"], reply["status"], reply["refusal_code"] or "")

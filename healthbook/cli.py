@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -50,7 +51,9 @@ def _clinic_register(settings: Settings, args: argparse.Namespace) -> None:
         sys.exit(f"clinic code {args.clinic!r} {exc.message}")
     signer = Signer.generate(args.key_id)
     path = save_signer(settings.key_dir, args.clinic, signer)
-    asyncio.run(publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [new_key_entry(args.clinic, signer)]))
+    asyncio.run(
+        publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [new_key_entry(args.clinic, signer)])
+    )
     print(f"registered key '{args.key_id}' of clinic {args.clinic}; private key kept at {path}")
 
 
@@ -60,7 +63,9 @@ def _publish(settings: Settings, args: argparse.Namespace) -> None:
     from producers.synthetic import make_population
 
     if args.synthetic:
-        _, events = make_population(args.seed, max(1, args.synthetic // 10), args.synthetic, [args.clinic], (2025, 2026))
+        _, events = make_population(
+            args.seed, max(1, args.synthetic // 10), args.synthetic, [args.clinic], (2025, 2026)
+        )
     elif args.file:
         events = [json.loads(line) for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
@@ -98,10 +103,8 @@ def _query_consumer(settings: Settings, _: argparse.Namespace) -> None:
     from consumers.query import run
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(settings))
-    except KeyboardInterrupt:
-        pass
 
 
 def _request(settings: Settings, args: argparse.Namespace) -> None:

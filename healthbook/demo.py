@@ -1,4 +1,4 @@
-"""make demo: a realistic batch through the whole pipeline on the local stack, shown as a citizen and an operator see it."""
+"""make demo: a realistic batch through the whole pipeline, shown as a citizen and an operator see it."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ CITIZENS, VISITS, RESENT = 50, 500, 25
 YEARS = (2025, 2026)
 
 
-async def wait_for_consumed(pool: asyncpg.Pool, expected: int, timeout: float, worker: ServiceProcess) -> dict[str, int]:
+async def wait_for_consumed(
+    pool: asyncpg.Pool, expected: int, timeout: float, worker: ServiceProcess
+) -> dict[str, int]:
     """Wait until the worker has counted expected messages; fail with its log if it died or stalled."""
     deadline = time.monotonic() + timeout
     while True:
@@ -38,7 +40,8 @@ async def wait_for_consumed(pool: asyncpg.Pool, expected: int, timeout: float, w
             return counts
         if not worker.running or time.monotonic() > deadline:
             raise RuntimeError(
-                f"worker consumed {counts.get('consumed', 0)} of {expected} messages; its log ends:\n{worker.log_tail()}"
+                f"worker consumed {counts.get('consumed', 0)} of {expected} messages; "
+                f"its log ends:\n{worker.log_tail()}"
             )
         await asyncio.sleep(0.5)
 
@@ -47,8 +50,11 @@ async def publish_batch(settings: Settings, console: Console) -> tuple[int, str]
     """Publish the demo batch with its planted faults; return the message count and a citizen to look up."""
     rng = random.Random(SEED)
     signers = {code: Signer.generate("k1") for code in CLINICS}
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
-                       [new_key_entry(code, signer) for code, signer in signers.items()])
+    await publish_keys(
+        settings.kafka_bootstrap,
+        settings.topics.clinic_keys,
+        [new_key_entry(code, signer) for code, signer in signers.items()],
+    )
     citizens, events = make_population(SEED, CITIZENS, VISITS, list(CLINICS), YEARS)
     sent = 0
     for code, signer in signers.items():
@@ -57,29 +63,39 @@ async def publish_batch(settings: Settings, console: Console) -> tuple[int, str]
             sent += await publisher.publish_all(mine)
             resend = [e for e in rng.sample(mine, RESENT * len(mine) // VISITS + 1)]
             sent += await publisher.publish_all(resend)
-    console.print(f"published {VISITS} visits from {len(CLINICS)} clinics for {CITIZENS} citizens, "
-                  f"and re-sent {sent - VISITS} of them")
+    console.print(
+        f"published {VISITS} visits from {len(CLINICS)} clinics for {CITIZENS} citizens, "
+        f"and re-sent {sent - VISITS} of them"
+    )
 
     featured = citizens[0]
     original = next(e for e in events if e["patient"]["personal_id"] == featured.personal_id)
-    corrected = dict(original, version=2, event_id=f"{original['event_id'][:-4]}c0r2",
-                     discharge_diagnosis=original["discharge_diagnosis"] + "; theo dõi thêm")
+    corrected = dict(
+        original,
+        version=2,
+        event_id=f"{original['event_id'][:-4]}c0r2",
+        discharge_diagnosis=original["discharge_diagnosis"] + "; theo dõi thêm",
+    )
     code = original["facility_code"]
     async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, code, signers[code]) as publisher:
         await (await publisher.publish(corrected))
-        invalid = dict(make_visit(rng, make_citizen(rng), code, 900_001, datetime(2026, 5, 2, 9, 0)),
-                       discharged_at="202605010800")
+        invalid = dict(
+            make_visit(rng, make_citizen(rng), code, 900_001, datetime(2026, 5, 2, 9, 0)), discharged_at="202605010800"
+        )
         await (await publisher.publish(invalid, validate=False))
-        forged = bytearray(seal_visit(make_visit(rng, featured, code, 900_002, datetime(2026, 6, 1, 8, 0)), code,
-                                      signers[code]))
+        forged = bytearray(
+            seal_visit(make_visit(rng, featured, code, 900_002, datetime(2026, 6, 1, 8, 0)), code, signers[code])
+        )
         forged[-3] ^= 0xFF
         await (await publisher.publish_raw(featured.personal_id.encode(), bytes(forged)))
         await (await publisher.publish_raw(b"not-a-person", b"<TONG_HOP>this is not an envelope</TONG_HOP>"))
     stranger = Signer.generate("k1")
     async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, "92001", stranger) as publisher:
         await (await publisher.publish(make_visit(rng, featured, "92001", 900_003, datetime(2026, 7, 1, 8, 0))))
-    console.print("also published: 1 corrected version, 1 visit breaking the rules, 1 forged signature, "
-                  "1 malformed message, 1 visit from an unregistered clinic")
+    console.print(
+        "also published: 1 corrected version, 1 visit breaking the rules, 1 forged signature, "
+        "1 malformed message, 1 visit from an unregistered clinic"
+    )
     return sent + 5, featured.personal_id
 
 
@@ -87,12 +103,14 @@ async def run(settings: Settings) -> int:
     """Run the demo end to end; return the process exit code."""
     console = Console()
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
-    settings = settings.model_copy(update={
-        "topic_prefix": f"demo-{stamp}.",
-        "worker_id": f"healthbook-demo-{stamp}",
-        "query_group": f"healthbook-demo-query-{stamp}",
-        "database_url": await recreate_database(settings.database_url, "healthbook_demo"),
-    })
+    settings = settings.model_copy(
+        update={
+            "topic_prefix": f"demo-{stamp}.",
+            "worker_id": f"healthbook-demo-{stamp}",
+            "query_group": f"healthbook-demo-query-{stamp}",
+            "database_url": await recreate_database(settings.database_url, "healthbook_demo"),
+        }
+    )
     console.rule("[bold]healthbook demo")
     console.print(f"topics prefixed [bold]{settings.topic_prefix}[/], database [bold]healthbook_demo[/] (fresh)")
     await ensure_topics(settings)
@@ -119,8 +137,10 @@ async def run(settings: Settings) -> int:
         worker.stop()
         query.stop()
         await pool.close()
-    console.print(f"\nWorker and query consumer stopped (logs in {logs}). Kafka and PostgreSQL keep running: "
-                  "'make down' stops them, 'make status' shows them.")
+    console.print(
+        f"\nWorker and query consumer stopped (logs in {logs}). Kafka and PostgreSQL keep running: "
+        "'make down' stops them, 'make status' shows them."
+    )
     return 0 if adds_up else 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -27,16 +28,33 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     names = settings.topics
     keep_forever = {"retention.ms": "-1", "cleanup.policy": "delete"}
     return [
-        TopicSpec(names.visits, settings.visit_partitions, keep_forever,
-                  "signed visit events from clinics, key = personal ID; kept forever so the health book can be replayed"),
-        TopicSpec(names.dead_letter, 1, {"retention.ms": str(90 * DAY_MS)},
-                  "rejected messages with reason and original bytes; 90 days"),
-        TopicSpec(names.clinic_keys, 1, {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
-                  "clinic public keys, key = clinic_code/key_id, compacted"),
-        TopicSpec(names.integration_requests, 2, {"retention.ms": str(7 * DAY_MS)},
-                  "citizen confirmations signed by the identity platform, key = personal ID; 7 days"),
-        TopicSpec(names.integration_replies, 2, {"retention.ms": str(DAY_MS)},
-                  "health-book answers, key = request id; 1 day"),
+        TopicSpec(
+            names.visits,
+            settings.visit_partitions,
+            keep_forever,
+            "signed visit events from clinics, key = personal ID; kept forever so the health book can be replayed",
+        ),
+        TopicSpec(
+            names.dead_letter,
+            1,
+            {"retention.ms": str(90 * DAY_MS)},
+            "rejected messages with reason and original bytes; 90 days",
+        ),
+        TopicSpec(
+            names.clinic_keys,
+            1,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+            "clinic public keys, key = clinic_code/key_id, compacted",
+        ),
+        TopicSpec(
+            names.integration_requests,
+            2,
+            {"retention.ms": str(7 * DAY_MS)},
+            "citizen confirmations signed by the identity platform, key = personal ID; 7 days",
+        ),
+        TopicSpec(
+            names.integration_replies, 2, {"retention.ms": str(DAY_MS)}, "health-book answers, key = request id; 1 day"
+        ),
     ]
 
 
@@ -49,12 +67,10 @@ async def ensure_topics(settings: Settings) -> list[str]:
         wanted = [spec for spec in topic_specs(settings) if spec.name not in existing]
         if not wanted:
             return []
-        try:
-            await admin.create_topics([
-                NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config) for spec in wanted
-            ])
-        except TopicAlreadyExistsError:
-            pass
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(
+                [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config) for spec in wanted]
+            )
         return [spec.name for spec in wanted]
     finally:
         await admin.close()

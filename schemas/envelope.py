@@ -61,7 +61,7 @@ def to_millis(value: Any) -> int:
     """Epoch milliseconds of an Avro timestamp-millis value (fastavro decodes it to datetime)."""
     if isinstance(value, int):
         return value
-    return int(round(value.timestamp() * 1000))
+    return round(value.timestamp() * 1000)
 
 
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:

@@ -41,9 +41,14 @@ class VisitPipeline:
 
     async def start(self) -> None:
         """Connect to PostgreSQL (migrating it), the dead-letter producer and the key registry."""
-        self.pool = await _retry("connect to PostgreSQL", lambda: connect_pool(self.settings.database_url, min_size=1, max_size=2))
+        self.pool = await _retry(
+            "connect to PostgreSQL", lambda: connect_pool(self.settings.database_url, min_size=1, max_size=2)
+        )
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
         )
         await self.producer.start()
         await self.registry.start()
@@ -64,7 +69,8 @@ class VisitPipeline:
             await self.registry.catch_up()
             results = [
                 validate_safely(m.key, m.value, self.keyring)
-                if isinstance(r, Rejected) and r.code in _RETRY_AFTER_CATCH_UP else r
+                if isinstance(r, Rejected) and r.code in _RETRY_AFTER_CATCH_UP
+                else r
                 for m, r in zip(messages, results, strict=True)
             ]
 
@@ -105,13 +111,29 @@ class VisitPipeline:
         for message, result in zip(messages, results, strict=True):
             if isinstance(result, Rejected):
                 counts[f"rejected:{result.code}"] += 1
-                source = Source(message.topic, message.partition, message.offset,
-                                int(message.timestamp * 1000), message.key, message.value)
-                log.warning("rejected %s[%d]@%d: %s (%s)", message.topic, message.partition, message.offset,
-                            result.code, result.clinic_code)
-                sends.append(await self.producer.send(
-                    self.settings.topics.dead_letter, dead_letter(result, source), key=message.key,
-                ))
+                source = Source(
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    int(message.timestamp * 1000),
+                    message.key,
+                    message.value,
+                )
+                log.warning(
+                    "rejected %s[%d]@%d: %s (%s)",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    result.code,
+                    result.clinic_code,
+                )
+                sends.append(
+                    await self.producer.send(
+                        self.settings.topics.dead_letter,
+                        dead_letter(result, source),
+                        key=message.key,
+                    )
+                )
         if sends:
             await asyncio.gather(*sends)
 
@@ -144,12 +166,19 @@ def create_app(settings: Settings | None = None) -> faust.App:
         key_serializer="raw",
         value_serializer="json",  # the table's values; the visits topic says raw itself
     )
-    visits = app.topic(settings.topics.visits, key_type=bytes, value_type=bytes, key_serializer="raw",
-                       value_serializer="raw", partitions=settings.visit_partitions)
+    visits = app.topic(
+        settings.topics.visits,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.visit_partitions,
+    )
     # Keyed like the visits topic and placed by the same partitioner, so each changelog
     # partition holds exactly the citizens of the matching visits partition.
-    versions = app.Table("visit-versions", default=None, partitions=settings.visit_partitions,
-                         use_partitioner=True, key_type=bytes)
+    versions = app.Table(
+        "visit-versions", default=None, partitions=settings.visit_partitions, use_partitioner=True, key_type=bytes
+    )
     pipeline = VisitPipeline(settings, _KeyedTable(versions))
 
     @app.agent(visits, name="project-visits")

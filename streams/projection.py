@@ -55,13 +55,20 @@ def visit_row(accepted: Accepted, partition: int, offset: int) -> VisitRow:
 
 _COLUMNS = list(VisitRow.__dataclass_fields__)
 _TYPES = {
-    "version": "bigint", "year": "int", "admitted_at": "timestamp", "discharged_at": "timestamp",
-    "record": "jsonb", "signature": "bytea", "signed_at": "timestamptz",
-    "source_partition": "int", "source_offset": "bigint",
+    "version": "bigint",
+    "year": "int",
+    "admitted_at": "timestamp",
+    "discharged_at": "timestamp",
+    "record": "jsonb",
+    "signature": "bytea",
+    "signed_at": "timestamptz",
+    "source_partition": "int",
+    "source_offset": "bigint",
 }
+_ARRAYS = ", ".join(f"${i}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(_COLUMNS, 1))
 _UPSERT = f"""
 insert into health_book_visits ({", ".join(_COLUMNS)}, projected_at)
-select *, clock_timestamp() from unnest({", ".join(f"${i}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(_COLUMNS, 1))})
+select *, clock_timestamp() from unnest({_ARRAYS})
 on conflict (facility_code, visit_code) do update set
     {", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[2:])}, projected_at = clock_timestamp()
 where health_book_visits.version < excluded.version
@@ -89,8 +96,9 @@ async def write_batch(
         if rows:
             columns = [[getattr(row, c) for row in rows] for c in _COLUMNS]
             applied = {(r["facility_code"], r["visit_code"]) for r in await conn.fetch(_UPSERT, *columns)}
-            stale = sum(w for row, w in zip(rows, weights, strict=True)
-                        if (row.facility_code, row.visit_code) not in applied)
+            stale = sum(
+                w for row, w in zip(rows, weights, strict=True) if (row.facility_code, row.visit_code) not in applied
+            )
             counts["accepted"] -= stale
             counts["duplicate"] += stale
         outcomes = [k for k, v in counts.items() if v]

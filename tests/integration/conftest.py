@@ -6,8 +6,8 @@ import asyncio
 import itertools
 import time
 import uuid
-from datetime import datetime
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ from healthbook.processes import ServiceProcess
 from healthbook.topics import ensure_topics
 from producers.clinic_keys import new_key_entry, publish_keys
 from producers.publisher import ClinicPublisher
-from schemas.envelope import Signer
 from producers.synthetic import Citizen
+from schemas.envelope import Signer
 from tests.factories import citizen, visit
 
 pytestmark = pytest.mark.integration

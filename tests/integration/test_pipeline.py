@@ -1,8 +1,8 @@
 """Signed visit events through the real broker and worker into the PostgreSQL health book."""
 
 import json
-from decimal import Decimal
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
 

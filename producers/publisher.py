@@ -52,11 +52,14 @@ class ClinicPublisher:
             raise InvalidVisit(str(event.get("visit_code")), violations_of(exc)) from None
 
     async def publish(self, event: dict[str, Any], *, validate: bool = True) -> asyncio.Future:
-        """Sign and queue one visit; await the returned future for the broker's acknowledgement."""
-        if validate:
-            self.check(event)
-        value = seal_visit(event, self.clinic_code, self.signer)
-        return await self._producer.send(self.topic, value, key=event["patient"]["personal_id"].encode())
+        """Sign and queue one visit; await the returned future for the broker's acknowledgement.
+
+        With validate (the default) the event is checked and sent as the model reads it, so JSON
+        input such as money written as "478000" is encoded with its proper Avro types.
+        """
+        record = self.check(event).model_dump() if validate else event
+        value = seal_visit(record, self.clinic_code, self.signer)
+        return await self._producer.send(self.topic, value, key=record["patient"]["personal_id"].encode())
 
     async def publish_raw(self, key: bytes | None, value: bytes) -> asyncio.Future:
         """Queue bytes as they are; for re-sending stored messages and for fault tests."""

@@ -30,12 +30,21 @@ def _apply(check: Any, *args: Any) -> Any:
         raise PydanticCustomError(broken.rule, broken.message) from None
 
 
-def _icd10(value: str) -> str:
-    _apply(rules.check_icd10, value)
-    return value
+def _rule(check: Any) -> AfterValidator:
+    """A pydantic validator that applies one rule of schemas.rules and keeps the value."""
+
+    def run(value: str) -> str:
+        _apply(check, value)
+        return value
+
+    return AfterValidator(run)
 
 
-Icd10 = Annotated[str, AfterValidator(_icd10)]
+Minute = Annotated[str, _rule(rules.parse_minute)]
+Day = Annotated[str, _rule(rules.parse_day)]
+BirthDate = Annotated[str, _rule(rules.parse_birth_date)]
+FacilityCode = Annotated[str, _rule(rules.check_facility_code)]
+Icd10 = Annotated[str, _rule(rules.check_icd10)]
 
 
 class _Model(BaseModel):
@@ -45,7 +54,7 @@ class _Model(BaseModel):
 class Patient(_Model):
     """The person a visit belongs to (XML1)."""
 
-    birth_date: Text
+    birth_date: BirthDate
     sex: int = Field(ge=1, le=3)
     personal_id: Text
     patient_code: Text
@@ -54,12 +63,6 @@ class Patient(_Model):
     province_code: str | None = None
     phone: str | None = None
     insurance_card_numbers: list[Text] = Field(min_length=1)
-
-    @field_validator("birth_date")
-    @classmethod
-    def _birth_date(cls, value: str) -> str:
-        _apply(rules.parse_birth_date, value)
-        return value
 
     @field_validator("personal_id")
     @classmethod
@@ -83,13 +86,7 @@ class Medicine(_Model):
     instructions: str | None = None
     quantity: float = Field(ge=0)
     prescriber_code: str | None = None
-    ordered_at: Text
-
-    @field_validator("ordered_at")
-    @classmethod
-    def _ordered_at(cls, value: str) -> str:
-        _apply(rules.parse_minute, value)
-        return value
+    ordered_at: Minute
 
 
 class LabResult(_Model):
@@ -103,14 +100,7 @@ class LabResult(_Model):
     unit: str | None = None
     description: str | None = None
     conclusion: str | None = None
-    result_at: str | None = None
-
-    @field_validator("result_at")
-    @classmethod
-    def _result_at(cls, value: str | None) -> str | None:
-        if value is not None:
-            _apply(rules.parse_minute, value)
-        return value
+    result_at: Minute | None = None
 
 
 class VisitEvent(_Model):
@@ -118,12 +108,12 @@ class VisitEvent(_Model):
 
     event_id: Text
     version: int = Field(ge=0)
-    facility_code: Text
+    facility_code: FacilityCode
     visit_code: Text
     patient: Patient
     visit_type: int = Field(ge=1, le=99)
-    admitted_at: Text
-    discharged_at: Text
+    admitted_at: Minute
+    discharged_at: Minute
     reason: str | None = None
     admission_diagnosis: str | None = None
     discharge_diagnosis: Text
@@ -131,7 +121,7 @@ class VisitEvent(_Model):
     secondary_diagnosis_codes: list[Icd10] = []
     treatment_result: int | None = Field(default=None, ge=1, le=9)
     discharge_type: int | None = None
-    follow_up_date: str | None = None
+    follow_up_date: Day | None = None
     department_code: str | None = None
     total_cost: Money
     insurance_paid: Money
@@ -139,38 +129,13 @@ class VisitEvent(_Model):
     medicines: list[Medicine] = []
     results: list[LabResult] = []
 
-    @field_validator("facility_code")
-    @classmethod
-    def _facility_code(cls, value: str) -> str:
-        _apply(rules.check_facility_code, value)
-        return value
-
-    @field_validator("admitted_at")
-    @classmethod
-    def _admitted_at(cls, value: str) -> str:
-        _apply(rules.parse_minute, value)
-        return value
-
     @field_validator("discharged_at")
     @classmethod
     def _discharged_at(cls, value: str, info: ValidationInfo) -> str:
-        discharged = _apply(rules.parse_minute, value)
-        admitted = info.data.get("admitted_at")
+        admitted = info.data.get("admitted_at")  # absent when admitted_at itself was invalid
         if admitted:
-            _apply(
-                rules.check_not_before,
-                discharged,
-                rules.parse_minute(admitted),
-                "discharge_before_admission",
-                f"admission {admitted}",
-            )
-        return value
-
-    @field_validator("follow_up_date")
-    @classmethod
-    def _follow_up(cls, value: str | None) -> str | None:
-        if value is not None:
-            _apply(rules.parse_day, value)
+            _apply(rules.check_not_before, rules.parse_minute(value), rules.parse_minute(admitted),
+                   "discharge_before_admission", f"admission {admitted}")
         return value
 
     @property

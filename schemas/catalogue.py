@@ -32,17 +32,19 @@ class SchemaEntry:
 
 
 _ENTRIES = (
-    SchemaEntry(1, "visits-payload-value", AVRO_DIR / "visit_event.avsc"),
+    SchemaEntry(1, "visits-payload-value", AVRO_DIR / "visit_event_v1.avsc"),
     SchemaEntry(2, "visits-value", AVRO_DIR / "signed_visit.avsc"),
     SchemaEntry(3, "clinic.keys-value", AVRO_DIR / "clinic_key.avsc"),
     SchemaEntry(4, "visits.dlq-value", AVRO_DIR / "dead_letter.avsc"),
     SchemaEntry(5, "integration.requests-value", AVRO_DIR / "integration_request.avsc"),
     SchemaEntry(6, "integration.replies-value", AVRO_DIR / "integration_reply.avsc"),
+    SchemaEntry(7, "visits-payload-value", AVRO_DIR / "visit_event_v2.avsc"),
 )
 
 BY_ID = {entry.schema_id: entry for entry in _ENTRIES}
 
-VISIT_EVENT = BY_ID[1]
+VISIT_EVENT_V1 = BY_ID[1]
+VISIT_EVENT = BY_ID[7]  # what producers write; decoding resolves older versions of the subject to it
 SIGNED_VISIT = BY_ID[2]
 CLINIC_KEY = BY_ID[3]
 DEAD_LETTER = BY_ID[4]

@@ -36,19 +36,22 @@ def schema_id_of(data: bytes) -> int:
 
 
 def decode(data: bytes, expected: SchemaEntry) -> dict[str, Any]:
-    """Decode a framed message that must carry the expected schema."""
+    """Decode a framed message of the expected schema's subject, resolving an older writer version to it."""
     schema_id = schema_id_of(data)
-    if schema_id not in BY_ID:
+    writer = BY_ID.get(schema_id)
+    if writer is None:
         raise UnsupportedSchema(f"schema id {schema_id} is not in healthbook's catalogue")
-    if schema_id != expected.schema_id:
+    if writer.subject != expected.subject:
         raise UnsupportedSchema(
-            f"schema id {schema_id} ({BY_ID[schema_id].subject}) where "
-            f"{expected.schema_id} ({expected.subject}) was expected"
+            f"schema id {schema_id} ({writer.subject}) where {expected.subject} was expected"
         )
     body = io.BytesIO(data)
     body.seek(_HEADER.size)
     try:
-        record = fastavro.schemaless_reader(body, expected.parsed)
+        if writer is expected:
+            record = fastavro.schemaless_reader(body, expected.parsed)
+        else:
+            record = fastavro.schemaless_reader(body, writer.parsed, expected.parsed)
     except (EOFError, ValueError, UnicodeDecodeError, IndexError, TypeError) as exc:
         raise MalformedMessage(f"Avro body does not match {expected.subject}: {exc}") from exc
     if body.tell() != len(data):

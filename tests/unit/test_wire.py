@@ -6,14 +6,15 @@ import pytest
 
 from schemas import catalogue, wire
 from schemas.errors import MalformedMessage, UnsupportedSchema
+from schemas.visit import VisitEvent
 from tests.factories import visit
 
 
 def test_round_trip_keeps_every_field():
-    record = visit()
+    record = VisitEvent.model_validate(visit()).model_dump()
     data = wire.encode(catalogue.VISIT_EVENT, record)
     assert data[0] == 0
-    assert struct.unpack(">I", data[1:5])[0] == catalogue.VISIT_EVENT.schema_id
+    assert struct.unpack(">I", data[1:5])[0] == catalogue.VISIT_EVENT.schema_id == 7
     assert wire.decode(data, catalogue.VISIT_EVENT) == record
 
 
@@ -39,7 +40,7 @@ def test_unknown_and_unexpected_schema_ids():
     with pytest.raises(UnsupportedSchema, match="not in healthbook's catalogue"):
         wire.decode(b"\x00\x00\x00\x03\xe7" + b"\x00" * 10, catalogue.VISIT_EVENT)
     data = wire.encode(catalogue.VISIT_EVENT, visit())
-    with pytest.raises(UnsupportedSchema, match="where 2"):
+    with pytest.raises(UnsupportedSchema, match="where visits-value was expected"):
         wire.decode(data, catalogue.SIGNED_VISIT)
 
 

@@ -92,6 +92,19 @@ def _publish(settings: Settings, args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def _ingest(settings: Settings, args: argparse.Namespace) -> None:
+    from healthbook import render
+    from producers.ingest import IngestError, ingest
+
+    try:
+        reports = asyncio.run(ingest(settings, Path(args.target), key_id=args.key_id, version=args.version))
+    except IngestError as exc:
+        sys.exit(str(exc))
+    render.ingest_reports(Console(), reports)
+    if not all(report.ok for report in reports):
+        sys.exit(1)
+
+
 def _worker(settings: Settings, _: argparse.Namespace) -> None:
     from streams.worker import main as worker_main
 
@@ -158,6 +171,11 @@ def parser() -> argparse.ArgumentParser:
     publish.add_argument("--synthetic", type=int, default=0, help="publish N invented visits instead of a file")
     publish.add_argument("--seed", type=int, default=1)
     publish.set_defaults(run=_publish)
+    ingest = sub.add_parser("ingest", help="publish GIAMDINHHS (QĐ 4750) dossier files of a clinic")
+    ingest.add_argument("target", help="a dossier file, or a directory of them")
+    ingest.add_argument("--key-id", default="k1", help="which of the facility's registered keys signs")
+    ingest.add_argument("--version", type=int, help="visit version to publish (default: NGAYLAP as yyyyMMdd)")
+    ingest.set_defaults(run=_ingest)
     sub.add_parser("worker", help="run the stream worker (faust)").set_defaults(run=_worker)
     sub.add_parser("query-consumer", help="run the consent-gated query consumer").set_defaults(run=_query_consumer)
     request = sub.add_parser("request", help="confirm integration as a citizen (identity-platform stand-in)")

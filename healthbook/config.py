@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     batch_within_seconds: float = 0.2
     key_dir: Path = PROJECT_ROOT / ".local" / "keys"
     identity_keys_file: Path = PROJECT_ROOT / ".local" / "keys" / "identity-platform.json"
+    ingest_ledger: Path = PROJECT_ROOT / ".local" / "ingest-ledger.sqlite"
 
     @property
     def topics(self) -> TopicNames:

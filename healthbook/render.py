@@ -69,3 +69,21 @@ def dead_letters(console: Console, records: list[dict[str, Any]]) -> None:
             str(len(record["original_value"] or b"")),
         )
     console.print(table)
+
+
+def ingest_reports(console: Console, reports: list[Any]) -> None:
+    """Print what ingest did per file, then every rejection with its location."""
+    table = Table(title="Ingest report", title_justify="left")
+    for column in ("file", "HOSO read", "published", "of which already published", "rejected", "file error"):
+        table.add_column(column, justify="left" if column in ("file", "file error") else "right", overflow="fold")
+    for report in reports:
+        table.add_row(report.file, str(report.read), str(report.published), str(report.already_published),
+                      str(report.rejected_hoso), report.file_error or "")
+    console.print(table)
+    repeats = sum(r.already_published for r in reports)
+    if repeats:
+        console.print(f"{repeats} visit(s) were already published with the same content: the pipeline counts them "
+                      "as duplicates and the health book does not change.")
+    for report in reports:
+        for rejection in report.rejected:
+            console.print(rejection.line(), markup=False, highlight=False)

@@ -57,9 +57,14 @@ class ClinicPublisher:
         With validate (the default) the event is checked and sent as the model reads it, so JSON
         input such as money written as "478000" is encoded with its proper Avro types.
         """
-        record = self.check(event).model_dump() if validate else event
+        if validate:
+            model = self.check(event)
+            record, key = model.model_dump(), model.partition_key
+        else:
+            patient = event["patient"]
+            record, key = event, patient.get("personal_id") or f"card:{patient['insurance_card_numbers'][0]}"
         value = seal_visit(record, self.clinic_code, self.signer)
-        return await self._producer.send(self.topic, value, key=record["patient"]["personal_id"].encode())
+        return await self._producer.send(self.topic, value, key=key.encode())
 
     async def publish_raw(self, key: bytes | None, value: bytes) -> asyncio.Future:
         """Queue bytes as they are; for re-sending stored messages and for fault tests."""

@@ -261,6 +261,11 @@ class VisitEvent(_Model):
         return self.patient.personal_id
 
     @property
+    def partition_key(self) -> str:
+        """The message key: the personal ID, or the BHYT card while the person is not yet resolved."""
+        return self.personal_id or f"card:{self.card_number}"
+
+    @property
     def card_number(self) -> str:
         """The first BHYT card number, by which a visit without personal ID is resolved."""
         return self.patient.insurance_card_numbers[0]

@@ -100,10 +100,11 @@ def validate(key: bytes | None, value: bytes | None, keyring: Keyring) -> Accept
             event_id,
         )
 
-    if key is None or key.decode("utf-8", "replace") != event.personal_id:
+    if key is None or key.decode("utf-8", "replace") != event.partition_key:
         return Rejected(
             RejectionCode.WRONG_KEY,
-            "message key must be the patient's personal ID so one citizen's visits share a partition",
+            "message key must be the patient's personal ID (or 'card:' and the BHYT card number when the "
+            "record has none) so one citizen's visits share a partition",
             [],
             clinic,
             event_id,

@@ -1,0 +1,204 @@
+"""Streaming reader of GIAMDINHHS dossiers (QĐ 4750/QĐ-BYT): one HOSO at a time, tables decoded, text in NFC."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from lxml import etree
+
+BOMS = (b"\xef\xbb\xbf",)
+
+
+@dataclass(frozen=True)
+class TableProblem:
+    """A table of a HOSO that could not be read."""
+
+    table: str
+    element: str
+    value: str | None
+    rule: str
+    message: str
+
+
+@dataclass
+class Hoso:
+    """One visit's dossier (HOSO): its tables by LOAIHOSO, each a list of records."""
+
+    index: int
+    tables: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    problems: list[TableProblem] = field(default_factory=list)
+
+    @property
+    def visit_code(self) -> str | None:
+        """MA_LK of the visit, from its summary table or any record."""
+        for records in [self.tables.get("XML1", []), *self.tables.values()]:
+            for record in records:
+                if record.get("MA_LK"):
+                    return record["MA_LK"]
+        return None
+
+
+@dataclass
+class DossierHeader:
+    """What the envelope says around the HOSO list; the signature is known only at the end."""
+
+    facility_code: str | None = None
+    created_on: str | None = None
+    declared_count: int | None = None
+    signature_present: bool = False
+
+
+class CountingReader:
+    """A binary file wrapper that counts bytes read, for progress on large files."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.consumed = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size)
+        self.consumed += len(chunk)
+        return chunk
+
+
+def local(tag: object) -> str:
+    """Element name without namespace; comments and processing instructions give ''."""
+    return etree.QName(tag).localname if isinstance(tag, str) else ""
+
+
+def nfc(text: str | None) -> str | None:
+    """Stripped text in Unicode NFC, or None when empty."""
+    if text is None:
+        return None
+    text = text.strip()
+    return unicodedata.normalize("NFC", text) if text else None
+
+
+def _safe_parser() -> etree.XMLParser:
+    return etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, remove_comments=True)
+
+
+def records_of(document: etree._Element) -> list[dict[str, str]]:
+    """Every record of a table document: each element with an MA_LK child, whatever wraps it."""
+    found = []
+    for element in document.iter():
+        children = [c for c in element if local(c.tag)]
+        if not any(local(c.tag) == "MA_LK" for c in children):
+            continue
+        record: dict[str, str] = {}
+        for child in children:
+            if len(child):
+                for leaf in child.iter():
+                    if local(leaf.tag) and not len(leaf) and (text := nfc(leaf.text)) is not None:
+                        record[f"{local(child.tag)}.{local(leaf.tag)}"] = text
+            elif (text := nfc(child.text)) is not None:
+                record[local(child.tag)] = text
+        found.append(record)
+    return found
+
+
+def decode_content(table: str, content: etree._Element) -> etree._Element | TableProblem:
+    """The table document inside NOIDUNGFILE: base64 of XML, or XML nested as elements or as text."""
+    nested = [child for child in content if local(child.tag)]
+    if nested:
+        return nested[0]
+    text = (content.text or "").strip()
+    if not text:
+        return TableProblem(table, "NOIDUNGFILE", None, "content_empty", "NOIDUNGFILE is empty")
+    raw: bytes
+    if text.startswith("<"):
+        raw = text.encode("utf-8")
+    else:
+        try:
+            raw = base64.b64decode("".join(text.split()), validate=True)
+        except (binascii.Error, ValueError):
+            return TableProblem(table, "NOIDUNGFILE", text[:40], "content_encoding",
+                                "NOIDUNGFILE is neither base64 nor XML")
+    for bom in BOMS:
+        if raw.startswith(bom):
+            raw = raw[len(bom):]
+    try:
+        return etree.fromstring(raw.lstrip(), _safe_parser())
+    except etree.XMLSyntaxError as exc:
+        return TableProblem(table, "NOIDUNGFILE", None, "content_not_xml", f"table content is not XML: {exc}")
+
+
+def _read_hoso(index: int, element: etree._Element) -> Hoso:
+    hoso = Hoso(index)
+    for file_element in element:
+        if local(file_element.tag) != "FILEHOSO":
+            continue
+        kind = content = None
+        for part in file_element:
+            name = local(part.tag)
+            if name == "LOAIHOSO":
+                kind = (nfc(part.text) or "").upper()
+            elif name == "NOIDUNGFILE":
+                content = part
+        if not kind:
+            hoso.problems.append(TableProblem("?", "LOAIHOSO", None, "table_type_missing",
+                                              "FILEHOSO without LOAIHOSO"))
+            continue
+        if content is None:
+            hoso.problems.append(TableProblem(kind, "NOIDUNGFILE", None, "content_missing",
+                                              "FILEHOSO without NOIDUNGFILE"))
+            continue
+        document = decode_content(kind, content)
+        if isinstance(document, TableProblem):
+            hoso.problems.append(document)
+        else:
+            hoso.tables.setdefault(kind, []).extend(records_of(document))
+    return hoso
+
+
+class DossierReader:
+    """Iterates the HOSO of one GIAMDINHHS file without holding the file in memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = path.stat().st_size
+        self.header = DossierHeader()
+        self._counter: CountingReader | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        """How far into the file the parser has read."""
+        return self._counter.consumed if self._counter else 0
+
+    def __iter__(self) -> Iterator[Hoso]:
+        with self.path.open("rb") as raw:
+            self._counter = CountingReader(raw)
+            events = etree.iterparse(self._counter, events=("end",), resolve_entities=False, no_network=True,
+                                     huge_tree=True, remove_comments=True)
+            index = 0
+            for _, element in events:
+                name = local(element.tag)
+                if name == "HOSO":
+                    index += 1
+                    yield _read_hoso(index, element)
+                    _release(element)
+                elif name == "MACSKCB" and element.getparent() is not None \
+                        and local(element.getparent().tag) == "THONGTINDONVI":
+                    self.header.facility_code = nfc(element.text)
+                elif name == "NGAYLAP":
+                    self.header.created_on = nfc(element.text)
+                elif name == "SOLUONGHOSO":
+                    count = nfc(element.text)
+                    self.header.declared_count = int(count) if count and count.isdigit() else None
+                elif name == "CHUKYDONVI":
+                    self.header.signature_present = len(element) > 0 or bool(nfc(element.text))
+
+
+def _release(element: etree._Element) -> None:
+    """Free a processed HOSO and the siblings before it, so memory stays flat on large files."""
+    element.clear(keep_tail=False)
+    parent = element.getparent()
+    if parent is not None:
+        while element.getprevious() is not None:
+            del parent[0]

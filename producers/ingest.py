@@ -1,0 +1,201 @@
+"""healthbook ingest: GIAMDINHHS dossier files in, one signed visit event per HOSO out, with a report per file."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from healthbook.config import Settings
+from producers.clinic_keys import KeyFileMissing, load_signer
+from producers.dossier_mapping import MappingFailed, map_hoso, source_of
+from producers.giamdinhhs import DossierReader, Hoso
+from producers.ingest_ledger import IngestLedger, Seen
+from producers.publisher import ClinicPublisher
+from schemas.rules import RuleBroken, check_facility_code, parse_day
+from schemas.visit import VisitEvent, violations_of
+
+ACK_EVERY = 1000
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One HOSO that was not published, and exactly where and why."""
+
+    file: str
+    hoso: int
+    visit_code: str | None
+    table: str
+    element: str
+    value: str | None
+    rule: str
+    message: str
+
+    def line(self) -> str:
+        """The rejection as one line for the clinic's operator."""
+        value = "" if self.value is None else f"={self.value!r}"
+        return (f"{self.file} HOSO #{self.hoso} MA_LK={self.visit_code or '?'} {self.table}.{self.element}{value}: "
+                f"{self.message} [{self.rule}]")
+
+
+@dataclass
+class FileReport:
+    """What ingest did with one file."""
+
+    file: str
+    read: int = 0
+    published: int = 0
+    already_published: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    file_error: str | None = None
+
+    @property
+    def rejected_hoso(self) -> int:
+        """How many HOSO were not published (one may break several rules)."""
+        return len({r.hoso for r in self.rejected})
+
+    @property
+    def ok(self) -> bool:
+        """Whether every HOSO of the file was published."""
+        return not self.rejected and self.file_error is None
+
+
+class IngestError(RuntimeError):
+    """A file cannot be ingested at all (no facility code, no key, not XML)."""
+
+
+def dossier_files(target: Path) -> list[Path]:
+    """The file itself, or every .xml file below a directory, in name order."""
+    if target.is_dir():
+        return sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() == ".xml")
+    if target.is_file():
+        return [target]
+    raise IngestError(f"{target} is neither a file nor a directory")
+
+
+def version_from(created_on: str | None) -> int:
+    """Default visit version of a dossier: its creation date NGAYLAP as yyyyMMdd."""
+    if not created_on:
+        raise IngestError("the dossier has no NGAYLAP to version its visits by; pass --version")
+    try:
+        parse_day(created_on)
+    except RuleBroken as exc:
+        raise IngestError(f"NGAYLAP={created_on!r} {exc.message}; pass --version") from None
+    return int(created_on)
+
+
+def _validated(event: dict[str, Any], report: FileReport, index: int) -> VisitEvent | None:
+    try:
+        return VisitEvent.model_validate(event)
+    except ValidationError as exc:
+        for violation in violations_of(exc):
+            table, element = source_of(violation.field)
+            report.rejected.append(Rejection(report.file, index, event.get("visit_code"), table, element,
+                                             violation.value, violation.rule, violation.message))
+        return None
+
+
+async def ingest_file(path: Path, settings: Settings, ledger: IngestLedger, *, key_id: str,
+                      version: int | None, progress: Progress) -> FileReport:
+    """Read, map, validate, sign and publish every HOSO of one file."""
+    report = FileReport(str(path))
+    reader = DossierReader(path)
+    hosos = iter(reader)
+    first = next(hosos, None)  # the envelope's facility code and NGAYLAP come before the first HOSO
+    facility = reader.header.facility_code
+    if facility is None:
+        raise IngestError(f"{path}: no THONGTINDONVI/MACSKCB facility code before the first HOSO")
+    try:
+        check_facility_code(facility)
+    except RuleBroken as exc:
+        raise IngestError(f"{path}: MACSKCB={facility!r} {exc.message}") from None
+    visit_version = version if version is not None else version_from(reader.header.created_on)
+    signer = load_signer(settings.key_dir, facility, key_id)
+    task = progress.add_task(path.name, total=reader.size, hoso=0)
+    async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, facility, signer) as publisher:
+        try:
+            await _publish_all(chain([first] if first else [], hosos), reader, facility, visit_version, report,
+                               ledger, publisher, progress, task)
+        except etree.XMLSyntaxError as exc:
+            report.file_error = f"the XML breaks after HOSO #{report.read}: {exc}"
+    progress.update(task, completed=reader.size, hoso=report.read)
+    return report
+
+
+async def _publish_all(hosos: Iterable[Hoso], reader: DossierReader, facility: str, visit_version: int,
+                       report: FileReport, ledger: IngestLedger, publisher: ClinicPublisher, progress: Progress,
+                       task: TaskID) -> None:
+    pending: list[tuple[asyncio.Future, tuple[str, str, int, str]]] = []
+
+    async def settle() -> None:
+        await asyncio.gather(*(future for future, _ in pending))
+        ledger.record([entry for _, entry in pending])
+        report.published += len(pending)
+        pending.clear()
+
+    try:
+        for hoso in hosos:
+            report.read += 1
+            progress.update(task, completed=reader.bytes_read, hoso=report.read)
+            try:
+                event = map_hoso(hoso, facility, visit_version)
+            except MappingFailed as failed:
+                report.rejected += [Rejection(report.file, hoso.index, hoso.visit_code, p.table, p.element, p.value,
+                                              p.rule, p.message) for p in failed.problems]
+                continue
+            if event["facility_code"] != facility:
+                report.rejected.append(Rejection(
+                    report.file, hoso.index, hoso.visit_code, "XML1", "MA_CSKCB", event["facility_code"],
+                    "facility_mismatch", f"the dossier is from facility {facility}; its key cannot sign another's"))
+                continue
+            model = _validated(event, report, hoso.index)
+            if model is None:
+                continue
+            record = model.model_dump()
+            digest = hashlib.sha256(model.model_dump_json().encode()).hexdigest()
+            seen = ledger.seen(facility, model.visit_code, visit_version, digest)
+            if seen is Seen.CHANGED:
+                report.rejected.append(Rejection(
+                    report.file, hoso.index, model.visit_code, "GIAMDINHHS", "NGAYLAP", str(visit_version),
+                    "changed_without_new_version",
+                    "this visit was published with other content at the same version; export it with a later "
+                    "NGAYLAP or pass a higher --version, or the pipeline would keep the old content"))
+                continue
+            if seen is Seen.SAME:
+                report.already_published += 1
+            pending.append((await publisher.publish(record, validate=False),
+                            (facility, model.visit_code, visit_version, digest)))
+            if len(pending) >= ACK_EVERY:
+                await settle()
+    finally:
+        await settle()
+
+
+async def ingest(settings: Settings, target: Path, *, key_id: str = "k1", version: int | None = None,
+                 console: Console | None = None) -> list[FileReport]:
+    """Ingest a file or every dossier below a directory; a bad file is reported and the next one goes on."""
+    console = console or Console(stderr=True)
+    ledger = IngestLedger(settings.ingest_ledger)
+    reports = []
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[hoso]} HOSO"),
+               TransferSpeedColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as progress:
+            for path in dossier_files(target):
+                try:
+                    reports.append(await ingest_file(path, settings, ledger, key_id=key_id, version=version,
+                                                     progress=progress))
+                except (IngestError, KeyFileMissing, etree.XMLSyntaxError, OSError) as exc:
+                    reports.append(FileReport(str(path), file_error=f"{type(exc).__name__}: {exc}"))
+    finally:
+        ledger.close()
+    return reports

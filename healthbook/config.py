@@ -39,5 +39,6 @@ class TopicNames:
         self.visits = f"{prefix}visits"
         self.dead_letter = f"{prefix}visits.dlq"
         self.clinic_keys = f"{prefix}clinic.keys"
+        self.identity_cards = f"{prefix}identity.cards"
         self.integration_requests = f"{prefix}integration.requests"
         self.integration_replies = f"{prefix}integration.replies"

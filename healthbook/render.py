@@ -45,15 +45,15 @@ def outcome_summary(console: Console, counts: dict[str, int]) -> bool:
     table.add_column("outcome")
     table.add_column("messages", justify="right")
     rejected = {k: v for k, v in sorted(counts.items()) if k.startswith("rejected:")}
-    for name in ("consumed", "accepted", "duplicate"):
+    for name in ("consumed", "accepted", "duplicate", "pending"):
         table.add_row(name, str(counts.get(name, 0)))
     for name, value in rejected.items():
         table.add_row(name, str(value))
     console.print(table)
-    total = counts.get("accepted", 0) + counts.get("duplicate", 0) + sum(rejected.values())
+    total = sum(counts.get(k, 0) for k in ("accepted", "duplicate", "pending")) + sum(rejected.values())
     adds_up = total == counts.get("consumed", 0)
     mark = "[green]✓[/]" if adds_up else "[red]✗[/]"
-    console.print(f"accepted + duplicate + rejected = {total}, consumed = {counts.get('consumed', 0)} {mark}")
+    console.print(f"accepted + duplicate + pending + rejected = {total}, consumed = {counts.get('consumed', 0)} {mark}")
     return adds_up
 
 

@@ -27,34 +27,18 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic healthbook needs, as documented in README.md."""
     names = settings.topics
     keep_forever = {"retention.ms": "-1", "cleanup.policy": "delete"}
+    compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
     return [
-        TopicSpec(
-            names.visits,
-            settings.visit_partitions,
-            keep_forever,
-            "signed visit events from clinics, key = personal ID; kept forever so the health book can be replayed",
-        ),
-        TopicSpec(
-            names.dead_letter,
-            1,
-            {"retention.ms": str(90 * DAY_MS)},
-            "rejected messages with reason and original bytes; 90 days",
-        ),
-        TopicSpec(
-            names.clinic_keys,
-            1,
-            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
-            "clinic public keys, key = clinic_code/key_id, compacted",
-        ),
-        TopicSpec(
-            names.integration_requests,
-            2,
-            {"retention.ms": str(7 * DAY_MS)},
-            "citizen confirmations signed by the identity platform, key = personal ID; 7 days",
-        ),
-        TopicSpec(
-            names.integration_replies, 2, {"retention.ms": str(DAY_MS)}, "health-book answers, key = request id; 1 day"
-        ),
+        TopicSpec(names.visits, settings.visit_partitions, keep_forever,
+                  "signed visit events from clinics, key = personal ID; kept forever so the book can be replayed"),
+        TopicSpec(names.dead_letter, 1, {"retention.ms": str(90 * DAY_MS)},
+                  "rejected messages with reason and original bytes; 90 days"),
+        TopicSpec(names.clinic_keys, 1, compacted, "clinic public keys, key = clinic_code/key_id, compacted"),
+        TopicSpec(names.identity_cards, 1, compacted, "BHYT card -> personal ID, key = card number, compacted"),
+        TopicSpec(names.integration_requests, 2, {"retention.ms": str(7 * DAY_MS)},
+                  "citizen confirmations signed by the identity platform, key = personal ID; 7 days"),
+        TopicSpec(names.integration_replies, 2, {"retention.ms": str(DAY_MS)},
+                  "health-book answers, key = request id; 1 day"),
     ]
 
 

@@ -39,6 +39,7 @@ _ENTRIES = (
     SchemaEntry(5, "integration.requests-value", AVRO_DIR / "integration_request.avsc"),
     SchemaEntry(6, "integration.replies-value", AVRO_DIR / "integration_reply.avsc"),
     SchemaEntry(7, "visits-payload-value", AVRO_DIR / "visit_event_v2.avsc"),
+    SchemaEntry(8, "identity.cards-value", AVRO_DIR / "identity_card.avsc"),
 )
 
 BY_ID = {entry.schema_id: entry for entry in _ENTRIES}
@@ -50,6 +51,7 @@ CLINIC_KEY = BY_ID[3]
 DEAD_LETTER = BY_ID[4]
 INTEGRATION_REQUEST = BY_ID[5]
 INTEGRATION_REPLY = BY_ID[6]
+IDENTITY_CARD = BY_ID[8]
 
 
 @cache

@@ -7,6 +7,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -16,10 +17,11 @@ from aiokafka import AIOKafkaProducer
 from healthbook.config import Settings
 from healthbook.database import connect_pool
 from streams import dedup
+from streams.compacted_follower import CompactedFollower
 from streams.dead_letter import Source, dead_letter
+from streams.identity import IdentityDirectory, Mismatch, Pending, Resolved, resolve
 from streams.keyring import Keyring
-from streams.projection import VisitRow, visit_row, write_batch
-from streams.registry_follower import RegistryFollower
+from streams.projection import VisitRow, pending_cards, resolve_pending, visit_row, write_batch
 from streams.validation import Accepted, Rejected, RejectionCode, validate_safely
 
 log = logging.getLogger(__name__)
@@ -35,34 +37,69 @@ class VisitPipeline:
         self.settings = settings
         self.versions = versions  # faust table: personal ID -> {visit key: version}
         self.keyring = Keyring()
-        self.registry = RegistryFollower(settings.kafka_bootstrap, settings.topics.clinic_keys, self.keyring)
+        self.identity = IdentityDirectory()
+        self.registry = CompactedFollower(settings.kafka_bootstrap, settings.topics.clinic_keys, self.keyring.apply)
+        self.cards = CompactedFollower(settings.kafka_bootstrap, settings.topics.identity_cards, self._on_card)
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
+        self._mapped_cards: asyncio.Queue[str] = asyncio.Queue()
+        self._resolver: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Connect to PostgreSQL (migrating it), the dead-letter producer and the key registry."""
+        """Connect to PostgreSQL (migrating it), the dead-letter producer, the key registry and identity cards."""
         self.pool = await _retry(
-            "connect to PostgreSQL", lambda: connect_pool(self.settings.database_url, min_size=1, max_size=2)
+            "connect to PostgreSQL", lambda: connect_pool(self.settings.database_url, min_size=1, max_size=3)
         )
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
+            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=5
         )
         await self.producer.start()
         await self.registry.start()
+        await self.cards.start()
+        async with self.pool.acquire() as conn:
+            for card in await pending_cards(conn):  # mapped while no worker was running
+                self._on_mapped(card)
+        self._resolver = asyncio.create_task(self._resolve_mapped_cards())
 
     async def stop(self) -> None:
         """Release everything start() took."""
+        if self._resolver:
+            self._resolver.cancel()
+            await asyncio.gather(self._resolver, return_exceptions=True)
+        await self.cards.stop()
         await self.registry.stop()
         if self.producer:
             await self.producer.stop()
         if self.pool:
             await self.pool.close()
 
+    def _on_card(self, key: bytes | None, value: bytes | None) -> None:
+        card = self.identity.apply(key, value)
+        if card:
+            self._on_mapped(card)
+
+    def _on_mapped(self, card: str) -> None:
+        if self.identity.person_of(card):
+            self._mapped_cards.put_nowait(card)
+
+    async def _resolve_mapped_cards(self) -> None:
+        assert self.pool is not None
+        while True:
+            card = await self._mapped_cards.get()
+            person = self.identity.person_of(card)
+            if person is None:
+                continue
+            counts = await _retry("resolve pending visits", partial(self._resolve, card, person))
+            if counts:
+                log.info("visits waiting for a BHYT card resolved: %s", dict(counts))
+
+    async def _resolve(self, card: str, person: str) -> Counter[str]:
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            return await resolve_pending(conn, card, person)
+
     async def process(self, events: Sequence[faust.EventT]) -> Counter[str]:
-        """Validate, dead-letter, deduplicate and project one batch; return its outcome counts."""
+        """Validate, resolve identity, dead-letter, deduplicate and project one batch; return its outcome counts."""
         messages = [event.message for event in events]
         results = [validate_safely(m.key, m.value, self.keyring) for m in messages]
         if any(isinstance(r, Rejected) and r.code in _RETRY_AFTER_CATCH_UP for r in results):
@@ -75,67 +112,76 @@ class VisitPipeline:
             ]
 
         counts: Counter[str] = Counter(consumed=len(messages))
-        await self._dead_letter(messages, results, counts)
-
-        accepted = [(m, r) for m, r in zip(messages, results, strict=True) if isinstance(r, Accepted)]
-        decisions, updated = dedup.plan(
-            (dedup.Candidate(r.event.personal_id, r.event.visit_key, r.event.version) for _, r in accepted),
-            lambda personal_id: self.versions.get(personal_id) or {},
-        )
-        latest: dict[str, VisitRow] = {}
-        weights: Counter[str] = Counter()
-        for (message, result), decision in zip(accepted, decisions, strict=True):
-            if decision is dedup.Freshness.DUPLICATE:
-                counts["duplicate"] += 1
-                continue
-            counts["accepted"] += 1
-            latest[result.event.visit_key] = visit_row(result, message.partition, message.offset)
-            weights[result.event.visit_key] += 1
-
-        rows = list(latest.values())
-        row_weights = [weights[f"{r.facility_code}/{r.visit_code}"] for r in rows]
-        counts = await _retry("write the health book", lambda: self._write(rows, row_weights, counts))
-        changed = {row.personal_id for row in rows}
-        for personal_id in changed:
-            self.versions[personal_id] = updated[personal_id]
-        return counts
-
-    async def _write(self, rows: list[VisitRow], weights: list[int], counts: Counter[str]) -> Counter[str]:
-        assert self.pool is not None
-        async with self.pool.acquire() as conn:
-            return await write_batch(conn, rows, weights, counts)
-
-    async def _dead_letter(self, messages: list[Any], results: list[Accepted | Rejected], counts: Counter[str]) -> None:
-        assert self.producer is not None
-        sends = []
+        rejected: list[tuple[Any, Rejected]] = []
+        owned: list[tuple[Any, Accepted, Resolved]] = []
+        waiting: list[tuple[Any, Accepted]] = []
         for message, result in zip(messages, results, strict=True):
             if isinstance(result, Rejected):
-                counts[f"rejected:{result.code}"] += 1
-                source = Source(
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    int(message.timestamp * 1000),
-                    message.key,
-                    message.value,
-                )
-                log.warning(
-                    "rejected %s[%d]@%d: %s (%s)",
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    result.code,
-                    result.clinic_code,
-                )
-                sends.append(
-                    await self.producer.send(
-                        self.settings.topics.dead_letter,
-                        dead_letter(result, source),
-                        key=message.key,
-                    )
-                )
+                rejected.append((message, result))
+                continue
+            whose = resolve(result.event, self.identity)
+            if isinstance(whose, Mismatch):
+                rejected.append((message, Rejected(RejectionCode.IDENTITY_MISMATCH, whose.reason, [],
+                                                   result.event.facility_code, result.event.event_id)))
+            elif isinstance(whose, Pending):
+                waiting.append((message, result))
+            else:
+                owned.append((message, result, whose))
+        await self._dead_letter(rejected, counts)
+
+        # Visits resolved from a card are placed by their card, not their person: the version guard in
+        # PostgreSQL deduplicates them instead of the person-partitioned table.
+        by_person = [(m, a, w) for m, a, w in owned if not w.from_card]
+        decisions, updated = dedup.plan(
+            (dedup.Candidate(w.event.personal_id or "", w.event.visit_key, w.event.version) for _, _, w in by_person),
+            lambda personal_id: self.versions.get(personal_id) or {},
+        )
+        fresh = [(m, a, w.event) for (m, a, w), d in zip(by_person, decisions, strict=True)
+                 if d is not dedup.Freshness.DUPLICATE]
+        counts["duplicate"] += len(by_person) - len(fresh)
+        fresh += [(m, a, w.event) for m, a, w in owned if w.from_card]
+        counts["accepted"] += len(fresh)
+        counts["pending"] += len(waiting)
+        book = _latest(visit_row(a, m.partition, m.offset, event) for m, a, event in fresh)
+        pending = _latest(visit_row(a, m.partition, m.offset) for m, a in waiting)
+
+        counts = await _retry("write the health book", lambda: self._write(book, pending, counts))
+        for personal_id in {row.personal_id for row, _ in book} & updated.keys():
+            self.versions[personal_id] = updated[personal_id]
+        for row, _ in pending:  # its card may have been mapped while this batch was being written
+            self._on_mapped(row.card_number)
+        return counts
+
+    async def _write(self, book: list[tuple[VisitRow, int]], pending: list[tuple[VisitRow, int]],
+                     counts: Counter[str]) -> Counter[str]:
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            return await write_batch(conn, book, pending, counts)
+
+    async def _dead_letter(self, rejected: list[tuple[Any, Rejected]], counts: Counter[str]) -> None:
+        assert self.producer is not None
+        sends = []
+        for message, result in rejected:
+            counts[f"rejected:{result.code}"] += 1
+            source = Source(message.topic, message.partition, message.offset, int(message.timestamp * 1000),
+                            message.key, message.value)
+            log.warning("rejected %s[%d]@%d: %s (clinic %s)", message.topic, message.partition, message.offset,
+                        result.code, result.clinic_code)
+            sends.append(await self.producer.send(self.settings.topics.dead_letter, dead_letter(result, source),
+                                                  key=message.key))
         if sends:
             await asyncio.gather(*sends)
+
+
+def _latest(rows: Any) -> list[tuple[VisitRow, int]]:
+    """One row per visit, the highest version, weighted by how many messages it stands for."""
+    chosen: dict[str, VisitRow] = {}
+    weights: Counter[str] = Counter()
+    for row in rows:
+        weights[row.visit_key] += 1
+        if row.visit_key not in chosen or chosen[row.visit_key].version < row.version:
+            chosen[row.visit_key] = row
+    return [(row, weights[key]) for key, row in chosen.items()]
 
 
 async def _retry(what: str, attempt: Any) -> Any:

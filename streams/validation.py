@@ -29,6 +29,7 @@ class RejectionCode(StrEnum):
     CLINIC_MISMATCH = "clinic_mismatch"
     WRONG_KEY = "wrong_key"
     INVALID_EVENT = "invalid_event"
+    IDENTITY_MISMATCH = "identity_mismatch"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -1,25 +1,25 @@
-"""Follows the compacted clinic-key registry topic into a Keyring, from its beginning, on every worker."""
+"""Follows a compacted topic (clinic keys, identity cards) from its beginning into memory, on every worker."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from healthbook.topics import partitions_of
 from schemas.errors import ContractError
-from streams.keyring import Keyring
 
 log = logging.getLogger(__name__)
 
 
-class RegistryFollower:
-    """Reads every partition of the registry topic without a consumer group, so each worker sees all keys."""
+class CompactedFollower:
+    """Reads every partition of a topic without a consumer group, so each worker sees every entry."""
 
-    def __init__(self, bootstrap: str, topic: str, keyring: Keyring) -> None:
+    def __init__(self, bootstrap: str, topic: str, apply: Callable[[bytes | None, bytes | None], object]) -> None:
         self.topic = topic
-        self.keyring = keyring
+        self.apply = apply
         self._bootstrap = bootstrap
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
@@ -27,7 +27,7 @@ class RegistryFollower:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Load the registry up to its current end, then keep following it in the background."""
+        """Load the topic up to its current end, then keep following it in the background."""
         self._partitions = [TopicPartition(self.topic, p) for p in await partitions_of(self._bootstrap, self.topic)]
         consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None)
         await consumer.start()
@@ -35,7 +35,7 @@ class RegistryFollower:
         consumer.assign(self._partitions)
         await consumer.seek_to_beginning(*self._partitions)
         await self.catch_up()
-        log.info("clinic-key registry loaded: %d keys", len(self.keyring))
+        log.info("%s loaded", self.topic)
         self._task = asyncio.create_task(self._follow())
 
     async def stop(self) -> None:
@@ -47,7 +47,7 @@ class RegistryFollower:
             await self._consumer.stop()
 
     async def catch_up(self) -> None:
-        """Apply every registry record written before this call."""
+        """Apply every record written before this call."""
         assert self._consumer is not None
         async with self._lock:
             end = await self._consumer.end_offsets(self._partitions)
@@ -69,9 +69,9 @@ class RegistryFollower:
         for messages in batches.values():
             for message in messages:
                 try:
-                    self.keyring.apply(message.key, message.value)
+                    self.apply(message.key, message.value)
                 except (ContractError, KeyError, ValueError) as exc:
                     log.error(
-                        "skipping unreadable registry record at %s[%d]@%d: %s",
+                        "skipping unreadable record at %s[%d]@%d: %s",
                         message.topic, message.partition, message.offset, exc,
                     )

@@ -1,0 +1,78 @@
+"""Identity resolution: which citizen a visit belongs to when the record has only a BHYT card, or disagrees with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas import catalogue, wire
+from schemas.visit import VisitEvent
+
+
+class IdentityDirectory:
+    """BHYT card number -> personal ID, applied from the compacted identity-cards topic."""
+
+    def __init__(self) -> None:
+        self._by_card: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_card)
+
+    def apply(self, key: bytes | None, value: bytes | None) -> str | None:
+        """Apply one topic message; return the card it changed."""
+        if value is None:
+            if key is None:
+                return None
+            card = key.decode()
+            self._by_card.pop(card, None)
+            return card
+        record = wire.decode(value, catalogue.IDENTITY_CARD)
+        self._by_card[record["card_number"]] = record["personal_id"]
+        return record["card_number"]
+
+    def person_of(self, card_number: str) -> str | None:
+        """The personal ID a card belongs to, if known."""
+        return self._by_card.get(card_number)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The visit with a personal ID (its own, or the one its card maps to)."""
+
+    event: VisitEvent
+    from_card: bool
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The visit has no personal ID and its card is not mapped yet: keep it, neither lost nor guessed."""
+
+    card_number: str
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """The record's personal ID and its card's mapping name different people."""
+
+    reason: str
+
+
+def resolve(event: VisitEvent, directory: IdentityDirectory) -> Resolved | Pending | Mismatch:
+    """Decide whose visit this is."""
+    mapped = {card: directory.person_of(card) for card in event.patient.insurance_card_numbers}
+    known = {card: person for card, person in mapped.items() if person}
+    if event.personal_id is not None:
+        others = {card for card, person in known.items() if person != event.personal_id}
+        if others:
+            return Mismatch(
+                f"BHYT card {', '.join(sorted(others))} belongs to another citizen than the record's SO_CCCD; "
+                "the clinic must correct the card or the personal ID"
+            )
+        return Resolved(event, from_card=False)
+    people = set(known.values())
+    if len(people) > 1:
+        return Mismatch("the record's BHYT cards belong to different citizens")
+    if not people:
+        return Pending(event.card_number)
+    (person,) = people
+    patient = event.patient.model_copy(update={"personal_id": person})
+    return Resolved(event.model_copy(update={"patient": patient}), from_card=True)

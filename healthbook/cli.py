@@ -57,6 +57,80 @@ def _clinic_register(settings: Settings, args: argparse.Namespace) -> None:
     print(f"registered key '{args.key_id}' of clinic {args.clinic}; private key kept at {path}")
 
 
+def _clinic_rotate(settings: Settings, args: argparse.Namespace) -> None:
+    from producers.clinic_keys import KeyLifecycleError, publish_keys, registered_keys, rotation, save_signer
+    from schemas.envelope import Signer, now_millis
+
+    async def run() -> None:
+        keyring = await registered_keys(settings.kafka_bootstrap, settings.topics.clinic_keys)
+        signer = Signer.generate(args.to_key)
+        entries = rotation(keyring.get(args.clinic, args.from_key), args.clinic, signer, now_millis(),
+                           int(args.grace_hours * 3_600_000))
+        save_signer(settings.key_dir, args.clinic, signer)
+        await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, entries)
+
+    try:
+        asyncio.run(run())
+    except KeyLifecycleError as exc:
+        sys.exit(str(exc))
+    print(f"clinic {args.clinic} now signs with '{args.to_key}'; '{args.from_key}' stays valid for "
+          f"{args.grace_hours:g} h, then signatures made with it are rejected")
+
+
+def _clinic_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    from datetime import datetime
+
+    from producers.clinic_keys import KeyLifecycleError, publish_keys, registered_keys, revocation
+    from schemas.envelope import now_millis
+
+    at_ms = int(datetime.fromisoformat(args.at).timestamp() * 1000) if args.at else now_millis()
+
+    async def run() -> None:
+        keyring = await registered_keys(settings.kafka_bootstrap, settings.topics.clinic_keys)
+        entry = revocation(keyring.get(args.clinic, args.key_id), at_ms)
+        await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [entry])
+
+    try:
+        asyncio.run(run())
+    except KeyLifecycleError as exc:
+        sys.exit(str(exc))
+    print(f"key '{args.key_id}' of clinic {args.clinic}: signatures made from "
+          f"{datetime.fromtimestamp(at_ms / 1000).isoformat(timespec='seconds')} on are rejected")
+
+
+def _clinic_list(settings: Settings, args: argparse.Namespace) -> None:
+    from datetime import datetime
+
+    from rich.table import Table
+
+    from producers.clinic_keys import registered_keys
+
+    def when(ms: int | None) -> str:
+        return "" if ms is None else datetime.fromtimestamp(ms / 1000).isoformat(timespec="seconds")
+
+    keyring = asyncio.run(registered_keys(settings.kafka_bootstrap, settings.topics.clinic_keys))
+    table = Table(title="Registered clinic keys", title_justify="left")
+    for column in ("clinic", "key id", "registered", "revoked from"):
+        table.add_column(column)
+    for entry in keyring.entries():
+        if args.clinic in (None, entry.clinic_code):
+            table.add_row(entry.clinic_code, entry.key_id, when(entry.registered_at_ms), when(entry.revoked_at_ms))
+    Console().print(table)
+
+
+def _identity_map(settings: Settings, args: argparse.Namespace) -> None:
+    from producers.clinic_keys import publish_identity_cards
+    from schemas.rules import RuleBroken, check_personal_id
+
+    try:
+        check_personal_id(args.personal_id, None, None)
+    except RuleBroken as exc:
+        sys.exit(f"personal ID {args.personal_id!r} {exc.message}")
+    asyncio.run(publish_identity_cards(settings.kafka_bootstrap, settings.topics.identity_cards,
+                                       [(args.card, args.personal_id)]))
+    print(f"BHYT card {args.card} belongs to {args.personal_id}; visits waiting for it will be projected")
+
+
 def _publish(settings: Settings, args: argparse.Namespace) -> None:
     from producers.clinic_keys import load_signer
     from producers.publisher import ClinicPublisher, InvalidVisit
@@ -164,6 +238,25 @@ def parser() -> argparse.ArgumentParser:
     register.add_argument("--clinic", required=True, help="facility code (MA_CSKCB), 5 digits")
     register.add_argument("--key-id", default="k1")
     register.set_defaults(run=_clinic_register)
+    rotate = clinic.add_parser("rotate", help="switch a clinic to a new key; the old one expires after a grace period")
+    rotate.add_argument("--clinic", required=True)
+    rotate.add_argument("--from-key", required=True, help="the key id in use now")
+    rotate.add_argument("--to-key", required=True, help="the new key's id")
+    rotate.add_argument("--grace-hours", type=float, default=24.0, help="how long the old key stays valid (24)")
+    rotate.set_defaults(run=_clinic_rotate)
+    revoke = clinic.add_parser("revoke", help="reject signatures made with a key from a time on")
+    revoke.add_argument("--clinic", required=True)
+    revoke.add_argument("--key-id", required=True)
+    revoke.add_argument("--at", help="ISO time the key stopped being trustworthy (default: now)")
+    revoke.set_defaults(run=_clinic_revoke)
+    listing = clinic.add_parser("list", help="show registered keys and their state")
+    listing.add_argument("--clinic")
+    listing.set_defaults(run=_clinic_list)
+    identity = sub.add_parser("identity", help="identity mappings").add_subparsers(dest="action", required=True)
+    mapping = identity.add_parser("map", help="record which citizen a BHYT card belongs to")
+    mapping.add_argument("--card", required=True, help="BHYT card number (MA_THE_BHYT)")
+    mapping.add_argument("--personal-id", required=True)
+    mapping.set_defaults(run=_identity_map)
     publish = sub.add_parser("publish", help="sign and publish a clinic's visit events")
     publish.add_argument("file", nargs="?", help="JSON lines, one VisitEvent per line")
     publish.add_argument("--clinic", required=True)

@@ -9,9 +9,10 @@ from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from healthbook.topic_follower import TopicFollower
 from schemas import catalogue, wire
 from schemas.envelope import Signer, now_millis
-from schemas.registry import ClinicKey
+from schemas.registry import ClinicKey, Keyring
 
 
 class KeyFileMissing(FileNotFoundError):
@@ -65,3 +66,46 @@ async def publish_keys(bootstrap: str, topic: str, entries: list[ClinicKey]) -> 
 def new_key_entry(clinic_code: str, signer: Signer) -> ClinicKey:
     """The registry entry for a freshly generated key."""
     return ClinicKey(clinic_code, signer.key_id, signer.public_key, now_millis())
+
+
+class KeyLifecycleError(ValueError):
+    """A rotation or revocation that the registry's current state does not allow."""
+
+
+def rotation(old: ClinicKey | None, clinic_code: str, new: Signer, now_ms: int, grace_ms: int) -> list[ClinicKey]:
+    """Registry entries that rotate a clinic to a new key: the new key now, the old one revoked after the grace."""
+    if old is None:
+        raise KeyLifecycleError(f"clinic {clinic_code} has no such key to rotate from; see 'healthbook clinic list'")
+    if old.revoked_at_ms is not None and old.revoked_at_ms <= now_ms:
+        raise KeyLifecycleError(f"key '{old.key_id}' of clinic {clinic_code} is already revoked")
+    if new.key_id == old.key_id:
+        raise KeyLifecycleError("the new key needs a key id of its own")
+    return [ClinicKey(clinic_code, new.key_id, new.public_key, now_ms), revocation(old, now_ms + grace_ms)]
+
+
+def revocation(entry: ClinicKey | None, at_ms: int) -> ClinicKey:
+    """The registry entry that revokes a key from at_ms on; an earlier revocation stands."""
+    if entry is None:
+        raise KeyLifecycleError("no such key is registered; see 'healthbook clinic list'")
+    if entry.revoked_at_ms is not None and entry.revoked_at_ms <= at_ms:
+        return entry
+    return ClinicKey(entry.clinic_code, entry.key_id, entry.public_key, entry.registered_at_ms, at_ms)
+
+
+async def registered_keys(bootstrap: str, topic: str) -> Keyring:
+    """The registry as it stands now."""
+    keyring = Keyring()
+    await TopicFollower(bootstrap, topic, keyring.apply).snapshot()
+    return keyring
+
+
+async def publish_identity_cards(bootstrap: str, topic: str, mappings: list[tuple[str, str]]) -> None:
+    """Write card number -> personal ID mappings to the compacted identity topic (the registry's feed)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for card, personal_id in mappings:
+            record = {"card_number": card, "personal_id": personal_id, "updated_at": now_millis()}
+            await producer.send_and_wait(topic, wire.encode(catalogue.IDENTITY_CARD, record), key=card.encode())
+    finally:
+        await producer.stop()

@@ -16,11 +16,11 @@ from aiokafka import AIOKafkaProducer
 
 from healthbook.config import Settings
 from healthbook.database import connect_pool
+from healthbook.topic_follower import TopicFollower
+from schemas.registry import Keyring
 from streams import dedup
-from streams.compacted_follower import CompactedFollower
 from streams.dead_letter import Source, dead_letter
 from streams.identity import IdentityDirectory, Mismatch, Pending, Resolved, resolve
-from streams.keyring import Keyring
 from streams.projection import VisitRow, pending_cards, resolve_pending, visit_row, write_batch
 from streams.validation import Accepted, Rejected, RejectionCode, validate_safely
 
@@ -38,8 +38,8 @@ class VisitPipeline:
         self.versions = versions  # faust table: personal ID -> {visit key: version}
         self.keyring = Keyring()
         self.identity = IdentityDirectory()
-        self.registry = CompactedFollower(settings.kafka_bootstrap, settings.topics.clinic_keys, self.keyring.apply)
-        self.cards = CompactedFollower(settings.kafka_bootstrap, settings.topics.identity_cards, self._on_card)
+        self.registry = TopicFollower(settings.kafka_bootstrap, settings.topics.clinic_keys, self.keyring.apply)
+        self.cards = TopicFollower(settings.kafka_bootstrap, settings.topics.identity_cards, self._on_card)
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
         self._mapped_cards: asyncio.Queue[str] = asyncio.Queue()

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from schemas import catalogue, envelope, wire
 from schemas.errors import MalformedMessage, UnsupportedSchema
+from schemas.registry import KeyLookupFailed, Keyring
 from schemas.visit import Violation, VisitEvent, violations_of
-from streams.keyring import KeyLookupFailed, Keyring
 
 log = logging.getLogger(__name__)
 

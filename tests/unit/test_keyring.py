@@ -3,8 +3,7 @@
 import pytest
 
 from schemas import catalogue, wire
-from schemas.registry import ClinicKey
-from streams.keyring import KeyLookupFailed, Keyring
+from schemas.registry import ClinicKey, KeyLookupFailed, Keyring
 
 
 def record(clinic="79001", key_id="k1", revoked_at=None) -> bytes:

@@ -7,9 +7,8 @@ from decimal import Decimal
 from schemas import catalogue, envelope, wire
 from schemas.compatibility import backward_problems
 from schemas.envelope import Signer
-from schemas.registry import ClinicKey
+from schemas.registry import ClinicKey, Keyring
 from schemas.visit import VisitEvent
-from streams.keyring import Keyring
 from streams.projection import visit_row
 from streams.validation import Accepted, validate
 from tests.factories import visit

@@ -4,8 +4,7 @@ import pytest
 
 from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer
-from schemas.registry import ClinicKey
-from streams.keyring import Keyring
+from schemas.registry import ClinicKey, Keyring
 from streams.validation import Accepted, Rejected, RejectionCode, validate, validate_safely
 from tests.factories import visit, with_patient
 

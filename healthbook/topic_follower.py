@@ -1,4 +1,4 @@
-"""Follows a compacted topic (clinic keys, identity cards) from its beginning into memory, on every worker."""
+"""Reads a whole topic from its beginning (clinic keys, identity cards, dead letters), once or following it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from schemas.errors import ContractError
 log = logging.getLogger(__name__)
 
 
-class CompactedFollower:
+class TopicFollower:
     """Reads every partition of a topic without a consumer group, so each worker sees every entry."""
 
     def __init__(self, bootstrap: str, topic: str, apply: Callable[[bytes | None, bytes | None], object]) -> None:
@@ -28,15 +28,26 @@ class CompactedFollower:
 
     async def start(self) -> None:
         """Load the topic up to its current end, then keep following it in the background."""
+        await self._open()
+        await self.catch_up()
+        log.info("%s loaded", self.topic)
+        self._task = asyncio.create_task(self._follow())
+
+    async def _open(self) -> None:
         self._partitions = [TopicPartition(self.topic, p) for p in await partitions_of(self._bootstrap, self.topic)]
         consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None)
         await consumer.start()
         self._consumer = consumer
         consumer.assign(self._partitions)
         await consumer.seek_to_beginning(*self._partitions)
-        await self.catch_up()
-        log.info("%s loaded", self.topic)
-        self._task = asyncio.create_task(self._follow())
+
+    async def snapshot(self) -> None:
+        """Apply everything on the topic now, then close: a one-off read."""
+        try:
+            await self._open()
+            await self.catch_up()
+        finally:
+            await self.stop()
 
     async def stop(self) -> None:
         """Stop following and close the consumer."""

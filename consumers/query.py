@@ -10,13 +10,14 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.consent import EMPTY_HISTORY, Refusal, check_request, load_trusted_keys
-from consumers.health_book import visits_of
+from consumers.health_book import visit_detail, visits_of
 from healthbook.config import Settings
 from healthbook.database import connect_pool
 from schemas import catalogue, wire
 from schemas.errors import ContractError
 
 log = logging.getLogger(__name__)
+NOT_FOUND = "Không tìm thấy lượt khám này trong sổ sức khỏe của bạn (no such visit in your health book)."
 
 
 def refused(request_id: str, refusal: Refusal, year: int | None = None) -> dict[str, Any]:
@@ -36,48 +37,38 @@ async def answer(conn: asyncpg.Connection, raw: bytes, trusted: dict[str, bytes]
     try:
         request = wire.decode(raw, catalogue.INTEGRATION_REQUEST)
     except ContractError as exc:
-        reply = refused("", Refusal("malformed", f"Yêu cầu không đọc được ({exc})."))
-        await conn.execute(
-            "insert into access_log (request_id, outcome, refusal_code) values ('', 'refused', 'malformed')"
-        )
-        return reply
+        await _log(conn, "", None, None, "refused", "malformed")
+        return refused("", Refusal("malformed", f"Yêu cầu không đọc được ({exc})."))
     request_id, personal_id, year = request["request_id"], request["personal_id"], request["year"]
     refusal = check_request(request, trusted)
     async with conn.transaction():
         if refusal:
-            await conn.execute(
-                "insert into access_log (request_id, personal_id, year, outcome, refusal_code) "
-                "values ($1, $2, $3, 'refused', $4)",
-                request_id,
-                personal_id,
-                year,
-                refusal.code,
-            )
+            await _log(conn, request_id, personal_id, year, "refused", refusal.code)
             return refused(request_id, refusal, year)
         await conn.execute(
             "insert into consents (personal_id, confirmed_at, request_id) values ($1, $2, $3) "
-            "on conflict (personal_id) do nothing",
-            personal_id,
-            request["requested_at"],
-            request_id,
-        )
+            "on conflict (personal_id) do nothing", personal_id, request["requested_at"], request_id)
+        detail = request.get("detail")
+        if detail:
+            visit = await visit_detail(conn, personal_id, detail["facility_code"], detail["visit_code"])
+            if visit is None:
+                await _log(conn, request_id, personal_id, year, "refused", "not_found")
+                return refused(request_id, Refusal("not_found", NOT_FOUND), year)
+            await _log(conn, request_id, personal_id, year, "served_detail", None, 1)
+            return {"request_id": request_id, "status": "ok", "refusal_code": None, "year": year, "visits": [visit],
+                    "message": f"Chi tiết lượt khám {detail['visit_code']} tại cơ sở {detail['facility_code']}"}
         visits = await visits_of(conn, personal_id, year)
-        await conn.execute(
-            "insert into access_log (request_id, personal_id, year, outcome, visits) values ($1, $2, $3, 'served', $4)",
-            request_id,
-            personal_id,
-            year,
-            len(visits),
-        )
+        await _log(conn, request_id, personal_id, year, "served", None, len(visits))
     message = f"{len(visits)} lượt khám chữa bệnh BHYT năm {year}" if visits else EMPTY_HISTORY
-    return {
-        "request_id": request_id,
-        "status": "ok",
-        "refusal_code": None,
-        "message": message,
-        "year": year,
-        "visits": visits,
-    }
+    return {"request_id": request_id, "status": "ok", "refusal_code": None, "message": message,
+            "year": year, "visits": visits}
+
+
+async def _log(conn: asyncpg.Connection, request_id: str, personal_id: str | None, year: int | None, outcome: str,
+               refusal_code: str | None, visits: int = 0) -> None:
+    await conn.execute(
+        "insert into access_log (request_id, personal_id, year, outcome, refusal_code, visits) "
+        "values ($1, $2, $3, $4, $5, $6)", request_id, personal_id, year, outcome, refusal_code, visits)
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -50,7 +50,7 @@ def trust_identity_key(path: Path, signer: Signer) -> None:
 
 
 def confirmation(personal_id: str, year: int, *, identity_level: int = 2, consent_confirmed: bool = True,
-                 request_id: str | None = None) -> dict[str, Any]:
+                 request_id: str | None = None, detail: tuple[str, str] | None = None) -> dict[str, Any]:
     """An unsigned integration request as the identity app would build it."""
     return {
         "request_id": request_id or str(uuid.uuid4()),
@@ -59,6 +59,7 @@ def confirmation(personal_id: str, year: int, *, identity_level: int = 2, consen
         "identity_level": identity_level,
         "consent_confirmed": consent_confirmed,
         "requested_at": now_millis(),
+        "detail": None if detail is None else {"facility_code": detail[0], "visit_code": detail[1]},
     }
 
 

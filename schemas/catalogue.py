@@ -40,6 +40,8 @@ _ENTRIES = (
     SchemaEntry(6, "integration.replies-value", AVRO_DIR / "integration_reply.avsc"),
     SchemaEntry(7, "visits-payload-value", AVRO_DIR / "visit_event_v2.avsc"),
     SchemaEntry(8, "identity.cards-value", AVRO_DIR / "identity_card.avsc"),
+    SchemaEntry(9, "integration.requests-value", AVRO_DIR / "integration_request_v2.avsc"),
+    SchemaEntry(10, "integration.replies-value", AVRO_DIR / "integration_reply_v2.avsc"),
 )
 
 BY_ID = {entry.schema_id: entry for entry in _ENTRIES}
@@ -49,8 +51,10 @@ VISIT_EVENT = BY_ID[7]  # what producers write; decoding resolves older versions
 SIGNED_VISIT = BY_ID[2]
 CLINIC_KEY = BY_ID[3]
 DEAD_LETTER = BY_ID[4]
-INTEGRATION_REQUEST = BY_ID[5]
-INTEGRATION_REPLY = BY_ID[6]
+INTEGRATION_REQUEST_V1 = BY_ID[5]
+INTEGRATION_REPLY_V1 = BY_ID[6]
+INTEGRATION_REQUEST = BY_ID[9]
+INTEGRATION_REPLY = BY_ID[10]
 IDENTITY_CARD = BY_ID[8]
 
 

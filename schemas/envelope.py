@@ -44,7 +44,9 @@ def visit_signing_input(envelope: dict[str, Any]) -> bytes:
 
 
 def request_signing_input(request: dict[str, Any]) -> bytes:
-    """The bytes the identity platform signs for an integration request."""
+    """The bytes the identity platform signs for an integration request (version 1 requests sign no detail)."""
+    detail = request.get("detail")
+    tail = (detail["facility_code"], detail["visit_code"]) if detail else ()
     return canonical(
         REQUEST_CONTEXT,
         request["request_id"],
@@ -54,6 +56,7 @@ def request_signing_input(request: dict[str, Any]) -> bytes:
         int(bool(request["consent_confirmed"])),
         to_millis(request["requested_at"]),
         request["key_id"],
+        *tail,
     )
 
 

@@ -37,4 +37,5 @@ def test_reply_summary_lists_diagnoses_medicines_and_results():
     assert [m["name"] for m in summary["medicines"]] == [m["name"] for m in event["medicines"]]
     assert [m["dose"] for m in summary["medicines"]] == [m["dose"] for m in event["medicines"]]
     assert [r["value"] for r in summary["results"]] == [r["value"] for r in event["results"]]
-    assert "personal_id" not in json.dumps(summary)
+    assert "personal_id" not in json.dumps(summary, default=str)
+    assert summary["sensitive"] == []

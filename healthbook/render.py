@@ -78,12 +78,14 @@ def ingest_reports(console: Console, reports: list[Any]) -> None:
         table.add_column(column, justify="left" if column in ("file", "file error") else "right", overflow="fold")
     for report in reports:
         table.add_row(report.file, str(report.read), str(report.published), str(report.already_published),
-                      str(report.rejected_hoso), report.file_error or "")
+                      str(report.rejected_hoso), "see below" if report.file_error else "")
     console.print(table)
     repeats = sum(r.already_published for r in reports)
     if repeats:
         console.print(f"{repeats} visit(s) were already published with the same content: the pipeline counts them "
-                      "as duplicates and the health book does not change.")
+                      "as duplicates and the health book does not change.", soft_wrap=True)
     for report in reports:
+        if report.file_error:
+            console.print(f"{report.file}: {report.file_error}", markup=False, highlight=False, soft_wrap=True)
         for rejection in report.rejected:
-            console.print(rejection.line(), markup=False, highlight=False)
+            console.print(rejection.line(), markup=False, highlight=False, soft_wrap=True)

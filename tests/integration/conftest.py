@@ -21,7 +21,7 @@ from healthbook.database import connect_pool, recreate_database
 from healthbook.identity_platform import IdentityPlatform, ensure_identity_key
 from healthbook.processes import ServiceProcess
 from healthbook.topics import ensure_topics
-from producers.clinic_keys import new_key_entry, publish_keys
+from producers.clinic_keys import new_key_entry, publish_keys, save_signer
 from producers.publisher import ClinicPublisher
 from producers.synthetic import Citizen
 from schemas.envelope import Signer
@@ -67,6 +67,7 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         "database_url": await recreate_database(base.database_url, "healthbook_test"),
         "key_dir": keys,
         "identity_keys_file": keys / "identity-platform.json",
+        "ingest_ledger": keys / "ingest-ledger.sqlite",
         "batch_within_seconds": 0.05,
     })
     await ensure_topics(settings)
@@ -85,6 +86,8 @@ async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 async def signers(settings: Settings) -> dict[str, Signer]:
     """Keys of the test clinics, generated here and registered on the run's registry topic."""
     keys = {code: Signer.generate("k1") for code in CLINICS}
+    for code, signer in keys.items():
+        save_signer(settings.key_dir, code, signer)
     await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
                        [new_key_entry(code, signer) for code, signer in keys.items()])
     return keys
@@ -130,6 +133,9 @@ class Clinics:
         await self.publish(sentinel, clinic=clinic)
         await wait_until(lambda: visible(self.pool, clinic, sentinel["visit_code"]), "the barrier visit",
                          process=self.worker)
+
+    async def counts(self) -> dict[str, int]:
+        return {r["outcome"]: r["count"] for r in await self.pool.fetch("select outcome, count from pipeline_counts")}
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         return await read_dead_letters(self.settings.kafka_bootstrap, self.settings.topics.dead_letter)

@@ -1,0 +1,108 @@
+"""healthbook ingest on the real stack: dossier files in, the complete health book out."""
+
+import json
+import random
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+
+from healthbook.config import PROJECT_ROOT
+from healthbook.identity_platform import confirmation
+from healthbook.processes import settings_env
+from producers.dossier_writer import Quirks, write_dossier
+from schemas.visit import VisitEvent
+from tests.factories import visit
+from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
+from tests.unit.test_giamdinhhs import SAMPLE
+
+pytestmark = pytest.mark.integration
+
+
+def ingest(settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "healthbook.cli", "ingest", *args], cwd=PROJECT_ROOT,
+                          env=settings_env(settings), capture_output=True, text=True, timeout=300)
+
+
+async def test_the_sample_dossier_reaches_the_citizen_complete_and_a_rerun_changes_nothing(clinics, db, settings,
+                                                                                          identity):
+    first = ingest(settings, str(SAMPLE))
+    assert first.returncode == 0, first.stdout + first.stderr
+    row = await wait_until(lambda: visible(db, "79001", "79001-2026-000123"), "the sample's first visit",
+                           process=clinics.worker)
+    await wait_until(lambda: visible(db, "79001", "79001-2026-000124"), "the sample's second visit")
+    assert (row["personal_id"], row["version"]) == ("079186001234", 20260315)
+    record = json.loads(row["record"])
+    assert record["patient"]["full_name"] == "Nguyễn Thị Lan"
+    assert record["follow_up"]["appointment_date"] == "20260322"
+    assert [m["name"] for m in record["medicines"]] == ["Paracetamol", "Amlodipin"]
+
+    reply = await identity.ask(confirmation("079186001234", 2026))
+    (shown,) = [v for v in reply["visits"] if v["visit_code"] == "79001-2026-000123"]
+    assert shown["follow_up_date"] == "20260322"
+    assert (shown["insurance_paid"], shown["patient_paid"]) == (Decimal("97600.00"), Decimal("24400.00"))
+    assert [r["name"] for r in shown["results"]] == ["Số lượng bạch cầu", "Tỷ lệ bạch cầu trung tính"]
+    assert shown["diagnosis_codes"] == ["J02.9", "I10"]
+
+    before = await clinics.counts()
+    again = ingest(settings, str(SAMPLE))
+    assert again.returncode == 0
+    assert "2 visit(s) were already published with the same content" in again.stdout
+    await wait_until(lambda: _duplicates_grew(clinics, before, 2), "the re-sent visits to be counted as duplicates")
+    unchanged = await visible(db, "79001", "79001-2026-000123")
+    assert unchanged["projected_at"] == row["projected_at"]
+
+
+async def _duplicates_grew(clinics, before, by):
+    return (await clinics.counts()).get("duplicate", 0) >= before.get("duplicate", 0) + by
+
+
+async def test_a_directory_with_quirks_and_a_bad_hoso(clinics, db, settings, tmp_path):
+    people = [new_citizen() for _ in range(3)]
+    events = [VisitEvent.model_validate(visit(person=p, sequence=next_sequence())).model_dump() for p in people]
+    events[1]["main_diagnosis_code"] = "cảm"
+    quirks = [Quirks(encoding="nested", nfd=True), Quirks(encoding="base64", bom=True), Quirks(shuffle_tables=True)]
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    with (folder / "day1.xml").open("w", encoding="utf-8") as out:
+        write_dossier(out, "79001", "20260316", events, len(events), quirks, random.Random(2))
+    (folder / "broken.xml").write_text("<GIAMDINHHS><THONGTINDONVI><MACSKCB>79001</MACSKCB>", encoding="utf-8")
+
+    result = ingest(settings, str(folder))
+    assert result.returncode == 1
+    report = result.stdout
+    line = next(line for line in report.splitlines() if "HOSO #2" in line)
+    assert "day1.xml" in line and f"MA_LK={events[1]['visit_code']}" in line
+    assert "XML1.MA_BENH_CHINH='cảm'" in line and "[icd10_format]" in line
+    assert "broken.xml" in report
+    for event in (events[0], events[2]):
+        row = await wait_until(lambda e=event: visible(db, "79001", e["visit_code"]), "the good HOSO",
+                               process=clinics.worker)
+        assert json.loads(row["record"])["patient"]["full_name"] == event["patient"]["full_name"]
+        assert row["version"] == 20260316
+    assert await visible(db, "79001", events[1]["visit_code"]) is None
+
+
+async def test_sensitive_tables_appear_only_in_the_detail_of_their_visit(clinics, db, settings, identity, tmp_path):
+    person = new_citizen()
+    event = VisitEvent.model_validate(visit(person=person, sequence=next_sequence())).model_dump()
+    event["sensitive"] = [{"table": "XML15", "records": [{"MA_LK": event["visit_code"], "KET_QUA_DTRI_LAO": "1",
+                                                          "PHAC_DO_DTRI_LAO": "2RHZE/4RHE"}]}]
+    path = tmp_path / "tb.xml"
+    with path.open("w", encoding="utf-8") as out:
+        write_dossier(out, "79001", "20260317", [event], 1)
+    assert ingest(settings, str(path)).returncode == 0
+    row = await wait_until(lambda: visible(db, "79001", event["visit_code"]), "the visit", process=clinics.worker)
+    assert "2RHZE" not in row["record"]
+    assert "2RHZE" in row["sensitive"]
+
+    listed = await identity.ask(confirmation(person.personal_id, 2026))
+    assert "2RHZE" not in repr(listed)
+    detail = await identity.ask(confirmation(person.personal_id, 2026, detail=("79001", event["visit_code"])))
+    (visit_detail,) = detail["visits"]
+    assert visit_detail["sensitive"] == [{"table": "XML15", "records": event["sensitive"][0]["records"]}]
+
+    stranger = new_citizen()
+    refused = await identity.ask(confirmation(stranger.personal_id, 2026, detail=("79001", event["visit_code"])))
+    assert (refused["status"], refused["refusal_code"], refused["visits"]) == ("refused", "not_found", [])

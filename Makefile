@@ -37,6 +37,7 @@ unit: $(STAMP)
 
 bench: up
 	$(PY) benchmarks/end_to_end.py
+	$(PY) benchmarks/ingest.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

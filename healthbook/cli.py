@@ -171,7 +171,8 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> None:
     from producers.ingest import IngestError, ingest
 
     try:
-        reports = asyncio.run(ingest(settings, Path(args.target), key_id=args.key_id, version=args.version))
+        reports = asyncio.run(ingest(settings, Path(args.target), key_id=args.key_id, version=args.version,
+                                     check_only=args.check))
     except IngestError as exc:
         sys.exit(str(exc))
     render.ingest_reports(Console(), reports)
@@ -268,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument("target", help="a dossier file, or a directory of them")
     ingest.add_argument("--key-id", default="k1", help="which of the facility's registered keys signs")
     ingest.add_argument("--version", type=int, help="visit version to publish (default: NGAYLAP as yyyyMMdd)")
+    ingest.add_argument("--check", action="store_true", help="read and validate only; publish nothing")
     ingest.set_defaults(run=_ingest)
     sub.add_parser("worker", help="run the stream worker (faust)").set_defaults(run=_worker)
     sub.add_parser("query-consumer", help="run the consent-gated query consumer").set_defaults(run=_query_consumer)

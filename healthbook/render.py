@@ -74,10 +74,11 @@ def dead_letters(console: Console, records: list[dict[str, Any]]) -> None:
 def ingest_reports(console: Console, reports: list[Any]) -> None:
     """Print what ingest did per file, then every rejection with its location."""
     table = Table(title="Ingest report", title_justify="left")
-    for column in ("file", "HOSO read", "published", "of which already published", "rejected", "file error"):
+    for column in ("file", "HOSO read", "valid", "published", "of which already published", "rejected", "file error"):
         table.add_column(column, justify="left" if column in ("file", "file error") else "right", overflow="fold")
     for report in reports:
-        table.add_row(report.file, str(report.read), str(report.published), str(report.already_published),
+        table.add_row(report.file, str(report.read), str(report.valid), str(report.published),
+                      str(report.already_published),
                       str(report.rejected_hoso), "see below" if report.file_error else "")
     console.print(table)
     repeats = sum(r.already_published for r in reports)

@@ -69,7 +69,7 @@ class CountingReader:
 
 def local(tag: object) -> str:
     """Element name without namespace; comments and processing instructions give ''."""
-    return etree.QName(tag).localname if isinstance(tag, str) else ""
+    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
 
 
 def nfc(text: str | None) -> str | None:
@@ -88,17 +88,21 @@ def records_of(document: etree._Element) -> list[dict[str, str]]:
     """Every record of a table document: each element with an MA_LK child, whatever wraps it."""
     found = []
     for element in document.iter():
-        children = [c for c in element if local(c.tag)]
-        if not any(local(c.tag) == "MA_LK" for c in children):
+        if not len(element):
+            continue
+        named = [(local(c.tag), c) for c in element]
+        if not any(name == "MA_LK" for name, _ in named):
             continue
         record: dict[str, str] = {}
-        for child in children:
+        for name, child in named:
+            if not name:
+                continue
             if len(child):
                 for leaf in child.iter():
                     if local(leaf.tag) and not len(leaf) and (text := nfc(leaf.text)) is not None:
-                        record[f"{local(child.tag)}.{local(leaf.tag)}"] = text
+                        record[f"{name}.{local(leaf.tag)}"] = text
             elif (text := nfc(child.text)) is not None:
-                record[local(child.tag)] = text
+                record[name] = text
         found.append(record)
     return found
 

@@ -53,6 +53,7 @@ class FileReport:
 
     file: str
     read: int = 0
+    valid: int = 0
     published: int = 0
     already_published: int = 0
     rejected: list[Rejection] = field(default_factory=list)
@@ -105,7 +106,7 @@ def _validated(event: dict[str, Any], report: FileReport, index: int) -> VisitEv
 
 
 async def ingest_file(path: Path, settings: Settings, ledger: IngestLedger, *, key_id: str,
-                      version: int | None, progress: Progress) -> FileReport:
+                      version: int | None, progress: Progress, check_only: bool = False) -> FileReport:
     """Read, map, validate, sign and publish every HOSO of one file."""
     report = FileReport(str(path))
     reader = DossierReader(path)
@@ -119,12 +120,19 @@ async def ingest_file(path: Path, settings: Settings, ledger: IngestLedger, *, k
     except RuleBroken as exc:
         raise IngestError(f"{path}: MACSKCB={facility!r} {exc.message}") from None
     visit_version = version if version is not None else version_from(reader.header.created_on)
-    signer = load_signer(settings.key_dir, facility, key_id)
     task = progress.add_task(path.name, total=reader.size, hoso=0)
+    hoso_stream = chain([first] if first else [], hosos)
+    if check_only:
+        try:
+            await _publish_all(hoso_stream, reader, facility, visit_version, report, ledger, None, progress, task)
+        except etree.XMLSyntaxError as exc:
+            report.file_error = f"the XML breaks after HOSO #{report.read}: {exc}"
+        return report
+    signer = load_signer(settings.key_dir, facility, key_id)
     async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, facility, signer) as publisher:
         try:
-            await _publish_all(chain([first] if first else [], hosos), reader, facility, visit_version, report,
-                               ledger, publisher, progress, task)
+            await _publish_all(hoso_stream, reader, facility, visit_version, report, ledger, publisher, progress,
+                               task)
         except etree.XMLSyntaxError as exc:
             report.file_error = f"the XML breaks after HOSO #{report.read}: {exc}"
     progress.update(task, completed=reader.size, hoso=report.read)
@@ -132,8 +140,9 @@ async def ingest_file(path: Path, settings: Settings, ledger: IngestLedger, *, k
 
 
 async def _publish_all(hosos: Iterable[Hoso], reader: DossierReader, facility: str, visit_version: int,
-                       report: FileReport, ledger: IngestLedger, publisher: ClinicPublisher, progress: Progress,
-                       task: TaskID) -> None:
+                       report: FileReport, ledger: IngestLedger, publisher: ClinicPublisher | None,
+                       progress: Progress, task: TaskID) -> None:
+    """Map, validate and (unless publisher is None: a check) sign and publish each HOSO."""
     pending: list[tuple[asyncio.Future, tuple[str, str, int, str]]] = []
 
     async def settle() -> None:
@@ -172,6 +181,9 @@ async def _publish_all(hosos: Iterable[Hoso], reader: DossierReader, facility: s
                 continue
             if seen is Seen.SAME:
                 report.already_published += 1
+            report.valid += 1
+            if publisher is None:
+                continue
             pending.append((await publisher.publish(record, validate=False),
                             (facility, model.visit_code, visit_version, digest)))
             if len(pending) >= ACK_EVERY:
@@ -181,7 +193,7 @@ async def _publish_all(hosos: Iterable[Hoso], reader: DossierReader, facility: s
 
 
 async def ingest(settings: Settings, target: Path, *, key_id: str = "k1", version: int | None = None,
-                 console: Console | None = None) -> list[FileReport]:
+                 console: Console | None = None, check_only: bool = False) -> list[FileReport]:
     """Ingest a file or every dossier below a directory; a bad file is reported and the next one goes on."""
     console = console or Console(stderr=True)
     ledger = IngestLedger(settings.ingest_ledger)
@@ -193,7 +205,7 @@ async def ingest(settings: Settings, target: Path, *, key_id: str = "k1", versio
             for path in dossier_files(target):
                 try:
                     reports.append(await ingest_file(path, settings, ledger, key_id=key_id, version=version,
-                                                     progress=progress))
+                                                     progress=progress, check_only=check_only))
                 except (IngestError, KeyFileMissing, etree.XMLSyntaxError, OSError) as exc:
                     reports.append(FileReport(str(path), file_error=f"{type(exc).__name__}: {exc}"))
     finally:

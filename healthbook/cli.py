@@ -98,6 +98,23 @@ def _clinic_revoke(settings: Settings, args: argparse.Namespace) -> None:
           f"{datetime.fromtimestamp(at_ms / 1000).isoformat(timespec='seconds')} on are rejected")
 
 
+def _clinic_certificate(settings: Settings, args: argparse.Namespace) -> None:
+    from cryptography import x509
+
+    from producers.dossier_signature import certificate_path
+
+    pem = Path(args.certificate).read_bytes()
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        sys.exit(f"{args.certificate} is not a PEM X.509 certificate: {exc}")
+    path = certificate_path(settings.key_dir, args.clinic)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pem)
+    print(f"dossiers of clinic {args.clinic} signed in CHUKYDONVI are now verified against "
+          f"'{certificate.subject.rfc4514_string()}' ({path})")
+
+
 def _clinic_list(settings: Settings, args: argparse.Namespace) -> None:
     from datetime import datetime
 
@@ -250,6 +267,10 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("--key-id", required=True)
     revoke.add_argument("--at", help="ISO time the key stopped being trustworthy (default: now)")
     revoke.set_defaults(run=_clinic_revoke)
+    certificate = clinic.add_parser("certificate", help="register the certificate that signs a clinic's dossiers")
+    certificate.add_argument("--clinic", required=True)
+    certificate.add_argument("certificate", help="PEM X.509 certificate of the facility's XML signature")
+    certificate.set_defaults(run=_clinic_certificate)
     listing = clinic.add_parser("list", help="show registered keys and their state")
     listing.add_argument("--clinic")
     listing.set_defaults(run=_clinic_list)

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     key_dir: Path = PROJECT_ROOT / ".local" / "keys"
     identity_keys_file: Path = PROJECT_ROOT / ".local" / "keys" / "identity-platform.json"
     ingest_ledger: Path = PROJECT_ROOT / ".local" / "ingest-ledger.sqlite"
+    xml_signature_max_mb: int = 200
 
     @property
     def topics(self) -> TopicNames:

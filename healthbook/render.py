@@ -72,15 +72,13 @@ def dead_letters(console: Console, records: list[dict[str, Any]]) -> None:
 
 
 def ingest_reports(console: Console, reports: list[Any]) -> None:
-    """Print what ingest did per file, then every rejection with its location."""
-    table = Table(title="Ingest report", title_justify="left")
-    for column in ("file", "HOSO read", "valid", "published", "of which already published", "rejected", "file error"):
-        table.add_column(column, justify="left" if column in ("file", "file error") else "right", overflow="fold")
+    """Print one line per file (signature, HOSO read, valid, published, rejected), then every problem's place."""
     for report in reports:
-        table.add_row(report.file, str(report.read), str(report.valid), str(report.published),
-                      str(report.already_published),
-                      str(report.rejected_hoso), "see below" if report.file_error else "")
-    console.print(table)
+        signature = f"XML signature {report.signature}" if report.signature else "not read"
+        console.print(
+            f"{report.file}: {signature}; {report.read} HOSO read, {report.valid} valid, {report.published} published "
+            f"({report.already_published} already published before), {report.rejected_hoso} rejected",
+            markup=False, highlight=False, soft_wrap=True)
     repeats = sum(r.already_published for r in reports)
     if repeats:
         console.print(f"{repeats} visit(s) were already published with the same content: the pipeline counts them "

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from healthbook.config import Settings
 from producers.clinic_keys import KeyFileMissing, load_signer
 from producers.dossier_mapping import MappingFailed, map_hoso, source_of
+from producers.dossier_signature import SignatureStatus, check_signature, load_certificate
 from producers.giamdinhhs import DossierReader, Hoso
 from producers.ingest_ledger import IngestLedger, Seen
 from producers.publisher import ClinicPublisher
@@ -58,6 +59,7 @@ class FileReport:
     already_published: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     file_error: str | None = None
+    signature: SignatureStatus | None = None
 
     @property
     def rejected_hoso(self) -> int:
@@ -120,6 +122,12 @@ async def ingest_file(path: Path, settings: Settings, ledger: IngestLedger, *, k
     except RuleBroken as exc:
         raise IngestError(f"{path}: MACSKCB={facility!r} {exc.message}") from None
     visit_version = version if version is not None else version_from(reader.header.created_on)
+    signature = check_signature(path, load_certificate(settings.key_dir, facility),
+                                settings.xml_signature_max_mb * 2**20)
+    report.signature = signature.status
+    if signature.blocks:
+        report.file_error = signature.message
+        return report
     task = progress.add_task(path.name, total=reader.size, hoso=0)
     hoso_stream = chain([first] if first else [], hosos)
     if check_only:

@@ -13,6 +13,7 @@ from healthbook.identity_platform import confirmation
 from healthbook.processes import settings_env
 from producers.dossier_writer import Quirks, write_dossier
 from schemas.visit import VisitEvent
+from tests.dossier_signing import facility_certificate, pem, sign_dossier
 from tests.factories import visit
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
 from tests.unit.test_giamdinhhs import SAMPLE
@@ -106,3 +107,36 @@ async def test_sensitive_tables_appear_only_in_the_detail_of_their_visit(clinics
     stranger = new_citizen()
     refused = await identity.ask(confirmation(stranger.personal_id, 2026, detail=("79001", event["visit_code"])))
     assert (refused["status"], refused["refusal_code"], refused["visits"]) == ("refused", "not_found", [])
+
+
+async def test_a_facility_signed_dossier_is_verified_and_an_altered_one_publishes_nothing(clinics, db, settings,
+                                                                                          tmp_path):
+    key, certificate = facility_certificate("79001")
+    cert_file = tmp_path / "cert.pem"
+    cert_file.write_bytes(pem(certificate))
+    registered = subprocess.run([sys.executable, "-m", "healthbook.cli", "clinic", "certificate", "--clinic", "79001",
+                                 str(cert_file)], cwd=PROJECT_ROOT, env=settings_env(settings), capture_output=True,
+                                text=True)
+    assert registered.returncode == 0, registered.stderr
+    try:
+        people = [new_citizen() for _ in range(2)]
+        sent = [VisitEvent.model_validate(visit(person=p, sequence=next_sequence())).model_dump() for p in people]
+        good, bad = tmp_path / "signed.xml", tmp_path / "altered.xml"
+        for path, event in ((good, sent[0]), (bad, sent[1])):
+            with path.open("w", encoding="utf-8") as out:
+                write_dossier(out, "79001", "20260318", [event], 1, [Quirks(encoding="nested")])
+            sign_dossier(path, key, certificate)
+        bad.write_bytes(bad.read_bytes().replace(b"<MA_KHOA>K01</MA_KHOA>", b"<MA_KHOA>K02</MA_KHOA>", 1))
+
+        accepted = ingest(settings, str(good))
+        assert accepted.returncode == 0, accepted.stdout
+        assert "verified" in accepted.stdout
+        refused = ingest(settings, str(bad))
+        assert refused.returncode == 1
+        assert "CHUKYDONVI does not verify" in refused.stdout
+        await wait_until(lambda: visible(db, "79001", sent[0]["visit_code"]), "the signed dossier's visit",
+                         process=clinics.worker)
+        await clinics.barrier(people[1])
+        assert await visible(db, "79001", sent[1]["visit_code"]) is None
+    finally:
+        (settings.key_dir / "79001" / "xml-signature-certificate.pem").unlink()

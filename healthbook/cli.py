@@ -10,8 +10,6 @@ import logging
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 from healthbook.config import Settings
 
 
@@ -120,6 +118,7 @@ def _clinic_list(settings: Settings, args: argparse.Namespace) -> None:
 
     from rich.table import Table
 
+    from healthbook import render
     from producers.clinic_keys import registered_keys
 
     def when(ms: int | None) -> str:
@@ -132,7 +131,7 @@ def _clinic_list(settings: Settings, args: argparse.Namespace) -> None:
     for entry in keyring.entries():
         if args.clinic in (None, entry.clinic_code):
             table.add_row(entry.clinic_code, entry.key_id, when(entry.registered_at_ms), when(entry.revoked_at_ms))
-    Console().print(table)
+    render.console().print(table)
 
 
 def _identity_map(settings: Settings, args: argparse.Namespace) -> None:
@@ -192,7 +191,7 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> None:
                                      check_only=args.check))
     except IngestError as exc:
         sys.exit(str(exc))
-    render.ingest_reports(Console(), reports)
+    render.ingest_reports(render.console(), reports)
     if not all(report.ok for report in reports):
         sys.exit(1)
 
@@ -220,7 +219,8 @@ def _request(settings: Settings, args: argparse.Namespace) -> None:
         async with IdentityPlatform(settings, ensure_identity_key(settings)) as platform:
             return await platform.ask(confirmation(args.personal_id, args.year))
 
-    render.health_book(Console(), asyncio.run(run()), f"Sổ sức khỏe điện tử — {args.personal_id} — {args.year}")
+    title = f"Sổ sức khỏe điện tử — {args.personal_id} — {args.year}"
+    render.health_book(render.console(), asyncio.run(run()), title)
 
 
 def _counts(settings: Settings, _: argparse.Namespace) -> None:
@@ -236,7 +236,7 @@ def _counts(settings: Settings, _: argparse.Namespace) -> None:
         finally:
             await conn.close()
 
-    render.outcome_summary(Console(), asyncio.run(run()))
+    render.outcome_summary(render.console(), asyncio.run(run()))
 
 
 def _demo(settings: Settings, _: argparse.Namespace) -> None:

@@ -17,13 +17,16 @@ from healthbook.database import connect_pool, recreate_database
 from healthbook.identity_platform import IdentityPlatform, confirmation, ensure_identity_key
 from healthbook.processes import ServiceProcess
 from healthbook.topics import ensure_topics
-from producers.clinic_keys import new_key_entry, publish_keys
+from producers.clinic_keys import new_key_entry, publish_keys, save_signer
+from producers.ingest import ingest
 from producers.publisher import ClinicPublisher
 from producers.synthetic import CLINICS, make_citizen, make_population, make_visit
 from schemas.envelope import Signer, seal_visit
 from streams.projection import read_counts
 
 SEED = 20260315
+SAMPLE_DOSSIER = PROJECT_ROOT / "tests" / "fixtures" / "giamdinhhs-sample.xml"
+SAMPLE_CITIZEN = "079186001234"
 CITIZENS, VISITS, RESENT = 50, 500, 25
 YEARS = (2025, 2026)
 
@@ -99,9 +102,19 @@ async def publish_batch(settings: Settings, console: Console) -> tuple[int, str]
     return sent + 5, featured.personal_id
 
 
+async def ingest_sample(settings: Settings, console: Console) -> int:
+    """Ingest the synthetic QĐ 4750 sample dossier as clinic 79001 would; return how many visits it published."""
+    signer = Signer.generate("his-1")
+    save_signer(settings.key_dir, "79001", signer)
+    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [new_key_entry("79001", signer)])
+    reports = await ingest(settings, SAMPLE_DOSSIER, key_id="his-1", console=console)
+    render.ingest_reports(console, reports)
+    return sum(report.published for report in reports)
+
+
 async def run(settings: Settings) -> int:
     """Run the demo end to end; return the process exit code."""
-    console = Console()
+    console = render.console()
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
     settings = settings.model_copy(
         update={
@@ -121,12 +134,15 @@ async def run(settings: Settings) -> int:
     query = ServiceProcess("query-consumer", settings, logs / "demo-query-consumer.log").start()
     try:
         expected, personal_id = await publish_batch(settings, console)
+        expected += await ingest_sample(settings, console)
         counts = await wait_for_consumed(pool, expected, 180, worker)
         console.rule("The citizen confirms the integration in the identity app")
         async with IdentityPlatform(settings, ensure_identity_key(settings)) as platform:
-            for year in (*YEARS, 2024):
+            for year in (YEARS[-1], 2024):
                 reply = await platform.ask(confirmation(personal_id, year), timeout=60)
                 render.health_book(console, reply, f"Sổ sức khỏe điện tử — {personal_id} — năm {year}")
+            reply = await platform.ask(confirmation(SAMPLE_CITIZEN, 2026), timeout=60)
+            render.health_book(console, reply, f"Sổ sức khỏe điện tử — {SAMPLE_CITIZEN} (from the XML sample) — 2026")
             reply = await platform.ask(confirmation(personal_id, 2026, identity_level=1), timeout=60)
             console.print("The same citizen from a level-1 account:")
             render.health_book(console, reply, "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -14,6 +15,19 @@ def _minute(value: str) -> str:
     return f"{value[6:8]}/{value[4:6]}/{value[:4]} {value[8:10]}:{value[10:12]}"
 
 
+def console() -> Console:
+    """A console for reports: the terminal's width, or 140 columns when output goes to a file or a log."""
+    return Console(width=None if sys.stdout.isatty() else 140)
+
+
+def _day(value: str) -> str:
+    return f"{value[6:8]}/{value[4:6]}/{value[:4]}"
+
+
+def _vnd(value: Any) -> str:
+    return "-" if value is None else f"{value:,.0f} đ".replace(",", ".")
+
+
 def health_book(console: Console, reply: dict[str, Any], title: str) -> None:
     """Print a reply as the citizen would read it: one row per visit, or the service's message."""
     if reply["status"] != "ok":
@@ -23,17 +37,19 @@ def health_book(console: Console, reply: dict[str, Any], title: str) -> None:
         console.print(f"[bold]{title}[/]\n  {reply['message']}")
         return
     table = Table(title=title, show_lines=True, title_justify="left")
-    for column in ("Cơ sở KCB", "Vào / Ra", "Loại", "Chẩn đoán", "Thuốc", "Kết quả CLS"):
+    for column in ("Cơ sở KCB", "Vào / Ra", "Loại", "Chẩn đoán", "Thuốc", "Kết quả CLS", "BHYT / người bệnh trả"):
         table.add_column(column, overflow="fold")
     for visit in reply["visits"]:
         table.add_row(
             visit["facility_code"],
-            f"{_minute(visit['admitted_at'])}\n{_minute(visit['discharged_at'])}",
+            f"{_minute(visit['admitted_at'])}\n{_minute(visit['discharged_at'])}"
+            + (f"\nhẹn {_day(visit['follow_up_date'])}" if visit.get("follow_up_date") else ""),
             VISIT_TYPES.get(visit["visit_type"], str(visit["visit_type"])),
             f"{', '.join(visit['diagnosis_codes'])}\n{visit['diagnosis_names']}",
             "\n".join(f"{m['name']} {m['strength'] or ''}: {m['dose'] or ''}" for m in visit["medicines"]),
             "\n".join(f"{r['name']}: {r['value']} {r['unit'] or ''} ({r['conclusion'] or '-'})"
                       for r in visit["results"]) or "-",
+            f"{_vnd(visit.get('insurance_paid'))}\n{_vnd(visit.get('patient_paid'))}",
         )
     console.print(table)
     console.print(reply["message"])

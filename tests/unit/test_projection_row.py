@@ -39,3 +39,25 @@ def test_reply_summary_lists_diagnoses_medicines_and_results():
     assert [r["value"] for r in summary["results"]] == [r["value"] for r in event["results"]]
     assert "personal_id" not in json.dumps(summary, default=str)
     assert summary["sensitive"] == []
+
+
+def test_reply_summary_carries_services_papers_follow_up_and_payments():
+    event = visit()
+    event.update(
+        services=[{"line_no": 1, "service_name": "Chụp X-quang ngực thẳng", "quantity": 1.0, "result": "Bình thường"}],
+        discharge_paper={"diagnosis": "Viêm phế quản cấp", "treatment": "Kháng sinh 7 ngày", "note": "Tái khám"},
+        referral={"to_facility": "79010", "reason_code": "1", "direction": "Điều trị tiếp", "issued_on": "20260316"},
+        follow_up={"appointment_date": "20260322"},
+        sensitive=[{"table": "XML6", "records": [{"MA_LK": "x", "MA_THE_ARV": "123"}]}],
+    )
+    row = visit_row(Accepted(VisitEvent.model_validate(event), "k1", b"s", 0), 0, 0)
+    summary = visit_summary(json.loads(row.record))
+    assert summary["services"] == [{"name": "Chụp X-quang ngực thẳng", "quantity": 1.0, "result": "Bình thường"}]
+    assert summary["discharge_summary"] == ("Chẩn đoán ra viện: Viêm phế quản cấp; Phương pháp điều trị: "
+                                            "Kháng sinh 7 ngày; Ghi chú: Tái khám")
+    assert summary["referral"] == {"to_facility": "79010", "reason": "1", "direction": "Điều trị tiếp",
+                                   "issued_on": "20260316"}
+    assert summary["follow_up_date"] == "20260322"
+    assert (summary["insurance_paid"], summary["patient_paid"]) == (event["insurance_paid"], event["patient_paid"])
+    assert summary["sensitive"] == [] and "MA_THE_ARV" not in row.record
+    assert json.loads(row.sensitive) == [{"table": "XML6", "records": [{"MA_LK": "x", "MA_THE_ARV": "123"}]}]

@@ -18,10 +18,19 @@ from healthbook.config import Settings
 from healthbook.database import connect_pool
 from healthbook.topic_follower import TopicFollower
 from schemas.registry import Keyring
+from schemas.visit import VisitEvent
 from streams import dedup
 from streams.dead_letter import Source, dead_letter
 from streams.identity import IdentityDirectory, Mismatch, Pending, Resolved, resolve
-from streams.projection import VisitRow, pending_cards, resolve_pending, visit_row, write_batch
+from streams.projection import (
+    OffsetsMoved,
+    VisitRow,
+    applied_offsets,
+    pending_cards,
+    resolve_pending,
+    visit_row,
+    write_batch,
+)
 from streams.validation import Accepted, Rejected, RejectionCode, validate_safely
 
 log = logging.getLogger(__name__)
@@ -99,8 +108,47 @@ class VisitPipeline:
             return await resolve_pending(conn, card, person)
 
     async def process(self, events: Sequence[faust.EventT]) -> Counter[str]:
-        """Validate, resolve identity, dead-letter, deduplicate and project one batch; return its outcome counts."""
+        """Validate, resolve identity, dead-letter, deduplicate and project one batch; return its outcome counts.
+
+        Messages below a partition's applied offset were applied before a crash or rebalance: they only
+        bring the deduplication table up to date. A batch that another worker advanced meanwhile is redone.
+        """
         messages = [event.message for event in events]
+        topic = self.settings.topics.visits
+        while True:
+            expected = await _retry("read applied offsets", partial(self._applied, topic, messages))
+            replayed = [m for m in messages if m.offset < expected[m.partition]]
+            todo = [m for m in messages if m.offset >= expected[m.partition]]
+            if replayed:
+                _, owned, _ = self._classify(replayed, await self._validate(replayed))
+                fresh, _, updated = self._deduplicate(owned)
+                self._remember(fresh, updated)
+            if not todo:
+                return Counter(replayed=len(replayed))
+            try:
+                return await self._apply(todo, topic, expected)
+            except OffsetsMoved as moved:
+                log.warning("redoing a batch: %s", moved)
+
+    async def _apply(self, messages: list[Any], topic: str, expected: dict[int, int]) -> Counter[str]:
+        rejected, owned, waiting = self._classify(messages, await self._validate(messages))
+        counts: Counter[str] = Counter(consumed=len(messages))
+        await self._dead_letter(rejected, counts)
+        fresh, duplicates, updated = self._deduplicate(owned)
+        counts["duplicate"] += duplicates
+        counts["accepted"] += len(fresh)
+        counts["pending"] += len(waiting)
+        book = _latest(visit_row(a, m.partition, m.offset, event) for m, a, event in fresh)
+        pending = _latest(visit_row(a, m.partition, m.offset) for m, a in waiting)
+        advanced = {p: max(m.offset for m in messages if m.partition == p) + 1 for p in {m.partition for m in messages}}
+        counts = await _retry("write the health book",
+                              partial(self._write, book, pending, counts, topic, expected, advanced))
+        self._remember(fresh, updated)
+        for row, _ in pending:  # its card may have been mapped while this batch was being written
+            self._on_mapped(row.card_number)
+        return counts
+
+    async def _validate(self, messages: list[Any]) -> list[Accepted | Rejected]:
         results = [validate_safely(m.key, m.value, self.keyring) for m in messages]
         if any(isinstance(r, Rejected) and r.code in _RETRY_AFTER_CATCH_UP for r in results):
             await self.registry.catch_up()
@@ -110,8 +158,11 @@ class VisitPipeline:
                 else r
                 for m, r in zip(messages, results, strict=True)
             ]
+        return results
 
-        counts: Counter[str] = Counter(consumed=len(messages))
+    def _classify(self, messages: list[Any], results: list[Accepted | Rejected]) -> tuple[
+            list[tuple[Any, Rejected]], list[tuple[Any, Accepted, Resolved]], list[tuple[Any, Accepted]]]:
+        """Split a batch into rejected, owned by a known citizen, and waiting for a card mapping."""
         rejected: list[tuple[Any, Rejected]] = []
         owned: list[tuple[Any, Accepted, Resolved]] = []
         waiting: list[tuple[Any, Accepted]] = []
@@ -127,8 +178,11 @@ class VisitPipeline:
                 waiting.append((message, result))
             else:
                 owned.append((message, result, whose))
-        await self._dead_letter(rejected, counts)
+        return rejected, owned, waiting
 
+    def _deduplicate(self, owned: list[tuple[Any, Accepted, Resolved]]) -> tuple[
+            list[tuple[Any, Accepted, VisitEvent]], int, dict[str, dict[str, int]]]:
+        """Fresh visits, the number of duplicates, and the table's new versions per citizen."""
         # Visits resolved from a card are placed by their card, not their person: the version guard in
         # PostgreSQL deduplicates them instead of the person-partitioned table.
         by_person = [(m, a, w) for m, a, w in owned if not w.from_card]
@@ -138,25 +192,26 @@ class VisitPipeline:
         )
         fresh = [(m, a, w.event) for (m, a, w), d in zip(by_person, decisions, strict=True)
                  if d is not dedup.Freshness.DUPLICATE]
-        counts["duplicate"] += len(by_person) - len(fresh)
+        duplicates = len(by_person) - len(fresh)
         fresh += [(m, a, w.event) for m, a, w in owned if w.from_card]
-        counts["accepted"] += len(fresh)
-        counts["pending"] += len(waiting)
-        book = _latest(visit_row(a, m.partition, m.offset, event) for m, a, event in fresh)
-        pending = _latest(visit_row(a, m.partition, m.offset) for m, a in waiting)
+        return fresh, duplicates, updated
 
-        counts = await _retry("write the health book", lambda: self._write(book, pending, counts))
-        for personal_id in {row.personal_id for row, _ in book} & updated.keys():
+    def _remember(self, fresh: list[tuple[Any, Accepted, VisitEvent]], updated: dict[str, dict[str, int]]) -> None:
+        """Record in the table the versions of what the health book now holds."""
+        for personal_id in {event.personal_id for _, _, event in fresh} & updated.keys():
             self.versions[personal_id] = updated[personal_id]
-        for row, _ in pending:  # its card may have been mapped while this batch was being written
-            self._on_mapped(row.card_number)
-        return counts
 
-    async def _write(self, book: list[tuple[VisitRow, int]], pending: list[tuple[VisitRow, int]],
-                     counts: Counter[str]) -> Counter[str]:
+    async def _applied(self, topic: str, messages: list[Any]) -> dict[int, int]:
         assert self.pool is not None
         async with self.pool.acquire() as conn:
-            return await write_batch(conn, book, pending, counts)
+            return await applied_offsets(conn, topic, sorted({m.partition for m in messages}))
+
+    async def _write(self, book: list[tuple[VisitRow, int]], pending: list[tuple[VisitRow, int]],
+                     counts: Counter[str], topic: str, expected: dict[int, int],
+                     advanced: dict[int, int]) -> Counter[str]:
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            return await write_batch(conn, book, pending, counts, topic, expected, advanced)
 
     async def _dead_letter(self, rejected: list[tuple[Any, Rejected]], counts: Counter[str]) -> None:
         assert self.producer is not None
@@ -229,18 +284,18 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.agent(visits, name="project-visits")
     async def project_visits(stream: faust.StreamT) -> None:
-        await pipeline.start()
         try:
+            await pipeline.start()
             async for events in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-                try:
-                    counts = await pipeline.process(events)
-                except Exception:
-                    # faust acks a take_events batch when its generator closes, even on error;
-                    # stop the process before that so the batch is consumed again after restart.
-                    log.critical("batch failed; stopping the worker without committing it", exc_info=True)
-                    logging.shutdown()
-                    os._exit(70)
+                counts = await pipeline.process(events)
                 log.info("batch %s", dict(counts))
+        except Exception:
+            # Stop the whole process: faust would restart the agent in place, leaking what start() opened,
+            # and it acknowledges a failed take_events batch when the generator closes. A restarted worker
+            # resumes from the applied offsets instead.
+            log.critical("the worker cannot go on; stopping without committing the current batch", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
         finally:
             await pipeline.stop()
 

@@ -115,16 +115,46 @@ async def add_counts(conn: asyncpg.Connection, counts: Counter[str]) -> None:
         await conn.execute(_COUNT, outcomes, [counts[k] for k in outcomes])
 
 
+class OffsetsMoved(RuntimeError):
+    """Another worker applied part of this batch meanwhile (a rebalance overlap); the batch must be redone."""
+
+
+async def applied_offsets(conn: asyncpg.Connection, topic: str, partitions: list[int]) -> dict[int, int]:
+    """The next offset to apply per partition (0 where none was applied yet)."""
+    rows = await conn.fetch("select partition, next_offset from applied_offsets where topic = $1 "
+                            "and partition = any($2::int[])", topic, partitions)
+    found = {r["partition"]: r["next_offset"] for r in rows}
+    return {p: found.get(p, 0) for p in partitions}
+
+
+async def _advance_offsets(conn: asyncpg.Connection, topic: str, expected: dict[int, int],
+                           advanced: dict[int, int]) -> None:
+    rows = await conn.fetch("select partition, next_offset from applied_offsets where topic = $1 "
+                            "and partition = any($2::int[]) for update", topic, list(advanced))
+    current = {r["partition"]: r["next_offset"] for r in rows}
+    moved = {p: current.get(p, 0) for p in advanced if current.get(p, 0) != expected.get(p, 0)}
+    if moved:
+        raise OffsetsMoved(f"{topic} partitions {sorted(moved)} were advanced by another worker to {moved}")
+    await conn.execute(
+        "insert into applied_offsets (topic, partition, next_offset) select $1, * from unnest($2::int[], $3::bigint[]) "
+        "on conflict (topic, partition) do update set next_offset = excluded.next_offset",
+        topic, list(advanced), list(advanced.values()))
+
+
 async def write_batch(conn: asyncpg.Connection, book: list[tuple[VisitRow, int]], pending: list[tuple[VisitRow, int]],
-                      counts: Counter[str]) -> Counter[str]:
-    """Upsert resolved and pending visits where their version is newer, and add the outcome counts, atomically.
+                      counts: Counter[str], topic: str, expected: dict[int, int],
+                      advanced: dict[int, int]) -> Counter[str]:
+    """Upsert resolved and pending visits where their version is newer, add the outcome counts and advance the
+    applied offsets of the batch's partitions from `expected` to `advanced`, all in one transaction.
 
     Each row has a distinct (facility_code, visit_code) and stands for `weight` messages. A row
     PostgreSQL already holds at an equal or newer version is not written; its messages are counted
-    as duplicates instead. Returns the counts as written.
+    as duplicates instead. Raises OffsetsMoved, writing nothing, when another worker advanced a
+    partition meanwhile. Returns the counts as written.
     """
     counts = Counter(counts)
     async with conn.transaction():
+        await _advance_offsets(conn, topic, expected, advanced)
         stale = await _upsert_rows(conn, _BOOK_UPSERT, BOOK_COLUMNS, book)
         counts["accepted"] -= stale
         counts["duplicate"] += stale

@@ -145,13 +145,15 @@ class Clinics:
 async def worker(settings: Settings, signers: dict[str, Signer], db: asyncpg.Pool) -> AsyncIterator[ServiceProcess]:
     """The stream worker, running as 'healthbook worker', proven ready by a projected canary visit."""
     process = ServiceProcess("worker", settings, LOGS / f"{settings.worker_id}.log").start()
-    canary = visit(person=citizen(1), sequence=next_sequence())
-    async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, "79001", signers["79001"]) as pub:
-        await pub.publish_all([canary])
-    await wait_until(lambda: visible(db, "79001", canary["visit_code"]), "the worker to project a canary visit",
-                     timeout=120, process=process)
-    yield process
-    process.stop()
+    try:
+        canary = visit(person=citizen(1), sequence=next_sequence())
+        async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, "79001", signers["79001"]) as pub:
+            await pub.publish_all([canary])
+        await wait_until(lambda: visible(db, "79001", canary["visit_code"]), "the worker to project a canary visit",
+                         timeout=120, process=process)
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture(scope="session")
@@ -166,7 +168,9 @@ async def identity(settings: Settings) -> AsyncIterator[IdentityPlatform]:
     """The identity-platform stand-in, its key trusted by a running query consumer."""
     signer = ensure_identity_key(settings)
     process = ServiceProcess("query-consumer", settings, LOGS / f"{settings.query_group}.log").start()
-    async with IdentityPlatform(settings, signer) as platform:
-        platform.process = process  # type: ignore[attr-defined]
-        yield platform
-    process.stop()
+    try:
+        async with IdentityPlatform(settings, signer) as platform:
+            platform.process = process  # type: ignore[attr-defined]
+            yield platform
+    finally:
+        process.stop()

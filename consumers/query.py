@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -13,6 +14,7 @@ from consumers.consent import EMPTY_HISTORY, Refusal, check_request, load_truste
 from consumers.health_book import visit_detail, visits_of
 from healthbook.config import Settings
 from healthbook.database import connect_pool
+from healthbook.retry import while_unreachable
 from schemas import catalogue, wire
 from schemas.errors import ContractError
 
@@ -71,10 +73,16 @@ async def _log(conn: asyncpg.Connection, request_id: str, personal_id: str | Non
         "values ($1, $2, $3, $4, $5, $6)", request_id, personal_id, year, outcome, refusal_code, visits)
 
 
+async def _answer(pool: asyncpg.Pool, raw: bytes, trusted: dict[str, bytes]) -> dict[str, Any]:
+    async with pool.acquire() as conn:
+        return await answer(conn, raw, trusted)
+
+
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Consume integration requests and produce replies until stop is set."""
     trusted = load_trusted_keys(settings.identity_keys_file)
-    pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
+    pool = await while_unreachable("connect to PostgreSQL",
+                                   partial(connect_pool, settings.database_url, min_size=1, max_size=2))
     consumer = AIOKafkaConsumer(
         settings.topics.integration_requests,
         bootstrap_servers=settings.kafka_bootstrap,
@@ -92,8 +100,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             batches = await consumer.getmany(timeout_ms=500, max_records=100)
             for messages in batches.values():
                 for message in messages:
-                    async with pool.acquire() as conn:
-                        reply = await answer(conn, message.value, trusted)
+                    reply = await while_unreachable("answer a request", partial(_answer, pool, message.value, trusted))
                     await producer.send_and_wait(
                         settings.topics.integration_replies,
                         wire.encode(catalogue.INTEGRATION_REPLY, reply),

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from healthbook.config import Settings
 from healthbook.database import connect_pool
+from healthbook.retry import while_unreachable
 from healthbook.topic_follower import TopicFollower
 from schemas.registry import Keyring
 from schemas.visit import VisitEvent
@@ -36,7 +37,6 @@ from streams.validation import Accepted, Rejected, RejectionCode, validate_safel
 log = logging.getLogger(__name__)
 
 _RETRY_AFTER_CATCH_UP = {RejectionCode.UNKNOWN_CLINIC, RejectionCode.UNKNOWN_KEY}
-MAX_BACKOFF_SECONDS = 30.0
 
 
 class VisitPipeline:
@@ -56,7 +56,7 @@ class VisitPipeline:
 
     async def start(self) -> None:
         """Connect to PostgreSQL (migrating it), the dead-letter producer, the key registry and identity cards."""
-        self.pool = await _retry(
+        self.pool = await while_unreachable(
             "connect to PostgreSQL", lambda: connect_pool(self.settings.database_url, min_size=1, max_size=3)
         )
         self.producer = AIOKafkaProducer(
@@ -98,7 +98,7 @@ class VisitPipeline:
             person = self.identity.person_of(card)
             if person is None:
                 continue
-            counts = await _retry("resolve pending visits", partial(self._resolve, card, person))
+            counts = await while_unreachable("resolve pending visits", partial(self._resolve, card, person))
             if counts:
                 log.info("visits waiting for a BHYT card resolved: %s", dict(counts))
 
@@ -116,7 +116,7 @@ class VisitPipeline:
         messages = [event.message for event in events]
         topic = self.settings.topics.visits
         while True:
-            expected = await _retry("read applied offsets", partial(self._applied, topic, messages))
+            expected = await while_unreachable("read applied offsets", partial(self._applied, topic, messages))
             replayed = [m for m in messages if m.offset < expected[m.partition]]
             todo = [m for m in messages if m.offset >= expected[m.partition]]
             if replayed:
@@ -141,8 +141,13 @@ class VisitPipeline:
         book = _latest(visit_row(a, m.partition, m.offset, event) for m, a, event in fresh)
         pending = _latest(visit_row(a, m.partition, m.offset) for m, a in waiting)
         advanced = {p: max(m.offset for m in messages if m.partition == p) + 1 for p in {m.partition for m in messages}}
-        counts = await _retry("write the health book",
-                              partial(self._write, book, pending, counts, topic, expected, advanced))
+        def holding(waited: float) -> None:
+            log.warning("holding %d messages at %s for %.0fs until PostgreSQL answers; nothing is committed",
+                        len(messages), {p: expected[p] for p in advanced}, waited)
+
+        counts = await while_unreachable("write the health book",
+                                         partial(self._write, book, pending, counts, topic, expected, advanced),
+                                         holding)
         self._remember(fresh, updated)
         for row, _ in pending:  # its card may have been mapped while this batch was being written
             self._on_mapped(row.card_number)
@@ -237,18 +242,6 @@ def _latest(rows: Any) -> list[tuple[VisitRow, int]]:
         if row.visit_key not in chosen or chosen[row.visit_key].version < row.version:
             chosen[row.visit_key] = row
     return [(row, weights[key]) for key, row in chosen.items()]
-
-
-async def _retry(what: str, attempt: Any) -> Any:
-    """Run attempt until it succeeds, backing off while PostgreSQL is unreachable."""
-    delay = 0.5
-    while True:
-        try:
-            return await attempt()
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
-            log.warning("cannot %s (%s); retrying in %.1fs", what, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
 
 
 def create_app(settings: Settings | None = None) -> faust.App:

@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit bench up down status lint install clean
+.PHONY: demo test unit bench faults up down status lint install clean
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is missing: install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 1; }
@@ -38,6 +38,9 @@ unit: $(STAMP)
 bench: up
 	$(PY) benchmarks/end_to_end.py
 	$(PY) benchmarks/ingest.py
+
+faults: up
+	$(PY) -m tests.fault_suite --docs docs/reliability.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

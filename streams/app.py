@@ -256,6 +256,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # A SIGKILLed worker leaves the group only when its session times out: keep that short.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         web_enabled=False,
         key_serializer="raw",
         value_serializer="json",  # the table's values; the visits topic says raw itself

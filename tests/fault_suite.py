@@ -1,0 +1,392 @@
+"""The fault suite: a steady signed load with poison while workers die, the broker restarts and PostgreSQL stops.
+
+Each scenario gets its own topics and database. Afterwards the visits topic is read back and
+the expected health book, dead letters and counts are derived from it with the pure rules; the
+real ones must match exactly. `make faults` runs the full plan and rewrites docs/reliability.md:
+    python -m tests.fault_suite [--events 50000] [--citizens 1000] [--docs docs/reliability.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from consumers.dead_letters import read_dead_letters
+from healthbook.config import PROJECT_ROOT, Settings
+from healthbook.database import connect_pool, recreate_database
+from healthbook.processes import ServiceProcess
+from healthbook.retry import while_unreachable
+from healthbook.topic_follower import TopicFollower
+from healthbook.topics import ensure_topics, partitions_of
+from producers.clinic_keys import new_key_entry, publish_keys
+from producers.publisher import ClinicPublisher
+from producers.synthetic import CLINICS, make_citizen, make_visit
+from schemas.envelope import Signer, seal_visit
+from schemas.registry import ClinicKey, Keyring
+from streams.validation import Accepted, validate
+
+STACK = PROJECT_ROOT / "stack" / "stack.sh"
+LOGS = PROJECT_ROOT / ".local" / "logs" / "faults"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How big the load is and which faults a scenario injects."""
+
+    name: str
+    events: int
+    citizens: int
+    rate: float
+    kills: int = 0
+    broker_restart: bool = False
+    database_stop_seconds: float = 0.0
+    two_workers_kill_one: bool = False
+    poison_share: float = 0.02
+
+
+@dataclass
+class Outcome:
+    """What a scenario found."""
+
+    plan: Plan
+    published: int = 0
+    poison: int = 0
+    faults: list[str] = field(default_factory=list)
+    recovery_seconds: list[float] = field(default_factory=list)
+    expected_rows: int = 0
+    rows: int = 0
+    lost: int = 0
+    doubled: int = 0
+    dead_lettered: int = 0
+    expected_dead: int = 0
+    counts_match: bool = False
+    dedup_state_agrees: bool = False
+    checksum_match: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the scenario lost, doubled or misplaced nothing."""
+        return (self.checksum_match and self.lost == 0 and self.doubled == 0 and self.counts_match
+                and self.dead_lettered == self.expected_dead and self.dedup_state_agrees)
+
+
+class Load:
+    """Publishes a steady, paced stream of signed visits with re-sends, corrections and poison."""
+
+    def __init__(self, settings: Settings, signers: dict[str, Signer], plan: Plan, seed: int = 42) -> None:
+        self.settings, self.signers, self.plan = settings, signers, plan
+        self.rng = random.Random(seed)
+        self.people = [make_citizen(self.rng, self.rng.choice(("079", "001", "048"))) for _ in range(plan.citizens)]
+        self.poison = 0
+        self.sent = 0
+
+    def _message(self, i: int, history: list[dict[str, Any]]) -> tuple[bytes, bytes, str]:
+        rng = self.rng
+        roll = rng.random()
+        if roll < self.plan.poison_share:
+            self.poison += 1
+            person = rng.choice(self.people)
+            kind = i % 3
+            if kind == 0:
+                return person.personal_id.encode(), b"\x00\x00\x00\x00\x02 not avro " + str(i).encode(), "79001"
+            event = make_visit(rng, person, "79001", 10_000_000 + i, datetime(2026, 1, 1 + i % 28, 9))
+            if kind == 1:  # forged: signed with a key nobody registered under this id
+                return person.personal_id.encode(), seal_visit(event, "79001", Signer.generate("k1")), "79001"
+            event = dict(event, facility_code="92001")
+            return person.personal_id.encode(), seal_visit(event, "92001", Signer.generate("k1")), "92001"
+        if history and roll < 0.07:  # re-send an earlier visit as it was
+            event = rng.choice(history)
+        elif history and roll < 0.10:  # a corrected version of an earlier visit
+            earlier = rng.choice(history)
+            event = dict(earlier, version=earlier["version"] + rng.choice((1, 2)), reason=f"sửa lần {i}")
+            history.append(event)
+        else:
+            person = self.people[i % len(self.people)]
+            admitted = datetime(rng.choice((2025, 2026)), rng.randint(1, 12), rng.randint(1, 28), 8, 0)
+            event = make_visit(rng, person, rng.choice(list(self.signers)), i, admitted)
+            history.append(event)
+        clinic = event["facility_code"]
+        return event["patient"]["personal_id"].encode(), seal_visit(event, clinic, self.signers[clinic]), clinic
+
+    async def run(self) -> None:
+        """Publish plan.events messages at plan.rate per second, retrying sends the broker refused."""
+        history: list[dict[str, Any]] = []
+        publishers = {code: ClinicPublisher(self.settings.kafka_bootstrap, self.settings.topics.visits, code, s,
+                                            request_timeout_ms=60_000)
+                      for code, s in self.signers.items()}
+        for publisher in publishers.values():
+            await publisher.__aenter__()
+        start = time.monotonic()
+        pending: list[asyncio.Future] = []
+        try:
+            for i in range(self.plan.events):
+                key, value, clinic = self._message(i, history)
+                pending.append(await publishers[clinic if clinic in publishers else "79001"].publish_raw(key, value))
+                self.sent += 1
+                if i % 100 == 99:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+                    await asyncio.sleep(max(0.0, start + (i + 1) / self.plan.rate - time.monotonic()))
+            await asyncio.gather(*pending)
+        finally:
+            for publisher in publishers.values():
+                await publisher.__aexit__(None, None, None)
+
+
+async def _counts(pool: asyncpg.Pool) -> dict[str, int]:
+    rows = await while_unreachable("read counts", lambda: pool.fetch("select outcome, count from pipeline_counts"))
+    return {r["outcome"]: r["count"] for r in rows}
+
+
+async def _progress_after(pool: asyncpg.Pool, since: float, baseline: int, timeout: float = 180.0) -> float:
+    """Seconds from `since` until the consumed counter passes baseline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (await _counts(pool)).get("consumed", 0) > baseline:
+            return time.monotonic() - since
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"no progress within {timeout:.0f}s of recovery")
+
+
+def _stack(action: str) -> None:
+    subprocess.run(["bash", str(STACK), action], check=True, capture_output=True, text=True)
+
+
+async def expected_from_topic(settings: Settings, keyring: Keyring) -> tuple[dict[tuple[str, str], tuple[int, str]],
+                                                                            set[tuple[int, int]], Counter[str], int]:
+    """Read the visits topic back and derive the health book, dead letters and counts it must give."""
+    partitions = [TopicPartition(settings.topics.visits, p)
+                  for p in await partitions_of(settings.kafka_bootstrap, settings.topics.visits)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    book: dict[tuple[str, str], tuple[int, str]] = {}
+    dead: set[tuple[int, int]] = set()
+    counts: Counter[str] = Counter()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+            for batch in (await consumer.getmany(*partitions, timeout_ms=500)).values():
+                for m in batch:
+                    counts["consumed"] += 1
+                    result = validate(m.key, m.value, keyring)
+                    if not isinstance(result, Accepted):
+                        dead.add((m.partition, m.offset))
+                        counts[f"rejected:{result.code}"] += 1
+                        continue
+                    event = result.event
+                    key = (event.facility_code, event.visit_code)
+                    if key in book and book[key][0] >= event.version:
+                        counts["duplicate"] += 1
+                    else:
+                        counts["accepted"] += 1
+                        book[key] = (event.version, event.event_id)
+    finally:
+        await consumer.stop()
+    return book, dead, counts, counts["consumed"]
+
+
+def checksum(rows: list[tuple[str, str, int, str]]) -> str:
+    """A digest of the health book's identity and versions, order-independent."""
+    return hashlib.sha256("\n".join("|".join(map(str, r)) for r in sorted(rows)).encode()).hexdigest()
+
+
+async def changelog_versions(settings: Settings) -> dict[str, int]:
+    """The deduplication table as its changelog leaves it: visit key -> version."""
+    latest: dict[bytes, dict[str, int]] = {}
+
+    def apply(key: bytes | None, value: bytes | None) -> None:
+        if key is not None:
+            latest[key] = json.loads(value) if value else {}
+
+    await TopicFollower(settings.kafka_bootstrap, f"{settings.worker_id}-visit-versions-changelog", apply).snapshot()
+    return {visit_key: version for versions in latest.values() for visit_key, version in versions.items()}
+
+
+async def run_scenario(plan: Plan, base: Settings | None = None) -> Outcome:
+    """Run one scenario end to end and check it."""
+    base = base or Settings()
+    stamp = f"{datetime.now():%H%M%S}-{random.randint(0, 9999):04d}"
+    name = plan.name.replace(" ", "-")
+    settings = base.model_copy(update={
+        "topic_prefix": f"faults-{name}-{stamp}.", "worker_id": f"healthbook-faults-{name}-{stamp}",
+        "database_url": await recreate_database(base.database_url, "healthbook_faults"),
+        "batch_within_seconds": 0.1,
+    })
+    outcome = Outcome(plan)
+    started = time.monotonic()
+    await ensure_topics(settings)
+    pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
+    signers = {code: Signer.generate("k1") for code in CLINICS}
+    keyring = Keyring()
+    entries = [new_key_entry(code, s) for code, s in signers.items()]
+    for entry in entries:
+        keyring.put(ClinicKey(entry.clinic_code, entry.key_id, entry.public_key, entry.registered_at_ms))
+    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, entries)
+
+    def worker(n: int) -> ServiceProcess:
+        return ServiceProcess("worker", settings, LOGS / f"{settings.worker_id}-{n}.log").start()
+
+    workers = [worker(0)] + ([worker(1)] if plan.two_workers_kill_one else [])
+    load = Load(settings, signers, plan)
+    publishing = asyncio.create_task(load.run())
+    rng = random.Random(7)
+    try:
+        await asyncio.sleep(3)
+        for n in range(plan.kills):
+            await asyncio.sleep(rng.uniform(1.0, 4.0))
+            baseline = (await _counts(pool)).get("consumed", 0)
+            workers[0].kill()
+            outcome.faults.append(f"SIGKILL worker ({n + 1})")
+            restarted = time.monotonic()
+            workers[0] = worker(10 + n)
+            outcome.recovery_seconds.append(await _progress_after(pool, restarted, baseline))
+        if plan.broker_restart:
+            baseline = (await _counts(pool)).get("consumed", 0)
+            _stack("kafka-down")
+            outcome.faults.append("broker restart")
+            await asyncio.sleep(3)
+            _stack("kafka-up")
+            outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline))
+        if plan.database_stop_seconds:
+            baseline = (await _counts(pool)).get("consumed", 0)
+            _stack("pg-down")
+            outcome.faults.append(f"PostgreSQL stopped {plan.database_stop_seconds:.0f}s")
+            await asyncio.sleep(plan.database_stop_seconds)
+            _stack("pg-up")
+            outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline))
+        if plan.two_workers_kill_one:
+            await asyncio.sleep(2)
+            baseline = (await _counts(pool)).get("consumed", 0)
+            workers[1].kill()
+            outcome.faults.append("two workers, one SIGKILLed")
+            outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline))
+        await publishing
+        outcome.published, outcome.poison = load.sent, load.poison
+
+        book, dead, expected_counts, total = await expected_from_topic(settings, keyring)
+        deadline = time.monotonic() + 600
+        while (await _counts(pool)).get("consumed", 0) < total and time.monotonic() < deadline:
+            if not any(w.running for w in workers):
+                raise RuntimeError(f"every worker died:\n{workers[0].log_tail()}")
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)  # let the last changelog writes land
+        rows = await pool.fetch("select facility_code, visit_code, version, event_id from health_book_visits")
+        actual = {(r["facility_code"], r["visit_code"]): (r["version"], r["event_id"]) for r in rows}
+        outcome.expected_rows, outcome.rows = len(book), len(actual)
+        outcome.lost = sum(1 for key, value in book.items() if actual.get(key) != value)
+        outcome.doubled = sum(1 for key in actual if key not in book)
+        outcome.checksum_match = checksum([(*k, *v) for k, v in actual.items()]) == \
+            checksum([(*k, *v) for k, v in book.items()])
+        counts = await _counts(pool)
+        outcome.counts_match = {k: v for k, v in counts.items() if v} == dict(expected_counts)
+        if not outcome.counts_match:
+            outcome.faults.append(f"counts {counts} expected {dict(expected_counts)}")
+        letters = await read_dead_letters(settings.kafka_bootstrap, settings.topics.dead_letter)
+        distinct = {(d["source_partition"], d["source_offset"]) for d in letters}
+        outcome.dead_lettered, outcome.expected_dead = len(distinct & dead), len(dead)
+        outcome.doubled += len(distinct - dead)
+        versions = await changelog_versions(settings)
+        outcome.dedup_state_agrees = all(versions.get(f"{f}/{v}") == version for (f, v), (version, _) in book.items())
+    finally:
+        publishing.cancel()
+        for w in workers:
+            w.stop()
+        await pool.close()
+        outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def plans(events: int, citizens: int, rate: float) -> list[Plan]:
+    """The full suite: each fault under the same steady load."""
+    return [
+        Plan("worker killed", events, citizens, rate, kills=5),
+        Plan("broker restarted", events, citizens, rate, broker_restart=True),
+        Plan("database stopped", events, citizens, rate, database_stop_seconds=30),
+        Plan("two workers, one killed", events, citizens, rate, two_workers_kill_one=True),
+    ]
+
+
+def table_markdown(outcomes: list[Outcome]) -> str:
+    """The figures as a Markdown table."""
+    lines = ["| scenario | messages | poison | faults | worst recovery | rows (expected) | lost | doubled | "
+             "dead-lettered (expected) | counts exact | dedup state agrees | result |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for o in outcomes:
+        recovery = f"{max(o.recovery_seconds):.1f} s" if o.recovery_seconds else "-"
+        lines.append(f"| {o.plan.name} | {o.published:,} | {o.poison} | {'; '.join(o.faults) or '-'} | {recovery} | "
+                     f"{o.rows:,} ({o.expected_rows:,}) | {o.lost} | {o.doubled} | {o.dead_lettered} "
+                     f"({o.expected_dead}) | {'yes' if o.counts_match else 'no'} | "
+                     f"{'yes' if o.dedup_state_agrees else 'no'} | {'pass' if o.ok else 'FAIL'} |")
+    return "\n".join(lines)
+
+
+def write_docs(path: Path, outcomes: list[Outcome], events: int, citizens: int, rate: float) -> None:
+    """Regenerate docs/reliability.md from a run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"""# Reliability: the fault suite
+
+Generated by `make faults` (`python -m tests.fault_suite --docs {path.relative_to(PROJECT_ROOT)}`) on
+{datetime.now():%Y-%m-%d %H:%M}. Each scenario publishes {events:,} messages for {citizens:,} citizens
+at about {rate:,.0f} messages/s from three clinics (fresh visits, re-sends, corrected versions and 2%
+poison: malformed bytes, forged signatures, an unregistered clinic) into its own topics and database,
+and injects its fault while the load runs. Afterwards the visits topic is read back and the expected
+health book, dead letters and counts are derived from it with the pure rules; the real ones must
+match exactly.
+
+{table_markdown(outcomes)}
+
+- *lost*: visits whose expected version is missing from the health book or stored at another version.
+- *doubled*: rows that should not exist, plus dead letters for messages that were not bad.
+- *dead-lettered*: distinct source offsets on the dead-letter topic that are expected bad messages
+  (the topic is at-least-once; a consumer deduplicates by source partition and offset).
+- *counts exact*: consumed, accepted, duplicate and rejected-by-reason equal what the topic implies,
+  so no message was applied twice.
+- *dedup state agrees*: the faust table's changelog holds every visit at the version the book holds.
+- *worst recovery*: from the restart (worker, broker or database) to the first progress.
+
+How it holds: each batch's health-book rows, outcome counts and the next offset of every
+partition in it are written in one PostgreSQL transaction; a redelivered message below that
+offset only refreshes the deduplication table. See README.md, "Effectively once".
+""", encoding="utf-8")
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    outcomes = []
+    for plan in plans(args.events, args.citizens, args.rate):
+        print(f"scenario: {plan.name} ...", flush=True)
+        outcome = await run_scenario(plan)
+        print(table_markdown([outcome]).splitlines()[-1], flush=True)
+        outcomes.append(outcome)
+    print(table_markdown(outcomes))
+    if args.docs:
+        write_docs(PROJECT_ROOT / args.docs, outcomes, args.events, args.citizens, args.rate)
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--citizens", type=int, default=1_000)
+    parser.add_argument("--rate", type=float, default=700.0)
+    parser.add_argument("--docs", help="Markdown file to rewrite with the figures")
+    raise SystemExit(asyncio.run(main_async(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     identity_keys_file: Path = PROJECT_ROOT / ".local" / "keys" / "identity-platform.json"
     ingest_ledger: Path = PROJECT_ROOT / ".local" / "ingest-ledger.sqlite"
     xml_signature_max_mb: int = 200
+    pseudonym_key_file: Path = PROJECT_ROOT / ".local" / "keys" / "pseudonym.key"
 
     @property
     def topics(self) -> TopicNames:
@@ -41,5 +42,6 @@ class TopicNames:
         self.dead_letter = f"{prefix}visits.dlq"
         self.clinic_keys = f"{prefix}clinic.keys"
         self.identity_cards = f"{prefix}identity.cards"
+        self.deidentified = f"{prefix}visits.deidentified"
         self.integration_requests = f"{prefix}integration.requests"
         self.integration_replies = f"{prefix}integration.replies"

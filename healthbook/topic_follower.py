@@ -17,9 +17,11 @@ log = logging.getLogger(__name__)
 class TopicFollower:
     """Reads every partition of a topic without a consumer group, so each worker sees every entry."""
 
-    def __init__(self, bootstrap: str, topic: str, apply: Callable[[bytes | None, bytes | None], object]) -> None:
+    def __init__(self, bootstrap: str, topic: str, apply: Callable[[bytes | None, bytes | None], object],
+                 *, whole_message: bool = False) -> None:
         self.topic = topic
         self.apply = apply
+        self._whole = whole_message  # apply(message) instead of apply(key, value)
         self._bootstrap = bootstrap
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
@@ -80,7 +82,10 @@ class TopicFollower:
         for messages in batches.values():
             for message in messages:
                 try:
-                    self.apply(message.key, message.value)
+                    if self._whole:
+                        self.apply(message)  # type: ignore[call-arg]
+                    else:
+                        self.apply(message.key, message.value)
                 except (ContractError, KeyError, ValueError) as exc:
                     log.error(
                         "skipping unreadable record at %s[%d]@%d: %s",

@@ -35,6 +35,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                   "rejected messages with reason and original bytes; 90 days"),
         TopicSpec(names.clinic_keys, 1, compacted, "clinic public keys, key = clinic_code/key_id, compacted"),
         TopicSpec(names.identity_cards, 1, compacted, "BHYT card -> personal ID, key = card number, compacted"),
+        TopicSpec(names.deidentified, settings.visit_partitions, {"retention.ms": str(365 * DAY_MS)},
+                  "visits without identities for analytics, key = pseudonym; 1 year"),
         TopicSpec(names.integration_requests, 2, {"retention.ms": str(7 * DAY_MS)},
                   "citizen confirmations signed by the identity platform, key = personal ID; 7 days"),
         TopicSpec(names.integration_replies, 2, {"retention.ms": str(DAY_MS)},

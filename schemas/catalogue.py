@@ -42,6 +42,8 @@ _ENTRIES = (
     SchemaEntry(8, "identity.cards-value", AVRO_DIR / "identity_card.avsc"),
     SchemaEntry(9, "integration.requests-value", AVRO_DIR / "integration_request_v2.avsc"),
     SchemaEntry(10, "integration.replies-value", AVRO_DIR / "integration_reply_v2.avsc"),
+    SchemaEntry(11, "visits.deidentified-value", AVRO_DIR / "deidentified_visit.avsc"),
+    SchemaEntry(12, "visits.dlq-value", AVRO_DIR / "dead_letter_v2.avsc"),
 )
 
 BY_ID = {entry.schema_id: entry for entry in _ENTRIES}
@@ -50,12 +52,14 @@ VISIT_EVENT_V1 = BY_ID[1]
 VISIT_EVENT = BY_ID[7]  # what producers write; decoding resolves older versions of the subject to it
 SIGNED_VISIT = BY_ID[2]
 CLINIC_KEY = BY_ID[3]
-DEAD_LETTER = BY_ID[4]
+DEAD_LETTER_V1 = BY_ID[4]
+DEAD_LETTER = BY_ID[12]
 INTEGRATION_REQUEST_V1 = BY_ID[5]
 INTEGRATION_REPLY_V1 = BY_ID[6]
 INTEGRATION_REQUEST = BY_ID[9]
 INTEGRATION_REPLY = BY_ID[10]
 IDENTITY_CARD = BY_ID[8]
+DEIDENTIFIED_VISIT = BY_ID[11]
 
 
 @cache

@@ -20,14 +20,15 @@ from healthbook.retry import while_unreachable
 from healthbook.topic_follower import TopicFollower
 from schemas.registry import Keyring
 from schemas.visit import VisitEvent
-from streams import dedup
-from streams.dead_letter import Source, dead_letter
+from streams import dedup, deidentify
+from streams.dead_letter import Source, dead_letter, retry_of
 from streams.identity import IdentityDirectory, Mismatch, Pending, Resolved, resolve
 from streams.projection import (
     OffsetsMoved,
     VisitRow,
     applied_offsets,
     pending_cards,
+    pending_records,
     resolve_pending,
     visit_row,
     write_batch,
@@ -51,6 +52,7 @@ class VisitPipeline:
         self.cards = TopicFollower(settings.kafka_bootstrap, settings.topics.identity_cards, self._on_card)
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.pseudonym_key = deidentify.load_or_create_key(settings.pseudonym_key_file)
         self._mapped_cards: asyncio.Queue[str] = asyncio.Queue()
         self._resolver: asyncio.Task[None] | None = None
 
@@ -105,6 +107,15 @@ class VisitPipeline:
     async def _resolve(self, card: str, person: str) -> Counter[str]:
         assert self.pool is not None
         async with self.pool.acquire() as conn:
+            waiting = await pending_records(conn, card)
+            if not waiting:
+                return Counter()
+            # Analytics first: a crash after it only repeats a record downstream keeps once.
+            events = []
+            for record in waiting:
+                record["patient"]["personal_id"] = person
+                events.append(VisitEvent.model_validate(record))
+            await self._publish_deidentified(events)
             return await resolve_pending(conn, card, person)
 
     async def process(self, events: Sequence[faust.EventT]) -> Counter[str]:
@@ -113,7 +124,7 @@ class VisitPipeline:
         Messages below a partition's applied offset were applied before a crash or rebalance: they only
         bring the deduplication table up to date. A batch that another worker advanced meanwhile is redone.
         """
-        messages = [event.message for event in events]
+        messages = _first_deliveries(events)
         topic = self.settings.topics.visits
         while True:
             expected = await while_unreachable("read applied offsets", partial(self._applied, topic, messages))
@@ -141,6 +152,7 @@ class VisitPipeline:
         book = _latest(visit_row(a, m.partition, m.offset, event) for m, a, event in fresh)
         pending = _latest(visit_row(a, m.partition, m.offset) for m, a in waiting)
         advanced = {p: max(m.offset for m in messages if m.partition == p) + 1 for p in {m.partition for m in messages}}
+        await self._publish_deidentified([event for _, _, event in fresh])
         def holding(waited: float) -> None:
             log.warning("holding %d messages at %s for %.0fs until PostgreSQL answers; nothing is committed",
                         len(messages), {p: expected[p] for p in advanced}, waited)
@@ -218,19 +230,41 @@ class VisitPipeline:
         async with self.pool.acquire() as conn:
             return await write_batch(conn, book, pending, counts, topic, expected, advanced)
 
+    async def _publish_deidentified(self, events: list[VisitEvent]) -> None:
+        """Send the analytics records of these visits and wait for the broker: before the commit, so none is lost."""
+        assert self.producer is not None
+        sends = []
+        for event in events:
+            key, value = deidentify.encode(event, self.pseudonym_key)
+            sends.append(await self.producer.send(self.settings.topics.deidentified, value, key=key))
+        if sends:
+            await asyncio.gather(*sends)
+
     async def _dead_letter(self, rejected: list[tuple[Any, Rejected]], counts: Counter[str]) -> None:
         assert self.producer is not None
         sends = []
         for message, result in rejected:
             counts[f"rejected:{result.code}"] += 1
             source = Source(message.topic, message.partition, message.offset, int(message.timestamp * 1000),
-                            message.key, message.value)
+                            message.key, message.value, retry_of(message.headers))
             log.warning("rejected %s[%d]@%d: %s (clinic %s)", message.topic, message.partition, message.offset,
                         result.code, result.clinic_code)
             sends.append(await self.producer.send(self.settings.topics.dead_letter, dead_letter(result, source),
                                                   key=message.key))
         if sends:
             await asyncio.gather(*sends)
+
+
+def _first_deliveries(events: Sequence[faust.EventT]) -> list[Any]:
+    """The batch's messages, each record once: after a rebalance faust can hand one over twice."""
+    seen: set[tuple[int, int]] = set()
+    messages = []
+    for event in events:
+        coordinates = (event.message.partition, event.message.offset)
+        if coordinates not in seen:
+            seen.add(coordinates)
+            messages.append(event.message)
+    return messages
 
 
 def _latest(rows: Any) -> list[tuple[VisitRow, int]]:
@@ -277,6 +311,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
         "visit-versions", default=None, partitions=settings.visit_partitions, use_partitioner=True, key_type=bytes
     )
     pipeline = VisitPipeline(settings, _KeyedTable(versions))
+    # Each batch sets up to batch_size changelog entries at once; faust's default buffer of 100 makes
+    # the agent wait on every flush (faust-streaming issue 173).
+    app.producer.buffer.max_messages = max(10_000, settings.batch_size * 4)
 
     @app.agent(visits, name="project-visits")
     async def project_visits(stream: faust.StreamT) -> None:

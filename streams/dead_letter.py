@@ -18,6 +18,7 @@ class Source:
     timestamp_ms: int | None
     key: bytes | None
     value: bytes | None
+    retry_of: tuple[int, int] | None = None
 
 
 def dead_letter(rejected: Rejected, source: Source) -> bytes:
@@ -37,5 +38,24 @@ def dead_letter(rejected: Rejected, source: Source) -> bytes:
             "original_key": source.key,
             "original_value": source.value,
             "failed_at": envelope.now_millis(),
+            "retry_of": None if source.retry_of is None else
+            {"partition": source.retry_of[0], "offset": source.retry_of[1]},
         },
     )
+
+
+RETRY_HEADER = "healthbook-retry-of"
+
+
+def retry_header(partition: int, offset: int) -> tuple[str, bytes]:
+    """The header a re-driven message carries: which dead-letter record it came from."""
+    return RETRY_HEADER, f"{partition}:{offset}".encode()
+
+
+def retry_of(headers: object) -> tuple[int, int] | None:
+    """The dead-letter record a message was re-driven from, read from its headers."""
+    for name, value in headers or ():
+        if name == RETRY_HEADER and value:
+            partition, _, offset = bytes(value).decode().partition(":")
+            return int(partition), int(offset)
+    return None

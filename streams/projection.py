@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -183,6 +184,12 @@ async def resolve_pending(conn: asyncpg.Connection, card_number: str, personal_i
         counts.update({"pending": -len(rows), "accepted": len(rows) - stale, "duplicate": stale})
         await add_counts(conn, counts)
     return counts
+
+
+async def pending_records(conn: asyncpg.Connection, card_number: str) -> list[dict[str, Any]]:
+    """The stored records (without sensitive tables) of the visits waiting for a card."""
+    rows = await conn.fetch("select record from pending_visits where card_number = $1", card_number)
+    return [json.loads(r["record"]) for r in rows]
 
 
 async def pending_cards(conn: asyncpg.Connection) -> list[str]:

@@ -68,6 +68,7 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         "key_dir": keys,
         "identity_keys_file": keys / "identity-platform.json",
         "ingest_ledger": keys / "ingest-ledger.sqlite",
+        "pseudonym_key_file": keys / "pseudonym.key",
         "batch_within_seconds": 0.05,
     })
     await ensure_topics(settings)

@@ -1,0 +1,69 @@
+"""De-identification for analytics: a keyed pseudonym for the person, and only what a statistic needs."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from schemas import catalogue, wire
+from schemas.visit import VisitEvent
+
+log = logging.getLogger(__name__)
+KEY_BYTES = 32
+
+
+class PseudonymKeyError(ValueError):
+    """The pseudonym key file is unusable."""
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The secret key for pseudonyms; created (owner-only) the first time, so pseudonyms stay stable after."""
+    if path.exists():
+        key = path.read_bytes()
+        if len(key) < KEY_BYTES:
+            raise PseudonymKeyError(f"{path} holds {len(key)} bytes; a pseudonym key needs at least {KEY_BYTES}")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(os.urandom(KEY_BYTES))
+    log.warning("created a new pseudonym key at %s; keep it: pseudonyms change with it", path)
+    return path.read_bytes()
+
+
+def pseudonym(key: bytes, value: str) -> str:
+    """HMAC-SHA256 of value under key, hex."""
+    return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def deidentified(event: VisitEvent, key: bytes) -> dict[str, Any]:
+    """The analytics record of a visit whose citizen is known."""
+    assert event.personal_id is not None
+    return {
+        "pseudonym": pseudonym(key, event.personal_id),
+        "visit_ref": pseudonym(key, event.visit_key),
+        "version": event.version,
+        "facility_code": event.facility_code,
+        "birth_year": int(event.patient.birth_date[:4]),
+        "sex": event.patient.sex,
+        "province_code": event.patient.province_code,
+        "visit_type": event.visit_type,
+        "admitted_month": event.admitted_at[:6],
+        "treatment_days": event.treatment_days,
+        "main_diagnosis_code": event.main_diagnosis_code,
+        "secondary_diagnosis_codes": list(event.secondary_diagnosis_codes),
+        "treatment_result": event.treatment_result,
+        "drug_codes": [m.drug_code for m in event.medicines],
+        "total_cost": event.total_cost,
+        "insurance_paid": event.insurance_paid,
+    }
+
+
+def encode(event: VisitEvent, key: bytes) -> tuple[bytes, bytes]:
+    """Message key and value for the de-identified topic."""
+    record = deidentified(event, key)
+    return record["pseudonym"].encode(), wire.encode(catalogue.DEIDENTIFIED_VISIT, record)

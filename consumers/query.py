@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.consent import EMPTY_HISTORY, Refusal, check_request, load_trusted_keys
 from consumers.health_book import visit_detail, visits_of
+from healthbook import observability as metrics
 from healthbook.config import Settings
 from healthbook.database import connect_pool
 from healthbook.retry import while_unreachable
@@ -93,6 +94,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await consumer.start()
     await producer.start()
+    health = await metrics.serve(settings.query_metrics_port, lambda: (True, {}), "query-consumer")
     log.info("query consumer ready on %s", settings.topics.integration_requests)
     stop = stop or asyncio.Event()
     try:
@@ -106,10 +108,15 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                         wire.encode(catalogue.INTEGRATION_REPLY, reply),
                         key=reply["request_id"].encode(),
                     )
-                    log.info("request %s: %s %s", reply["request_id"], reply["status"], reply["refusal_code"] or "")
+                    metrics.REQUESTS.labels(reply["refusal_code"] or reply["status"]).inc()
+                    log.info("request %s: %s %s", reply["request_id"], reply["status"], reply["refusal_code"] or "",
+                             extra={"request_id": reply["request_id"], "partition": message.partition,
+                                    "offset": message.offset})
             if batches:
                 await consumer.commit()
     finally:
+        if health:
+            await health.cleanup()
         await consumer.stop()
         await producer.stop()
         await pool.close()

@@ -205,8 +205,12 @@ def _worker(settings: Settings, _: argparse.Namespace) -> None:
 
 def _query_consumer(settings: Settings, _: argparse.Namespace) -> None:
     from consumers.query import run
+    from healthbook.observability import use_json_logs
 
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
+    if settings.log_format == "json":
+        use_json_logs()
+    else:
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(settings))
 
@@ -237,6 +241,116 @@ def _counts(settings: Settings, _: argparse.Namespace) -> None:
             await conn.close()
 
     render.outcome_summary(render.console(), asyncio.run(run()))
+
+
+def _since_ms(text: str | None) -> int | None:
+    from datetime import datetime
+
+    return None if text is None else int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def _dlq_entries(settings: Settings, args: argparse.Namespace) -> list:
+    from consumers.dlq import read_entries, select
+
+    entries = asyncio.run(read_entries(settings.kafka_bootstrap, settings.topics.dead_letter))
+    return select(entries, reason=args.reason, clinic=args.clinic, since_ms=_since_ms(args.since),
+                  offsets=set(args.offset) if getattr(args, "offset", None) else None)
+
+
+def _dlq_list(settings: Settings, args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from healthbook import render
+
+    entries = _dlq_entries(settings, args)
+    table = Table(title=f"Dead letters ({len(entries)})", title_justify="left")
+    for column in ("offset", "failed at", "reason", "clinic", "source", "why"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        r = entry.record
+        table.add_row(f"{entry.partition}:{entry.offset}" + (" (retried, failed again)" if entry.failed_again else ""),
+                      str(r["failed_at"])[:19], r["reason_code"], r["clinic_code"] or "-",
+                      f"{r['source_topic']}[{r['source_partition']}]@{r['source_offset']}", r["reason"])
+    render.console().print(table)
+
+
+def _dlq_show(settings: Settings, args: argparse.Namespace) -> None:
+    entries = _dlq_entries(settings, args)
+    if not entries:
+        sys.exit("no dead letter matches; see 'healthbook dlq list'")
+    for entry in entries:
+        record = dict(entry.record)
+        value = record.pop("original_value") or b""
+        record["original_key"] = (record["original_key"] or b"").decode("utf-8", "replace")
+        record["original_bytes"] = len(value)
+        record["original_head_hex"] = value[:32].hex()
+        print(json.dumps({"dlq_partition": entry.partition, "dlq_offset": entry.offset, **record},
+                         ensure_ascii=False, indent=2, default=str))
+
+
+def _dlq_retry(settings: Settings, args: argparse.Namespace) -> None:
+    from consumers.dlq import retry
+    from healthbook.database import connect_pool
+
+    entries = _dlq_entries(settings, args)
+
+    async def run() -> object:
+        pool = await connect_pool(settings.database_url, min_size=1, max_size=1)
+        try:
+            return await retry(settings, pool, entries)
+        finally:
+            await pool.close()
+
+    report = asyncio.run(run())
+    print(f"re-driven {len(report.retried)}; skipped {len(report.already_retried)} already re-driven, "
+          f"{len(report.failed_again)} that failed again after a re-drive (fix the cause and publish anew), "
+          f"{len(report.not_visits)} not from the visits topic")
+
+
+def _status(settings: Settings, _: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from consumers.status import status
+    from healthbook import render
+
+    found = asyncio.run(status(settings))
+    console = render.console()
+    table = Table(title=f"{settings.topics.visits}: lag per partition", title_justify="left")
+    for column in ("partition", "end offset", "applied", "lag"):
+        table.add_column(column, justify="right")
+    for p in found.partitions:
+        table.add_row(str(p.partition), str(p.end_offset), str(p.applied), str(p.lag))
+    console.print(table)
+    render.outcome_summary(console, found.counts)
+    console.print(f"visits waiting for a BHYT card mapping: {found.pending_visits}")
+    error = found.last_error
+    console.print("last error: " + (f"{error['at']:%Y-%m-%d %H:%M:%S} {error['worker_id']}: {error['message']}"
+                                    if error else "none recorded"), markup=False)
+
+
+def _replay(settings: Settings, _: argparse.Namespace) -> None:
+    from consumers.replay import replay
+    from healthbook import render
+
+    report = asyncio.run(replay(settings, render.console()))
+    print(f"replayed {report.messages} messages into {report.rows} health-book rows "
+          f"({report.merged_from_live} newer rows kept from the live table) and swapped it in")
+
+
+def _analytics(settings: Settings, args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
+    from healthbook import render
+
+    counts = visits_per_diagnosis_province_month(
+        asyncio.run(read_deidentified(settings.kafka_bootstrap, settings.topics.deidentified)))
+    table = Table(title="Visits per diagnosis, province and month (de-identified)", title_justify="left")
+    for column in ("ICD-10", "province", "month", "visits"):
+        table.add_column(column, justify="right" if column == "visits" else "left")
+    for (code, province, month), n in counts.most_common(args.top):
+        table.add_row(code, province, month, str(n))
+    render.console().print(table)
 
 
 def _demo(settings: Settings, _: argparse.Namespace) -> None:
@@ -299,6 +413,21 @@ def parser() -> argparse.ArgumentParser:
     request.add_argument("--year", type=int, required=True)
     request.set_defaults(run=_request)
     sub.add_parser("counts", help="show the pipeline's outcome counts").set_defaults(run=_counts)
+    sub.add_parser("status", help="lag per partition, counts by outcome, last error").set_defaults(run=_status)
+    sub.add_parser("replay", help="rebuild the health book from the visits topic and swap it in").set_defaults(
+        run=_replay)
+    analytics = sub.add_parser("analytics", help="visits per diagnosis, province and month, de-identified")
+    analytics.add_argument("--top", type=int, default=20)
+    analytics.set_defaults(run=_analytics)
+    dlq = sub.add_parser("dlq", help="the dead-letter topic").add_subparsers(dest="action", required=True)
+    for name, run, text in (("list", _dlq_list, "list dead letters"), ("show", _dlq_show, "show dead letters in full"),
+                            ("retry", _dlq_retry, "re-drive dead letters once their cause is fixed")):
+        action = dlq.add_parser(name, help=text)
+        action.add_argument("--reason", help="reason code, e.g. unknown_clinic")
+        action.add_argument("--clinic", help="facility code")
+        action.add_argument("--since", help="ISO time: only dead letters from then on")
+        action.add_argument("--offset", type=int, action="append", help="dead-letter offset (repeatable)")
+        action.set_defaults(run=run)
     sub.add_parser("demo", help="run the whole pipeline on a realistic batch").set_defaults(run=_demo)
     return top
 

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     identity_keys_file: Path = PROJECT_ROOT / ".local" / "keys" / "identity-platform.json"
     ingest_ledger: Path = PROJECT_ROOT / ".local" / "ingest-ledger.sqlite"
     xml_signature_max_mb: int = 200
+    worker_metrics_port: int = 9108
+    query_metrics_port: int = 9109
+    log_format: str = "json"
     pseudonym_key_file: Path = PROJECT_ROOT / ".local" / "keys" / "pseudonym.key"
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Sequence
 from functools import partial
@@ -14,14 +15,17 @@ import asyncpg
 import faust
 from aiokafka import AIOKafkaProducer
 
+from healthbook import observability as metrics
 from healthbook.config import Settings
 from healthbook.database import connect_pool
 from healthbook.retry import while_unreachable
 from healthbook.topic_follower import TopicFollower
+from healthbook.topics import partitions_of
+from schemas.headers import retry_of
 from schemas.registry import Keyring
 from schemas.visit import VisitEvent
 from streams import dedup, deidentify
-from streams.dead_letter import Source, dead_letter, retry_of
+from streams.dead_letter import Source, dead_letter
 from streams.identity import IdentityDirectory, Mismatch, Pending, Resolved, resolve
 from streams.projection import (
     OffsetsMoved,
@@ -53,11 +57,18 @@ class VisitPipeline:
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
         self.pseudonym_key = deidentify.load_or_create_key(settings.pseudonym_key_file)
+        self.started = False
+        self.waiting_for_database = False
+        self.last_batch_at: float | None = None
+        self.last_offsets: dict[int, int] = {}
+        self._health: Any = None
         self._mapped_cards: asyncio.Queue[str] = asyncio.Queue()
         self._resolver: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Connect to PostgreSQL (migrating it), the dead-letter producer, the key registry and identity cards."""
+        for topic in (self.settings.topics.dead_letter, self.settings.topics.deidentified):
+            await partitions_of(self.settings.kafka_bootstrap, topic)  # fail fast, naming the missing topic
         self.pool = await while_unreachable(
             "connect to PostgreSQL", lambda: connect_pool(self.settings.database_url, min_size=1, max_size=3)
         )
@@ -71,9 +82,19 @@ class VisitPipeline:
             for card in await pending_cards(conn):  # mapped while no worker was running
                 self._on_mapped(card)
         self._resolver = asyncio.create_task(self._resolve_mapped_cards())
+        self._health = await metrics.serve(self.settings.worker_metrics_port, self.health, "worker")
+        self.started = True
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy once started and while PostgreSQL answers; details for the operator."""
+        ok = self.started and not self.waiting_for_database
+        return ok, {"started": self.started, "waiting_for_database": self.waiting_for_database,
+                    "last_batch_at": self.last_batch_at, "last_offsets": self.last_offsets}
 
     async def stop(self) -> None:
         """Release everything start() took."""
+        if self._health:
+            await self._health.cleanup()
         if self._resolver:
             self._resolver.cancel()
             await asyncio.gather(self._resolver, return_exceptions=True)
@@ -137,9 +158,25 @@ class VisitPipeline:
             if not todo:
                 return Counter(replayed=len(replayed))
             try:
-                return await self._apply(todo, topic, expected)
+                started = time.monotonic()
+                counts = await self._apply(todo, topic, expected)
             except OffsetsMoved as moved:
                 log.warning("redoing a batch: %s", moved)
+                continue
+            self._observe(todo, counts, time.monotonic() - started)
+            return counts
+
+    def _observe(self, messages: list[Any], counts: Counter[str], seconds: float) -> None:
+        now = time.time()
+        for outcome, n in counts.items():
+            if n > 0:
+                metrics.EVENTS.labels(outcome).inc(n)
+        metrics.BATCH_SIZE.observe(len(messages))
+        metrics.BATCH_SECONDS.observe(seconds)
+        for message in messages:
+            metrics.EVENT_AGE.observe(max(0.0, now - message.timestamp))
+        self.last_batch_at = now
+        self.last_offsets.update({m.partition: m.offset for m in messages})
 
     async def _apply(self, messages: list[Any], topic: str, expected: dict[int, int]) -> Counter[str]:
         rejected, owned, waiting = self._classify(messages, await self._validate(messages))
@@ -153,13 +190,21 @@ class VisitPipeline:
         pending = _latest(visit_row(a, m.partition, m.offset) for m, a in waiting)
         advanced = {p: max(m.offset for m in messages if m.partition == p) + 1 for p in {m.partition for m in messages}}
         await self._publish_deidentified([event for _, _, event in fresh])
+        waited_for: list[float] = []
+
         def holding(waited: float) -> None:
+            self.waiting_for_database = True
+            waited_for.append(waited)
             log.warning("holding %d messages at %s for %.0fs until PostgreSQL answers; nothing is committed",
                         len(messages), {p: expected[p] for p in advanced}, waited)
 
         counts = await while_unreachable("write the health book",
                                          partial(self._write, book, pending, counts, topic, expected, advanced),
                                          holding)
+        if waited_for:
+            self.waiting_for_database = False
+            await self._record_error(f"PostgreSQL was unreachable for {max(waited_for):.0f}s; "
+                                     "the batch was held and then written")
         self._remember(fresh, updated)
         for row, _ in pending:  # its card may have been mapped while this batch was being written
             self._on_mapped(row.card_number)
@@ -218,6 +263,12 @@ class VisitPipeline:
         for personal_id in {event.personal_id for _, _, event in fresh} & updated.keys():
             self.versions[personal_id] = updated[personal_id]
 
+    async def _record_error(self, message: str) -> None:
+        """Keep the worker's last error where 'healthbook status' shows it."""
+        assert self.pool is not None
+        await self.pool.execute("insert into worker_errors (worker_id, message) values ($1, $2)",
+                                self.settings.worker_id, message)
+
     async def _applied(self, topic: str, messages: list[Any]) -> dict[int, int]:
         assert self.pool is not None
         async with self.pool.acquire() as conn:
@@ -248,7 +299,10 @@ class VisitPipeline:
             source = Source(message.topic, message.partition, message.offset, int(message.timestamp * 1000),
                             message.key, message.value, retry_of(message.headers))
             log.warning("rejected %s[%d]@%d: %s (clinic %s)", message.topic, message.partition, message.offset,
-                        result.code, result.clinic_code)
+                        result.code, result.clinic_code,
+                        extra={"topic": message.topic, "partition": message.partition, "offset": message.offset,
+                               "reason": str(result.code), "clinic": result.clinic_code,
+                               "event_id": result.event_id})
             sends.append(await self.producer.send(self.settings.topics.dead_letter, dead_letter(result, source),
                                                   key=message.key))
         if sends:
@@ -296,6 +350,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_enabled=False,
         key_serializer="raw",
         value_serializer="json",  # the table's values; the visits topic says raw itself
+        logging_config=metrics.json_logging_config() if settings.log_format == "json" else None,
     )
     visits = app.topic(
         settings.topics.visits,
@@ -321,7 +376,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             await pipeline.start()
             async for events in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
                 counts = await pipeline.process(events)
-                log.info("batch %s", dict(counts))
+                log.info("batch %s", dict(counts), extra={"worker_id": settings.worker_id})
         except Exception:
             # Stop the whole process: faust would restart the agent in place, leaking what start() opened,
             # and it acknowledges a failed take_events batch when the generator closes. A restarted worker

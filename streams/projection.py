@@ -75,7 +75,8 @@ BOOK_COLUMNS = [c for c in _ALL if c != "card_number"]
 PENDING_COLUMNS = [c for c in _ALL if c != "personal_id"]
 
 
-def _upsert(table: str, columns: list[str], stamp: str) -> str:
+def upsert_sql(table: str, columns: list[str], stamp: str) -> str:
+    """A batched upsert (one array per column) that writes only rows whose version is newer."""
     arrays = ", ".join(f"${i}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(columns, 1))
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
     return f"""
@@ -87,8 +88,8 @@ returning facility_code, visit_code
 """
 
 
-_BOOK_UPSERT = _upsert("health_book_visits", BOOK_COLUMNS, "projected_at")
-_PENDING_UPSERT = _upsert("pending_visits", PENDING_COLUMNS, "received_at")
+_BOOK_UPSERT = upsert_sql("health_book_visits", BOOK_COLUMNS, "projected_at")
+_PENDING_UPSERT = upsert_sql("pending_visits", PENDING_COLUMNS, "received_at")
 _COUNT = """
 insert into pipeline_counts (outcome, count) select * from unnest($1::text[], $2::bigint[])
 on conflict (outcome) do update set count = pipeline_counts.count + excluded.count

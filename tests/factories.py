@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ def visit(seed: int = 7, *, person: Citizen | None = None, facility: str = "7900
     """A valid VisitEvent record, with top-level fields overridden by changes."""
     rng = random.Random(seed)
     event = make_visit(rng, person or citizen(seed), facility, sequence, admitted, version)
+    event["event_id"] = str(uuid.uuid4())  # every call is another event, even with the same seed
     event.update(changes)
     return event
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,6 +47,13 @@ async def wait_until(check: Callable[[], Awaitable[Any]], what: str, timeout: fl
         await asyncio.sleep(0.2)
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 async def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings for this run: its own topics, worker id and an empty database."""
@@ -69,6 +77,8 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         "identity_keys_file": keys / "identity-platform.json",
         "ingest_ledger": keys / "ingest-ledger.sqlite",
         "pseudonym_key_file": keys / "pseudonym.key",
+        "worker_metrics_port": free_port(),
+        "query_metrics_port": free_port(),
         "batch_within_seconds": 0.05,
     })
     await ensure_topics(settings)

@@ -26,7 +26,9 @@ def test_row_carries_identity_times_and_the_full_record():
 
 
 def test_record_json_is_canonical_so_replays_compare_equal():
-    assert visit_row(accepted(), 0, 0).record == visit_row(accepted(), 0, 0).record
+    same = accepted()
+    assert visit_row(same, 0, 0).record == visit_row(Accepted(VisitEvent.model_validate(same.event.model_dump()),
+                                                              "k1", b"sig", 0), 0, 0).record
 
 
 def test_reply_summary_lists_diagnoses_medicines_and_results():

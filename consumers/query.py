@@ -94,7 +94,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
     await consumer.start()
     await producer.start()
-    health = await metrics.serve(settings.query_metrics_port, lambda: (True, {}), "query-consumer")
+    health = await metrics.serve(settings.query_metrics_port, lambda: (True, {}), "query-consumer",
+                                 settings.metrics_host)
     log.info("query consumer ready on %s", settings.topics.integration_requests)
     stop = stop or asyncio.Event()
     try:

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from healthbook.config import Settings
 from healthbook.database import connect_pool
@@ -20,6 +29,13 @@ from streams.validation import Accepted, validate
 
 REBUILD = "health_book_visits_rebuild"
 BATCH = 1_000
+
+
+class RateColumn(ProgressColumn):
+    """Messages per second."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} msg/s")
 
 
 @dataclass
@@ -65,7 +81,7 @@ async def replay(settings: Settings, console: Console | None = None) -> ReplayRe
             end = await consumer.end_offsets(partitions)
             total = sum(end.values())
             columns = (TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeRemainingColumn())
+                       RateColumn(), TimeRemainingColumn())
             pending: dict[str, VisitRow] = {}
             with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
                 task = progress.add_task(settings.topics.visits, total=total)

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     identity_keys_file: Path = PROJECT_ROOT / ".local" / "keys" / "identity-platform.json"
     ingest_ledger: Path = PROJECT_ROOT / ".local" / "ingest-ledger.sqlite"
     xml_signature_max_mb: int = 200
+    metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9108
     query_metrics_port: int = 9109
     log_format: str = "json"

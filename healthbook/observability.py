@@ -68,8 +68,9 @@ def use_json_logs(level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
-async def serve(port: int, healthy: Callable[[], tuple[bool, dict[str, Any]]], name: str) -> web.AppRunner | None:
-    """Serve /metrics and /health on 127.0.0.1:port (0 turns it off); a taken port is logged, not fatal."""
+async def serve(port: int, healthy: Callable[[], tuple[bool, dict[str, Any]]], name: str,
+                host: str = "127.0.0.1") -> web.AppRunner | None:
+    """Serve /metrics and /health on host:port (port 0 turns it off); a taken port is logged, not fatal."""
     if not port:
         return None
 
@@ -86,10 +87,10 @@ async def serve(port: int, healthy: Callable[[], tuple[bool, dict[str, Any]]], n
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.TCPSite(runner, host, port).start()
     except OSError as exc:
         logging.getLogger(__name__).error("cannot serve metrics and health on port %d: %s", port, exc)
         await runner.cleanup()
         return None
-    logging.getLogger(__name__).info("metrics and health on http://127.0.0.1:%d/", port)
+    logging.getLogger(__name__).info("metrics and health on http://%s:%d/", host, port)
     return runner

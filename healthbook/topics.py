@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
@@ -57,9 +58,23 @@ async def ensure_topics(settings: Settings) -> list[str]:
             await admin.create_topics(
                 [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config) for spec in wanted]
             )
+        await _wait_for_leaders(admin, [spec.name for spec in wanted])
         return [spec.name for spec in wanted]
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0) -> None:
+    """Return once every partition of the new topics has a leader, so the first send does not fail."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        described = await admin.describe_topics(names)
+        if all(not d["error_code"] and d["partitions"] and all(p["leader"] >= 0 for p in d["partitions"])
+               for d in described):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TopicMissing(f"topics {names} have no partition leaders after {timeout:.0f}s; is the broker healthy?")
+        await asyncio.sleep(0.2)
 
 
 class TopicMissing(RuntimeError):

@@ -7,13 +7,14 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 import asyncpg
 import faust
 from aiokafka import AIOKafkaProducer
+from faust.types import TP
 
 from healthbook import observability as metrics
 from healthbook.config import Settings
@@ -61,6 +62,7 @@ class VisitPipeline:
         self.waiting_for_database = False
         self.last_batch_at: float | None = None
         self.last_offsets: dict[int, int] = {}
+        self.highwater: Callable[[int], int | None] = lambda partition: None
         self._health: Any = None
         self._mapped_cards: asyncio.Queue[str] = asyncio.Queue()
         self._resolver: asyncio.Task[None] | None = None
@@ -82,7 +84,8 @@ class VisitPipeline:
             for card in await pending_cards(conn):  # mapped while no worker was running
                 self._on_mapped(card)
         self._resolver = asyncio.create_task(self._resolve_mapped_cards())
-        self._health = await metrics.serve(self.settings.worker_metrics_port, self.health, "worker")
+        self._health = await metrics.serve(self.settings.worker_metrics_port, self.health, "worker",
+                                           self.settings.metrics_host)
         self.started = True
 
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -177,6 +180,10 @@ class VisitPipeline:
             metrics.EVENT_AGE.observe(max(0.0, now - message.timestamp))
         self.last_batch_at = now
         self.last_offsets.update({m.partition: m.offset for m in messages})
+        for partition, offset in self.last_offsets.items():
+            end = self.highwater(partition)
+            if end is not None:
+                metrics.LAG.labels(str(partition)).set(max(0, end - offset - 1))
 
     async def _apply(self, messages: list[Any], topic: str, expected: dict[int, int]) -> Counter[str]:
         rejected, owned, waiting = self._classify(messages, await self._validate(messages))
@@ -366,6 +373,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         "visit-versions", default=None, partitions=settings.visit_partitions, use_partitioner=True, key_type=bytes
     )
     pipeline = VisitPipeline(settings, _KeyedTable(versions))
+    pipeline.highwater = lambda partition: app.consumer.highwater(TP(settings.topics.visits, partition))
     # Each batch sets up to batch_size changelog entries at once; faust's default buffer of 100 makes
     # the agent wait on every flush (faust-streaming issue 173).
     app.producer.buffer.max_messages = max(10_000, settings.batch_size * 4)

@@ -257,18 +257,20 @@ async def run_scenario(plan: Plan, base: Settings | None = None) -> Outcome:
             workers[0] = worker(10 + n)
             outcome.recovery_seconds.append(await _progress_after(pool, restarted, baseline))
         if plan.broker_restart:
-            baseline = (await _counts(pool)).get("consumed", 0)
             _stack("kafka-down")
             outcome.faults.append("broker restart")
             await asyncio.sleep(3)
             _stack("kafka-up")
-            outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline))
+            back = time.monotonic()
+            outcome.recovery_seconds.append(
+                await _progress_after(pool, back, (await _counts(pool)).get("consumed", 0)))
         if plan.database_stop_seconds:
             baseline = (await _counts(pool)).get("consumed", 0)
             _stack("pg-down")
             outcome.faults.append(f"PostgreSQL stopped {plan.database_stop_seconds:.0f}s")
             await asyncio.sleep(plan.database_stop_seconds)
             _stack("pg-up")
+            # Nothing can be committed while the database is down, so progress now is progress after it.
             outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline))
         if plan.two_workers_kill_one:
             await asyncio.sleep(2)

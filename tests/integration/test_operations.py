@@ -87,3 +87,4 @@ async def test_status_metrics_and_health(clinics, settings):
     metrics = (await asyncio.to_thread(lambda: urllib.request.urlopen(f"{base}/metrics", timeout=5).read())).decode()
     assert 'healthbook_events_total{outcome="accepted"}' in metrics
     assert "healthbook_batch_seconds_bucket" in metrics
+    assert "healthbook_consumer_lag_messages{partition=" in metrics

@@ -55,9 +55,13 @@ async def ensure_topics(settings: Settings) -> list[str]:
         if not wanted:
             return []
         with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(
+            response = await admin.create_topics(
                 [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config) for spec in wanted]
             )
+            refused = [(error[0], error[-1] or f"error code {error[1]}") for error in response.topic_errors
+                       if error[1] not in (0, TopicAlreadyExistsError.errno)]
+            if refused:
+                raise TopicMissing("the broker refused to create " + "; ".join(f"{n}: {m}" for n, m in refused))
         await _wait_for_leaders(admin, [spec.name for spec in wanted])
         return [spec.name for spec in wanted]
     finally:

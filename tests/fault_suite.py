@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import subprocess
 import time
 from collections import Counter
@@ -222,7 +223,7 @@ async def run_scenario(plan: Plan, base: Settings | None = None) -> Outcome:
     """Run one scenario end to end and check it."""
     base = base or Settings()
     stamp = f"{datetime.now():%H%M%S}-{random.randint(0, 9999):04d}"
-    name = plan.name.replace(" ", "-")
+    name = re.sub(r"[^a-z0-9]+", "-", plan.name.lower()).strip("-")  # Kafka names: letters, digits, . _ -
     settings = base.model_copy(update={
         "topic_prefix": f"faults-{name}-{stamp}.", "worker_id": f"healthbook-faults-{name}-{stamp}",
         "database_url": await recreate_database(base.database_url, "healthbook_faults"),

@@ -81,7 +81,7 @@ def _clinic_revoke(settings: Settings, args: argparse.Namespace) -> None:
     from producers.clinic_keys import KeyLifecycleError, publish_keys, registered_keys, revocation
     from schemas.envelope import now_millis
 
-    at_ms = int(datetime.fromisoformat(args.at).timestamp() * 1000) if args.at else now_millis()
+    at_ms = _since_ms(args.at) or now_millis()
 
     async def run() -> None:
         keyring = await registered_keys(settings.kafka_bootstrap, settings.topics.clinic_keys)

@@ -80,10 +80,10 @@ class VisitPipeline:
         await self.producer.start()
         await self.registry.start()
         await self.cards.start()
+        self._resolver = asyncio.create_task(self._resolve_mapped_cards())
         async with self.pool.acquire() as conn:
             for card in await pending_cards(conn):  # mapped while no worker was running
                 self._on_mapped(card)
-        self._resolver = asyncio.create_task(self._resolve_mapped_cards())
         self._health = await metrics.serve(self.settings.worker_metrics_port, self.health, "worker",
                                            self.settings.metrics_host)
         self.started = True
@@ -110,7 +110,8 @@ class VisitPipeline:
 
     def _on_card(self, key: bytes | None, value: bytes | None) -> None:
         card = self.identity.apply(key, value)
-        if card:
+        # While the topic is first loaded, start() sweeps the cards visits wait for instead.
+        if card and self._resolver is not None:
             self._on_mapped(card)
 
     def _on_mapped(self, card: str) -> None:
@@ -124,7 +125,10 @@ class VisitPipeline:
             person = self.identity.person_of(card)
             if person is None:
                 continue
-            counts = await while_unreachable("resolve pending visits", partial(self._resolve, card, person))
+            try:
+                counts = await while_unreachable("resolve pending visits", partial(self._resolve, card, person))
+            except Exception:
+                _stop_worker("resolving visits waiting for a BHYT card failed")
             if counts:
                 log.info("visits waiting for a BHYT card resolved: %s", dict(counts))
 
@@ -316,6 +320,13 @@ class VisitPipeline:
             await asyncio.gather(*sends)
 
 
+def _stop_worker(why: str) -> None:
+    """Log why and end the process at once (exit 70), so nothing half-done is committed."""
+    log.critical(why, exc_info=True)
+    logging.shutdown()
+    os._exit(70)
+
+
 def _first_deliveries(events: Sequence[faust.EventT]) -> list[Any]:
     """The batch's messages, each record once: after a rebalance faust can hand one over twice."""
     seen: set[tuple[int, int]] = set()
@@ -389,9 +400,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
             # Stop the whole process: faust would restart the agent in place, leaking what start() opened,
             # and it acknowledges a failed take_events batch when the generator closes. A restarted worker
             # resumes from the applied offsets instead.
-            log.critical("the worker cannot go on; stopping without committing the current batch", exc_info=True)
-            logging.shutdown()
-            os._exit(70)
+            _stop_worker("the worker cannot go on; stopping without committing the current batch")
         finally:
             await pipeline.stop()
 

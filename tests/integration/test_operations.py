@@ -75,7 +75,7 @@ async def test_replay_rebuilds_and_swaps_while_the_citizen_query_keeps_answering
     assert len((await identity.ask(confirmation(person.personal_id, 2026)))["visits"]) == 3
 
 
-async def test_status_metrics_and_health(clinics, settings):
+async def test_status_metrics_and_health(clinics, settings, identity):
     person = new_citizen()
     await clinics.barrier(person)
     shown = healthbook(settings, "status")
@@ -88,3 +88,9 @@ async def test_status_metrics_and_health(clinics, settings):
     assert 'healthbook_events_total{outcome="accepted"}' in metrics
     assert "healthbook_batch_seconds_bucket" in metrics
     assert "healthbook_consumer_lag_messages{partition=" in metrics
+    await identity.ask(confirmation(person.personal_id, 2026))
+    query = f"http://127.0.0.1:{settings.query_metrics_port}"
+    query_health = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(f"{query}/health").read()))
+    assert query_health == {"service": "query-consumer", "healthy": True}
+    query_metrics = (await asyncio.to_thread(lambda: urllib.request.urlopen(f"{query}/metrics").read())).decode()
+    assert 'healthbook_integration_requests_total{outcome="ok"}' in query_metrics

@@ -338,19 +338,12 @@ def _replay(settings: Settings, _: argparse.Namespace) -> None:
 
 
 def _analytics(settings: Settings, args: argparse.Namespace) -> None:
-    from rich.table import Table
-
     from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
     from healthbook import render
 
     counts = visits_per_diagnosis_province_month(
         asyncio.run(read_deidentified(settings.kafka_bootstrap, settings.topics.deidentified)))
-    table = Table(title="Visits per diagnosis, province and month (de-identified)", title_justify="left")
-    for column in ("ICD-10", "province", "month", "visits"):
-        table.add_column(column, justify="right" if column == "visits" else "left")
-    for (code, province, month), n in counts.most_common(args.top):
-        table.add_row(code, province, month, str(n))
-    render.console().print(table)
+    render.analytics(render.console(), counts, args.top, "Visits per diagnosis, province and month (de-identified)")
 
 
 def _demo(settings: Settings, _: argparse.Namespace) -> None:

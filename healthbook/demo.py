@@ -10,6 +10,7 @@ from datetime import datetime
 import asyncpg
 from rich.console import Console
 
+from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
 from consumers.dead_letters import read_dead_letters
 from healthbook import render
 from healthbook.config import PROJECT_ROOT, Settings
@@ -149,6 +150,9 @@ async def run(settings: Settings) -> int:
         console.rule("Operator view")
         render.dead_letters(console, await read_dead_letters(settings.kafka_bootstrap, settings.topics.dead_letter))
         adds_up = render.outcome_summary(console, counts)
+        records = await read_deidentified(settings.kafka_bootstrap, settings.topics.deidentified)
+        render.analytics(console, visits_per_diagnosis_province_month(records), top=8,
+                         title=f"Analytics subscribers see {len(records)} de-identified visits; the most frequent:")
     finally:
         worker.stop()
         query.stop()

@@ -104,3 +104,14 @@ def ingest_reports(console: Console, reports: list[Any]) -> None:
             console.print(f"{report.file}: {report.file_error}", markup=False, highlight=False, soft_wrap=True)
         for rejection in report.rejected:
             console.print(rejection.line(), markup=False, highlight=False, soft_wrap=True)
+
+
+def analytics(console: Console, counts: Any, top: int, title: str) -> None:
+    """Print the most frequent (diagnosis, province, month) counts."""
+    console.print(title)
+    table = Table()
+    for column in ("ICD-10", "province", "month", "visits"):
+        table.add_column(column, justify="right" if column == "visits" else "left")
+    for (code, province, month), n in counts.most_common(top):
+        table.add_row(code, province, month, str(n))
+    console.print(table)

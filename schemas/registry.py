@@ -109,7 +109,7 @@ class Keyring:
             raise KeyLookupFailed(
                 "unknown_clinic",
                 f"clinic {clinic_code} has no registered signing key; register it with "
-                "'healthbook clinic register' and retry the message",
+                "'healthbook clinic register', then re-drive with 'healthbook dlq retry --reason unknown_clinic'",
             )
         entry = self._keys.get((clinic_code, key_id))
         if entry is None:

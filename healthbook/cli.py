@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from healthbook.config import Settings
 
@@ -55,8 +56,18 @@ def _clinic_register(settings: Settings, args: argparse.Namespace) -> None:
     print(f"registered key '{args.key_id}' of clinic {args.clinic}; private key kept at {path}")
 
 
+def _run_key_change(change: Any) -> None:
+    """Run a registry change; a change the registry's state does not allow exits with its reason."""
+    from producers.clinic_keys import KeyLifecycleError
+
+    try:
+        asyncio.run(change)
+    except KeyLifecycleError as exc:
+        sys.exit(str(exc))
+
+
 def _clinic_rotate(settings: Settings, args: argparse.Namespace) -> None:
-    from producers.clinic_keys import KeyLifecycleError, publish_keys, registered_keys, rotation, save_signer
+    from producers.clinic_keys import publish_keys, registered_keys, rotation, save_signer
     from schemas.envelope import Signer, now_millis
 
     async def run() -> None:
@@ -67,10 +78,7 @@ def _clinic_rotate(settings: Settings, args: argparse.Namespace) -> None:
         save_signer(settings.key_dir, args.clinic, signer)
         await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, entries)
 
-    try:
-        asyncio.run(run())
-    except KeyLifecycleError as exc:
-        sys.exit(str(exc))
+    _run_key_change(run())
     print(f"clinic {args.clinic} now signs with '{args.to_key}'; '{args.from_key}' stays valid for "
           f"{args.grace_hours:g} h, then signatures made with it are rejected")
 
@@ -78,7 +86,7 @@ def _clinic_rotate(settings: Settings, args: argparse.Namespace) -> None:
 def _clinic_revoke(settings: Settings, args: argparse.Namespace) -> None:
     from datetime import datetime
 
-    from producers.clinic_keys import KeyLifecycleError, publish_keys, registered_keys, revocation
+    from producers.clinic_keys import publish_keys, registered_keys, revocation
     from schemas.envelope import now_millis
 
     at_ms = _since_ms(args.at) or now_millis()
@@ -88,10 +96,7 @@ def _clinic_revoke(settings: Settings, args: argparse.Namespace) -> None:
         entry = revocation(keyring.get(args.clinic, args.key_id), at_ms)
         await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [entry])
 
-    try:
-        asyncio.run(run())
-    except KeyLifecycleError as exc:
-        sys.exit(str(exc))
+    _run_key_change(run())
     print(f"key '{args.key_id}' of clinic {args.clinic}: signatures made from "
           f"{datetime.fromtimestamp(at_ms / 1000).isoformat(timespec='seconds')} on are rejected")
 

@@ -5,18 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 
-def _records(schema: Any, found: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def records(schema: Any, found: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Every record type a schema defines, by name, nested ones included."""
+    found = {} if found is None else found
     if isinstance(schema, dict):
         if schema.get("type") == "record":
             found[schema["name"]] = schema
             for field in schema["fields"]:
-                _records(field["type"], found)
+                records(field["type"], found)
         else:
             for value in schema.values():
-                _records(value, found)
+                records(value, found)
     elif isinstance(schema, list):
         for item in schema:
-            _records(item, found)
+            records(item, found)
     return found
 
 
@@ -27,7 +29,7 @@ def backward_problems(older: dict[str, Any], newer: dict[str, Any]) -> list[str]
     record the older version wrote disappears. Type changes are left to Avro's own resolution,
     which the tests exercise on real messages.
     """
-    old_records, new_records = _records(older, {}), _records(newer, {})
+    old_records, new_records = records(older), records(newer)
     problems = [f"record {name} was removed" for name in old_records if name not in new_records]
     for name, record in new_records.items():
         old = old_records.get(name)

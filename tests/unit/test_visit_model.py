@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.catalogue import AVRO_DIR
+from schemas.compatibility import records
 from schemas.visit import (
     DischargePaper,
     Document,
@@ -92,16 +93,7 @@ def test_medicine_order_time_is_checked():
 def test_model_fields_match_the_avro_schema(model, record_name):
     schema = json.loads((AVRO_DIR / "visit_event_v2.avsc").read_text())
 
-    def find(node):
-        if isinstance(node, dict):
-            if node.get("type") == "record" and node.get("name") == record_name:
-                return node
-            return next((r for r in map(find, node.values()) if r), None)
-        if isinstance(node, list):
-            return next((r for r in map(find, node) if r), None)
-        return None
-
-    avro_fields = {f["name"] for f in find(schema)["fields"]}
+    avro_fields = {f["name"] for f in records(schema)[record_name]["fields"]}
     assert avro_fields == set(model.model_fields)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -130,14 +131,9 @@ async def ingest_file(path: Path, settings: Settings, ledger: IngestLedger, *, k
         return report
     task = progress.add_task(path.name, total=reader.size, hoso=0)
     hoso_stream = chain([first] if first else [], hosos)
-    if check_only:
-        try:
-            await _publish_all(hoso_stream, reader, facility, visit_version, report, ledger, None, progress, task)
-        except etree.XMLSyntaxError as exc:
-            report.file_error = f"the XML breaks after HOSO #{report.read}: {exc}"
-        return report
-    signer = load_signer(settings.key_dir, facility, key_id)
-    async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, facility, signer) as publisher:
+    publisher = None if check_only else ClinicPublisher(
+        settings.kafka_bootstrap, settings.topics.visits, facility, load_signer(settings.key_dir, facility, key_id))
+    async with publisher or contextlib.nullcontext():
         try:
             await _publish_all(hoso_stream, reader, facility, visit_version, report, ledger, publisher, progress,
                                task)

@@ -167,14 +167,14 @@ def _stack(action: str) -> None:
     subprocess.run(["bash", str(STACK), action], check=True, capture_output=True, text=True)
 
 
-async def expected_from_topic(settings: Settings, keyring: Keyring) -> tuple[dict[tuple[str, str], tuple[int, str]],
+async def expected_from_topic(settings: Settings, keyring: Keyring) -> tuple[dict[tuple[str, str], tuple[Any, ...]],
                                                                             set[tuple[int, int]], Counter[str], int]:
     """Read the visits topic back and derive the health book, dead letters and counts it must give."""
     partitions = [TopicPartition(settings.topics.visits, p)
                   for p in await partitions_of(settings.kafka_bootstrap, settings.topics.visits)]
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
-    book: dict[tuple[str, str], tuple[int, str]] = {}
+    book: dict[tuple[str, str], tuple[Any, ...]] = {}
     dead: set[tuple[int, int]] = set()
     counts: Counter[str] = Counter()
     try:
@@ -196,14 +196,20 @@ async def expected_from_topic(settings: Settings, keyring: Keyring) -> tuple[dic
                         counts["duplicate"] += 1
                     else:
                         counts["accepted"] += 1
-                        book[key] = (event.version, event.event_id)
+                        book[key] = (event.version, event.event_id,
+                                     content_digest(event.model_dump_json(exclude={"sensitive"})))
     finally:
         await consumer.stop()
     return book, dead, counts, counts["consumed"]
 
 
-def checksum(rows: list[tuple[str, str, int, str]]) -> str:
-    """A digest of the health book's identity and versions, order-independent."""
+def content_digest(record_json: str) -> str:
+    """A digest of a stored record's content, independent of how PostgreSQL's jsonb orders and spaces it."""
+    return hashlib.sha256(json.dumps(json.loads(record_json), sort_keys=True).encode()).hexdigest()
+
+
+def checksum(rows: list[tuple[Any, ...]]) -> str:
+    """A digest of the whole health book: identity, version, event and content of every row, in any order."""
     return hashlib.sha256("\n".join("|".join(map(str, r)) for r in sorted(rows)).encode()).hexdigest()
 
 
@@ -289,8 +295,9 @@ async def run_scenario(plan: Plan, base: Settings | None = None) -> Outcome:
                 raise RuntimeError(f"every worker died:\n{workers[0].log_tail()}")
             await asyncio.sleep(0.5)
         await asyncio.sleep(1.0)  # let the last changelog writes land
-        rows = await pool.fetch("select facility_code, visit_code, version, event_id from health_book_visits")
-        actual = {(r["facility_code"], r["visit_code"]): (r["version"], r["event_id"]) for r in rows}
+        rows = await pool.fetch("select facility_code, visit_code, version, event_id, record from health_book_visits")
+        actual = {(r["facility_code"], r["visit_code"]): (r["version"], r["event_id"], content_digest(r["record"]))
+                  for r in rows}
         outcome.expected_rows, outcome.rows = len(book), len(actual)
         outcome.lost = sum(1 for key, value in book.items() if actual.get(key) != value)
         outcome.doubled = sum(1 for key in actual if key not in book)
@@ -305,7 +312,7 @@ async def run_scenario(plan: Plan, base: Settings | None = None) -> Outcome:
         outcome.dead_lettered, outcome.expected_dead = len(distinct & dead), len(dead)
         outcome.doubled += len(distinct - dead)
         versions = await changelog_versions(settings)
-        outcome.dedup_state_agrees = all(versions.get(f"{f}/{v}") == version for (f, v), (version, _) in book.items())
+        outcome.dedup_state_agrees = all(versions.get(f"{f}/{v}") == entry[0] for (f, v), entry in book.items())
     finally:
         publishing.cancel()
         for w in workers:
@@ -354,7 +361,8 @@ match exactly.
 
 {table_markdown(outcomes)}
 
-- *lost*: visits whose expected version is missing from the health book or stored at another version.
+- *rows*: the checksum covers every row's facility, MA_LK, version, event id and record content.
+- *lost*: visits whose expected version and content are missing from the health book or stored otherwise.
 - *doubled*: rows that should not exist, plus dead letters for messages that were not bad.
 - *dead-lettered*: distinct source offsets on the dead-letter topic that are expected bad messages
   (the topic is at-least-once; a consumer deduplicates by source partition and offset).

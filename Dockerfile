@@ -3,10 +3,13 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY schemas schemas
+COPY domain domain
+COPY healthbook healthbook
 COPY producers producers
 COPY streams streams
 COPY consumers consumers
-COPY healthbook healthbook
+COPY synthetic synthetic
+COPY commands commands
 RUN pip install --no-cache-dir .
 USER nobody
 ENTRYPOINT ["healthbook"]

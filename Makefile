@@ -16,8 +16,8 @@ install: $(STAMP)
 
 up: $(STAMP)
 	bash stack/stack.sh up
-	$(PY) -m healthbook.cli topics
-	$(PY) -m healthbook.cli migrate
+	$(PY) -m commands.cli topics
+	$(PY) -m commands.cli migrate
 
 down:
 	bash stack/stack.sh down
@@ -26,10 +26,11 @@ status:
 	bash stack/stack.sh status
 
 demo: up
-	$(PY) -m healthbook.cli demo
+	$(PY) -m commands.cli demo
 
 test: up
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 unit: $(STAMP)
@@ -44,6 +45,7 @@ faults: up
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .local stack/.kafka

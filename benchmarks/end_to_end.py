@@ -20,14 +20,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from commands.processes import ServiceProcess
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
-from healthbook.processes import ServiceProcess
-from healthbook.topics import ensure_topics
+from healthbook.kafka import ensure_topics
 from producers.clinic_keys import new_key_entry, publish_keys
 from producers.publisher import ClinicPublisher
-from producers.synthetic import CLINICS, make_population
 from schemas.envelope import Signer
+from synthetic.population import CLINICS, make_population
 
 
 def percentile(values: list[float], q: float) -> float:

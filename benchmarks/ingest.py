@@ -19,14 +19,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from commands.processes import settings_env
 from healthbook.config import PROJECT_ROOT, Settings
-from healthbook.processes import settings_env
-from healthbook.topics import ensure_topics
+from healthbook.kafka import ensure_topics
 from producers.clinic_keys import new_key_entry, publish_keys, save_signer
-from producers.dossier_writer import Quirks, hoso_xml
-from producers.synthetic import make_citizen, make_visit
 from schemas.envelope import Signer
 from schemas.visit import VisitEvent
+from synthetic.dossiers import Quirks, hoso_xml
+from synthetic.population import make_citizen, make_visit
 
 BENCH_DIR = PROJECT_ROOT / ".local" / "bench"
 
@@ -55,7 +55,7 @@ def timed_ingest(settings: Settings, path: Path, *extra: str) -> tuple[float, fl
     """Run 'healthbook ingest' in a child; return seconds, the child's peak RSS in MiB, and its output."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "healthbook.cli", "ingest", str(path), *extra], cwd=PROJECT_ROOT,
+    done = subprocess.run([sys.executable, "-m", "commands.cli", "ingest", str(path), *extra], cwd=PROJECT_ROOT,
                           env=settings_env(settings), capture_output=True, text=True)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

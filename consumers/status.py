@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from healthbook import kafka
 from healthbook.config import Settings
-from healthbook.topics import partitions_of
-from streams.projection import applied_offsets, read_counts
+from healthbook.store import BookReader
 
 
 @dataclass
@@ -37,30 +36,18 @@ class Status:
     last_error: dict[str, Any] | None = None
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """The next offset to be written on each partition of a topic."""
-    partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(partitions)).items()}
-    finally:
-        await consumer.stop()
-
-
 async def status(settings: Settings) -> Status:
     """Lag per partition, outcome counts, visits waiting for identity, and the worker's last recorded error."""
-    ends = await end_offsets(settings.kafka_bootstrap, settings.topics.visits)
+    ends = await kafka.end_offsets(settings.kafka_bootstrap, settings.topics.visits)
+    book = BookReader()
     conn = await asyncpg.connect(settings.database_url)
     try:
-        applied = await applied_offsets(conn, settings.topics.visits, sorted(ends))
-        result = Status(
+        applied = await book.applied_offsets(conn, settings.topics.visits, sorted(ends))
+        return Status(
             partitions=[PartitionLag(p, ends[p], applied[p]) for p in sorted(ends)],
-            counts=await read_counts(conn),
-            pending_visits=await conn.fetchval("select count(*) from pending_visits"),
+            counts=await book.counts_of(conn),
+            pending_visits=await book.pending_count(conn),
+            last_error=await book.last_error(conn),
         )
-        last = await conn.fetchrow("select at, worker_id, message from worker_errors order by id desc limit 1")
-        result.last_error = dict(last) if last else None
-        return result
     finally:
         await conn.close()

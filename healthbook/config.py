@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.topics import TopicNames
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -36,16 +38,3 @@ class Settings(BaseSettings):
     def topics(self) -> TopicNames:
         """The topic names, with the configured prefix."""
         return TopicNames(self.topic_prefix)
-
-
-class TopicNames:
-    """Names of healthbook's topics under one prefix (tests use a prefix per run)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.visits = f"{prefix}visits"
-        self.dead_letter = f"{prefix}visits.dlq"
-        self.clinic_keys = f"{prefix}clinic.keys"
-        self.identity_cards = f"{prefix}identity.cards"
-        self.deidentified = f"{prefix}visits.deidentified"
-        self.integration_requests = f"{prefix}integration.requests"
-        self.integration_replies = f"{prefix}integration.replies"

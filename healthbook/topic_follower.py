@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from healthbook.topics import partitions_of
+from healthbook import kafka
 from schemas.errors import ContractError
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,9 @@ class TopicFollower:
         self._task = asyncio.create_task(self._follow())
 
     async def _open(self) -> None:
-        self._partitions = [TopicPartition(self.topic, p) for p in await partitions_of(self._bootstrap, self.topic)]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, group_id=None)
+        partitions = await kafka.partitions_of(self._bootstrap, self.topic)
+        self._partitions = [TopicPartition(self.topic, p) for p in partitions]
+        consumer = kafka.consumer(self._bootstrap, "follower")
         await consumer.start()
         self._consumer = consumer
         consumer.assign(self._partitions)

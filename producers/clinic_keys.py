@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from domain.keyring import ClinicKey, Keyring
+from healthbook import kafka
 from healthbook.topic_follower import TopicFollower
 from schemas import catalogue, wire
 from schemas.envelope import Signer, now_millis
-from schemas.registry import ClinicKey, Keyring
 
 
 class KeyFileMissing(FileNotFoundError):
@@ -53,14 +53,8 @@ def load_signer(key_dir: Path, clinic_code: str, key_id: str) -> Signer:
 
 async def publish_keys(bootstrap: str, topic: str, entries: list[ClinicKey]) -> None:
     """Write clinic keys to the compacted registry topic and wait for the broker."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        for entry in entries:
-            await producer.send_and_wait(topic, wire.encode(catalogue.CLINIC_KEY, entry.to_record()),
-                                         key=entry.registry_key)
-    finally:
-        await producer.stop()
+    records = [(entry.registry_key, wire.encode(catalogue.CLINIC_KEY, entry.to_record())) for entry in entries]
+    await kafka.send_all(bootstrap, "clinic-keys", topic, records)
 
 
 def new_key_entry(clinic_code: str, signer: Signer) -> ClinicKey:
@@ -97,15 +91,3 @@ async def registered_keys(bootstrap: str, topic: str) -> Keyring:
     keyring = Keyring()
     await TopicFollower(bootstrap, topic, keyring.apply).snapshot()
     return keyring
-
-
-async def publish_identity_cards(bootstrap: str, topic: str, mappings: list[tuple[str, str]]) -> None:
-    """Write card number -> personal ID mappings to the compacted identity topic (the registry's feed)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        for card, personal_id in mappings:
-            record = {"card_number": card, "personal_id": personal_id, "updated_at": now_millis()}
-            await producer.send_and_wait(topic, wire.encode(catalogue.IDENTITY_CARD, record), key=card.encode())
-    finally:
-        await producer.stop()

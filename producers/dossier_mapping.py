@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from producers.giamdinhhs import Hoso
+from schemas.problems import Problem
 
 EVENT_NAMESPACE = uuid.UUID("6f1c3e2a-6b1d-4c55-9a57-3d3c1f0e4b21")
 SENSITIVE_TABLES = ("XML6", "XML15")
@@ -82,22 +82,11 @@ SPLIT = {"insurance_card_numbers", "secondary_diagnosis_codes", "traditional_dia
 NOT_KEPT = {"MA_LK", "STT", "DU_PHONG", "T_BNCCT", "T_BNTT"}
 
 
-@dataclass(frozen=True)
-class Problem:
-    """Why a HOSO cannot become a visit event: where (table, element) and what (value, rule)."""
-
-    table: str
-    element: str
-    value: str | None
-    rule: str
-    message: str
-
-
 class MappingFailed(ValueError):
     """The HOSO's tables cannot be mapped; problems lists each reason."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("; ".join(f"{p.table}.{p.element}: {p.message}" for p in problems))
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
         self.problems = problems
 
 
@@ -113,7 +102,7 @@ def _convert(name: str, text: str | None, table: str, element: str, problems: li
             return [part.strip() for part in re.split(r"[;,]", text) if part.strip()]
     except ValueError:
         kind = "a whole number" if name in INTS else "a number"
-        problems.append(Problem(table, element, text, "number_format", f"{element}={text!r} is not {kind}"))
+        problems.append(Problem(f"{table}.{element}", text, "number_format", f"{element}={text!r} is not {kind}"))
         return None
     return text
 
@@ -127,7 +116,7 @@ def _money(record: dict[str, str], elements: tuple[str, ...], problems: list[Pro
         try:
             total += Decimal(text.replace(",", "."))
         except InvalidOperation:
-            problems.append(Problem("XML1", element, text, "number_format", f"{element}={text!r} is not an amount"))
+            problems.append(Problem(f"XML1.{element}", text, "number_format", f"{element}={text!r} is not an amount"))
     return total
 
 
@@ -146,10 +135,10 @@ def _mapped(record: dict[str, str], fields: dict[str, str], table: str, problems
 
 def map_hoso(hoso: Hoso, header_facility: str | None, version: int) -> dict[str, Any]:
     """Build the visit event of one HOSO, or raise MappingFailed naming every problem."""
-    problems = [Problem(p.table, p.element, p.value, p.rule, p.message) for p in hoso.problems]
+    problems = list(hoso.problems)
     summaries = hoso.tables.get("XML1", [])
     if len(summaries) != 1:
-        problems.append(Problem("XML1", "TONG_HOP", str(len(summaries)), "summary_count",
+        problems.append(Problem("XML1.TONG_HOP", str(len(summaries)), "summary_count",
                                 f"a HOSO needs exactly one XML1 summary record, found {len(summaries)}"))
         raise MappingFailed(problems)
     summary = dict(summaries[0])
@@ -183,18 +172,18 @@ def map_hoso(hoso: Hoso, header_facility: str | None, version: int) -> dict[str,
     return event
 
 
-def source_of(path: str) -> tuple[str, str]:
-    """The (table, element) a field path of the visit event came from, for reports."""
+def source_of(path: str) -> str:
+    """The `table.element` a field path of the visit event came from, for reports."""
     parts = path.split(".")
     head = parts[0]
     if head == "patient" and len(parts) > 1:
-        return "XML1", PATIENT.get(parts[1], parts[1])
+        return f"XML1.{PATIENT.get(parts[1], parts[1])}"
     if head in LISTS and len(parts) > 2:
         table, fields = LISTS[head]
-        return table, f"{fields.get(parts[2], parts[2])} (record {int(parts[1]) + 1})"
+        return f"{table}.{fields.get(parts[2], parts[2])} (record {int(parts[1]) + 1})"
     if head in PAPERS and len(parts) > 1:
         table, fields = PAPERS[head]
-        return table, fields.get(parts[1], parts[1])
+        return f"{table}.{fields.get(parts[1], parts[1])}"
     if head in SUMMARY:
-        return "XML1", SUMMARY[head] + (f" (item {int(parts[1]) + 1})" if len(parts) > 1 else "")
-    return "XML1", path
+        return "XML1." + SUMMARY[head] + (f" (item {int(parts[1]) + 1})" if len(parts) > 1 else "")
+    return f"XML1.{path}"

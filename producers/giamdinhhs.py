@@ -12,18 +12,9 @@ from typing import BinaryIO
 
 from lxml import etree
 
+from schemas.problems import Problem
+
 BOMS = (b"\xef\xbb\xbf",)
-
-
-@dataclass(frozen=True)
-class TableProblem:
-    """A table of a HOSO that could not be read."""
-
-    table: str
-    element: str
-    value: str | None
-    rule: str
-    message: str
 
 
 @dataclass
@@ -32,7 +23,7 @@ class Hoso:
 
     index: int
     tables: dict[str, list[dict[str, str]]] = field(default_factory=dict)
-    problems: list[TableProblem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
     @property
     def visit_code(self) -> str | None:
@@ -107,14 +98,14 @@ def records_of(document: etree._Element) -> list[dict[str, str]]:
     return found
 
 
-def decode_content(table: str, content: etree._Element) -> etree._Element | TableProblem:
+def decode_content(table: str, content: etree._Element) -> etree._Element | Problem:
     """The table document inside NOIDUNGFILE: base64 of XML, or XML nested as elements or as text."""
     nested = [child for child in content if local(child.tag)]
     if nested:
         return nested[0]
     text = (content.text or "").strip()
     if not text:
-        return TableProblem(table, "NOIDUNGFILE", None, "content_empty", "NOIDUNGFILE is empty")
+        return Problem(f"{table}.NOIDUNGFILE", None, "content_empty", "NOIDUNGFILE is empty")
     raw: bytes
     if text.startswith("<"):
         raw = text.encode("utf-8")
@@ -122,7 +113,7 @@ def decode_content(table: str, content: etree._Element) -> etree._Element | Tabl
         try:
             raw = base64.b64decode("".join(text.split()), validate=True)
         except (binascii.Error, ValueError):
-            return TableProblem(table, "NOIDUNGFILE", text[:40], "content_encoding",
+            return Problem(f"{table}.NOIDUNGFILE", text[:40], "content_encoding",
                                 "NOIDUNGFILE is neither base64 nor XML")
     for bom in BOMS:
         if raw.startswith(bom):
@@ -130,7 +121,7 @@ def decode_content(table: str, content: etree._Element) -> etree._Element | Tabl
     try:
         return etree.fromstring(raw.lstrip(), _safe_parser())
     except etree.XMLSyntaxError as exc:
-        return TableProblem(table, "NOIDUNGFILE", None, "content_not_xml", f"table content is not XML: {exc}")
+        return Problem(f"{table}.NOIDUNGFILE", None, "content_not_xml", f"table content is not XML: {exc}")
 
 
 def _read_hoso(index: int, element: etree._Element) -> Hoso:
@@ -146,15 +137,15 @@ def _read_hoso(index: int, element: etree._Element) -> Hoso:
             elif name == "NOIDUNGFILE":
                 content = part
         if not kind:
-            hoso.problems.append(TableProblem("?", "LOAIHOSO", None, "table_type_missing",
+            hoso.problems.append(Problem("?.LOAIHOSO", None, "table_type_missing",
                                               "FILEHOSO without LOAIHOSO"))
             continue
         if content is None:
-            hoso.problems.append(TableProblem(kind, "NOIDUNGFILE", None, "content_missing",
+            hoso.problems.append(Problem(f"{kind}.NOIDUNGFILE", None, "content_missing",
                                               "FILEHOSO without NOIDUNGFILE"))
             continue
         document = decode_content(kind, content)
-        if isinstance(document, TableProblem):
+        if isinstance(document, Problem):
             hoso.problems.append(document)
         else:
             hoso.tables.setdefault(kind, []).extend(records_of(document))

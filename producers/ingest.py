@@ -23,30 +23,25 @@ from producers.dossier_signature import SignatureStatus, check_signature, load_c
 from producers.giamdinhhs import DossierReader, Hoso
 from producers.ingest_ledger import IngestLedger, Seen
 from producers.publisher import ClinicPublisher
+from schemas.problems import Problem, problems_of
 from schemas.rules import RuleBroken, check_facility_code, parse_day
-from schemas.visit import VisitEvent, violations_of
+from schemas.visit import VisitEvent
 
 ACK_EVERY = 1000
 
 
 @dataclass(frozen=True)
 class Rejection:
-    """One HOSO that was not published, and exactly where and why."""
+    """One HOSO that was not published, and exactly where (file, HOSO, MA_LK) and why (the problem)."""
 
     file: str
     hoso: int
     visit_code: str | None
-    table: str
-    element: str
-    value: str | None
-    rule: str
-    message: str
+    problem: Problem
 
     def line(self) -> str:
         """The rejection as one line for the clinic's operator."""
-        value = "" if self.value is None else f"={self.value!r}"
-        return (f"{self.file} HOSO #{self.hoso} MA_LK={self.visit_code or '?'} {self.table}.{self.element}{value}: "
-                f"{self.message} [{self.rule}]")
+        return f"{self.file} HOSO #{self.hoso} MA_LK={self.visit_code or '?'} {self.problem.sentence()}"
 
 
 @dataclass
@@ -101,10 +96,8 @@ def _validated(event: dict[str, Any], report: FileReport, index: int) -> VisitEv
     try:
         return VisitEvent.model_validate(event)
     except ValidationError as exc:
-        for violation in violations_of(exc):
-            table, element = source_of(violation.field)
-            report.rejected.append(Rejection(report.file, index, event.get("visit_code"), table, element,
-                                             violation.value, violation.rule, violation.message))
+        report.rejected += [Rejection(report.file, index, event.get("visit_code"), p.at(source_of(p.field)))
+                            for p in problems_of(exc)]
         return None
 
 
@@ -162,13 +155,12 @@ async def _publish_all(hosos: Iterable[Hoso], reader: DossierReader, facility: s
             try:
                 event = map_hoso(hoso, facility, visit_version)
             except MappingFailed as failed:
-                report.rejected += [Rejection(report.file, hoso.index, hoso.visit_code, p.table, p.element, p.value,
-                                              p.rule, p.message) for p in failed.problems]
+                report.rejected += [Rejection(report.file, hoso.index, hoso.visit_code, p) for p in failed.problems]
                 continue
             if event["facility_code"] != facility:
-                report.rejected.append(Rejection(
-                    report.file, hoso.index, hoso.visit_code, "XML1", "MA_CSKCB", event["facility_code"],
-                    "facility_mismatch", f"the dossier is from facility {facility}; its key cannot sign another's"))
+                report.rejected.append(Rejection(report.file, hoso.index, hoso.visit_code, Problem(
+                    "XML1.MA_CSKCB", event["facility_code"], "facility_mismatch",
+                    f"the dossier is from facility {facility}; its key cannot sign another's")))
                 continue
             model = _validated(event, report, hoso.index)
             if model is None:
@@ -177,11 +169,10 @@ async def _publish_all(hosos: Iterable[Hoso], reader: DossierReader, facility: s
             digest = hashlib.sha256(model.model_dump_json().encode()).hexdigest()
             seen = ledger.seen(facility, model.visit_code, visit_version, digest)
             if seen is Seen.CHANGED:
-                report.rejected.append(Rejection(
-                    report.file, hoso.index, model.visit_code, "GIAMDINHHS", "NGAYLAP", str(visit_version),
-                    "changed_without_new_version",
+                report.rejected.append(Rejection(report.file, hoso.index, model.visit_code, Problem(
+                    "GIAMDINHHS.NGAYLAP", str(visit_version), "changed_without_new_version",
                     "this visit was published with other content at the same version; export it with a later "
-                    "NGAYLAP or pass a higher --version, or the pipeline would keep the old content"))
+                    "NGAYLAP or pass a higher --version, or the pipeline would keep the old content")))
                 continue
             if seen is Seen.SAME:
                 report.already_published += 1

@@ -7,20 +7,21 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
+from healthbook import kafka
 from schemas.envelope import Signer, seal_visit
-from schemas.visit import Violation, VisitEvent, violations_of
+from schemas.problems import Problem, problems_of
+from schemas.visit import VisitEvent
 
 
 class InvalidVisit(ValueError):
     """The clinic tried to publish a visit that breaks the rules; nothing was sent."""
 
-    def __init__(self, visit_code: str, violations: list[Violation]) -> None:
-        self.violations = violations
+    def __init__(self, visit_code: str, problems: list[Problem]) -> None:
+        self.problems = problems
         super().__init__(
-            f"visit {visit_code} not published: " + "; ".join(v.sentence() for v in violations)
+            f"visit {visit_code} not published: " + "; ".join(p.sentence() for p in problems)
         )
 
 
@@ -31,9 +32,9 @@ class ClinicPublisher:
         self.topic = topic
         self.clinic_code = clinic_code
         self.signer = signer
-        options = {"acks": "all", "enable_idempotence": True, "linger_ms": 10, "max_batch_size": 256 * 1024}
+        options: dict[str, Any] = {"linger_ms": 10, "max_batch_size": 256 * 1024}
         options.update(producer_options)
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **options)
+        self._producer = kafka.producer(bootstrap, f"clinic-{clinic_code}", **options)
 
     async def __aenter__(self) -> ClinicPublisher:
         await self._producer.start()
@@ -49,7 +50,7 @@ class ClinicPublisher:
         try:
             return VisitEvent.model_validate(event)
         except ValidationError as exc:
-            raise InvalidVisit(str(event.get("visit_code")), violations_of(exc)) from None
+            raise InvalidVisit(str(event.get("visit_code")), problems_of(exc)) from None
 
     async def publish(self, event: dict[str, Any], *, validate: bool = True) -> asyncio.Future:
         """Sign and queue one visit; await the returned future for the broker's acknowledgement.

@@ -11,7 +11,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     ValidationInfo,
     field_validator,
 )
@@ -279,32 +278,3 @@ class VisitEvent(_Model):
     def year(self) -> int:
         """Calendar year of admission, the unit a citizen browses by."""
         return int(self.admitted_at[:4])
-
-
-class Violation(BaseModel):
-    """One broken rule: which field, what value, which rule, and a sentence."""
-
-    field: str
-    value: str | None
-    rule: str
-    message: str
-
-    def sentence(self) -> str:
-        """The violation as one line for a person."""
-        return f"{self.field}={self.value!r}: {self.message} [{self.rule}]"
-
-
-def violations_of(error: ValidationError) -> list[Violation]:
-    """Turn a pydantic ValidationError into named violations."""
-    found = []
-    for item in error.errors(include_url=False):
-        value = item.get("input")
-        found.append(
-            Violation(
-                field=".".join(str(part) for part in item["loc"]) or "event",
-                value=None if isinstance(value, dict | list) or value is None else str(value)[:200],
-                rule=item["type"],
-                message=item["msg"],
-            )
-        )
-    return found

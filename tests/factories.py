@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from producers.synthetic import Citizen, make_citizen, make_visit
+from synthetic.population import Citizen, make_citizen, make_visit
 
 
 def citizen(seed: int = 7, province: str = "079") -> Citizen:

@@ -23,21 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from commands.processes import ServiceProcess
 from consumers.dead_letters import read_dead_letters
+from domain.keyring import ClinicKey, Keyring
+from domain.validation import Accepted, validate
+from healthbook import kafka
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
-from healthbook.processes import ServiceProcess
+from healthbook.kafka import ensure_topics, partitions_of
 from healthbook.retry import while_unreachable
 from healthbook.topic_follower import TopicFollower
-from healthbook.topics import ensure_topics, partitions_of
 from producers.clinic_keys import new_key_entry, publish_keys
 from producers.publisher import ClinicPublisher
-from producers.synthetic import CLINICS, make_citizen, make_visit
 from schemas.envelope import Signer, seal_visit
-from schemas.registry import ClinicKey, Keyring
-from streams.validation import Accepted, validate
+from synthetic.population import CLINICS, make_citizen, make_visit
 
 STACK = PROJECT_ROOT / "stack" / "stack.sh"
 LOGS = PROJECT_ROOT / ".local" / "logs" / "faults"
@@ -172,7 +173,7 @@ async def expected_from_topic(settings: Settings, keyring: Keyring) -> tuple[dic
     """Read the visits topic back and derive the health book, dead letters and counts it must give."""
     partitions = [TopicPartition(settings.topics.visits, p)
                   for p in await partitions_of(settings.kafka_bootstrap, settings.topics.visits)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = kafka.consumer(settings.kafka_bootstrap, "fault-suite")
     await consumer.start()
     book: dict[tuple[str, str], tuple[Any, ...]] = {}
     dead: set[tuple[int, int]] = set()

@@ -14,18 +14,18 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
+from commands.identity_standin import IdentityPlatform, ensure_identity_key
+from commands.processes import ServiceProcess
 from consumers.dead_letters import read_dead_letters
+from healthbook import kafka
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
-from healthbook.identity_platform import IdentityPlatform, ensure_identity_key
-from healthbook.processes import ServiceProcess
-from healthbook.topics import ensure_topics
+from healthbook.kafka import ensure_topics
 from producers.clinic_keys import new_key_entry, publish_keys, save_signer
 from producers.publisher import ClinicPublisher
-from producers.synthetic import Citizen
 from schemas.envelope import Signer
+from synthetic.population import Citizen
 from tests.factories import citizen, visit
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings for this run: its own topics, worker id and an empty database."""
     base = Settings()
     try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=base.kafka_bootstrap, request_timeout_ms=5000)
+        admin = kafka.admin(base.kafka_bootstrap, request_timeout_ms=5000)
         await admin.start()
         await admin.close()
         conn = await asyncpg.connect(base.database_url, timeout=5)

@@ -6,7 +6,7 @@ import pytest
 
 from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
 from healthbook.topic_follower import TopicFollower
-from producers.clinic_keys import publish_identity_cards
+from producers.identity_cards import publish_identity_cards
 from tests.factories import visit, with_patient
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from commands.processes import settings_env
 from healthbook.config import PROJECT_ROOT
-from healthbook.processes import settings_env
 from tests.factories import visit
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def healthbook(settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "healthbook.cli", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=PROJECT_ROOT,
                           env=settings_env(settings), capture_output=True, text=True, timeout=120)
 
 

@@ -4,7 +4,8 @@ from datetime import datetime
 
 import pytest
 
-from producers.clinic_keys import new_key_entry, publish_identity_cards, publish_keys, revocation, rotation
+from producers.clinic_keys import new_key_entry, publish_keys, revocation, rotation
+from producers.identity_cards import publish_identity_cards
 from schemas.envelope import Signer, now_millis, seal_visit
 from tests.factories import visit, with_patient
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until

@@ -8,11 +8,11 @@ from decimal import Decimal
 
 import pytest
 
+from commands.identity_standin import confirmation
+from commands.processes import settings_env
 from healthbook.config import PROJECT_ROOT
-from healthbook.identity_platform import confirmation
-from healthbook.processes import settings_env
-from producers.dossier_writer import Quirks, write_dossier
 from schemas.visit import VisitEvent
+from synthetic.dossiers import Quirks, write_dossier
 from tests.dossier_signing import facility_certificate, pem, sign_dossier
 from tests.factories import visit
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def ingest(settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "healthbook.cli", "ingest", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "commands.cli", "ingest", *args], cwd=PROJECT_ROOT,
                           env=settings_env(settings), capture_output=True, text=True, timeout=300)
 
 
@@ -40,11 +40,11 @@ async def test_the_sample_dossier_reaches_the_citizen_complete_and_a_rerun_chang
     assert [m["name"] for m in record["medicines"]] == ["Paracetamol", "Amlodipin"]
 
     reply = await identity.ask(confirmation("079186001234", 2026))
-    (shown,) = [v for v in reply["visits"] if v["visit_code"] == "79001-2026-000123"]
-    assert shown["follow_up_date"] == "20260322"
-    assert (shown["insurance_paid"], shown["patient_paid"]) == (Decimal("97600.00"), Decimal("24400.00"))
-    assert [r["name"] for r in shown["results"]] == ["Số lượng bạch cầu", "Tỷ lệ bạch cầu trung tính"]
-    assert shown["diagnosis_codes"] == ["J02.9", "I10"]
+    (shown,) = [v for v in reply.visits if v.visit_code == "79001-2026-000123"]
+    assert shown.follow_up_date == "20260322"
+    assert (shown.insurance_paid, shown.patient_paid) == (Decimal("97600.00"), Decimal("24400.00"))
+    assert [r.name for r in shown.results] == ["Số lượng bạch cầu", "Tỷ lệ bạch cầu trung tính"]
+    assert shown.diagnosis_codes == ["J02.9", "I10"]
 
     before = await clinics.counts()
     again = ingest(settings, str(SAMPLE))
@@ -101,12 +101,13 @@ async def test_sensitive_tables_appear_only_in_the_detail_of_their_visit(clinics
     listed = await identity.ask(confirmation(person.personal_id, 2026))
     assert "2RHZE" not in repr(listed)
     detail = await identity.ask(confirmation(person.personal_id, 2026, detail=("79001", event["visit_code"])))
-    (visit_detail,) = detail["visits"]
-    assert visit_detail["sensitive"] == [{"table": "XML15", "records": event["sensitive"][0]["records"]}]
+    (visit_detail,) = detail.visits
+    assert [t.model_dump() for t in visit_detail.sensitive] == [
+        {"table": "XML15", "records": event["sensitive"][0]["records"]}]
 
     stranger = new_citizen()
     refused = await identity.ask(confirmation(stranger.personal_id, 2026, detail=("79001", event["visit_code"])))
-    assert (refused["status"], refused["refusal_code"], refused["visits"]) == ("refused", "not_found", [])
+    assert (refused.status, refused.refusal_code, refused.visits) == ("refused", "not_found", [])
 
 
 async def test_a_facility_signed_dossier_is_verified_and_an_altered_one_publishes_nothing(clinics, db, settings,
@@ -114,7 +115,7 @@ async def test_a_facility_signed_dossier_is_verified_and_an_altered_one_publishe
     key, certificate = facility_certificate("79001")
     cert_file = tmp_path / "cert.pem"
     cert_file.write_bytes(pem(certificate))
-    registered = subprocess.run([sys.executable, "-m", "healthbook.cli", "clinic", "certificate", "--clinic", "79001",
+    registered = subprocess.run([sys.executable, "-m", "commands.cli", "clinic", "certificate", "--clinic", "79001",
                                  str(cert_file)], cwd=PROJECT_ROOT, env=settings_env(settings), capture_output=True,
                                 text=True)
     assert registered.returncode == 0, registered.stderr

@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
+from commands.identity_standin import confirmation
+from commands.processes import settings_env
 from healthbook.config import PROJECT_ROOT
-from healthbook.identity_platform import confirmation
-from healthbook.processes import settings_env
 from producers.clinic_keys import new_key_entry, publish_keys
 from schemas.envelope import Signer, seal_visit
 from tests.factories import visit
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def healthbook(settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "healthbook.cli", *args], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=PROJECT_ROOT,
                           env=settings_env(settings), capture_output=True, text=True, timeout=timeout)
 
 
@@ -69,10 +69,10 @@ async def test_replay_rebuilds_and_swaps_while_the_citizen_query_keeps_answering
     result = await replay
     assert result.returncode == 0, result.stdout + result.stderr
     assert "swapped it in" in result.stdout
-    assert answers and all(len(a["visits"]) == 3 for a in answers)
+    assert answers and all(len(a.visits) == 3 for a in answers)
     after = [tuple(r) for r in await db.fetch(book)]
     assert after == before
-    assert len((await identity.ask(confirmation(person.personal_id, 2026)))["visits"]) == 3
+    assert len((await identity.ask(confirmation(person.personal_id, 2026))).visits) == 3
 
 
 async def test_status_metrics_and_health(clinics, settings, identity):

@@ -2,8 +2,8 @@
 
 import pytest
 
+from commands.processes import ServiceProcess
 from healthbook.database import connect_pool, recreate_database
-from healthbook.processes import ServiceProcess
 from tests.factories import visit
 from tests.integration.conftest import LOGS, new_citizen, next_sequence, wait_until
 

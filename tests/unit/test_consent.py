@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from consumers.consent import TrustedKeysMissing, check_request, load_trusted_keys
-from healthbook.identity_platform import confirmation
+from commands.identity_standin import confirmation
+from consumers.trusted_keys import TrustedKeysMissing, load_trusted_keys
+from domain.consent import check_request
 from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer
 

@@ -1,6 +1,6 @@
 """The deduplication decision."""
 
-from streams.dedup import Candidate, Freshness, decide, plan
+from domain.dedup import Candidate, Freshness, decide, plan
 
 
 def test_decide():

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from producers.dossier_signature import SignatureStatus, check_signature
-from producers.dossier_writer import write_dossier
+from synthetic.dossiers import write_dossier
 from tests.dossier_signing import facility_certificate, sign_dossier
 from tests.unit.test_giamdinhhs import events
 

@@ -10,10 +10,10 @@ import pytest
 
 from healthbook.config import PROJECT_ROOT
 from producers.dossier_mapping import MappingFailed, map_hoso, source_of
-from producers.dossier_writer import Quirks, write_dossier
 from producers.giamdinhhs import DossierReader
-from producers.synthetic import make_population
 from schemas.visit import VisitEvent
+from synthetic.dossiers import Quirks, write_dossier
+from synthetic.population import make_population
 
 SAMPLE = PROJECT_ROOT / "tests" / "fixtures" / "giamdinhhs-sample.xml"  # the synthetic sample of shared/samples
 
@@ -134,8 +134,8 @@ def test_a_bad_table_names_its_place_and_the_next_hoso_still_reads(tmp_path):
     _, (first, second) = read(path)
     with pytest.raises(MappingFailed) as failed:
         map_hoso(first, "79001", 1)
-    (problem,) = [p for p in failed.value.problems if p.table == "XML2"]
-    assert (problem.element, problem.rule) == ("NOIDUNGFILE", "content_encoding")
+    (problem,) = [p for p in failed.value.problems if p.field.startswith("XML2.")]
+    assert (problem.field, problem.rule) == ("XML2.NOIDUNGFILE", "content_encoding")
     assert first.visit_code == "BAD-1"
     assert VisitEvent.model_validate(map_hoso(second, "79001", 1)).visit_code == good["visit_code"]
 
@@ -146,7 +146,7 @@ def test_missing_summary_and_bad_numbers_are_named(tmp_path):
     _, (hoso,) = read(path)
     with pytest.raises(MappingFailed) as failed:
         map_hoso(hoso, "79001", 1)
-    assert [(p.table, p.rule) for p in failed.value.problems] == [("XML1", "summary_count")]
+    assert [(p.field, p.rule) for p in failed.value.problems] == [("XML1.TONG_HOP", "summary_count")]
 
     event = events(1)[0]
     good = tmp_path / "n.xml"
@@ -157,7 +157,7 @@ def test_missing_summary_and_bad_numbers_are_named(tmp_path):
     with pytest.raises(MappingFailed) as failed:
         map_hoso(hoso, "79001", 1)
     (problem,) = failed.value.problems
-    assert (problem.table, problem.element, problem.rule) == ("XML1", "GIOI_TINH", "number_format")
+    assert (problem.field, problem.rule) == ("XML1.GIOI_TINH", "number_format")
     assert problem.value.startswith("x")
 
 
@@ -178,8 +178,8 @@ def test_a_default_namespace_and_entities_are_handled_safely(tmp_path):
 
 
 def test_violations_point_back_to_the_standard_names():
-    assert source_of("patient.personal_id") == ("XML1", "SO_CCCD")
-    assert source_of("discharged_at") == ("XML1", "NGAY_RA")
-    assert source_of("medicines.2.ordered_at") == ("XML2", "NGAY_YL (record 3)")
-    assert source_of("secondary_diagnosis_codes.0") == ("XML1", "MA_BENH_KT (item 1)")
-    assert source_of("follow_up.appointment_date") == ("XML14", "NGAY_HEN_KL")
+    assert source_of("patient.personal_id") == "XML1.SO_CCCD"
+    assert source_of("discharged_at") == "XML1.NGAY_RA"
+    assert source_of("medicines.2.ordered_at") == "XML2.NGAY_YL (record 3)"
+    assert source_of("secondary_diagnosis_codes.0") == "XML1.MA_BENH_KT (item 1)"
+    assert source_of("follow_up.appointment_date") == "XML14.NGAY_HEN_KL"

@@ -2,8 +2,8 @@
 
 import pytest
 
+from domain.keyring import ClinicKey, KeyLookupFailed, Keyring
 from schemas import catalogue, wire
-from schemas.registry import ClinicKey, KeyLookupFailed, Keyring
 
 
 def record(clinic="79001", key_id="k1", revoked_at=None) -> bytes:

@@ -3,10 +3,10 @@
 import json
 from datetime import UTC, datetime
 
-from consumers.health_book import visit_summary
+from domain.replies import visit_view
+from domain.rows import visit_row
+from domain.validation import Accepted
 from schemas.visit import VisitEvent
-from streams.projection import visit_row
-from streams.validation import Accepted
 from tests.factories import visit
 
 
@@ -33,14 +33,14 @@ def test_record_json_is_canonical_so_replays_compare_equal():
 
 def test_reply_summary_lists_diagnoses_medicines_and_results():
     event = visit(secondary_diagnosis_codes=["I10"])
-    summary = visit_summary(json.loads(visit_row(accepted(secondary_diagnosis_codes=["I10"]), 0, 0).record))
-    assert summary["diagnosis_codes"] == [event["main_diagnosis_code"], "I10"]
-    assert summary["diagnosis_names"] == event["discharge_diagnosis"]
-    assert [m["name"] for m in summary["medicines"]] == [m["name"] for m in event["medicines"]]
-    assert [m["dose"] for m in summary["medicines"]] == [m["dose"] for m in event["medicines"]]
-    assert [r["value"] for r in summary["results"]] == [r["value"] for r in event["results"]]
-    assert "personal_id" not in json.dumps(summary, default=str)
-    assert summary["sensitive"] == []
+    summary = visit_view(json.loads(visit_row(accepted(secondary_diagnosis_codes=["I10"]), 0, 0).record))
+    assert summary.diagnosis_codes == [event["main_diagnosis_code"], "I10"]
+    assert summary.diagnosis_names == event["discharge_diagnosis"]
+    assert [m.name for m in summary.medicines] == [m["name"] for m in event["medicines"]]
+    assert [m.dose for m in summary.medicines] == [m["dose"] for m in event["medicines"]]
+    assert [r.value for r in summary.results] == [r["value"] for r in event["results"]]
+    assert "personal_id" not in summary.model_dump_json()
+    assert summary.sensitive == []
 
 
 def test_reply_summary_carries_services_papers_follow_up_and_payments():
@@ -53,13 +53,14 @@ def test_reply_summary_carries_services_papers_follow_up_and_payments():
         sensitive=[{"table": "XML6", "records": [{"MA_LK": "x", "MA_THE_ARV": "123"}]}],
     )
     row = visit_row(Accepted(VisitEvent.model_validate(event), "k1", b"s", 0), 0, 0)
-    summary = visit_summary(json.loads(row.record))
-    assert summary["services"] == [{"name": "Chụp X-quang ngực thẳng", "quantity": 1.0, "result": "Bình thường"}]
-    assert summary["discharge_summary"] == ("Chẩn đoán ra viện: Viêm phế quản cấp; Phương pháp điều trị: "
+    summary = visit_view(json.loads(row.record))
+    assert [s.model_dump() for s in summary.services] == [
+        {"name": "Chụp X-quang ngực thẳng", "quantity": 1.0, "result": "Bình thường"}]
+    assert summary.discharge_summary == ("Chẩn đoán ra viện: Viêm phế quản cấp; Phương pháp điều trị: "
                                             "Kháng sinh 7 ngày; Ghi chú: Tái khám")
-    assert summary["referral"] == {"to_facility": "79010", "reason": "1", "direction": "Điều trị tiếp",
+    assert summary.referral.model_dump() == {"to_facility": "79010", "reason": "1", "direction": "Điều trị tiếp",
                                    "issued_on": "20260316"}
-    assert summary["follow_up_date"] == "20260322"
-    assert (summary["insurance_paid"], summary["patient_paid"]) == (event["insurance_paid"], event["patient_paid"])
-    assert summary["sensitive"] == [] and "MA_THE_ARV" not in row.record
+    assert summary.follow_up_date == "20260322"
+    assert (summary.insurance_paid, summary.patient_paid) == (event["insurance_paid"], event["patient_paid"])
+    assert summary.sensitive == [] and "MA_THE_ARV" not in row.record
     assert json.loads(row.sensitive) == [{"table": "XML6", "records": [{"MA_LK": "x", "MA_THE_ARV": "123"}]}]

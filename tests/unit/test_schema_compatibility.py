@@ -4,13 +4,13 @@ import copy
 import json
 from decimal import Decimal
 
+from domain.keyring import ClinicKey, Keyring
+from domain.rows import visit_row
+from domain.validation import Accepted, validate
 from schemas import catalogue, envelope, wire
 from schemas.compatibility import backward_problems
 from schemas.envelope import Signer
-from schemas.registry import ClinicKey, Keyring
 from schemas.visit import VisitEvent
-from streams.projection import visit_row
-from streams.validation import Accepted, validate
 from tests.factories import visit
 
 

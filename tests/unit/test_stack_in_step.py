@@ -6,7 +6,9 @@ from pathlib import Path
 import yaml
 
 from healthbook.config import PROJECT_ROOT, Settings
+from schemas.topics import readme_table
 
+PACKAGES = ("schemas", "domain", "healthbook", "producers", "streams", "consumers", "synthetic", "commands")
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 
 
@@ -38,6 +40,16 @@ def test_compose_partitions_match_the_default_settings():
 
 def test_the_dockerfile_copies_every_package():
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
-    for package in ("schemas", "producers", "streams", "consumers", "healthbook"):
+    for package in PACKAGES:
         assert f"COPY {package} {package}" in dockerfile
     assert Path(PROJECT_ROOT / ".dockerignore").exists()
+
+
+def test_pyproject_installs_every_package():
+    pyproject = (PROJECT_ROOT / "pyproject.toml").read_text()
+    for package in PACKAGES:
+        assert f'"{package}*"' in pyproject
+
+
+def test_the_readme_topic_table_is_the_topic_catalogue():
+    assert readme_table(Settings().visit_partitions) in (PROJECT_ROOT / "README.md").read_text()

@@ -2,10 +2,10 @@
 
 import pytest
 
+from domain.keyring import ClinicKey, Keyring
+from domain.validation import Accepted, Rejected, RejectionCode, validate, validate_safely
 from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer
-from schemas.registry import ClinicKey, Keyring
-from streams.validation import Accepted, Rejected, RejectionCode, validate, validate_safely
 from tests.factories import visit, with_patient
 
 SIGNER = Signer.generate("k1")
@@ -100,7 +100,7 @@ def test_rule_violations_are_listed(keyring):
     event = with_patient(visit(discharged_at="202603150700"), sex=1)
     result = validate(key_of(event), envelope.seal_visit(event, "79001", SIGNER), keyring)
     assert rejected(result) is RejectionCode.INVALID_EVENT
-    assert {v.field for v in result.violations} >= {"discharged_at"}
+    assert {v.field for v in result.problems} >= {"discharged_at"}
     assert "discharged_at='202603150700'" in result.reason
 
 
@@ -108,7 +108,7 @@ def test_an_unexpected_error_becomes_a_rejection_not_a_loss(keyring, monkeypatch
     def explode(*_):
         raise ZeroDivisionError("bug")
 
-    monkeypatch.setattr("streams.validation.validate", explode)
+    monkeypatch.setattr("domain.validation.validate", explode)
     result = validate_safely(b"k", b"v", keyring)
     assert rejected(result) is RejectionCode.INTERNAL_ERROR
     assert "ZeroDivisionError" in result.reason

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from schemas.catalogue import AVRO_DIR
 from schemas.compatibility import records
+from schemas.problems import problems_of
 from schemas.visit import (
     DischargePaper,
     Document,
@@ -20,7 +21,6 @@ from schemas.visit import (
     Referral,
     Service,
     VisitEvent,
-    violations_of,
 )
 from tests.factories import visit, with_patient
 
@@ -28,7 +28,7 @@ from tests.factories import visit, with_patient
 def violations(record):
     with pytest.raises(ValidationError) as caught:
         VisitEvent.model_validate(record)
-    return violations_of(caught.value)
+    return problems_of(caught.value)
 
 
 def test_a_synthetic_visit_is_valid():

@@ -1,34 +1,20 @@
-"""Dead-letter records: what was refused, why, and the original bytes, ready for the DLQ topic."""
+"""Dead-letter records as the worker writes them: what was refused, why, where it was read, and its original bytes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from domain.batch import Refused
 from schemas import catalogue, envelope, wire
-from streams.validation import Rejected
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where a message was read from."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    key: bytes | None
-    value: bytes | None
-    retry_of: tuple[int, int] | None = None
-
-
-def dead_letter(rejected: Rejected, source: Source) -> bytes:
-    """Encode the dead-letter record for a rejection."""
+def dead_letter(refused: Refused) -> bytes:
+    """Encode the dead-letter record of a refused message."""
+    rejected, source = refused.rejected, refused.delivery
     return wire.encode(
         catalogue.DEAD_LETTER,
         {
             "reason_code": str(rejected.code),
             "reason": rejected.reason,
-            "violations": [v.model_dump() for v in rejected.violations],
+            "violations": [p.to_record() for p in rejected.problems],
             "clinic_code": rejected.clinic_code,
             "event_id": rejected.event_id,
             "source_topic": source.topic,

@@ -1,4 +1,4 @@
-"""A stand-in for the national identity platform (VNeID) for the demo and tests: it signs citizens' confirmations."""
+"""A stand-in for the national identity platform (VNeID), for the demo and tests only: it signs confirmations."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from domain.replies import Reply
+from healthbook import kafka
 from healthbook.config import Settings
 from schemas import catalogue, wire
 from schemas.envelope import Signer, now_millis, seal_request
@@ -69,12 +70,10 @@ class IdentityPlatform:
     def __init__(self, settings: Settings, signer: Signer) -> None:
         self.settings = settings
         self.signer = signer
-        self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-        self._consumer = AIOKafkaConsumer(
-            settings.topics.integration_replies, bootstrap_servers=settings.kafka_bootstrap,
-            group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
-        )
-        self._replies: dict[str, dict[str, Any]] = {}
+        self._producer = kafka.producer(settings.kafka_bootstrap, "identity-standin")
+        self._consumer = kafka.consumer(settings.kafka_bootstrap, "identity-standin",
+                                        settings.topics.integration_replies)
+        self._replies: dict[str, Reply] = {}
 
     async def __aenter__(self) -> IdentityPlatform:
         await self._producer.start()
@@ -99,15 +98,15 @@ class IdentityPlatform:
         """Publish bytes as they are, for refusal tests."""
         await self._producer.send_and_wait(self.settings.topics.integration_requests, raw, key=key)
 
-    async def reply(self, request_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    async def reply(self, request_id: str, timeout: float = 30.0) -> Reply:
         """Wait for the reply to a request."""
-        async def wait() -> dict[str, Any]:
+        async def wait() -> Reply:
             while request_id not in self._replies:
                 batches = await self._consumer.getmany(timeout_ms=200)
                 for messages in batches.values():
                     for message in messages:
-                        reply = wire.decode(message.value, catalogue.INTEGRATION_REPLY)
-                        self._replies[reply["request_id"]] = reply
+                        reply = Reply.decode(message.value)
+                        self._replies[reply.request_id] = reply
             return self._replies[request_id]
         try:
             return await asyncio.wait_for(wait(), timeout)
@@ -115,6 +114,6 @@ class IdentityPlatform:
             raise ReplyTimeout(f"no reply to request {request_id} within {timeout:.0f}s; "
                                "is the query consumer running ('healthbook query-consumer')?") from None
 
-    async def ask(self, request: dict[str, Any], timeout: float = 30.0, *, sign: bool = True) -> dict[str, Any]:
+    async def ask(self, request: dict[str, Any], timeout: float = 30.0, *, sign: bool = True) -> Reply:
         """Send a request and wait for its reply."""
         return await self.reply(await self.send(request, sign=sign), timeout)

@@ -8,6 +8,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from consumers.dead_letters import DeadLetterEntry
+from consumers.status import Status
+from domain.replies import Reply
+
 VISIT_TYPES = {1: "Khám ngoại trú", 2: "Điều trị ngoại trú", 3: "Điều trị nội trú"}
 
 
@@ -28,31 +32,30 @@ def _vnd(value: Any) -> str:
     return "-" if value is None else f"{value:,.0f} đ".replace(",", ".")
 
 
-def health_book(console: Console, reply: dict[str, Any], title: str) -> None:
+def health_book(console: Console, reply: Reply, title: str) -> None:
     """Print a reply as the citizen would read it: one row per visit, or the service's message."""
-    if reply["status"] != "ok":
-        console.print(f"[bold red]Từ chối[/] ({reply['refusal_code']}): {reply['message']}")
+    if reply.status != "ok":
+        console.print(f"[bold red]Từ chối[/] ({reply.refusal_code}): {reply.message}")
         return
-    if not reply["visits"]:
-        console.print(f"[bold]{title}[/]\n  {reply['message']}")
+    if not reply.visits:
+        console.print(f"[bold]{title}[/]\n  {reply.message}")
         return
     table = Table(title=title, show_lines=True, title_justify="left")
     for column in ("Cơ sở KCB", "Vào / Ra", "Loại", "Chẩn đoán", "Thuốc", "Kết quả CLS", "BHYT / người bệnh trả"):
         table.add_column(column, overflow="fold")
-    for visit in reply["visits"]:
+    for visit in reply.visits:
         table.add_row(
-            visit["facility_code"],
-            f"{_minute(visit['admitted_at'])}\n{_minute(visit['discharged_at'])}"
-            + (f"\nhẹn {_day(visit['follow_up_date'])}" if visit.get("follow_up_date") else ""),
-            VISIT_TYPES.get(visit["visit_type"], str(visit["visit_type"])),
-            f"{', '.join(visit['diagnosis_codes'])}\n{visit['diagnosis_names']}",
-            "\n".join(f"{m['name']} {m['strength'] or ''}: {m['dose'] or ''}" for m in visit["medicines"]),
-            "\n".join(f"{r['name']}: {r['value']} {r['unit'] or ''} ({r['conclusion'] or '-'})"
-                      for r in visit["results"]) or "-",
-            f"{_vnd(visit.get('insurance_paid'))}\n{_vnd(visit.get('patient_paid'))}",
+            visit.facility_code,
+            f"{_minute(visit.admitted_at)}\n{_minute(visit.discharged_at)}"
+            + (f"\nhẹn {_day(visit.follow_up_date)}" if visit.follow_up_date else ""),
+            VISIT_TYPES.get(visit.visit_type, str(visit.visit_type)),
+            f"{', '.join(visit.diagnosis_codes)}\n{visit.diagnosis_names}",
+            "\n".join(f"{m.name} {m.strength or ''}: {m.dose or ''}" for m in visit.medicines),
+            "\n".join(f"{r.name}: {r.value} {r.unit or ''} ({r.conclusion or '-'})" for r in visit.results) or "-",
+            f"{_vnd(visit.insurance_paid)}\n{_vnd(visit.patient_paid)}",
         )
     console.print(table)
-    console.print(reply["message"])
+    console.print(reply.message)
 
 
 def outcome_summary(console: Console, counts: dict[str, int]) -> bool:
@@ -115,3 +118,31 @@ def analytics(console: Console, counts: Any, top: int, title: str) -> None:
     for (code, province, month), n in counts.most_common(top):
         table.add_row(code, province, month, str(n))
     console.print(table)
+
+
+def dead_letter_entries(console: Console, entries: list[DeadLetterEntry]) -> None:
+    """Print dead-letter entries for an operator: where each sits, when and why it failed."""
+    table = Table(title=f"Dead letters ({len(entries)})", title_justify="left")
+    for column in ("offset", "failed at", "reason", "clinic", "source", "why"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        r = entry.record
+        table.add_row(f"{entry.partition}:{entry.offset}" + (" (retried, failed again)" if entry.failed_again else ""),
+                      str(r["failed_at"])[:19], r["reason_code"], r["clinic_code"] or "-",
+                      f"{r['source_topic']}[{r['source_partition']}]@{r['source_offset']}", r["reason"])
+    console.print(table)
+
+
+def status(console: Console, topic: str, found: Status) -> None:
+    """Print lag per partition, the outcome counts, visits waiting for a card and the last error."""
+    table = Table(title=f"{topic}: lag per partition", title_justify="left")
+    for column in ("partition", "end offset", "applied", "lag"):
+        table.add_column(column, justify="right")
+    for p in found.partitions:
+        table.add_row(str(p.partition), str(p.end_offset), str(p.applied), str(p.lag))
+    console.print(table)
+    outcome_summary(console, found.counts)
+    console.print(f"visits waiting for a BHYT card mapping: {found.pending_visits}")
+    error = found.last_error
+    console.print("last error: " + (f"{error['at']:%Y-%m-%d %H:%M:%S} {error['worker_id']}: {error['message']}"
+                                    if error else "none recorded"), markup=False)

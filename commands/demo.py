@@ -10,20 +10,20 @@ from datetime import datetime
 import asyncpg
 from rich.console import Console
 
+from commands import render
+from commands.identity_standin import IdentityPlatform, confirmation, ensure_identity_key
+from commands.processes import ServiceProcess
 from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
 from consumers.dead_letters import read_dead_letters
-from healthbook import render
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
-from healthbook.identity_platform import IdentityPlatform, confirmation, ensure_identity_key
-from healthbook.processes import ServiceProcess
-from healthbook.topics import ensure_topics
+from healthbook.kafka import ensure_topics
+from healthbook.store import BookReader
 from producers.clinic_keys import new_key_entry, publish_keys, save_signer
 from producers.ingest import ingest
 from producers.publisher import ClinicPublisher
-from producers.synthetic import CLINICS, make_citizen, make_population, make_visit
 from schemas.envelope import Signer, seal_visit
-from streams.projection import read_counts
+from synthetic.population import CLINICS, make_citizen, make_population, make_visit
 
 SEED = 20260315
 SAMPLE_DOSSIER = PROJECT_ROOT / "tests" / "fixtures" / "giamdinhhs-sample.xml"
@@ -39,7 +39,7 @@ async def wait_for_consumed(
     deadline = time.monotonic() + timeout
     while True:
         async with pool.acquire() as conn:
-            counts = await read_counts(conn)
+            counts = await BookReader().counts_of(conn)
         if counts.get("consumed", 0) >= expected:
             return counts
         if not worker.running or time.monotonic() > deadline:

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from schemas import envelope
 
 MIN_IDENTITY_LEVEL = 2
-EMPTY_HISTORY = "Chưa có lịch sử khám chữa bệnh theo BHYT"
-
-
-class TrustedKeysMissing(FileNotFoundError):
-    """The query consumer has no identity-platform keys to trust."""
 
 
 @dataclass(frozen=True)
@@ -24,16 +16,6 @@ class Refusal:
 
     code: str
     message: str
-
-
-def load_trusted_keys(path: Path) -> dict[str, bytes]:
-    """Read the identity platform's public keys: a JSON object of key id to base64 raw Ed25519 key."""
-    if not path.exists():
-        raise TrustedKeysMissing(
-            f"no identity-platform keys at {path}; write {{\"key-id\": \"<base64 public key>\"}} there "
-            "or set HEALTHBOOK_IDENTITY_KEYS_FILE"
-        )
-    return {key_id: base64.b64decode(value) for key_id, value in json.loads(path.read_text()).items()}
 
 
 def check_request(request: dict[str, Any], trusted: dict[str, bytes]) -> Refusal | None:

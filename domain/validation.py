@@ -9,10 +9,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from domain.keyring import KeyLookupFailed, Keyring
 from schemas import catalogue, envelope, wire
 from schemas.errors import MalformedMessage, UnsupportedSchema
-from schemas.registry import KeyLookupFailed, Keyring
-from schemas.visit import Violation, VisitEvent, violations_of
+from schemas.problems import Problem, problems_of
+from schemas.visit import VisitEvent
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,10 @@ class RejectionCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+# Rejections that a registry record published a moment ago may turn into acceptance.
+RETRY_AFTER_REGISTRY_CATCH_UP = frozenset({RejectionCode.UNKNOWN_CLINIC, RejectionCode.UNKNOWN_KEY})
+
+
 @dataclass(frozen=True)
 class Accepted:
     """A verified, rule-abiding visit with the signature that vouches for it."""
@@ -45,11 +50,11 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Rejected:
-    """A message refused with a machine code, a sentence and, for rule failures, each violation."""
+    """A message refused with a machine code, a sentence and, for rule failures, each problem."""
 
     code: RejectionCode
     reason: str
-    violations: list[Violation] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     clinic_code: str | None = None
     event_id: str | None = None
 
@@ -62,55 +67,55 @@ def validate(key: bytes | None, value: bytes | None, keyring: Keyring) -> Accept
         return Rejected(RejectionCode.MALFORMED, f"not a signed visit envelope: {exc}")
     except UnsupportedSchema as exc:
         return Rejected(RejectionCode.UNSUPPORTED_SCHEMA, str(exc))
-
     clinic, event_id = env["clinic_code"], env["event_id"]
-    signed_at_ms = envelope.to_millis(env["signed_at"])
-    try:
-        clinic_key = keyring.key_for(clinic, env["key_id"], signed_at_ms)
-    except KeyLookupFailed as exc:
-        return Rejected(RejectionCode(exc.code), exc.message, clinic_code=clinic, event_id=event_id)
-    if not envelope.verify(clinic_key.public_key, env["signature"], envelope.visit_signing_input(env)):
-        return Rejected(
-            RejectionCode.BAD_SIGNATURE,
-            f"signature does not verify with key '{env['key_id']}' of clinic {clinic}: "
-            "the message was altered or signed with another key",
-            clinic_code=clinic,
-            event_id=event_id,
-        )
-
-    try:
-        record = wire.decode(env["payload"], catalogue.VISIT_EVENT)
-    except MalformedMessage as exc:
-        return Rejected(RejectionCode.MALFORMED, f"signed payload is not a visit event: {exc}", [], clinic, event_id)
-    except UnsupportedSchema as exc:
-        return Rejected(RejectionCode.UNSUPPORTED_SCHEMA, str(exc), [], clinic, event_id)
-
-    mismatch = _envelope_mismatch(env, record)
-    if mismatch:
-        return Rejected(RejectionCode.CLINIC_MISMATCH, mismatch, [], clinic, event_id)
-
-    try:
-        event = VisitEvent.model_validate(record)
-    except ValidationError as exc:
-        found = violations_of(exc)
-        return Rejected(
-            RejectionCode.INVALID_EVENT,
-            f"{len(found)} rule(s) broken: " + "; ".join(v.sentence() for v in found),
-            found,
-            clinic,
-            event_id,
-        )
-
-    if key is None or key.decode("utf-8", "replace") != event.partition_key:
+    refused = _signature_refusal(env, keyring)
+    if refused:
+        return Rejected(refused[0], refused[1], clinic_code=clinic, event_id=event_id)
+    checked = _signed_event(env)
+    if isinstance(checked, tuple):
+        code, reason, problems = checked
+        return Rejected(code, reason, problems, clinic, event_id)
+    if key is None or key.decode("utf-8", "replace") != checked.partition_key:
         return Rejected(
             RejectionCode.WRONG_KEY,
             "message key must be the patient's personal ID (or 'card:' and the BHYT card number when the "
             "record has none) so one citizen's visits share a partition",
-            [],
-            clinic,
-            event_id,
+            [], clinic, event_id,
         )
-    return Accepted(event, env["key_id"], env["signature"], signed_at_ms)
+    return Accepted(checked, env["key_id"], env["signature"], envelope.to_millis(env["signed_at"]))
+
+
+def _signature_refusal(env: dict[str, Any], keyring: Keyring) -> tuple[RejectionCode, str] | None:
+    """Why the envelope's signature cannot vouch for it, or None when a registered key verifies it."""
+    clinic = env["clinic_code"]
+    try:
+        clinic_key = keyring.key_for(clinic, env["key_id"], envelope.to_millis(env["signed_at"]))
+    except KeyLookupFailed as exc:
+        return RejectionCode(exc.code), exc.message
+    if not envelope.verify(clinic_key.public_key, env["signature"], envelope.visit_signing_input(env)):
+        return RejectionCode.BAD_SIGNATURE, (
+            f"signature does not verify with key '{env['key_id']}' of clinic {clinic}: "
+            "the message was altered or signed with another key")
+    return None
+
+
+def _signed_event(env: dict[str, Any]) -> VisitEvent | tuple[RejectionCode, str, list[Problem]]:
+    """The visit event inside a verified envelope, or why it cannot be one."""
+    try:
+        record = wire.decode(env["payload"], catalogue.VISIT_EVENT)
+    except MalformedMessage as exc:
+        return RejectionCode.MALFORMED, f"signed payload is not a visit event: {exc}", []
+    except UnsupportedSchema as exc:
+        return RejectionCode.UNSUPPORTED_SCHEMA, str(exc), []
+    mismatch = _envelope_mismatch(env, record)
+    if mismatch:
+        return RejectionCode.CLINIC_MISMATCH, mismatch, []
+    try:
+        return VisitEvent.model_validate(record)
+    except ValidationError as exc:
+        found = problems_of(exc)
+        return RejectionCode.INVALID_EVENT, f"{len(found)} rule(s) broken: " + "; ".join(
+            p.sentence() for p in found), found
 
 
 def _envelope_mismatch(env: dict[str, Any], record: dict[str, Any]) -> str | None:

@@ -33,7 +33,7 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "healthbook.cli", self.command],
+            [sys.executable, "-m", "commands.cli", self.command],
             cwd=PROJECT_ROOT, env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )

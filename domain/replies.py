@@ -1,0 +1,164 @@
+"""The reply a citizen gets, typed and built in one place: a year's visits, one visit in full, or a refusal."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas import catalogue, wire
+
+EMPTY_HISTORY = "Chưa có lịch sử khám chữa bệnh theo BHYT"
+NOT_FOUND = "Không tìm thấy lượt khám này trong sổ sức khỏe của bạn (no such visit in your health book)."
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class MedicineLine(_View):
+    """A medicine as the citizen reads it (XML2)."""
+
+    name: str
+    strength: str | None = None
+    dose: str | None = None
+    instructions: str | None = None
+
+
+class ResultLine(_View):
+    """A paraclinical result (XML4)."""
+
+    name: str
+    value: str | None = None
+    unit: str | None = None
+    conclusion: str | None = None
+
+
+class ServiceLine(_View):
+    """A technical service or supply (XML3)."""
+
+    name: str
+    quantity: float = 0.0
+    result: str | None = None
+
+
+class ReferralView(_View):
+    """Where the citizen was referred (XML13)."""
+
+    to_facility: str | None = None
+    reason: str | None = None
+    direction: str | None = None
+    issued_on: str | None = None
+
+
+class SensitiveTable(_View):
+    """An XML6 or XML15 table, only in the detail of one visit, only to its citizen."""
+
+    table: str
+    records: list[dict[str, str]]
+
+
+class VisitView(_View):
+    """One visit of the health book as the reply shows it."""
+
+    facility_code: str
+    visit_code: str
+    visit_type: int
+    admitted_at: str
+    discharged_at: str
+    reason: str | None = None
+    diagnosis_codes: list[str]
+    diagnosis_names: str
+    treatment_result: int | None = None
+    medicines: list[MedicineLine] = []
+    results: list[ResultLine] = []
+    services: list[ServiceLine] = []
+    discharge_summary: str | None = None
+    referral: ReferralView | None = None
+    follow_up_date: str | None = None
+    insurance_paid: Decimal | None = None
+    patient_paid: Decimal | None = None
+    sensitive: list[SensitiveTable] = []
+
+
+class Reply(_View):
+    """The answer to one integration request (integration_reply_v2.avsc)."""
+
+    request_id: str
+    status: str
+    refusal_code: str | None = None
+    message: str
+    year: int | None = None
+    visits: list[VisitView] = []
+
+    def encode(self) -> bytes:
+        """The framed Avro bytes for the replies topic."""
+        return wire.encode(catalogue.INTEGRATION_REPLY, self.model_dump())
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Reply:
+        """Read a reply from the replies topic."""
+        return cls.model_validate(wire.decode(raw, catalogue.INTEGRATION_REPLY))
+
+
+def refused(request_id: str, code: str, message: str, year: int | None = None) -> Reply:
+    """A reply that serves nothing."""
+    return Reply(request_id=request_id, status="refused", refusal_code=code, message=message, year=year)
+
+
+def year_served(request_id: str, year: int, records: list[dict[str, Any]]) -> Reply:
+    """The citizen's visits of a year, or the empty-state text the app shows when there are none."""
+    visits = [visit_view(record) for record in records]
+    message = f"{len(visits)} lượt khám chữa bệnh BHYT năm {year}" if visits else EMPTY_HISTORY
+    return Reply(request_id=request_id, status="ok", message=message, year=year, visits=visits)
+
+
+def detail_served(request_id: str, year: int | None, record: dict[str, Any],
+                  sensitive: list[dict[str, Any]]) -> Reply:
+    """One visit in full, its sensitive tables included."""
+    view = visit_view(record).model_copy(update={"sensitive": [SensitiveTable(**s) for s in sensitive]})
+    return Reply(request_id=request_id, status="ok", year=year, visits=[view],
+                 message=f"Chi tiết lượt khám {record['visit_code']} tại cơ sở {record['facility_code']}")
+
+
+def visit_view(record: dict[str, Any]) -> VisitView:
+    """The reply's view of a stored visit record (never its sensitive tables, which are stored apart)."""
+    referral = record.get("referral")
+    follow_up = record.get("follow_up") or {}
+    return VisitView(
+        facility_code=record["facility_code"], visit_code=record["visit_code"], visit_type=record["visit_type"],
+        admitted_at=record["admitted_at"], discharged_at=record["discharged_at"], reason=record.get("reason"),
+        diagnosis_codes=[record["main_diagnosis_code"], *record.get("secondary_diagnosis_codes", [])],
+        diagnosis_names=record["discharge_diagnosis"], treatment_result=record.get("treatment_result"),
+        medicines=[MedicineLine(name=m["name"], strength=m.get("strength"), dose=m.get("dose"),
+                                instructions=m.get("instructions")) for m in record.get("medicines", [])],
+        results=[ResultLine(name=r["indicator_name"], value=r.get("value"), unit=r.get("unit"),
+                            conclusion=r.get("conclusion")) for r in record.get("results", [])],
+        services=[ServiceLine(name=s.get("service_name") or s.get("supply_name") or s.get("service_code") or "?",
+                              quantity=s.get("quantity", 0.0), result=s.get("result"))
+                  for s in record.get("services", [])],
+        discharge_summary=_discharge_summary(record),
+        referral=None if not referral else ReferralView(
+            to_facility=referral.get("to_facility"), reason=referral.get("reason_code"),
+            direction=referral.get("direction"), issued_on=referral.get("issued_on")),
+        follow_up_date=follow_up.get("appointment_date") or record.get("follow_up_date"),
+        insurance_paid=_money(record.get("insurance_paid")), patient_paid=_money(record.get("patient_paid")),
+    )
+
+
+def _discharge_summary(record: dict[str, Any]) -> str | None:
+    paper = record.get("discharge_paper") or {}
+    summary = record.get("record_summary") or {}
+    parts = [
+        ("Chẩn đoán ra viện", paper.get("diagnosis") or summary.get("discharge_diagnosis")),
+        ("Tóm tắt kết quả", summary.get("results_summary")),
+        ("Phương pháp điều trị", paper.get("treatment") or summary.get("treatment")),
+        ("Ghi chú", paper.get("note") or summary.get("note")),
+    ]
+    text = "; ".join(f"{label}: {value}" for label, value in parts if value)
+    return text or None
+
+
+def _money(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value)).quantize(Decimal("0.01"))

@@ -1,0 +1,96 @@
+"""What an accepted visit becomes in PostgreSQL: one row, in the health book or among the pending visits."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+
+from domain.validation import Accepted
+from schemas import rules
+from schemas.visit import VisitEvent
+
+
+@dataclass(frozen=True)
+class VisitRow:
+    """One visit as stored: in the health book once its person is known, else among the pending visits."""
+
+    facility_code: str
+    visit_code: str
+    personal_id: str | None
+    card_number: str
+    version: int
+    event_id: str
+    year: int
+    admitted_at: datetime
+    discharged_at: datetime
+    record: str
+    sensitive: str
+    clinic_key_id: str
+    signature: bytes
+    signed_at: datetime
+    source_partition: int
+    source_offset: int
+
+    @property
+    def visit_key(self) -> str:
+        """facility code / MA_LK."""
+        return f"{self.facility_code}/{self.visit_code}"
+
+
+ROW_COLUMNS = [f.name for f in fields(VisitRow)]
+BOOK_COLUMNS = [c for c in ROW_COLUMNS if c != "card_number"]
+PENDING_COLUMNS = [c for c in ROW_COLUMNS if c != "personal_id"]
+
+
+def visit_row(accepted: Accepted, partition: int, offset: int, event: VisitEvent | None = None) -> VisitRow:
+    """The row an accepted visit becomes; event overrides the accepted one once its person is resolved."""
+    event = event or accepted.event
+    return VisitRow(
+        facility_code=event.facility_code,
+        visit_code=event.visit_code,
+        personal_id=event.personal_id,
+        card_number=event.card_number,
+        version=event.version,
+        event_id=event.event_id,
+        year=event.year,
+        admitted_at=rules.parse_minute(event.admitted_at),
+        discharged_at=rules.parse_minute(event.discharged_at),
+        record=event.model_dump_json(exclude={"sensitive"}),
+        sensitive=json.dumps([d.model_dump() for d in event.sensitive], ensure_ascii=False),
+        clinic_key_id=accepted.key_id,
+        signature=accepted.signature,
+        signed_at=datetime.fromtimestamp(accepted.signed_at_ms / 1000, UTC),
+        source_partition=partition,
+        source_offset=offset,
+    )
+
+
+def resolved_row(stored: dict[str, object], card_number: str, personal_id: str) -> VisitRow:
+    """A pending visit's stored row once its card is known to belong to personal_id."""
+    record = json.loads(str(stored["record"]))
+    record["patient"]["personal_id"] = personal_id
+    values = dict(stored, personal_id=personal_id, card_number=card_number,
+                  record=json.dumps(record, ensure_ascii=False))
+    return VisitRow(**{c: values[c] for c in ROW_COLUMNS})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class WeightedRow:
+    """A row to upsert and how many messages of the batch it stands for."""
+
+    row: VisitRow
+    messages: int
+
+
+def latest(rows: Iterable[VisitRow]) -> list[WeightedRow]:
+    """One row per visit, the highest version, weighted by how many messages it stands for."""
+    chosen: dict[str, VisitRow] = {}
+    weights: Counter[str] = Counter()
+    for row in rows:
+        weights[row.visit_key] += 1
+        if row.visit_key not in chosen or chosen[row.visit_key].version < row.version:
+            chosen[row.visit_key] = row
+    return [WeightedRow(row, weights[key]) for key, row in chosen.items()]

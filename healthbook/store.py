@@ -1,0 +1,250 @@
+"""The health-book store: all of healthbook's SQL, a writer for the worker and a reader for everyone else.
+
+Both work on one PostgreSQL schema's tables (`public` for the live book); replay writes a whole
+book into a schema of its own with the same writer and then swaps its table in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from typing import Any
+
+import asyncpg
+
+from domain.rows import BOOK_COLUMNS, PENDING_COLUMNS, WeightedRow, resolved_row
+
+LIVE = "public"
+_TYPES = {
+    "version": "bigint", "year": "int", "admitted_at": "timestamp", "discharged_at": "timestamp",
+    "record": "jsonb", "sensitive": "jsonb", "signature": "bytea", "signed_at": "timestamptz",
+    "source_partition": "int", "source_offset": "bigint",
+}
+# What a replay rebuilds: the book and everything the batch step writes beside it.
+REBUILT_TABLES = ("health_book_visits", "pending_visits", "pipeline_counts", "applied_offsets")
+
+
+class OffsetsMoved(RuntimeError):
+    """Another worker applied part of this batch meanwhile (a rebalance overlap); the batch must be redone."""
+
+
+def _check_schema(schema: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", schema):
+        raise ValueError(f"schema name {schema!r} must be lower-case letters, digits and underscores")
+    return schema
+
+
+def upsert_sql(table: str, columns: list[str], stamp: str) -> str:
+    """A batched upsert (one array per column) that writes only rows whose version is newer."""
+    arrays = ", ".join(f"${i}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(columns, 1))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
+    return f"""
+insert into {table} ({", ".join(columns)}, {stamp})
+select *, clock_timestamp() from unnest({arrays})
+on conflict (facility_code, visit_code) do update set {updates}, {stamp} = clock_timestamp()
+where {table}.version < excluded.version
+returning facility_code, visit_code
+"""
+
+
+class _Tables:
+    """The qualified names of one schema's health-book tables."""
+
+    def __init__(self, schema: str = LIVE) -> None:
+        self.schema = _check_schema(schema)
+        self.visits = f"{schema}.health_book_visits"
+        self.pending = f"{schema}.pending_visits"
+        self.counts = f"{schema}.pipeline_counts"
+        self.offsets = f"{schema}.applied_offsets"
+
+    async def applied_offsets(self, conn: asyncpg.Connection, topic: str, partitions: list[int]) -> dict[int, int]:
+        """The next offset to apply per partition (0 where none was applied yet)."""
+        rows = await conn.fetch(f"select partition, next_offset from {self.offsets} where topic = $1 "
+                                "and partition = any($2::int[])", topic, partitions)
+        found = {r["partition"]: r["next_offset"] for r in rows}
+        return {p: found.get(p, 0) for p in partitions}
+
+    async def counts_of(self, conn: asyncpg.Connection) -> dict[str, int]:
+        """The pipeline's outcome counters."""
+        return {r["outcome"]: r["count"] for r in await conn.fetch(f"select outcome, count from {self.counts}")}
+
+
+class BookWriter(_Tables):
+    """Writes batches of visits, pending visits, outcome counts and applied offsets, each batch atomically."""
+
+    def __init__(self, schema: str = LIVE) -> None:
+        super().__init__(schema)
+        self._book_upsert = upsert_sql(self.visits, BOOK_COLUMNS, "projected_at")
+        self._pending_upsert = upsert_sql(self.pending, PENDING_COLUMNS, "received_at")
+        self._add_counts = (f"insert into {self.counts} (outcome, count) select * from unnest($1::text[], "
+                            f"$2::bigint[]) on conflict (outcome) do update set count = {self.counts}.count "
+                            "+ excluded.count")
+        self._take_pending = (f"delete from {self.pending} where card_number = $1 returning "
+                              + ", ".join(c for c in BOOK_COLUMNS if c != "personal_id"))
+
+    async def write_batch(self, conn: asyncpg.Connection, book: list[WeightedRow], pending: list[WeightedRow],
+                          counts: Counter[str], topic: str, expected: dict[int, int],
+                          advanced: dict[int, int]) -> Counter[str]:
+        """Upsert resolved and pending visits where their version is newer, add the outcome counts and advance
+        the applied offsets of the batch's partitions from `expected` to `advanced`, in one transaction.
+
+        A row PostgreSQL already holds at an equal or newer version is not written; its messages are
+        counted as duplicates instead. Raises OffsetsMoved, writing nothing, when another worker
+        advanced a partition meanwhile. Returns the counts as written.
+        """
+        counts = Counter(counts)
+        async with conn.transaction():
+            await self._advance_offsets(conn, topic, expected, advanced)
+            stale = await self._upsert(conn, self._book_upsert, BOOK_COLUMNS, book)
+            counts["accepted"] -= stale
+            counts["duplicate"] += stale
+            stale = await self._upsert(conn, self._pending_upsert, PENDING_COLUMNS, pending)
+            counts["pending"] -= stale
+            counts["duplicate"] += stale
+            await self.add_counts(conn, counts)
+        return counts
+
+    async def _upsert(self, conn: asyncpg.Connection, sql: str, columns: list[str], rows: list[WeightedRow]) -> int:
+        """Upsert rows; return how many messages they stand for were not applied (stale versions)."""
+        if not rows:
+            return 0
+        applied = {(r["facility_code"], r["visit_code"])
+                   for r in await conn.fetch(sql, *[[getattr(w.row, c) for w in rows] for c in columns])}
+        return sum(w.messages for w in rows if (w.row.facility_code, w.row.visit_code) not in applied)
+
+    async def add_counts(self, conn: asyncpg.Connection, counts: Counter[str]) -> None:
+        """Add outcome counts (negative values subtract)."""
+        outcomes = [k for k, v in counts.items() if v]
+        if outcomes:
+            await conn.execute(self._add_counts, outcomes, [counts[k] for k in outcomes])
+
+    async def _advance_offsets(self, conn: asyncpg.Connection, topic: str, expected: dict[int, int],
+                               advanced: dict[int, int]) -> None:
+        rows = await conn.fetch(f"select partition, next_offset from {self.offsets} where topic = $1 "
+                                "and partition = any($2::int[]) for update", topic, list(advanced))
+        current = {r["partition"]: r["next_offset"] for r in rows}
+        moved = {p: current.get(p, 0) for p in advanced if current.get(p, 0) != expected.get(p, 0)}
+        if moved:
+            raise OffsetsMoved(f"{topic} partitions {sorted(moved)} were advanced by another worker to {moved}")
+        await conn.execute(
+            f"insert into {self.offsets} (topic, partition, next_offset) select $1, * from unnest($2::int[], "
+            "$3::bigint[]) on conflict (topic, partition) do update set next_offset = excluded.next_offset",
+            topic, list(advanced), list(advanced.values()))
+
+    async def resolve_pending(self, conn: asyncpg.Connection, card_number: str, personal_id: str) -> Counter[str]:
+        """Move the visits waiting for this card into the health book as the citizen's, atomically."""
+        counts: Counter[str] = Counter()
+        async with conn.transaction():
+            taken = await conn.fetch(self._take_pending, card_number)
+            if not taken:
+                return counts
+            rows = [WeightedRow(resolved_row(dict(found), card_number, personal_id), 1) for found in taken]
+            stale = await self._upsert(conn, self._book_upsert, BOOK_COLUMNS, rows)
+            counts.update({"pending": -len(rows), "accepted": len(rows) - stale, "duplicate": stale})
+            await self.add_counts(conn, counts)
+        return counts
+
+    async def pending_records(self, conn: asyncpg.Connection, card_number: str) -> list[dict[str, Any]]:
+        """The stored records (without sensitive tables) of the visits waiting for a card."""
+        rows = await conn.fetch(f"select record from {self.pending} where card_number = $1", card_number)
+        return [json.loads(r["record"]) for r in rows]
+
+    async def pending_cards(self, conn: asyncpg.Connection) -> list[str]:
+        """Cards that visits are waiting for."""
+        return [r["card_number"] for r in await conn.fetch(f"select distinct card_number from {self.pending}")]
+
+    async def record_error(self, conn: asyncpg.Connection | asyncpg.Pool, worker_id: str, message: str) -> None:
+        """Keep the worker's last error where 'healthbook status' shows it."""
+        await conn.execute("insert into worker_errors (worker_id, message) values ($1, $2)", worker_id, message)
+
+
+class BookReader(_Tables):
+    """Reads a citizen's year or one visit, records consent and access, and reports on the pipeline."""
+
+    async def visits_of(self, conn: asyncpg.Connection, personal_id: str, year: int) -> list[dict[str, Any]]:
+        """The stored records of the citizen's visits admitted in the year, oldest first."""
+        rows = await conn.fetch(
+            f"select record from {self.visits} where personal_id = $1 and year = $2 "
+            "order by admitted_at, facility_code, visit_code", personal_id, year)
+        return [json.loads(row["record"]) for row in rows]
+
+    async def visit_detail(self, conn: asyncpg.Connection, personal_id: str, facility_code: str,
+                           visit_code: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """One visit's record and sensitive tables; None when it is not the citizen's or not there."""
+        row = await conn.fetchrow(
+            f"select record, sensitive from {self.visits} "
+            "where personal_id = $1 and facility_code = $2 and visit_code = $3",
+            personal_id, facility_code, visit_code)
+        return None if row is None else (json.loads(row["record"]), json.loads(row["sensitive"]))
+
+    async def record_consent(self, conn: asyncpg.Connection, personal_id: str, confirmed_at: Any,
+                             request_id: str) -> None:
+        """Remember the citizen's first confirmation of the integration."""
+        await conn.execute("insert into consents (personal_id, confirmed_at, request_id) values ($1, $2, $3) "
+                           "on conflict (personal_id) do nothing", personal_id, confirmed_at, request_id)
+
+    async def log_access(self, conn: asyncpg.Connection, request_id: str, personal_id: str | None,
+                         year: int | None, outcome: str, refusal_code: str | None, visits: int = 0) -> None:
+        """Log one access to a citizen's health data, served or refused (Decree 13/2023)."""
+        await conn.execute(
+            "insert into access_log (request_id, personal_id, year, outcome, refusal_code, visits) "
+            "values ($1, $2, $3, $4, $5, $6)", request_id, personal_id, year, outcome, refusal_code, visits)
+
+    async def row_count(self, conn: asyncpg.Connection) -> int:
+        """How many visits the health book holds."""
+        return await conn.fetchval(f"select count(*) from {self.visits}")
+
+    async def pending_count(self, conn: asyncpg.Connection) -> int:
+        """How many visits wait for their BHYT card to be mapped."""
+        return await conn.fetchval(f"select count(*) from {self.pending}")
+
+    async def last_error(self, conn: asyncpg.Connection) -> dict[str, Any] | None:
+        """The worker's last recorded error."""
+        row = await conn.fetchrow("select at, worker_id, message from worker_errors order by id desc limit 1")
+        return dict(row) if row else None
+
+    async def retried_dead_letters(self, conn: asyncpg.Connection | asyncpg.Pool) -> set[tuple[int, int]]:
+        """The dead-letter records already re-driven, by dead-letter partition and offset."""
+        return {(r["dlq_partition"], r["dlq_offset"]) for r in await conn.fetch("select * from dlq_retries")}
+
+    async def record_retry(self, conn: asyncpg.Connection | asyncpg.Pool, dead_letter: tuple[int, int],
+                           visit: tuple[int, int]) -> None:
+        """Remember that a dead letter was re-driven, and where its message went."""
+        await conn.execute("insert into dlq_retries (dlq_partition, dlq_offset, visits_partition, visits_offset) "
+                           "values ($1, $2, $3, $4)", *dead_letter, *visit)
+
+
+async def create_rebuild(conn: asyncpg.Connection, schema: str) -> None:
+    """An empty copy of the live book's tables in a schema of its own (dropped first if a replay left it)."""
+    await conn.execute(f"drop schema if exists {_check_schema(schema)} cascade")
+    await conn.execute(f"create schema {schema}")
+    for table in REBUILT_TABLES:
+        await conn.execute(f"create table {schema}.{table} (like {LIVE}.{table} including all)")
+
+
+async def swap_in_rebuild(conn: asyncpg.Connection, schema: str) -> int:
+    """Merge rows the worker wrote meanwhile into the rebuilt book (higher version wins), swap it in; return merged.
+
+    Only the book is swapped: the live counters, offsets and pending visits keep describing what
+    the running worker did.
+    """
+    rebuilt = f"{_check_schema(schema)}.health_book_visits"
+    updates = ", ".join(f"{c} = excluded.{c}" for c in BOOK_COLUMNS[2:])
+    async with conn.transaction():
+        await conn.execute(f"lock table {LIVE}.health_book_visits in exclusive mode")
+        merged = await conn.fetch(
+            f"insert into {rebuilt} select * from {LIVE}.health_book_visits on conflict (facility_code, visit_code) "
+            f"do update set {updates}, projected_at = excluded.projected_at "
+            f"where {rebuilt}.version < excluded.version returning 1")
+        await conn.execute(f"drop table {LIVE}.health_book_visits")
+        await conn.execute(f"alter table {rebuilt} set schema {LIVE}")
+        await conn.execute(f"drop schema {schema} cascade")
+    return len(merged)
+
+
+async def drop_rebuild(conn: asyncpg.Connection, schema: str) -> None:
+    """Remove a rebuild that will not be swapped in."""
+    await conn.execute(f"drop schema if exists {_check_schema(schema)} cascade")
+
+

@@ -1,0 +1,96 @@
+"""The one definition of every topic healthbook owns: name, partitions, retention, key rule and value schema.
+
+Topic creation, the faust worker, publishers and consumers (through `TopicNames`), the README's
+topic table and the compose check all read this list; change a topic here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas import catalogue
+from schemas.catalogue import SchemaEntry
+
+DAY_MS = 24 * 3600 * 1000
+FOLLOWS_VISITS = 0  # partitions: as many as the visits topic (HEALTHBOOK_VISIT_PARTITIONS)
+
+_FOREVER = {"retention.ms": "-1", "cleanup.policy": "delete"}
+_COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+
+
+def _days(n: int) -> dict[str, str]:
+    return {"retention.ms": str(n * DAY_MS)}
+
+
+@dataclass(frozen=True)
+class TopicDefinition:
+    """One topic: its name without prefix, partitions, broker configuration, key rule and value schema."""
+
+    attribute: str  # the name code uses: settings.topics.<attribute>
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    retention: str = ""
+    key: str = ""
+    schema: SchemaEntry | None = None
+    value: str = ""
+    purpose: str = ""
+
+    def partitions_for(self, visit_partitions: int) -> int:
+        """How many partitions the topic has when the visits topic has visit_partitions."""
+        return visit_partitions if self.partitions == FOLLOWS_VISITS else self.partitions
+
+
+VISITS = TopicDefinition(
+    "visits", "visits", FOLLOWS_VISITS, _FOREVER, "forever (replayable)",
+    "personal ID, or `card:` and the BHYT card number for a record without one", catalogue.SIGNED_VISIT,
+    "`SignedVisit`", "signed visit events from clinics; kept forever so the book can be replayed")
+DEAD_LETTER = TopicDefinition(
+    "dead_letter", "visits.dlq", 1, _days(90), "90 days", "original key", catalogue.DEAD_LETTER,
+    "`DeadLetter`: reason code, sentence, problems, source topic/partition/offset, original key and bytes",
+    "rejected messages with reason and original bytes")
+CLINIC_KEYS = TopicDefinition(
+    "clinic_keys", "clinic.keys", 1, _COMPACTED, "compacted", "`clinic_code/key_id`", catalogue.CLINIC_KEY,
+    "`ClinicKey`; a tombstone removes a key", "clinic public keys")
+IDENTITY_CARDS = TopicDefinition(
+    "identity_cards", "identity.cards", 1, _COMPACTED, "compacted", "card number", catalogue.IDENTITY_CARD,
+    "`IdentityCard`: which citizen a BHYT card belongs to", "BHYT card to personal ID")
+DEIDENTIFIED = TopicDefinition(
+    "deidentified", "visits.deidentified", FOLLOWS_VISITS, _days(365), "1 year", "pseudonym",
+    catalogue.DEIDENTIFIED_VISIT, "`DeidentifiedVisit` for analytics subscribers",
+    "visits without identities for analytics")
+INTEGRATION_REQUESTS = TopicDefinition(
+    "integration_requests", "integration.requests", 2, _days(7), "7 days", "personal ID",
+    catalogue.INTEGRATION_REQUEST, "`IntegrationRequest`, signed by the identity platform",
+    "citizen confirmations signed by the identity platform")
+INTEGRATION_REPLIES = TopicDefinition(
+    "integration_replies", "integration.replies", 2, _days(1), "1 day", "request id", catalogue.INTEGRATION_REPLY,
+    "`IntegrationReply`", "health-book answers")
+
+TOPICS = (VISITS, DEAD_LETTER, CLINIC_KEYS, IDENTITY_CARDS, DEIDENTIFIED, INTEGRATION_REQUESTS, INTEGRATION_REPLIES)
+DEDUP_TABLE = "visit-versions"  # faust table; its changelog topic is <worker_id>-visit-versions-changelog
+
+
+class TopicNames:
+    """Names of healthbook's topics under one prefix (the demo, tests and benchmarks use a prefix each)."""
+
+    visits: str
+    dead_letter: str
+    clinic_keys: str
+    identity_cards: str
+    deidentified: str
+    integration_requests: str
+    integration_replies: str
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        for topic in TOPICS:
+            setattr(self, topic.attribute, prefix + topic.name)
+
+
+def readme_table(visit_partitions: int) -> str:
+    """The README's topic table, rendered from this catalogue (a unit test keeps README in step)."""
+    lines = ["| topic | partitions | retention | key | value |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| `{t.name}` | {t.partitions_for(visit_partitions)} | {t.retention} | {t.key} | {t.value} |"
+              for t in TOPICS]
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""Where a batch's side records go before its commit: dead letters and de-identified analytics records."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+
+from domain import deidentify
+from domain.batch import Refused
+from schemas.topics import TopicNames
+from schemas.visit import VisitEvent
+from streams.dead_letters import dead_letter
+
+log = logging.getLogger(__name__)
+
+
+class KafkaOutlets:
+    """Sends dead letters and analytics records and waits for the broker, so none is lost by a later commit."""
+
+    def __init__(self, producer: AIOKafkaProducer, topics: TopicNames, pseudonym_key: bytes) -> None:
+        self.producer, self.topics, self.pseudonym_key = producer, topics, pseudonym_key
+
+    async def dead_letters(self, refused: list[Refused]) -> None:
+        """Dead-letter each refused message, logging where it was read and why (never its content)."""
+        sends = []
+        for item in refused:
+            message, result = item.delivery, item.rejected
+            log.warning("rejected %s[%d]@%d: %s (clinic %s)", message.topic, message.partition, message.offset,
+                        result.code, result.clinic_code,
+                        extra={"topic": message.topic, "partition": message.partition, "offset": message.offset,
+                               "reason": str(result.code), "clinic": result.clinic_code,
+                               "event_id": result.event_id})
+            sends.append(await self.producer.send(self.topics.dead_letter, dead_letter(item), key=message.key))
+        if sends:
+            await asyncio.gather(*sends)
+
+    async def deidentified(self, events: list[VisitEvent]) -> None:
+        """Send the analytics records of these visits and wait for the broker."""
+        sends = []
+        for event in events:
+            key, value = deidentify.encode(event, self.pseudonym_key)
+            sends.append(await self.producer.send(self.topics.deidentified, value, key=key))
+        if sends:
+            await asyncio.gather(*sends)
+
+
+class NoOutlets:
+    """For a replay: what the live worker already sent is not sent again."""
+
+    async def dead_letters(self, refused: list[Refused]) -> None:
+        """Send nothing."""
+
+    async def deidentified(self, events: list[VisitEvent]) -> None:
+        """Send nothing."""
+
+
+Outlets = KafkaOutlets | NoOutlets

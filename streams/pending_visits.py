@@ -1,0 +1,78 @@
+"""Visits waiting for a BHYT card mapping, moved into the citizen's book when the mapping arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from functools import partial
+
+import asyncpg
+
+from domain.identity import IdentityDirectory
+from healthbook.retry import while_unreachable
+from healthbook.store import BookWriter
+from schemas.visit import VisitEvent
+from streams.fail_stop import stop_worker
+from streams.outlets import Outlets
+
+log = logging.getLogger(__name__)
+
+
+class PendingResolver:
+    """Takes mapped cards from a queue and moves the visits waiting for them, one card at a time."""
+
+    def __init__(self, pool: asyncpg.Pool, writer: BookWriter, identity: IdentityDirectory,
+                 outlets: Outlets) -> None:
+        self.pool, self.writer, self.identity, self.outlets = pool, writer, identity, outlets
+        self._cards: asyncio.Queue[str] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Queue the cards visits already wait for (mapped while no worker ran), then resolve in the background."""
+        async with self.pool.acquire() as conn:
+            for card in await self.writer.pending_cards(conn):
+                self.mapped(card)
+        self._task = asyncio.create_task(self._run())
+
+    @property
+    def running(self) -> bool:
+        """Whether start() has run: cards mapped before it are swept by start() itself."""
+        return self._task is not None
+
+    async def stop(self) -> None:
+        """Stop resolving."""
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def mapped(self, card: str) -> None:
+        """A card is known to belong to someone now: resolve the visits waiting for it."""
+        if self.identity.person_of(card):
+            self._cards.put_nowait(card)
+
+    async def _run(self) -> None:
+        while True:
+            card = await self._cards.get()
+            person = self.identity.person_of(card)
+            if person is None:
+                continue
+            try:
+                counts = await while_unreachable("resolve pending visits", partial(self._resolve, card, person))
+            except Exception:
+                stop_worker("resolving visits waiting for a BHYT card failed")
+            if counts:
+                log.info("visits waiting for a BHYT card resolved: %s", dict(counts))
+
+    async def _resolve(self, card: str, person: str) -> Counter[str]:
+        async with self.pool.acquire() as conn:
+            waiting = await self.writer.pending_records(conn, card)
+            if not waiting:
+                return Counter()
+            # Analytics first: a crash after it only repeats a record downstream keeps once.
+            events = []
+            for record in waiting:
+                record["patient"]["personal_id"] = person
+                events.append(VisitEvent.model_validate(record))
+            await self.outlets.deidentified(events)
+            return await self.writer.resolve_pending(conn, card, person)

@@ -1,0 +1,150 @@
+"""The worker's connections and state as a faust (mode) service: started before the agent, stopped with the app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from mode import Service
+
+from domain.batch import Delivery
+from domain.identity import IdentityDirectory
+from domain.keyring import Keyring
+from healthbook import kafka
+from healthbook import observability as metrics
+from healthbook.config import Settings
+from healthbook.database import connect_pool
+from healthbook.retry import while_unreachable
+from healthbook.store import BookWriter
+from healthbook.topic_follower import TopicFollower
+from streams.batch_step import BatchStep, VersionTable
+from streams.fail_stop import stop_worker
+from streams.outlets import KafkaOutlets
+from streams.pending_visits import PendingResolver
+from streams.pseudonym_key import load_or_create_key
+
+log = logging.getLogger(__name__)
+
+
+class VisitPipeline(Service):
+    """PostgreSQL, the side-record producer, the key registry and identity cards, and the batch step over them."""
+
+    def __init__(self, settings: Settings, versions: VersionTable,
+                 highwater: Callable[[int], int | None] = lambda partition: None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.versions = versions
+        self.highwater = highwater
+        self.keyring = Keyring()
+        self.identity = IdentityDirectory()
+        self.writer = BookWriter()
+        self.registry = TopicFollower(settings.kafka_bootstrap, settings.topics.clinic_keys, self.keyring.apply)
+        self.cards = TopicFollower(settings.kafka_bootstrap, settings.topics.identity_cards, self._on_card)
+        self.pool: asyncpg.Pool | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.step: BatchStep | None = None
+        self.resolver: PendingResolver | None = None
+        self.ready = asyncio.Event()
+        self.waiting_for_database = False
+        self.last_batch_at: float | None = None
+        self.last_offsets: dict[int, int] = {}
+        self._health: Any = None
+
+    async def on_start(self) -> None:
+        """Open every connection; a failure here stops the process (exit 70) naming what is missing."""
+        try:
+            await self._open()
+        except Exception:
+            stop_worker("the worker cannot start")
+        self.ready.set()
+
+    async def _open(self) -> None:
+        settings = self.settings
+        for topic in (settings.topics.dead_letter, settings.topics.deidentified):
+            await kafka.partitions_of(settings.kafka_bootstrap, topic)  # fail fast, naming the missing topic
+        self.pool = await while_unreachable(
+            "connect to PostgreSQL", lambda: connect_pool(settings.database_url, min_size=1, max_size=3))
+        self.producer = kafka.producer(settings.kafka_bootstrap, f"{settings.worker_id}-outlets")
+        await self.producer.start()
+        outlets = KafkaOutlets(self.producer, settings.topics, load_or_create_key(settings.pseudonym_key_file))
+        await self.registry.start()
+        await self.cards.start()
+        self.resolver = PendingResolver(self.pool, self.writer, self.identity, outlets)
+        await self.resolver.start()
+        self.step = BatchStep(settings.topics.visits, self.pool, self.writer, self.keyring, self.identity,
+                              self.versions, outlets, self.registry.catch_up, on_hold=self._holding,
+                              on_resumed=self._resumed, on_waiting=self._on_waiting)
+        self._health = await metrics.serve(settings.worker_metrics_port, self.health, "worker", settings.metrics_host)
+
+    async def on_stop(self) -> None:
+        """Release everything on_start took."""
+        if self._health:
+            await self._health.cleanup()
+        if self.resolver:
+            await self.resolver.stop()
+        await self.cards.stop()
+        await self.registry.stop()
+        if self.producer:
+            await self.producer.stop()
+        if self.pool:
+            await self.pool.close()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy once started and while PostgreSQL answers; details for the operator."""
+        started = self.ready.is_set()
+        return started and not self.waiting_for_database, {
+            "started": started, "waiting_for_database": self.waiting_for_database,
+            "last_batch_at": self.last_batch_at, "last_offsets": self.last_offsets}
+
+    async def process(self, deliveries: list[Delivery]) -> Counter[str]:
+        """Run the batch step on one batch, then record its metrics."""
+        await self.ready.wait()
+        assert self.step is not None
+        result = await self.step.run(deliveries)
+        if result.applied:
+            self._observe(result.applied, result.counts, result.seconds)
+        return result.counts
+
+    def _observe(self, messages: list[Delivery], counts: Counter[str], seconds: float) -> None:
+        now = time.time()
+        for outcome, n in counts.items():
+            if n > 0:
+                metrics.EVENTS.labels(outcome).inc(n)
+        metrics.BATCH_SIZE.observe(len(messages))
+        metrics.BATCH_SECONDS.observe(seconds)
+        for message in messages:
+            metrics.EVENT_AGE.observe(max(0.0, now - message.timestamp_ms / 1000))
+        self.last_batch_at = now
+        self.last_offsets.update({m.partition: m.offset for m in messages})
+        for partition, offset in self.last_offsets.items():
+            end = self.highwater(partition)
+            if end is not None:
+                metrics.LAG.labels(str(partition)).set(max(0, end - offset - 1))
+
+    def _holding(self, waited: float) -> None:
+        self.waiting_for_database = True
+
+    async def _resumed(self, waited: float) -> None:
+        self.waiting_for_database = False
+        assert self.pool is not None
+        await self.writer.record_error(
+            self.pool, self.settings.worker_id,
+            f"PostgreSQL was unreachable for {waited:.0f}s; the batch was held and then written")
+
+    def _on_card(self, key: bytes | None, value: bytes | None) -> None:
+        card = self.identity.apply(key, value)
+        # While the topic is first loaded, the resolver's start sweeps the cards visits wait for instead.
+        if card and self.resolver is not None and self.resolver.running:
+            self.resolver.mapped(card)
+
+    def _on_waiting(self, cards: set[str]) -> None:
+        """A batch's waiting visits are written: their card may have been mapped meanwhile."""
+        if self.resolver is not None:
+            for card in cards:
+                self.resolver.mapped(card)

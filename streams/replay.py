@@ -1,0 +1,118 @@
+"""healthbook replay: run the visits topic from its beginning through the worker's batch step into new tables, swap.
+
+The rebuild deduplicates, dead-letters (counting only: the live worker already sent them) and
+keeps visits waiting for a card exactly as the worker does, into a PostgreSQL schema of its own;
+then the rebuilt book is swapped in while citizens' queries keep being answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aiokafka import TopicPartition
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from domain.batch import Delivery
+from domain.identity import IdentityDirectory
+from domain.keyring import Keyring
+from healthbook import kafka
+from healthbook.config import Settings
+from healthbook.database import connect_pool
+from healthbook.store import BookReader, BookWriter, create_rebuild, swap_in_rebuild
+from healthbook.topic_follower import TopicFollower
+from schemas.headers import retry_of
+from streams.batch_step import BatchStep
+from streams.outlets import NoOutlets
+
+REBUILD_SCHEMA = "replay_rebuild"
+BATCH = 1_000
+
+
+class RateColumn(ProgressColumn):
+    """Messages per second."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} msg/s")
+
+
+@dataclass
+class ReplayReport:
+    """What the rebuild read and wrote."""
+
+    messages: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    pending: int = 0
+    merged_from_live: int = 0
+    rows: int = 0
+
+
+async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Console | None = None) -> ReplayReport:
+    """Run the whole visits topic, as it stands now, through the batch step into `schema`'s tables."""
+    console = console or Console(stderr=True)
+    keyring, identity = Keyring(), IdentityDirectory()
+    registry = TopicFollower(settings.kafka_bootstrap, settings.topics.clinic_keys, keyring.apply)
+    await registry.start()
+    await TopicFollower(settings.kafka_bootstrap, settings.topics.identity_cards, identity.apply).snapshot()
+    pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
+    report = ReplayReport()
+    try:
+        async with pool.acquire() as conn:
+            await create_rebuild(conn, schema)
+        step = BatchStep(settings.topics.visits, pool, BookWriter(schema), keyring, identity, {}, NoOutlets(),
+                         registry.catch_up)
+        async for batch in _batches(settings, console):
+            await step.run(batch)
+            report.messages += len(batch)
+        reader = BookReader(schema)
+        async with pool.acquire() as conn:
+            report.counts = await reader.counts_of(conn)
+            report.pending = await reader.pending_count(conn)
+    finally:
+        await registry.stop()
+        await pool.close()
+    return report
+
+
+async def _batches(settings: Settings, console: Console) -> AsyncIterator[list[Delivery]]:
+    """The visits topic from its beginning to its current end, in batches of deliveries."""
+    topic = settings.topics.visits
+    partitions = [TopicPartition(topic, p) for p in await kafka.partitions_of(settings.kafka_bootstrap, topic)]
+    reader = kafka.consumer(settings.kafka_bootstrap, "replay", max_partition_fetch_bytes=4 * 2**20)
+    await reader.start()
+    columns = (TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+               TimeRemainingColumn())
+    try:
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        end = await reader.end_offsets(partitions)
+        with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+            task = progress.add_task(topic, total=sum(end.values()))
+            while [tp for tp in partitions if await reader.position(tp) < end[tp]]:
+                fetched = await reader.getmany(*partitions, timeout_ms=500, max_records=BATCH)
+                batch = [Delivery(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value, retry_of(m.headers))
+                         for tp, messages in fetched.items() for m in messages if m.offset < end[tp]]
+                if batch:
+                    progress.advance(task, len(batch))
+                    yield batch
+    finally:
+        await reader.stop()
+
+
+async def replay(settings: Settings, console: Console | None = None) -> ReplayReport:
+    """Rebuild while the live book keeps serving, merge what the worker wrote meanwhile, swap the book in.
+
+    The merge keeps, per visit, the higher version of the two tables, so a visit the worker applied
+    during the rebuild is not lost; at equal versions the rebuilt row wins.
+    """
+    report = await rebuild(settings, REBUILD_SCHEMA, console)
+    pool = await connect_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            report.merged_from_live = await swap_in_rebuild(conn, REBUILD_SCHEMA)
+            report.rows = await BookReader().row_count(conn)
+    finally:
+        await pool.close()
+    return report

@@ -95,6 +95,7 @@ class Load:
         self.people = [make_citizen(self.rng, self.rng.choice(("079", "001", "048"))) for _ in range(plan.citizens)]
         self.poison = 0
         self.sent = 0
+        self.nudges = 0
 
     def _message(self, i: int, history: list[dict[str, Any]]) -> tuple[bytes, bytes, str]:
         rng = self.rng
@@ -123,6 +124,15 @@ class Load:
             history.append(event)
         clinic = event["facility_code"]
         return event["patient"]["personal_id"].encode(), seal_visit(event, clinic, self.signers[clinic]), clinic
+
+    async def nudge(self) -> None:
+        """Publish one fresh visit, so recovery shows even when the steady load is already over."""
+        person = self.rng.choice(self.people)
+        event = make_visit(self.rng, person, "79001", 20_000_000 + self.nudges, datetime(2026, 2, 2, 9))
+        self.nudges += 1
+        async with ClinicPublisher(self.settings.kafka_bootstrap, self.settings.topics.visits, "79001",
+                                   self.signers["79001"]) as publisher:
+            await publisher.publish_all([event], validate=False)
 
     async def run(self) -> None:
         """Publish plan.events messages at plan.rate per second, retrying sends the broker refused."""
@@ -154,8 +164,11 @@ async def _counts(pool: asyncpg.Pool) -> dict[str, int]:
     return {r["outcome"]: r["count"] for r in rows}
 
 
-async def _progress_after(pool: asyncpg.Pool, since: float, baseline: int, timeout: float = 180.0) -> float:
-    """Seconds from `since` until the consumed counter passes baseline."""
+async def _progress_after(pool: asyncpg.Pool, since: float, baseline: int, load: Load, publishing: asyncio.Task,
+                          timeout: float = 180.0) -> float:
+    """Seconds from `since` until the consumed counter passes baseline (nudging the topic if the load is over)."""
+    if publishing.done():
+        await load.nudge()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (await _counts(pool)).get("consumed", 0) > baseline:
@@ -165,7 +178,9 @@ async def _progress_after(pool: asyncpg.Pool, since: float, baseline: int, timeo
 
 
 def _stack(action: str) -> None:
-    subprocess.run(["bash", str(STACK), action], check=True, capture_output=True, text=True)
+    done = subprocess.run(["bash", str(STACK), action], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"stack/stack.sh {action} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
 
 
 async def expected_from_topic(settings: Settings, keyring: Keyring) -> tuple[dict[tuple[str, str], tuple[Any, ...]],
@@ -263,7 +278,7 @@ async def run_scenario(plan: Plan, base: Settings | None = None) -> Outcome:
             outcome.faults.append(f"SIGKILL worker ({n + 1})")
             restarted = time.monotonic()
             workers[0] = worker(10 + n)
-            outcome.recovery_seconds.append(await _progress_after(pool, restarted, baseline))
+            outcome.recovery_seconds.append(await _progress_after(pool, restarted, baseline, load, publishing))
         if plan.broker_restart:
             _stack("kafka-down")
             outcome.faults.append("broker restart")
@@ -271,7 +286,7 @@ async def run_scenario(plan: Plan, base: Settings | None = None) -> Outcome:
             _stack("kafka-up")
             back = time.monotonic()
             outcome.recovery_seconds.append(
-                await _progress_after(pool, back, (await _counts(pool)).get("consumed", 0)))
+                await _progress_after(pool, back, (await _counts(pool)).get("consumed", 0), load, publishing))
         if plan.database_stop_seconds:
             baseline = (await _counts(pool)).get("consumed", 0)
             _stack("pg-down")
@@ -279,15 +294,17 @@ async def run_scenario(plan: Plan, base: Settings | None = None) -> Outcome:
             await asyncio.sleep(plan.database_stop_seconds)
             _stack("pg-up")
             # Nothing can be committed while the database is down, so progress now is progress after it.
-            outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline))
+            outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline, load, publishing))
         if plan.two_workers_kill_one:
             await asyncio.sleep(2)
             baseline = (await _counts(pool)).get("consumed", 0)
             workers[1].kill()
             outcome.faults.append("two workers, one SIGKILLed")
-            outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline))
+            outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline, load, publishing))
         await publishing
         outcome.published, outcome.poison = load.sent, load.poison
+        if load.nudges:
+            outcome.faults.append(f"{load.nudges} visit(s) sent after the load to observe recovery")
 
         book, dead, expected_counts, total = await expected_from_topic(settings, keyring)
         deadline = time.monotonic() + 600

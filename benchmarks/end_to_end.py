@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 from datetime import datetime
@@ -34,6 +35,12 @@ def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) by nearest rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -71,6 +78,7 @@ async def run(events_n: int, citizens_n: int, rate: float) -> None:
                 raise RuntimeError(f"worker died:\n{worker.log_tail()}")
             await asyncio.sleep(0.2)
 
+        cpu_at_start = cpu_seconds(worker.process.pid)  # type: ignore[union-attr]
         published_at: dict[tuple[str, str], float] = {}
         publishers = {code: ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, code, s)
                       for code, s in signers.items()}
@@ -95,6 +103,7 @@ async def run(events_n: int, citizens_n: int, rate: float) -> None:
         rows = await pool.fetch("select facility_code, visit_code, extract(epoch from projected_at) as t "
                                 "from health_book_visits")
         worker_rss = peak_rss_mb(worker.process.pid)  # type: ignore[union-attr]
+        worker_cpu = cpu_seconds(worker.process.pid) - cpu_at_start  # type: ignore[union-attr]
     finally:
         worker.stop()
         await pool.close()
@@ -113,6 +122,7 @@ async def run(events_n: int, citizens_n: int, rate: float) -> None:
     table.add_row("latency p50 (publish → visible)", f"{percentile(latencies, 50):,.0f} ms")
     table.add_row("latency p99", f"{percentile(latencies, 99):,.0f} ms")
     table.add_row("latency mean / max", f"{statistics.fmean(latencies):,.0f} / {max(latencies):,.0f} ms")
+    table.add_row("worker CPU per 1,000 events (user + system)", f"{worker_cpu / events_n * 1000:,.2f} s")
     table.add_row("worker peak RSS", f"{worker_rss:,.0f} MiB")
     console.print(table)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 
-from commands import clinic_commands as clinic
-from commands import operator_commands as operator
-from commands import service_commands as service
 from healthbook.config import Settings
+
+# Each subcommand names its function as "module.function" under commands/ and is imported only when
+# run, so a worker process does not load the XML, signing and rendering stack of the other commands.
 
 
 def _clinic_parsers(sub: argparse._SubParsersAction) -> None:
@@ -15,25 +16,25 @@ def _clinic_parsers(sub: argparse._SubParsersAction) -> None:
     register = keys.add_parser("register", help="generate a clinic key and publish its public half")
     register.add_argument("--clinic", required=True, help="facility code (MA_CSKCB), 5 digits")
     register.add_argument("--key-id", default="k1")
-    register.set_defaults(run=clinic.clinic_register)
+    register.set_defaults(run="clinic_commands.clinic_register")
     rotate = keys.add_parser("rotate", help="switch a clinic to a new key; the old one expires after a grace period")
     rotate.add_argument("--clinic", required=True)
     rotate.add_argument("--from-key", required=True, help="the key id in use now")
     rotate.add_argument("--to-key", required=True, help="the new key's id")
     rotate.add_argument("--grace-hours", type=float, default=24.0, help="how long the old key stays valid (24)")
-    rotate.set_defaults(run=clinic.clinic_rotate)
+    rotate.set_defaults(run="clinic_commands.clinic_rotate")
     revoke = keys.add_parser("revoke", help="reject signatures made with a key from a time on")
     revoke.add_argument("--clinic", required=True)
     revoke.add_argument("--key-id", required=True)
     revoke.add_argument("--at", help="ISO time the key stopped being trustworthy (default: now)")
-    revoke.set_defaults(run=clinic.clinic_revoke)
+    revoke.set_defaults(run="clinic_commands.clinic_revoke")
     certificate = keys.add_parser("certificate", help="register the certificate that signs a clinic's dossiers")
     certificate.add_argument("--clinic", required=True)
     certificate.add_argument("certificate", help="PEM X.509 certificate of the facility's XML signature")
-    certificate.set_defaults(run=clinic.clinic_certificate)
+    certificate.set_defaults(run="clinic_commands.clinic_certificate")
     listing = keys.add_parser("list", help="show registered keys and their state")
     listing.add_argument("--clinic")
-    listing.set_defaults(run=clinic.clinic_list)
+    listing.set_defaults(run="clinic_commands.clinic_list")
 
 
 def _publishing_parsers(sub: argparse._SubParsersAction) -> None:
@@ -41,48 +42,49 @@ def _publishing_parsers(sub: argparse._SubParsersAction) -> None:
     mapping = identity.add_parser("map", help="record which citizen a BHYT card belongs to")
     mapping.add_argument("--card", required=True, help="BHYT card number (MA_THE_BHYT)")
     mapping.add_argument("--personal-id", required=True)
-    mapping.set_defaults(run=clinic.identity_map)
+    mapping.set_defaults(run="clinic_commands.identity_map")
     publish = sub.add_parser("publish", help="sign and publish a clinic's visit events")
     publish.add_argument("file", nargs="?", help="JSON lines, one VisitEvent per line")
     publish.add_argument("--clinic", required=True)
     publish.add_argument("--key-id", default="k1")
     publish.add_argument("--synthetic", type=int, default=0, help="publish N invented visits instead of a file")
     publish.add_argument("--seed", type=int, default=1)
-    publish.set_defaults(run=clinic.publish)
+    publish.set_defaults(run="clinic_commands.publish")
     ingest = sub.add_parser("ingest", help="publish GIAMDINHHS (QĐ 4750) dossier files of a clinic")
     ingest.add_argument("target", help="a dossier file, or a directory of them")
     ingest.add_argument("--key-id", default="k1", help="which of the facility's registered keys signs")
     ingest.add_argument("--version", type=int, help="visit version to publish (default: NGAYLAP as yyyyMMdd)")
     ingest.add_argument("--check", action="store_true", help="read and validate only; publish nothing")
-    ingest.set_defaults(run=clinic.ingest_dossiers)
+    ingest.set_defaults(run="clinic_commands.ingest_dossiers")
 
 
 def _service_parsers(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("worker", help="run the stream worker (faust)").set_defaults(run=service.worker)
+    sub.add_parser("worker", help="run the stream worker (faust)").set_defaults(run="worker_command.worker")
     sub.add_parser("query-consumer", help="run the consent-gated query consumer").set_defaults(
-        run=service.query_consumer)
+        run="service_commands.query_consumer")
     request = sub.add_parser("request", help="confirm integration as a citizen (identity-platform stand-in)")
     request.add_argument("--personal-id", required=True)
     request.add_argument("--year", type=int, required=True)
-    request.set_defaults(run=service.request)
-    sub.add_parser("demo", help="run the whole pipeline on a realistic batch").set_defaults(run=service.demo)
+    request.set_defaults(run="service_commands.request")
+    sub.add_parser("demo", help="run the whole pipeline on a realistic batch").set_defaults(run="service_commands.demo")
 
 
 def _operator_parsers(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("topics", help="create the topics healthbook needs (idempotent)").set_defaults(run=operator.topics)
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(run=operator.migrate_database)
-    sub.add_parser("counts", help="show the pipeline's outcome counts").set_defaults(run=operator.counts)
+    sub.add_parser("topics", help="create the topics healthbook needs (idempotent)").set_defaults(
+        run="operator_commands.topics")
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(run="operator_commands.migrate_database")
+    sub.add_parser("counts", help="show the pipeline's outcome counts").set_defaults(run="operator_commands.counts")
     sub.add_parser("status", help="lag per partition, counts by outcome, last error").set_defaults(
-        run=operator.pipeline_status)
+        run="operator_commands.pipeline_status")
     sub.add_parser("replay", help="rebuild the health book from the visits topic and swap it in").set_defaults(
-        run=operator.replay_book)
+        run="operator_commands.replay_book")
     analytics = sub.add_parser("analytics", help="visits per diagnosis, province and month, de-identified")
     analytics.add_argument("--top", type=int, default=20)
-    analytics.set_defaults(run=operator.analytics)
+    analytics.set_defaults(run="operator_commands.analytics")
     dlq = sub.add_parser("dlq", help="the dead-letter topic").add_subparsers(dest="action", required=True)
-    for name, run, text in (("list", operator.dlq_list, "list dead letters"),
-                            ("show", operator.dlq_show, "show dead letters in full"),
-                            ("retry", operator.dlq_retry, "re-drive dead letters once their cause is fixed")):
+    for name, run, text in (("list", "operator_commands.dlq_list", "list dead letters"),
+                            ("show", "operator_commands.dlq_show", "show dead letters in full"),
+                            ("retry", "operator_commands.dlq_retry", "re-drive dead letters once the cause is fixed")):
         action = dlq.add_parser(name, help=text)
         action.add_argument("--reason", help="reason code, e.g. unknown_clinic")
         action.add_argument("--clinic", help="facility code")
@@ -103,7 +105,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the healthbook command."""
     args = parser().parse_args(argv)
-    args.run(Settings(), args)
+    module, _, function = args.run.rpartition(".")
+    getattr(importlib.import_module(f"commands.{module}"), function)(Settings(), args)
 
 
 if __name__ == "__main__":

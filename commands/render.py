@@ -115,7 +115,7 @@ def analytics(console: Console, counts: Any, top: int, title: str) -> None:
     table = Table()
     for column in ("ICD-10", "province", "month", "visits"):
         table.add_column(column, justify="right" if column == "visits" else "left")
-    for (code, province, month), n in counts.most_common(top):
+    for (code, province, month), n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]:
         table.add_row(code, province, month, str(n))
     console.print(table)
 

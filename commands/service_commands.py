@@ -1,4 +1,4 @@
-"""Commands that run the pipeline's services, confirm as a citizen, or run the demo."""
+"""Commands that run the query consumer, confirm as a citizen, or run the demo."""
 
 from __future__ import annotations
 
@@ -15,14 +15,6 @@ from consumers.query import run as run_query_consumer
 from domain.replies import Reply
 from healthbook.config import Settings
 from healthbook.observability import use_json_logs
-
-
-def worker(settings: Settings, _: argparse.Namespace) -> None:
-    """Run the faust stream worker in the foreground."""
-    from streams.worker import main as worker_main  # faust is heavy to import and only this command needs it
-
-    sys.argv = [sys.argv[0], "worker"]
-    worker_main()
 
 
 def query_consumer(settings: Settings, _: argparse.Namespace) -> None:

@@ -1,1 +1,1 @@
-"""The query side: the consent-gated health-book query consumer and operator tools."""
+"""The reading side: the consent-gated query consumer, the analytics subscriber, dead letters and status."""

@@ -1,1 +1,1 @@
-"""Shared wiring of the healthbook services: configuration, topics, database and the command line."""
+"""The kernel every side uses: settings, Kafka clients, the database and health-book store, observability, back-off."""

@@ -1,1 +1,1 @@
-"""The clinic side: signing and publishing visit events, clinic keys, and synthetic clinics for demos."""
+"""The clinic side: signing and publishing visit events, the QĐ 4750 dossier adapter, clinic keys and identity cards."""

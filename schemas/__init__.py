@@ -1,1 +1,1 @@
-"""The healthbook contract: Avro schemas, their models, the wire codec and the signed envelope."""
+"""The contract: Avro schemas, the schema and topic catalogues, the wire codec, the visit model, the signed envelope."""

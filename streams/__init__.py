@@ -1,1 +1,1 @@
-"""The faust worker that validates, deduplicates and projects visit events into the health book."""
+"""The worker side: the faust worker, its one batch step, and replay through that same step."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas import catalogue, wire
+from schemas import catalogue, rules, wire
 from schemas.visit import VisitEvent
 
 
@@ -74,5 +74,10 @@ def resolve(event: VisitEvent, directory: IdentityDirectory) -> Resolved | Pendi
     if not people:
         return Pending(event.card_number)
     (person,) = people
+    try:
+        rules.check_personal_id(person, int(event.patient.birth_date[:4]), event.patient.sex)
+    except rules.RuleBroken as broken:
+        return Mismatch(f"the BHYT card is mapped to a personal ID that contradicts the record's birth date or sex "
+                        f"[{broken.rule}]; the insurance registry must correct the mapping or the clinic the record")
     patient = event.patient.model_copy(update={"personal_id": person})
     return Resolved(event.model_copy(update={"patient": patient}), from_card=True)

@@ -7,13 +7,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pydantic import ValidationError
-
 from domain.keyring import KeyLookupFailed, Keyring
 from schemas import catalogue, envelope, wire
 from schemas.errors import MalformedMessage, UnsupportedSchema
-from schemas.problems import Problem, problems_of
-from schemas.visit import VisitEvent
+from schemas.problems import Problem
+from schemas.visit import VisitEvent, read_visit
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +108,11 @@ def _signed_event(env: dict[str, Any]) -> VisitEvent | tuple[RejectionCode, str,
     mismatch = _envelope_mismatch(env, record)
     if mismatch:
         return RejectionCode.CLINIC_MISMATCH, mismatch, []
-    try:
-        return VisitEvent.model_validate(record)
-    except ValidationError as exc:
-        found = problems_of(exc)
-        return RejectionCode.INVALID_EVENT, f"{len(found)} rule(s) broken: " + "; ".join(
-            p.sentence() for p in found), found
+    event = read_visit(record)
+    if isinstance(event, list):
+        return RejectionCode.INVALID_EVENT, f"{len(event)} rule(s) broken: " + "; ".join(
+            p.sentence() for p in event), event
+    return event
 
 
 def _envelope_mismatch(env: dict[str, Any], record: dict[str, Any]) -> str | None:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from lxml import etree
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
@@ -23,9 +22,9 @@ from producers.dossier_signature import SignatureStatus, check_signature, load_c
 from producers.giamdinhhs import DossierReader, Hoso
 from producers.ingest_ledger import IngestLedger, Seen
 from producers.publisher import ClinicPublisher
-from schemas.problems import Problem, problems_of
+from schemas.problems import Problem
 from schemas.rules import RuleBroken, check_facility_code, parse_day
-from schemas.visit import VisitEvent
+from schemas.visit import VisitEvent, read_visit
 
 ACK_EVERY = 1000
 
@@ -93,12 +92,12 @@ def version_from(created_on: str | None) -> int:
 
 
 def _validated(event: dict[str, Any], report: FileReport, index: int) -> VisitEvent | None:
-    try:
-        return VisitEvent.model_validate(event)
-    except ValidationError as exc:
+    checked = read_visit(event)
+    if isinstance(checked, list):
         report.rejected += [Rejection(report.file, index, event.get("visit_code"), p.at(source_of(p.field)))
-                            for p in problems_of(exc)]
+                            for p in checked]
         return None
+    return checked
 
 
 async def ingest_file(path: Path, settings: Settings, ledger: IngestLedger, *, key_id: str,

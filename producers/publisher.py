@@ -7,12 +7,10 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
-from pydantic import ValidationError
-
 from healthbook import kafka
 from schemas.envelope import Signer, seal_visit
-from schemas.problems import Problem, problems_of
-from schemas.visit import VisitEvent
+from schemas.problems import Problem
+from schemas.visit import VisitEvent, read_visit
 
 
 class InvalidVisit(ValueError):
@@ -47,10 +45,10 @@ class ClinicPublisher:
     @staticmethod
     def check(event: dict[str, Any]) -> VisitEvent:
         """Validate a visit before signing; raise InvalidVisit naming each broken rule."""
-        try:
-            return VisitEvent.model_validate(event)
-        except ValidationError as exc:
-            raise InvalidVisit(str(event.get("visit_code")), problems_of(exc)) from None
+        checked = read_visit(event)
+        if isinstance(checked, list):
+            raise InvalidVisit(str(event.get("visit_code")), checked)
+        return checked
 
     async def publish(self, event: dict[str, Any], *, validate: bool = True) -> asyncio.Future:
         """Sign and queue one visit; await the returned future for the broker's acknowledgement.

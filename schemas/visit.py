@@ -11,12 +11,15 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     ValidationInfo,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from schemas import rules
+from schemas.problems import Problem, problems_of
+from schemas.text import clean_text
 
 Text = Annotated[str, StringConstraints(min_length=1)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=2)]
@@ -278,3 +281,13 @@ class VisitEvent(_Model):
     def year(self) -> int:
         """Calendar year of admission, the unit a citizen browses by."""
         return int(self.admitted_at[:4])
+
+
+def read_visit(record: dict[str, Any]) -> VisitEvent | list[Problem]:
+    """A visit event from a decoded or hand-written record, text in NFC; or every problem that stops it."""
+    cleaned, problems = clean_text(record)
+    try:
+        event = VisitEvent.model_validate(cleaned)
+    except ValidationError as exc:
+        return problems + problems_of(exc)
+    return problems or event

@@ -52,8 +52,9 @@ def decode(data: bytes, expected: SchemaEntry) -> dict[str, Any]:
             record = fastavro.schemaless_reader(body, expected.parsed)
         else:
             record = fastavro.schemaless_reader(body, writer.parsed, expected.parsed)
-    except (EOFError, ValueError, UnicodeDecodeError, IndexError, TypeError) as exc:
-        raise MalformedMessage(f"Avro body does not match {expected.subject}: {exc}") from exc
+    except Exception as exc:  # bytes from outside: whatever fastavro raises on them, the message is malformed
+        raise MalformedMessage(
+            f"Avro body does not match {expected.subject} ({type(exc).__name__}: {exc})") from exc
     if body.tell() != len(data):
         raise MalformedMessage(
             f"{len(data) - body.tell()} bytes left over after the {expected.subject} record"

@@ -1,0 +1,35 @@
+"""Text from outside, made safe to store and compare: no control characters, always Unicode NFC."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+from schemas.problems import Problem
+
+# The C0 control characters except tab, line feed and carriage return, which free text may hold.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def clean_text(value: Any, path: str = "") -> tuple[Any, list[Problem]]:
+    """The value with every string in NFC, and a problem for each string holding a control character."""
+    if isinstance(value, str):
+        found = _CONTROL.search(value)
+        if found:
+            return value, [Problem(path or "text", value[:200], "control_character",
+                                   f"contains control character U+{ord(found.group()):04X} at position "
+                                   f"{found.start()}; text may hold tab and line breaks only")]
+        return (value if unicodedata.is_normalized("NFC", value) else unicodedata.normalize("NFC", value)), []
+    if isinstance(value, dict):
+        cleaned: dict[Any, Any] = {}
+        problems: list[Problem] = []
+        for key, item in value.items():
+            cleaned_key, key_problems = clean_text(key, f"{path}.{key}" if path else str(key))
+            cleaned[cleaned_key], item_problems = clean_text(item, f"{path}.{key}" if path else str(key))
+            problems += key_problems + item_problems
+        return cleaned, problems
+    if isinstance(value, list):
+        results = [clean_text(item, f"{path}.{i}" if path else str(i)) for i, item in enumerate(value)]
+        return [item for item, _ in results], [p for _, found in results for p in found]
+    return value, []

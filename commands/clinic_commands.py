@@ -115,7 +115,8 @@ def clinic_list(settings: Settings, args: argparse.Namespace) -> None:
         table.add_column(column)
     for entry in keyring.entries():
         if args.clinic in (None, entry.clinic_code):
-            table.add_row(entry.clinic_code, entry.key_id, _when(entry.registered_at_ms), _when(entry.revoked_at_ms))
+            render.plain_row(table, entry.clinic_code, entry.key_id, _when(entry.registered_at_ms),
+                             _when(entry.revoked_at_ms))
     render.console().print(table)
 
 

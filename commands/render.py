@@ -6,7 +6,9 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from consumers.dead_letters import DeadLetterEntry
 from consumers.status import Status
@@ -17,6 +19,11 @@ VISIT_TYPES = {1: "Khám ngoại trú", 2: "Điều trị ngoại trú", 3: "Đi
 
 def _minute(value: str) -> str:
     return f"{value[6:8]}/{value[4:6]}/{value[:4]} {value[8:10]}:{value[10:12]}"
+
+
+def plain_row(table: Table, *values: object) -> None:
+    """Add a row whose cells are shown as written: what senders wrote is never read as rich markup."""
+    table.add_row(*(Text(str(value)) for value in values))
 
 
 def console() -> Console:
@@ -35,16 +42,17 @@ def _vnd(value: Any) -> str:
 def health_book(console: Console, reply: Reply, title: str) -> None:
     """Print a reply as the citizen would read it: one row per visit, or the service's message."""
     if reply.status != "ok":
-        console.print(f"[bold red]Từ chối[/] ({reply.refusal_code}): {reply.message}")
+        console.print(f"[bold red]Từ chối[/] ({escape(str(reply.refusal_code))}): {escape(reply.message)}")
         return
     if not reply.visits:
-        console.print(f"[bold]{title}[/]\n  {reply.message}")
+        console.print(f"[bold]{escape(title)}[/]\n  {escape(reply.message)}")
         return
-    table = Table(title=title, show_lines=True, title_justify="left")
+    table = Table(title=Text(title), show_lines=True, title_justify="left")
     for column in ("Cơ sở KCB", "Vào / Ra", "Loại", "Chẩn đoán", "Thuốc", "Kết quả CLS", "BHYT / người bệnh trả"):
         table.add_column(column, overflow="fold")
     for visit in reply.visits:
-        table.add_row(
+        plain_row(
+            table,
             visit.facility_code,
             f"{_minute(visit.admitted_at)}\n{_minute(visit.discharged_at)}"
             + (f"\nhẹn {_day(visit.follow_up_date)}" if visit.follow_up_date else ""),
@@ -55,7 +63,7 @@ def health_book(console: Console, reply: Reply, title: str) -> None:
             f"{_vnd(visit.insurance_paid)}\n{_vnd(visit.patient_paid)}",
         )
     console.print(table)
-    console.print(reply.message)
+    console.print(reply.message, markup=False)
 
 
 def outcome_summary(console: Console, counts: dict[str, int]) -> bool:
@@ -65,9 +73,9 @@ def outcome_summary(console: Console, counts: dict[str, int]) -> bool:
     table.add_column("messages", justify="right")
     rejected = {k: v for k, v in sorted(counts.items()) if k.startswith("rejected:")}
     for name in ("consumed", "accepted", "duplicate", "pending"):
-        table.add_row(name, str(counts.get(name, 0)))
+        plain_row(table, name, str(counts.get(name, 0)))
     for name, value in rejected.items():
-        table.add_row(name, str(value))
+        plain_row(table, name, str(value))
     console.print(table)
     total = sum(counts.get(k, 0) for k in ("accepted", "duplicate", "pending")) + sum(rejected.values())
     adds_up = total == counts.get("consumed", 0)
@@ -82,7 +90,8 @@ def dead_letters(console: Console, records: list[dict[str, Any]]) -> None:
     for column in ("source", "reason", "clinic", "why", "bytes"):
         table.add_column(column, overflow="fold")
     for record in records:
-        table.add_row(
+        plain_row(
+            table,
             f"{record['source_topic']}[{record['source_partition']}]@{record['source_offset']}",
             record["reason_code"], record["clinic_code"] or "-", record["reason"],
             str(len(record["original_value"] or b"")),
@@ -116,7 +125,7 @@ def analytics(console: Console, counts: Any, top: int, title: str) -> None:
     for column in ("ICD-10", "province", "month", "visits"):
         table.add_column(column, justify="right" if column == "visits" else "left")
     for (code, province, month), n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]:
-        table.add_row(code, province, month, str(n))
+        plain_row(table, code, province, month, str(n))
     console.print(table)
 
 
@@ -127,9 +136,9 @@ def dead_letter_entries(console: Console, entries: list[DeadLetterEntry]) -> Non
         table.add_column(column, overflow="fold")
     for entry in entries:
         r = entry.record
-        table.add_row(f"{entry.partition}:{entry.offset}" + (" (retried, failed again)" if entry.failed_again else ""),
-                      str(r["failed_at"])[:19], r["reason_code"], r["clinic_code"] or "-",
-                      f"{r['source_topic']}[{r['source_partition']}]@{r['source_offset']}", r["reason"])
+        place = f"{entry.partition}:{entry.offset}" + (" (retried, failed again)" if entry.failed_again else "")
+        plain_row(table, place, str(r["failed_at"])[:19], r["reason_code"], r["clinic_code"] or "-",
+                  f"{r['source_topic']}[{r['source_partition']}]@{r['source_offset']}", r["reason"])
     console.print(table)
 
 
@@ -139,7 +148,7 @@ def status(console: Console, topic: str, found: Status) -> None:
     for column in ("partition", "end offset", "applied", "lag"):
         table.add_column(column, justify="right")
     for p in found.partitions:
-        table.add_row(str(p.partition), str(p.end_offset), str(p.applied), str(p.lag))
+        plain_row(table, str(p.partition), str(p.end_offset), str(p.applied), str(p.lag))
     console.print(table)
     outcome_summary(console, found.counts)
     console.print(f"visits waiting for a BHYT card mapping: {found.pending_visits}")

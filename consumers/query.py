@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from functools import partial
+from typing import Any
 
 import asyncpg
 
 from consumers.trusted_keys import load_trusted_keys
 from domain import replies
-from domain.consent import check_request
+from domain.consent import read_request
 from domain.replies import Reply
 from healthbook import kafka
 from healthbook import observability as metrics
@@ -18,22 +19,21 @@ from healthbook.config import Settings
 from healthbook.database import connect_pool
 from healthbook.retry import while_unreachable
 from healthbook.store import BookReader
-from schemas import catalogue, wire
-from schemas.errors import ContractError
 
 log = logging.getLogger(__name__)
 BOOK = BookReader()
+INTERNAL_ERROR = ("Hệ thống chưa xử lý được yêu cầu này; vui lòng thử lại sau "
+                  "(healthbook failed on this request and has logged it).")
 
 
 async def answer(conn: asyncpg.Connection, raw: bytes, trusted: dict[str, bytes]) -> Reply:
     """Decide one request, record consent and access, and build its reply."""
-    try:
-        request = wire.decode(raw, catalogue.INTEGRATION_REQUEST)
-    except ContractError as exc:
-        await BOOK.log_access(conn, "", None, None, "refused", "malformed")
-        return replies.refused("", "malformed", f"Yêu cầu không đọc được ({exc}).")
+    request, refusal = read_request(raw, trusted)
+    if request is None:
+        assert refusal is not None
+        await BOOK.log_access(conn, "", None, None, "refused", refusal.code)
+        return replies.refused("", refusal.code, refusal.message)
     request_id, personal_id, year = request["request_id"], request["personal_id"], request["year"]
-    refusal = check_request(request, trusted)
     async with conn.transaction():
         if refusal:
             await BOOK.log_access(conn, request_id, personal_id, year, "refused", refusal.code)
@@ -57,6 +57,22 @@ async def _answer(pool: asyncpg.Pool, raw: bytes, trusted: dict[str, bytes]) -> 
         return await answer(conn, raw, trusted)
 
 
+async def answer_safely(pool: asyncpg.Pool, message: Any, trusted: dict[str, bytes]) -> Reply:
+    """Answer one request, waiting out an unreachable database; anything else it fails on gets a refusal.
+
+    A request the service fails on is answered `internal_error` and logged by its place on the topic,
+    never by its content, so one request can never stop the query consumer.
+    """
+    try:
+        return await while_unreachable("answer a request", partial(_answer, pool, message.value, trusted))
+    except Exception as exc:
+        log.error("failed on the request at %s[%d]@%d (%s); answered internal_error", message.topic,
+                  message.partition, message.offset, type(exc).__name__,
+                  extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
+        request, _ = read_request(message.value, {})
+        return replies.refused(request["request_id"] if request else "", "internal_error", INTERNAL_ERROR)
+
+
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Consume integration requests and produce replies until stop is set."""
     trusted = load_trusted_keys(settings.identity_keys_file)
@@ -76,7 +92,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             batches = await consumer.getmany(timeout_ms=500, max_records=100)
             for messages in batches.values():
                 for message in messages:
-                    reply = await while_unreachable("answer a request", partial(_answer, pool, message.value, trusted))
+                    reply = await answer_safely(pool, message, trusted)
                     await producer.send_and_wait(settings.topics.integration_replies, reply.encode(),
                                                  key=reply.request_id.encode())
                     metrics.REQUESTS.labels(reply.refusal_code or reply.status).inc()

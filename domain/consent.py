@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import envelope
+from schemas import catalogue, envelope, rules, wire
+from schemas.errors import ContractError
+from schemas.text import clean_text
 
 MIN_IDENTITY_LEVEL = 2
 
@@ -34,4 +36,35 @@ def check_request(request: dict[str, Any], trusted: dict[str, bytes]) -> Refusal
         )
     if not request["consent_confirmed"]:
         return Refusal("no_consent", "Công dân chưa xác nhận tích hợp (the citizen has not confirmed).")
+    return None
+
+
+def read_request(raw: bytes | None, trusted: dict[str, bytes]) -> tuple[dict[str, Any] | None, Refusal | None]:
+    """Decode and decide a request from the wire: (request, None) to serve, (request or None, refusal) to refuse.
+
+    The request is None when it cannot be read or its fields are malformed, so nothing of it is stored.
+    """
+    try:
+        request = wire.decode(raw, catalogue.INTEGRATION_REQUEST)  # type: ignore[arg-type]
+    except ContractError as exc:
+        return None, Refusal("malformed", f"Yêu cầu không đọc được ({exc}).")
+    problem = _malformed(request)
+    if problem:
+        return None, Refusal("malformed", f"Yêu cầu không hợp lệ ({problem}).")
+    return request, check_request(request, trusted)
+
+
+def _malformed(request: dict[str, Any]) -> str | None:
+    """What is wrong with the shape of a decoded request's fields, before any of them is stored."""
+    detail = request.get("detail") or {}
+    texts = {"request_id": request["request_id"], **{f"detail.{k}": v for k, v in detail.items()}}
+    for name, value in texts.items():
+        if not 0 < len(value) <= 128 or clean_text(value)[1]:
+            return f"{name} must be 1 to 128 characters without control characters"
+    try:
+        rules.check_personal_id(request["personal_id"], None, None)
+    except rules.RuleBroken as broken:
+        return f"personal_id {broken.message}"
+    if not 1900 <= request["year"] <= 2100:
+        return "year must be between 1900 and 2100"
     return None

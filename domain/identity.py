@@ -22,7 +22,7 @@ class IdentityDirectory:
         if value is None:
             if key is None:
                 return None
-            card = key.decode()
+            card = wire.text_key(key)
             self._by_card.pop(card, None)
             return card
         record = wire.decode(value, catalogue.IDENTITY_CARD)

@@ -77,7 +77,7 @@ class Keyring:
         if value is None:
             if key is None:
                 return
-            clinic_code, _, key_id = key.decode().partition("/")
+            clinic_code, _, key_id = wire.text_key(key).partition("/")
             self._remove(clinic_code, key_id)
             return
         self.put(ClinicKey.from_record(wire.decode(value, catalogue.CLINIC_KEY)))

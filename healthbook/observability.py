@@ -23,6 +23,8 @@ EVENT_AGE = Histogram("healthbook_event_age_seconds", "From the message's Kafka 
                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 LAG = Gauge("healthbook_consumer_lag_messages", "Messages published but not yet applied", ["partition"])
 REQUESTS = Counter("healthbook_integration_requests_total", "Integration requests by outcome", ["outcome"])
+UNREADABLE = Counter("healthbook_unreadable_records_total", "Registry and topic records skipped as unreadable",
+                     ["topic", "kind"])
 
 
 class JsonFormatter(logging.Formatter):

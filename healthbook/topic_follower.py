@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from healthbook import kafka
+from healthbook import kafka, observability
 from schemas.errors import ContractError
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,22 @@ class TopicFollower:
         batches = await self._consumer.getmany(*partitions, timeout_ms=timeout_ms)
         for messages in batches.values():
             for message in messages:
-                try:
-                    if self._whole:
-                        self.apply(message)  # type: ignore[call-arg]
-                    else:
-                        self.apply(message.key, message.value)
-                except (ContractError, KeyError, ValueError) as exc:
-                    log.error(
-                        "skipping unreadable record at %s[%d]@%d: %s",
-                        message.topic, message.partition, message.offset, exc,
-                    )
+                self._apply_one(message)
+
+    def _apply_one(self, message: Any) -> None:
+        """Apply one record; one that cannot be read is skipped, counted and logged without its content."""
+        try:
+            if self._whole:
+                self.apply(message)  # type: ignore[call-arg]
+            else:
+                self.apply(message.key, message.value)
+        except ContractError as exc:
+            observability.UNREADABLE.labels(message.topic, "unreadable").inc()
+            log.warning("skipping unreadable record at %s[%d]@%d (%s)", message.topic, message.partition,
+                        message.offset, type(exc).__name__,
+                        extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
+        except Exception as exc:  # a bug met on one record must not stop every later key revocation
+            observability.UNREADABLE.labels(message.topic, "failed").inc()
+            log.error("skipping a record healthbook failed on at %s[%d]@%d (%s)", message.topic, message.partition,
+                      message.offset, type(exc).__name__,
+                      extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})

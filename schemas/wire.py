@@ -60,3 +60,11 @@ def decode(data: bytes, expected: SchemaEntry) -> dict[str, Any]:
             f"{len(data) - body.tell()} bytes left over after the {expected.subject} record"
         )
     return record
+
+
+def text_key(key: bytes) -> str:
+    """A message key as text, or raise MalformedMessage when it is not UTF-8."""
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedMessage(f"message key is not UTF-8 text ({exc.reason} at byte {exc.start})") from None

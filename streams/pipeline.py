@@ -108,7 +108,10 @@ class VisitPipeline(Service):
         assert self.step is not None
         result = await self.step.run(deliveries)
         if result.applied:
-            self._observe(result.applied, result.counts, result.seconds)
+            try:
+                self._observe(result.applied, result.counts, result.seconds)
+            except Exception as exc:  # metrics are for people; they never stop the worker
+                log.warning("could not record the batch's metrics (%s)", type(exc).__name__)
         return result.counts
 
     def _observe(self, messages: list[Delivery], counts: Counter[str], seconds: float) -> None:
@@ -122,10 +125,11 @@ class VisitPipeline(Service):
             metrics.EVENT_AGE.observe(max(0.0, now - message.timestamp_ms / 1000))
         self.last_batch_at = now
         self.last_offsets.update({m.partition: m.offset for m in messages})
-        for partition, offset in self.last_offsets.items():
-            end = self.highwater(partition)
-            if end is not None:
-                metrics.LAG.labels(str(partition)).set(max(0, end - offset - 1))
+        for partition, offset in list(self.last_offsets.items()):
+            end = _highwater_or_none(self.highwater, partition)
+            if end is None:
+                continue  # revoked by a rebalance since it was last seen: another worker reports it now
+            metrics.LAG.labels(str(partition)).set(max(0, end - offset - 1))
 
     def _holding(self, waited: float) -> None:
         self.waiting_for_database = True
@@ -148,3 +152,11 @@ class VisitPipeline(Service):
         if self.resolver is not None:
             for card in cards:
                 self.resolver.mapped(card)
+
+
+def _highwater_or_none(highwater: Callable[[int], int | None], partition: int) -> int | None:
+    """The partition's end offset as this worker's consumer knows it, or None once it is no longer assigned."""
+    try:
+        return highwater(partition)
+    except (AssertionError, KeyError, ValueError):  # aiokafka asserts the partition is assigned
+        return None

@@ -82,3 +82,54 @@ def _corpus(target: str) -> str:
     from pathlib import Path
     cases = json.loads((Path(__file__).parents[1] / "fuzz" / "regressions.json").read_text())["cases"]
     return next(c["value"] for c in cases if c["target"] == target)
+
+
+def test_lag_is_skipped_not_fatal_for_a_partition_revoked_by_a_rebalance():
+    from collections import Counter
+
+    from domain.batch import Delivery
+    from streams.pipeline import VisitPipeline
+
+    def highwater(partition: int) -> int:
+        if partition == 1:
+            raise AssertionError("Partition is not assigned")
+        return 10
+
+    pipeline = VisitPipeline.__new__(VisitPipeline)  # metrics only: no connections
+    pipeline.highwater, pipeline.last_offsets, pipeline.last_batch_at = highwater, {1: 3}, None
+    pipeline._observe([Delivery("visits", 0, 4, 0, b"k", b"v")], Counter(consumed=1), 0.01)
+    assert pipeline.last_offsets == {1: 3, 0: 4}
+
+
+def test_a_request_with_a_nul_in_its_personal_id_is_refused_before_anything_is_stored():
+    from domain.consent import read_request
+    from schemas.envelope import seal_request
+
+    request = {"request_id": "r-1", "personal_id": "0791860\x0001234", "year": 2026, "identity_level": 2,
+               "consent_confirmed": True, "requested_at": 0, "detail": None}
+    decoded, refusal = read_request(seal_request(request, SIGNER), {"k1": SIGNER.public_key})
+    assert decoded is None and refusal is not None and refusal.code == "malformed"
+    assert "personal_id" in refusal.message
+    decoded, refusal = read_request(bytes.fromhex(_corpus("integration_request")), {})
+    assert decoded is None and refusal.code == "malformed"
+    good = dict(request, personal_id="079186001234")
+    decoded, refusal = read_request(seal_request(good, SIGNER), {"k1": SIGNER.public_key})
+    assert refusal is None and decoded["personal_id"] == "079186001234"
+
+
+def test_operator_tables_show_what_senders_wrote_and_never_read_it_as_markup():
+    import io
+
+    from rich.console import Console
+
+    from commands import render
+    from consumers.dead_letters import DeadLetterEntry
+
+    record = {"failed_at": "2026-11-27 10:00:00", "reason_code": "unknown_key", "clinic_code": "[/x]",
+              "source_topic": "visits", "source_partition": 0, "source_offset": 7,
+              "reason": "clinic 79001 has no registered key '[link=https://example.invalid]click[/link]'"}
+    out = io.StringIO()
+    render.dead_letter_entries(Console(file=out, width=300, force_terminal=True), [DeadLetterEntry(0, 7, record)])
+    shown = out.getvalue()
+    assert "[/x]" in shown and "[link=https://example.invalid]click[/link]" in shown
+    assert "\x1b]8;" not in shown, "no clickable link escape sequence"

@@ -136,6 +136,8 @@ def _mapped(record: dict[str, str], fields: dict[str, str], table: str, problems
 def map_hoso(hoso: Hoso, header_facility: str | None, version: int) -> dict[str, Any]:
     """Build the visit event of one HOSO, or raise MappingFailed naming every problem."""
     problems = list(hoso.problems)
+    if any(p.rule == "hoso_too_large" for p in problems):
+        raise MappingFailed(problems)  # nothing of it was kept, so nothing more can be said of it
     summaries = hoso.tables.get("XML1", [])
     if len(summaries) != 1:
         problems.append(Problem("XML1.TONG_HOP", str(len(summaries)), "summary_count",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
+import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,7 +16,13 @@ from lxml import etree
 
 from schemas.problems import Problem
 
+_DIGITS = re.compile(r"[0-9]+")
 BOMS = (b"\xef\xbb\xbf",)
+# Limits that keep memory bounded whatever a file holds; each is refused with a sentence naming it.
+MAX_HOSO_BYTES = 32 * 2**20
+MAX_ELEMENTS_PER_HOSO = 100_000
+MAX_TABLE_BYTES = 8 * 2**20
+MAX_ELEMENTS_PER_TABLE = 100_000
 
 
 @dataclass
@@ -106,6 +114,8 @@ def decode_content(table: str, content: etree._Element) -> etree._Element | Prob
     text = (content.text or "").strip()
     if not text:
         return Problem(f"{table}.NOIDUNGFILE", None, "content_empty", "NOIDUNGFILE is empty")
+    if len(text) * 3 // 4 > MAX_TABLE_BYTES:
+        return _too_large(table, len(text) * 3 // 4)
     raw: bytes
     if text.startswith("<"):
         raw = text.encode("utf-8")
@@ -114,14 +124,33 @@ def decode_content(table: str, content: etree._Element) -> etree._Element | Prob
             raw = base64.b64decode("".join(text.split()), validate=True)
         except (binascii.Error, ValueError):
             return Problem(f"{table}.NOIDUNGFILE", text[:40], "content_encoding",
-                                "NOIDUNGFILE is neither base64 nor XML")
+                           "NOIDUNGFILE is neither base64 nor XML")
     for bom in BOMS:
         if raw.startswith(bom):
             raw = raw[len(bom):]
+    return _parse_table(table, raw.lstrip())
+
+
+def _too_large(table: str, size: int) -> Problem:
+    return Problem(f"{table}.NOIDUNGFILE", None, "content_too_large",
+                   f"the table's content is {size / 2**20:.1f} MiB; a table may hold at most "
+                   f"{MAX_TABLE_BYTES // 2**20} MiB")
+
+
+def _parse_table(table: str, raw: bytes) -> etree._Element | Problem:
+    """Parse a decoded table, giving up as soon as it holds more elements than a table may."""
+    if len(raw) > MAX_TABLE_BYTES:
+        return _too_large(table, len(raw))
+    parsing = etree.iterparse(io.BytesIO(raw), events=("start",), resolve_entities=False, no_network=True,
+                              remove_comments=True)
     try:
-        return etree.fromstring(raw.lstrip(), _safe_parser())
+        for count, _ in enumerate(parsing, 1):
+            if count > MAX_ELEMENTS_PER_TABLE:
+                return Problem(f"{table}.NOIDUNGFILE", None, "content_too_many_elements",
+                               f"the table holds more than {MAX_ELEMENTS_PER_TABLE:,} elements")
     except etree.XMLSyntaxError as exc:
         return Problem(f"{table}.NOIDUNGFILE", None, "content_not_xml", f"table content is not XML: {exc}")
+    return parsing.root
 
 
 def _read_hoso(index: int, element: etree._Element) -> Hoso:
@@ -169,25 +198,63 @@ class DossierReader:
     def __iter__(self) -> Iterator[Hoso]:
         with self.path.open("rb") as raw:
             self._counter = CountingReader(raw)
-            events = etree.iterparse(self._counter, events=("end",), resolve_entities=False, no_network=True,
-                                     huge_tree=True, remove_comments=True)
+            # No huge_tree: libxml2 then refuses any single text node above 10 MB instead of buffering it.
+            events = etree.iterparse(self._counter, events=("start", "end"), resolve_entities=False,
+                                     no_network=True, remove_comments=True)
             index = 0
-            for _, element in events:
-                name = local(element.tag)
-                if name == "HOSO":
+            budget: _HosoBudget | None = None
+            for event, element in events:
+                if budget is not None:
+                    budget.spend(self._counter.consumed, event == "start")
+                if event == "start":
+                    if budget is None and local(element.tag) == "HOSO":
+                        budget = _HosoBudget(self._counter.consumed)
+                    continue
+                if local(element.tag) == "HOSO" and budget is not None:
                     index += 1
-                    yield _read_hoso(index, element)
+                    yield budget.refusal(index) or _read_hoso(index, element)
                     _release(element)
-                elif name == "MACSKCB" and element.getparent() is not None \
-                        and local(element.getparent().tag) == "THONGTINDONVI":
-                    self.header.facility_code = nfc(element.text)
-                elif name == "NGAYLAP":
-                    self.header.created_on = nfc(element.text)
-                elif name == "SOLUONGHOSO":
-                    count = nfc(element.text)
-                    self.header.declared_count = int(count) if count and count.isdigit() else None
-                elif name == "CHUKYDONVI":
-                    self.header.signature_present = len(element) > 0 or bool(nfc(element.text))
+                    budget = None
+                elif budget is not None:
+                    if budget.exceeded:
+                        _release(element)  # free an oversized HOSO as it is read, never building it
+                else:
+                    self._read_header(element)
+
+    def _read_header(self, element: etree._Element) -> None:
+        name = local(element.tag)
+        parent = element.getparent()
+        if name == "MACSKCB" and parent is not None and local(parent.tag) == "THONGTINDONVI":
+            self.header.facility_code = nfc(element.text)
+        elif name == "NGAYLAP":
+            self.header.created_on = nfc(element.text)
+        elif name == "SOLUONGHOSO":
+            count = nfc(element.text)
+            self.header.declared_count = int(count) if count and _DIGITS.fullmatch(count) else None
+        elif name == "CHUKYDONVI":
+            self.header.signature_present = len(element) > 0 or bool(nfc(element.text))
+
+
+@dataclass
+class _HosoBudget:
+    """How much of the file one HOSO has taken so far, and which limit it broke."""
+
+    started_at: int
+    elements: int = 0
+    exceeded: str | None = None
+
+    def spend(self, position: int, new_element: bool) -> None:
+        self.elements += new_element
+        if self.exceeded is None and self.elements > MAX_ELEMENTS_PER_HOSO:
+            self.exceeded = f"holds more than {MAX_ELEMENTS_PER_HOSO:,} elements"
+        elif self.exceeded is None and position - self.started_at > MAX_HOSO_BYTES:
+            self.exceeded = f"is larger than {MAX_HOSO_BYTES // 2**20} MiB"
+
+    def refusal(self, index: int) -> Hoso | None:
+        if self.exceeded is None:
+            return None
+        return Hoso(index, problems=[Problem("HOSO", None, "hoso_too_large",
+                                             f"this HOSO {self.exceeded}, the most one visit may take")])
 
 
 def _release(element: etree._Element) -> None:

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from healthbook.config import Settings
-from producers.clinic_keys import KeyFileMissing, load_signer
+from producers.clinic_keys import load_signer
 from producers.dossier_mapping import MappingFailed, map_hoso, source_of
 from producers.dossier_signature import SignatureStatus, check_signature, load_certificate
 from producers.giamdinhhs import DossierReader, Hoso
@@ -200,8 +200,16 @@ async def ingest(settings: Settings, target: Path, *, key_id: str = "k1", versio
                 try:
                     reports.append(await ingest_file(path, settings, ledger, key_id=key_id, version=version,
                                                      progress=progress, check_only=check_only))
-                except (IngestError, KeyFileMissing, etree.XMLSyntaxError, OSError) as exc:
-                    reports.append(FileReport(str(path), file_error=f"{type(exc).__name__}: {exc}"))
+                except Exception as exc:  # one unreadable file is one report line; the next file goes on
+                    reports.append(FileReport(str(path), file_error=_file_error(exc)))
     finally:
         ledger.close()
     return reports
+
+
+def _file_error(exc: Exception) -> str:
+    """Why a whole file could not be read, in words a clinic's operator can act on."""
+    if isinstance(exc, etree.XMLSyntaxError) and "Text node too long" in str(exc):
+        return ("a single text value is longer than 10 MB, more than any table may hold; "
+                f"the file was not read past line {exc.lineno}")
+    return f"{type(exc).__name__}: {exc}"

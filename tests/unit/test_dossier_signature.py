@@ -55,3 +55,11 @@ def test_a_signed_file_above_the_limit_is_refused_not_passed_unverified(signed, 
     check = check_signature(signed, facility[1], 100)
     assert check.status is SignatureStatus.TOO_LARGE and check.blocks
     assert "HEALTHBOOK_XML_SIGNATURE_MAX_MB" in check.message
+
+
+def test_a_malformed_signature_element_is_a_mismatch_not_a_crash(signed, facility):
+    text = signed.read_bytes()
+    start, end = text.index(b"<ds:SignedInfo"), text.index(b"</ds:SignedInfo>") + len(b"</ds:SignedInfo>")
+    signed.write_bytes(text[:start] + b"<ds:Unexpected/>" + text[end:])
+    check = check_signature(signed, facility[1], MAX)
+    assert check.status is SignatureStatus.MISMATCH and check.blocks

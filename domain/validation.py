@@ -29,6 +29,7 @@ class RejectionCode(StrEnum):
     WRONG_KEY = "wrong_key"
     INVALID_EVENT = "invalid_event"
     IDENTITY_MISMATCH = "identity_mismatch"
+    REFUSED_BY_DATABASE = "refused_by_database"
     INTERNAL_ERROR = "internal_error"
 
 

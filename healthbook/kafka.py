@@ -9,6 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import ConsumerRecord
 
 from healthbook.config import Settings
 from schemas.topics import TOPICS, TopicDefinition
@@ -113,5 +114,20 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     await reader.start()
     try:
         return {tp.partition: offset for tp, offset in (await reader.end_offsets(partitions)).items()}
+    finally:
+        await reader.stop()
+
+
+async def read_at(bootstrap: str, topic: str, partition: int, offset: int) -> ConsumerRecord | None:
+    """The record at one offset of a topic, or None when retention or compaction removed it."""
+    reader = consumer(bootstrap, "read-at")
+    await reader.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        reader.assign([tp])
+        reader.seek(tp, offset)
+        fetched = await reader.getmany(tp, timeout_ms=10_000, max_records=1)
+        records = fetched.get(tp, [])
+        return records[0] if records and records[0].offset == offset else None
     finally:
         await reader.stop()

@@ -1,4 +1,7 @@
-"""Waiting out an unreachable PostgreSQL: back off, keep the place, resume by itself."""
+"""Telling failures apart: infrastructure to wait out, content to set aside, anything else a bug.
+
+While PostgreSQL is unreachable, back off, keep the place and resume by itself.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
+from aiokafka.errors import KafkaError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -16,6 +20,20 @@ MAX_BACKOFF_SECONDS = 30.0
 # Refused or reset connections, a server starting up or shutting down, a connection that died under us.
 UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
                asyncpg.InterfaceError)
+# The database refusing one row's values: SQLSTATE class 22 (data exception) and 23 (integrity constraint),
+# and values asyncpg cannot encode for it.
+CONTENT_REFUSALS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
+                    asyncpg.exceptions._base.DataError, UnicodeEncodeError)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether the database cannot be reached now, as opposed to refusing what it was sent."""
+    return isinstance(exc, UNREACHABLE) and not isinstance(exc, CONTENT_REFUSALS)
+
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """Whether a failure is about the broker or the database being unavailable, not about a message."""
+    return is_unreachable(exc) or isinstance(exc, KafkaError | asyncio.TimeoutError)
 
 
 async def while_unreachable(what: str, attempt: Callable[[], Awaitable[T]],
@@ -27,6 +45,8 @@ async def while_unreachable(what: str, attempt: Callable[[], Awaitable[T]],
         try:
             return await attempt()
         except UNREACHABLE as exc:
+            if not is_unreachable(exc):
+                raise
             log.warning("cannot %s (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
             if on_wait:
                 on_wait(waited)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from domain.rows import BOOK_COLUMNS, PENDING_COLUMNS, WeightedRow, resolved_row
+from domain.rows import BOOK_COLUMNS, PENDING_COLUMNS, VisitRow, WeightedRow, resolved_row
+from healthbook.retry import CONTENT_REFUSALS
 
 LIVE = "public"
 _TYPES = {
@@ -23,6 +25,19 @@ _TYPES = {
 }
 # What a replay rebuilds: the book and everything the batch step writes beside it.
 REBUILT_TABLES = ("health_book_visits", "pending_visits", "pipeline_counts", "applied_offsets")
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """A visit waiting for its card: the stored record and where its message sits on the visits topic."""
+
+    record: dict[str, Any]
+    source_partition: int
+    source_offset: int
+
+
+class _RolledBack(Exception):
+    """Raised inside a trial transaction so that it is always rolled back."""
 
 
 class OffsetsMoved(RuntimeError):
@@ -145,14 +160,77 @@ class BookWriter(_Tables):
             await self.add_counts(conn, counts)
         return counts
 
-    async def pending_records(self, conn: asyncpg.Connection, card_number: str) -> list[dict[str, Any]]:
-        """The stored records (without sensitive tables) of the visits waiting for a card."""
-        rows = await conn.fetch(f"select record from {self.pending} where card_number = $1", card_number)
-        return [json.loads(r["record"]) for r in rows]
+    async def pending_records(self, conn: asyncpg.Connection, card_number: str) -> list[PendingRecord]:
+        """The stored records (without sensitive tables) of the visits waiting for a card, with their sources."""
+        rows = await conn.fetch(f"select record, source_partition, source_offset from {self.pending} "
+                                "where card_number = $1", card_number)
+        return [PendingRecord(json.loads(r["record"]), r["source_partition"], r["source_offset"]) for r in rows]
+
+    async def set_aside_pending(self, conn: asyncpg.Connection, card_number: str, visit_keys: list[tuple[str, str]],
+                                outcome: str) -> int:
+        """Remove waiting visits that will never join the book, counting them as `outcome` instead of pending."""
+        async with conn.transaction():
+            removed = await conn.fetch(
+                f"delete from {self.pending} p using unnest($2::text[], $3::text[]) as v(facility_code, visit_code) "
+                "where p.card_number = $1 and p.facility_code = v.facility_code and p.visit_code = v.visit_code "
+                "returning 1", card_number, [f for f, _ in visit_keys], [v for _, v in visit_keys])
+            if removed:
+                await self.add_counts(conn, Counter({"pending": -len(removed), outcome: len(removed)}))
+        return len(removed)
 
     async def pending_cards(self, conn: asyncpg.Connection) -> list[str]:
         """Cards that visits are waiting for."""
         return [r["card_number"] for r in await conn.fetch(f"select distinct card_number from {self.pending}")]
+
+    async def refused_rows(self, conn: asyncpg.Connection, rows: list[tuple[VisitRow, bool]]) -> dict[int, str]:
+        """Which of these rows (each to the book or, when False, to the pending visits) PostgreSQL refuses.
+
+        Found by trying halves inside transactions that are always rolled back, so nothing is written;
+        returns the refused rows' indexes and the refusal's name.
+        """
+        refused: dict[int, str] = {}
+
+        async def attempt(indexes: list[int]) -> None:
+            try:
+                async with conn.transaction():
+                    book = [WeightedRow(rows[i][0], 1) for i in indexes if rows[i][1]]
+                    pending = [WeightedRow(rows[i][0], 1) for i in indexes if not rows[i][1]]
+                    await self._upsert(conn, self._book_upsert, BOOK_COLUMNS, book)
+                    await self._upsert(conn, self._pending_upsert, PENDING_COLUMNS, pending)
+                    raise _RolledBack
+            except _RolledBack:
+                return
+            except CONTENT_REFUSALS as exc:
+                if len(indexes) == 1:
+                    refused[indexes[0]] = f"{type(exc).__name__}, SQLSTATE {getattr(exc, 'sqlstate', None) or '-'}"
+                    return
+                await attempt(indexes[: len(indexes) // 2])
+                await attempt(indexes[len(indexes) // 2:])
+
+        await attempt(list(range(len(rows))))
+        return refused
+
+    async def record_suspect_batch(self, conn: asyncpg.Connection | asyncpg.Pool, topic: str,
+                                   ranges: dict[int, tuple[int, int]], error: str) -> None:
+        """Remember the offsets of a batch the worker failed on with a bug, to isolate it after the restart."""
+        await conn.executemany(
+            "insert into suspect_batches (topic, partition, first_offset, last_offset, error) values "
+            "($1, $2, $3, $4, $5) on conflict do nothing",
+            [(topic, partition, first, last, error) for partition, (first, last) in ranges.items()])
+
+    async def suspect_batches(self, conn: asyncpg.Connection | asyncpg.Pool, topic: str) -> list[tuple[int, int, int]]:
+        """The recorded suspect ranges of a topic: (partition, first offset, last offset)."""
+        rows = await conn.fetch("select partition, first_offset, last_offset from suspect_batches where topic = $1",
+                                topic)
+        return [(r["partition"], r["first_offset"], r["last_offset"]) for r in rows]
+
+    async def clear_suspect_batches(self, conn: asyncpg.Connection | asyncpg.Pool, topic: str,
+                                    applied: dict[int, int]) -> None:
+        """Forget the suspect ranges every message of which has now been applied or dead-lettered."""
+        await conn.execute(
+            "delete from suspect_batches s using unnest($2::int[], $3::bigint[]) as a(partition, next_offset) "
+            "where s.topic = $1 and s.partition = a.partition and s.last_offset < a.next_offset",
+            topic, list(applied), list(applied.values()))
 
     async def record_error(self, conn: asyncpg.Connection | asyncpg.Pool, worker_id: str, message: str) -> None:
         """Keep the worker's last error where 'healthbook status' shows it."""

@@ -4,6 +4,12 @@ Validate, resolve identity, dead-letter, deduplicate and write one batch atomica
 applied offsets. Messages below a partition's applied offset were applied before a crash or
 rebalance: they only bring the deduplication table up to date. A batch that another worker
 advanced meanwhile is redone.
+
+Failures come in three kinds. A message's content (it breaks a rule, or PostgreSQL refuses its
+values) dead-letters that message and the batch goes on. Unreachable infrastructure is waited
+out. Anything else is a bug: the worker records the batch's offsets and stops; after the restart
+that batch is retried in halves down to the single message, which is dead-lettered as
+internal_error, so a bug never stops a partition twice on the same message.
 """
 
 from __future__ import annotations
@@ -18,11 +24,11 @@ from typing import Protocol
 
 import asyncpg
 
-from domain.batch import BatchPlan, Delivery, plan_batch
+from domain.batch import BatchPlan, Delivery, Owned, Refused, Waiting, plan_batch
 from domain.identity import IdentityDirectory
 from domain.keyring import Keyring
-from domain.validation import RETRY_AFTER_REGISTRY_CATCH_UP, Accepted, Rejected, validate_safely
-from healthbook.retry import while_unreachable
+from domain.validation import RETRY_AFTER_REGISTRY_CATCH_UP, Accepted, Rejected, RejectionCode, validate_safely
+from healthbook.retry import CONTENT_REFUSALS, is_infrastructure, while_unreachable
 from healthbook.store import BookWriter, OffsetsMoved
 from streams.outlets import Outlets
 
@@ -45,6 +51,12 @@ class StepResult:
     applied: list[Delivery] = field(default_factory=list)
     seconds: float = 0.0
 
+    def add(self, other: StepResult) -> StepResult:
+        """Both parts of a batch applied in halves."""
+        counts = Counter(self.counts)
+        counts.update(other.counts)
+        return StepResult(counts, self.applied + other.applied, self.seconds + other.seconds)
+
 
 @dataclass
 class BatchStep:
@@ -61,47 +73,111 @@ class BatchStep:
     on_hold: Callable[[float], None] = lambda waited: None
     on_resumed: Callable[[float], Awaitable[None]] | None = None
     on_waiting: Callable[[set[str]], None] = lambda cards: None
+    isolate_at_once: bool = False  # replay has no restart to wait for
+    suspects: list[tuple[int, int, int]] = field(default_factory=list)  # (partition, first, last) that failed before
 
     async def run(self, deliveries: Sequence[Delivery]) -> StepResult:
         """Apply one batch (each record once, in order) and return what it did."""
         messages = first_deliveries(deliveries)
+        if self._suspected(messages):
+            log.warning("isolating a batch of %d messages that failed before", len(messages))
+            result = await self._isolating(messages)
+            await self._clear_suspects(messages)
+            return result
+        return await (self._isolating(messages) if self.isolate_at_once else self._run_once(messages))
+
+    async def _isolating(self, messages: list[Delivery]) -> StepResult:
+        """Apply in halves until the failing message stands alone, then dead-letter it as internal_error."""
+        try:
+            return await self._run_once(messages)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise
+            if len(messages) == 1:
+                log.error("dead-lettering %s[%d]@%d as internal_error (%s)", messages[0].topic,
+                          messages[0].partition, messages[0].offset, type(exc).__name__)
+                return await self._run_once(messages, failure=exc)
+            half = len(messages) // 2
+            return (await self._isolating(messages[:half])).add(await self._isolating(messages[half:]))
+
+    async def _run_once(self, messages: list[Delivery], failure: Exception | None = None) -> StepResult:
         while True:
             expected = await while_unreachable("read applied offsets", partial(self._applied, messages))
             replayed = [m for m in messages if m.offset < expected[m.partition]]
             todo = [m for m in messages if m.offset >= expected[m.partition]]
-            if replayed:
+            if replayed and failure is None:
                 self._remember(self._plan(replayed, await self._verdicts(replayed)))
             if not todo:
                 return StepResult(Counter(replayed=len(replayed)))
             started = time.monotonic()
             try:
-                counts = await self._apply(todo, expected)
+                counts = await self._apply(todo, expected, failure)
             except OffsetsMoved as moved:
                 log.warning("redoing a batch: %s", moved)
                 continue
             return StepResult(counts, todo, time.monotonic() - started)
 
-    async def _apply(self, messages: list[Delivery], expected: dict[int, int]) -> Counter[str]:
-        plan = self._plan(messages, await self._verdicts(messages))
+    async def _apply(self, messages: list[Delivery], expected: dict[int, int],
+                     failure: Exception | None) -> Counter[str]:
+        verdicts = await self._verdicts(messages) if failure is None else [_internal_error(failure)] * len(messages)
+        plan = self._plan(messages, verdicts)
         await self.outlets.dead_letters(plan.refused)
         await self.outlets.deidentified([item.event for item in plan.fresh])
         advanced = {p: max(m.offset for m in messages if m.partition == p) + 1 for p in {m.partition for m in messages}}
+        try:
+            counts = await self._write_waiting_out_the_database(plan, expected, advanced)
+        except CONTENT_REFUSALS:
+            await self._set_aside_refused_rows(plan)
+            counts = await self._write_waiting_out_the_database(plan, expected, advanced)
+        self._remember(plan)
+        self.on_waiting({item.accepted.event.card_number for item in plan.waiting})
+        return counts
+
+    async def _write_waiting_out_the_database(self, plan: BatchPlan, expected: dict[int, int],
+                                              advanced: dict[int, int]) -> Counter[str]:
         waited_for: list[float] = []
 
         def holding(waited: float) -> None:
             waited_for.append(waited)
             self.on_hold(waited)
             log.warning("holding %d messages at %s for %.0fs until PostgreSQL answers; nothing is committed",
-                        len(messages), {p: expected[p] for p in advanced}, waited)
+                        plan.deliveries, {p: expected[p] for p in advanced}, waited)
 
-        counts = await while_unreachable(
-            "write the health book",
-            partial(self._write, plan, expected, advanced), holding)
+        counts = await while_unreachable("write the health book", partial(self._write, plan, expected, advanced),
+                                         holding)
         if waited_for and self.on_resumed:
             await self.on_resumed(max(waited_for))
-        self._remember(plan)
-        self.on_waiting({item.accepted.event.card_number for item in plan.waiting})
         return counts
+
+    async def _set_aside_refused_rows(self, plan: BatchPlan) -> None:
+        """Find the visits whose values PostgreSQL refuses, dead-letter them, and keep the rest of the batch."""
+        items: list[Owned | Waiting] = [*plan.fresh, *plan.waiting]
+        async with self.pool.acquire() as conn:
+            refused = await self.writer.refused_rows(conn, [(i.row(), isinstance(i, Owned)) for i in items])
+        letters = []
+        for index, why in refused.items():
+            item = items[index]
+            event = item.accepted.event
+            letters.append(Refused(item.delivery, Rejected(
+                RejectionCode.REFUSED_BY_DATABASE, f"PostgreSQL refused this visit's values ({why}); the clinic "
+                "must correct the record", [], event.facility_code, event.event_id)))
+            self._forget_version(plan, event.personal_id, event.visit_key)
+        gone = {id(items[index]) for index in refused}
+        plan.fresh = [i for i in plan.fresh if id(i) not in gone]
+        plan.waiting = [i for i in plan.waiting if id(i) not in gone]
+        plan.refused += letters
+        await self.outlets.dead_letters(letters)
+
+    def _forget_version(self, plan: BatchPlan, person: str | None, visit_key: str) -> None:
+        """Undo the dedup table update of a visit that will not be in the book."""
+        versions = plan.versions.get(person or "")
+        if versions is None:
+            return
+        before = (self.versions.get(person or "") or {}).get(visit_key)
+        if before is None:
+            versions.pop(visit_key, None)
+        else:
+            versions[visit_key] = before
 
     async def _write(self, plan: BatchPlan, expected: dict[int, int], advanced: dict[int, int]) -> Counter[str]:
         async with self.pool.acquire() as conn:
@@ -130,6 +206,27 @@ class BatchStep:
         """Record in the table the versions of what the health book now holds."""
         for person, versions in plan.versions_to_remember().items():
             self.versions[person] = versions
+
+    def _suspected(self, messages: list[Delivery]) -> bool:
+        return any(p == m.partition and first <= m.offset <= last
+                   for m in messages for p, first, last in self.suspects)
+
+    async def record_suspect(self, deliveries: Sequence[Delivery], exc: BaseException) -> None:
+        """Remember a batch the step failed on with a bug, so the restarted worker isolates it."""
+        ranges = {p: (min(d.offset for d in deliveries if d.partition == p),
+                      max(d.offset for d in deliveries if d.partition == p)) for p in {d.partition for d in deliveries}}
+        await self.writer.record_suspect_batch(self.pool, self.topic, ranges, type(exc).__name__)
+
+    async def _clear_suspects(self, messages: list[Delivery]) -> None:
+        applied = await while_unreachable("read applied offsets", partial(self._applied, messages))
+        await self.writer.clear_suspect_batches(self.pool, self.topic, applied)
+        self.suspects = [(p, first, last) for p, first, last in self.suspects if last >= applied.get(p, 0)]
+
+
+def _internal_error(failure: Exception) -> Rejected:
+    return Rejected(RejectionCode.INTERNAL_ERROR,
+                    f"healthbook failed on this message ({type(failure).__name__}) and set it aside so the rest of "
+                    "its partition goes on: report it, and re-drive it once fixed")
 
 
 def first_deliveries(deliveries: Sequence[Delivery]) -> list[Delivery]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import traceback
 from typing import NoReturn
 
 log = logging.getLogger(__name__)
@@ -17,6 +19,9 @@ def stop_worker(why: str) -> NoReturn:
     agent in place; stopping the process instead makes the supervisor restart it, and the restarted
     worker resumes from the applied offsets.
     """
-    log.critical(why, exc_info=True)
+    failure = sys.exc_info()[1]
+    where = "".join(traceback.format_tb(failure.__traceback__)) if failure else ""
+    # The exception's type and stack only: its message may quote the data it failed on.
+    log.critical("%s (%s)\n%s", why, type(failure).__name__ if failure else "no exception", where)
     logging.shutdown()
     os._exit(EXIT_CANNOT_GO_ON)

@@ -9,10 +9,13 @@ from functools import partial
 
 import asyncpg
 
+from domain.batch import Delivery, Refused
 from domain.identity import IdentityDirectory
+from domain.validation import Rejected, RejectionCode
+from healthbook import kafka
 from healthbook.retry import while_unreachable
-from healthbook.store import BookWriter
-from schemas.visit import VisitEvent
+from healthbook.store import BookWriter, PendingRecord
+from schemas.visit import read_visit
 from streams.fail_stop import stop_worker
 from streams.outlets import Outlets
 
@@ -22,9 +25,10 @@ log = logging.getLogger(__name__)
 class PendingResolver:
     """Takes mapped cards from a queue and moves the visits waiting for them, one card at a time."""
 
-    def __init__(self, pool: asyncpg.Pool, writer: BookWriter, identity: IdentityDirectory,
-                 outlets: Outlets) -> None:
+    def __init__(self, pool: asyncpg.Pool, writer: BookWriter, identity: IdentityDirectory, outlets: Outlets,
+                 bootstrap: str, topic: str) -> None:
         self.pool, self.writer, self.identity, self.outlets = pool, writer, identity, outlets
+        self.bootstrap, self.topic = bootstrap, topic
         self._cards: asyncio.Queue[str] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -69,10 +73,34 @@ class PendingResolver:
             waiting = await self.writer.pending_records(conn, card)
             if not waiting:
                 return Counter()
+            events, contradicting = [], []
+            for pending in waiting:
+                pending.record["patient"]["personal_id"] = person
+                event = read_visit(pending.record)
+                if isinstance(event, list):
+                    contradicting.append(pending)
+                else:
+                    events.append(event)
+            counts: Counter[str] = Counter()
+            if contradicting:
+                counts["rejected:identity_mismatch"] = await self._set_aside(conn, card, contradicting)
             # Analytics first: a crash after it only repeats a record downstream keeps once.
-            events = []
-            for record in waiting:
-                record["patient"]["personal_id"] = person
-                events.append(VisitEvent.model_validate(record))
             await self.outlets.deidentified(events)
-            return await self.writer.resolve_pending(conn, card, person)
+            counts.update(await self.writer.resolve_pending(conn, card, person))
+            return counts
+
+    async def _set_aside(self, conn: asyncpg.Connection, card: str, contradicting: list[PendingRecord]) -> int:
+        """Dead-letter waiting visits the card's citizen contradicts (birth year or sex), with their original bytes."""
+        letters = []
+        for pending in contradicting:
+            original = await kafka.read_at(self.bootstrap, self.topic, pending.source_partition, pending.source_offset)
+            delivery = Delivery(self.topic, pending.source_partition, pending.source_offset,
+                                original.timestamp if original else 0, original.key if original else None,
+                                original.value if original else None)
+            letters.append(Refused(delivery, Rejected(
+                RejectionCode.IDENTITY_MISMATCH, "the BHYT card was mapped to a personal ID that contradicts the "
+                "record's birth date or sex; the insurance registry must correct the mapping or the clinic the record",
+                [], pending.record.get("facility_code"), pending.record.get("event_id"))))
+        await self.outlets.dead_letters(letters)
+        keys = [(p.record["facility_code"], p.record["visit_code"]) for p in contradicting]
+        return await self.writer.set_aside_pending(conn, card, keys, "rejected:identity_mismatch")

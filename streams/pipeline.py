@@ -20,7 +20,7 @@ from healthbook import kafka
 from healthbook import observability as metrics
 from healthbook.config import Settings
 from healthbook.database import connect_pool
-from healthbook.retry import while_unreachable
+from healthbook.retry import is_infrastructure, while_unreachable
 from healthbook.store import BookWriter
 from healthbook.topic_follower import TopicFollower
 from streams.batch_step import BatchStep, VersionTable
@@ -75,11 +75,13 @@ class VisitPipeline(Service):
         outlets = KafkaOutlets(self.producer, settings.topics, load_or_create_key(settings.pseudonym_key_file))
         await self.registry.start()
         await self.cards.start()
-        self.resolver = PendingResolver(self.pool, self.writer, self.identity, outlets)
+        self.resolver = PendingResolver(self.pool, self.writer, self.identity, outlets, settings.kafka_bootstrap,
+                                        settings.topics.visits)
         await self.resolver.start()
         self.step = BatchStep(settings.topics.visits, self.pool, self.writer, self.keyring, self.identity,
                               self.versions, outlets, self.registry.catch_up, on_hold=self._holding,
-                              on_resumed=self._resumed, on_waiting=self._on_waiting)
+                              on_resumed=self._resumed, on_waiting=self._on_waiting,
+                              suspects=await self.writer.suspect_batches(self.pool, settings.topics.visits))
         self._health = await metrics.serve(settings.worker_metrics_port, self.health, "worker", settings.metrics_host)
 
     async def on_stop(self) -> None:
@@ -106,13 +108,26 @@ class VisitPipeline(Service):
         """Run the batch step on one batch, then record its metrics."""
         await self.ready.wait()
         assert self.step is not None
-        result = await self.step.run(deliveries)
+        try:
+            result = await self.step.run(deliveries)
+        except Exception as exc:
+            if not is_infrastructure(exc):
+                await self._record_suspect(deliveries, exc)
+            raise
         if result.applied:
             try:
                 self._observe(result.applied, result.counts, result.seconds)
             except Exception as exc:  # metrics are for people; they never stop the worker
                 log.warning("could not record the batch's metrics (%s)", type(exc).__name__)
         return result.counts
+
+    async def _record_suspect(self, deliveries: list[Delivery], exc: BaseException) -> None:
+        """Before the worker stops on a bug, keep the batch's offsets so the restarted worker isolates it."""
+        assert self.step is not None
+        try:
+            await self.step.record_suspect(deliveries, exc)
+        except Exception as failed:  # the stop goes ahead; the next failure on this batch records it
+            log.error("could not record the failing batch (%s)", type(failed).__name__)
 
     def _observe(self, messages: list[Delivery], counts: Counter[str], seconds: float) -> None:
         now = time.time()

@@ -62,7 +62,7 @@ async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Con
         async with pool.acquire() as conn:
             await create_rebuild(conn, schema)
         step = BatchStep(settings.topics.visits, pool, BookWriter(schema), keyring, identity, {}, NoOutlets(),
-                         registry.catch_up)
+                         registry.catch_up, isolate_at_once=True)
         async for batch in _batches(settings, console):
             await step.run(batch)
             report.messages += len(batch)

@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit bench faults up down status lint install clean
+.PHONY: demo test unit bench faults fuzz up down status lint install clean
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is missing: install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 1; }
@@ -39,6 +39,9 @@ unit: $(STAMP)
 bench: up
 	$(PY) benchmarks/end_to_end.py
 	$(PY) benchmarks/ingest.py
+
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz.run
 
 faults: up
 	$(PY) -m tests.fault_suite --docs docs/reliability.md

@@ -25,8 +25,10 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 
+from commands.identity_standin import IdentityPlatform, confirmation, ensure_identity_key
 from commands.processes import ServiceProcess
 from consumers.dead_letters import read_dead_letters
+from domain.identity import IdentityDirectory, Mismatch, Pending, resolve
 from domain.keyring import ClinicKey, Keyring
 from domain.validation import Accepted, validate
 from healthbook import kafka
@@ -36,11 +38,23 @@ from healthbook.kafka import ensure_topics, partitions_of
 from healthbook.retry import while_unreachable
 from healthbook.topic_follower import TopicFollower
 from producers.clinic_keys import new_key_entry, publish_keys
+from producers.identity_cards import publish_identity_cards
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer, seal_visit
 from synthetic.population import CLINICS, make_citizen, make_visit
 
 STACK = PROJECT_ROOT / "stack" / "stack.sh"
+_CORPUS = {c["target"]: bytes.fromhex(c["value"])
+           for c in json.loads((Path(__file__).parent / "fuzz" / "regressions.json").read_text())["cases"]}
+OUT_OF_RANGE_ENVELOPE = _CORPUS["visit_envelope"]
+UNREADABLE_CLINIC_KEY = _CORPUS["clinic_key"]
+UNREADABLE_IDENTITY_CARD = _CORPUS["identity_card"]
+GARBAGE_REQUESTS = [_CORPUS["integration_request"], b"\x00\x00\x00\x00\x09" + b"\xff" * 24, b"not a request"]
+
+
+def contradicting(personal_id: str) -> str:
+    """A well-formed personal ID of the same province and sex digit, with another birth year."""
+    return personal_id[:4] + f"{(int(personal_id[4:6]) + 7) % 100:02d}" + personal_id[6:]
 LOGS = PROJECT_ROOT / ".local" / "logs" / "faults"
 
 
@@ -56,6 +70,7 @@ class Plan:
     broker_restart: bool = False
     database_stop_seconds: float = 0.0
     two_workers_kill_one: bool = False
+    rebalance_storm: int = 0
     poison_share: float = 0.02
 
 
@@ -77,13 +92,17 @@ class Outcome:
     counts_match: bool = False
     dedup_state_agrees: bool = False
     checksum_match: bool = False
+    dead_letter_repeats: int = 0
+    requests_answered: bool = False
+    unexpected_exits: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         """Whether the scenario lost, doubled or misplaced nothing."""
         return (self.checksum_match and self.lost == 0 and self.doubled == 0 and self.counts_match
-                and self.dead_lettered == self.expected_dead and self.dedup_state_agrees)
+                and self.dead_lettered == self.expected_dead and self.dedup_state_agrees
+                and self.requests_answered and not self.unexpected_exits)
 
 
 class Load:
@@ -96,21 +115,51 @@ class Load:
         self.poison = 0
         self.sent = 0
         self.nudges = 0
+        owners = [make_citizen(self.rng, "079") for _ in range(10)]
+        self.cards = [(f"TE1{7_900_000_000_000 + n:013d}", owner, contradicting(owner.personal_id))
+                      for n, owner in enumerate(owners)]
+
+    def _poison(self, i: int) -> tuple[bytes, bytes, str]:
+        """One bad message of six kinds, each of which must be dead-lettered exactly as the rules say."""
+        rng = self.rng
+        person = rng.choice(self.people)
+        key = person.personal_id.encode()
+        kind = i % 6
+        if kind == 0:
+            return key, b"\x00\x00\x00\x00\x02 not avro " + str(i).encode(), "79001"
+        if kind == 3:  # a timestamp far out of range: once an OverflowError that stopped readers
+            return key, OUT_OF_RANGE_ENVELOPE, "79001"
+        event = make_visit(rng, person, "79001", 10_000_000 + i, datetime(2026, 1, 1 + i % 28, 9))
+        if kind == 1:  # forged: signed with a key nobody registered under this id
+            return key, seal_visit(event, "79001", Signer.generate("k1")), "79001"
+        if kind == 2:
+            event = dict(event, facility_code="92001")
+            return key, seal_visit(event, "92001", Signer.generate("k1")), "92001"
+        if kind == 4:  # signed by the clinic, with a NUL in its text
+            event = dict(event, discharge_diagnosis=event["discharge_diagnosis"] + "\x00")
+            return key, seal_visit(event, "79001", self.signers["79001"]), "79001"
+        card, owner, _ = self.cards[i % len(self.cards)]  # a card mapped to a personal ID that contradicts it
+        event = make_visit(rng, owner, "79001", 10_000_000 + i, datetime(2026, 1, 1 + i % 28, 9))
+        event["patient"] = dict(event["patient"], personal_id=None, insurance_card_numbers=[card])
+        return f"card:{card}".encode(), seal_visit(event, "79001", self.signers["79001"]), "79001"
+
+    async def publish_registry_poison(self, late: bool) -> None:
+        """Contradicting card mappings (half before the load, half during it) and unreadable registry records."""
+        cards = self.cards[len(self.cards) // 2:] if late else self.cards[: len(self.cards) // 2]
+        await publish_identity_cards(self.settings.kafka_bootstrap, self.settings.topics.identity_cards,
+                                     [(card, wrong) for card, _, wrong in cards])
+        if not late:
+            await kafka.send_all(self.settings.kafka_bootstrap, "fault-suite", self.settings.topics.clinic_keys,
+                                 [(b"79001/unreadable", UNREADABLE_CLINIC_KEY)])
+            await kafka.send_all(self.settings.kafka_bootstrap, "fault-suite", self.settings.topics.identity_cards,
+                                 [(b"TE1-unreadable", UNREADABLE_IDENTITY_CARD)])
 
     def _message(self, i: int, history: list[dict[str, Any]]) -> tuple[bytes, bytes, str]:
         rng = self.rng
         roll = rng.random()
         if roll < self.plan.poison_share:
             self.poison += 1
-            person = rng.choice(self.people)
-            kind = i % 3
-            if kind == 0:
-                return person.personal_id.encode(), b"\x00\x00\x00\x00\x02 not avro " + str(i).encode(), "79001"
-            event = make_visit(rng, person, "79001", 10_000_000 + i, datetime(2026, 1, 1 + i % 28, 9))
-            if kind == 1:  # forged: signed with a key nobody registered under this id
-                return person.personal_id.encode(), seal_visit(event, "79001", Signer.generate("k1")), "79001"
-            event = dict(event, facility_code="92001")
-            return person.personal_id.encode(), seal_visit(event, "92001", Signer.generate("k1")), "92001"
+            return self._poison(i)
         if history and roll < 0.07:  # re-send an earlier visit as it was
             event = rng.choice(history)
         elif history and roll < 0.10:  # a corrected version of an earlier visit
@@ -144,8 +193,11 @@ class Load:
             await publisher.__aenter__()
         start = time.monotonic()
         pending: list[asyncio.Future] = []
+        await self.publish_registry_poison(late=False)
         try:
             for i in range(self.plan.events):
+                if i == self.plan.events // 2:
+                    await self.publish_registry_poison(late=True)
                 key, value, clinic = self._message(i, history)
                 pending.append(await publishers[clinic if clinic in publishers else "79001"].publish_raw(key, value))
                 self.sent += 1
@@ -186,6 +238,8 @@ def _stack(action: str) -> None:
 async def expected_from_topic(settings: Settings, keyring: Keyring) -> tuple[dict[tuple[str, str], tuple[Any, ...]],
                                                                             set[tuple[int, int]], Counter[str], int]:
     """Read the visits topic back and derive the health book, dead letters and counts it must give."""
+    identity = IdentityDirectory()
+    await TopicFollower(settings.kafka_bootstrap, settings.topics.identity_cards, identity.apply).snapshot()
     partitions = [TopicPartition(settings.topics.visits, p)
                   for p in await partitions_of(settings.kafka_bootstrap, settings.topics.visits)]
     consumer = kafka.consumer(settings.kafka_bootstrap, "fault-suite")
@@ -206,7 +260,15 @@ async def expected_from_topic(settings: Settings, keyring: Keyring) -> tuple[dic
                         dead.add((m.partition, m.offset))
                         counts[f"rejected:{result.code}"] += 1
                         continue
-                    event = result.event
+                    whose = resolve(result.event, identity)
+                    if isinstance(whose, Mismatch):
+                        dead.add((m.partition, m.offset))
+                        counts["rejected:identity_mismatch"] += 1
+                        continue
+                    if isinstance(whose, Pending):
+                        counts["pending"] += 1
+                        continue
+                    event = whose.event
                     key = (event.facility_code, event.visit_code)
                     if key in book and book[key][0] >= event.version:
                         counts["duplicate"] += 1
@@ -241,100 +303,178 @@ async def changelog_versions(settings: Settings) -> dict[str, int]:
     return {visit_key: version for versions in latest.values() for visit_key, version in versions.items()}
 
 
-async def run_scenario(plan: Plan, base: Settings | None = None) -> Outcome:
-    """Run one scenario end to end and check it."""
-    base = base or Settings()
+class Services:
+    """The scenario's worker and query-consumer processes, and which of them the suite itself ended."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.processes: list[ServiceProcess] = []
+        self.ended_by_suite: set[int] = set()
+
+    def start(self, command: str, n: int) -> ServiceProcess:
+        process = ServiceProcess(command, self.settings, LOGS / f"{self.settings.worker_id}-{command}-{n}.log").start()
+        self.processes.append(process)
+        return process
+
+    def kill(self, process: ServiceProcess) -> None:
+        self.ended_by_suite.add(id(process))
+        process.kill()
+
+    def stop(self, process: ServiceProcess) -> None:
+        self.ended_by_suite.add(id(process))
+        process.stop()
+
+    def workers(self) -> list[ServiceProcess]:
+        return [p for p in self.processes if p.command == "worker" and id(p) not in self.ended_by_suite]
+
+    def unexpected_exits(self) -> list[str]:
+        return [f"{p.log_path.name} exited with {p.process.returncode if p.process else '?'}"
+                for p in self.processes if id(p) not in self.ended_by_suite and not p.running]
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            self.stop(process)
+
+
+async def _scenario_settings(plan: Plan, base: Settings) -> Settings:
     stamp = f"{datetime.now():%H%M%S}-{random.randint(0, 9999):04d}"
     name = re.sub(r"[^a-z0-9]+", "-", plan.name.lower()).strip("-")  # Kafka names: letters, digits, . _ -
-    settings = base.model_copy(update={
+    return base.model_copy(update={
         "topic_prefix": f"faults-{name}-{stamp}.", "worker_id": f"healthbook-faults-{name}-{stamp}",
+        "query_group": f"healthbook-faults-query-{name}-{stamp}", "worker_metrics_port": 0, "query_metrics_port": 0,
         "database_url": await recreate_database(base.database_url, "healthbook_faults"),
         "batch_within_seconds": 0.1,
     })
-    outcome = Outcome(plan)
-    started = time.monotonic()
-    await ensure_topics(settings)
-    pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
+
+
+async def _register_clinics(settings: Settings) -> tuple[dict[str, Signer], Keyring]:
     signers = {code: Signer.generate("k1") for code in CLINICS}
     keyring = Keyring()
     entries = [new_key_entry(code, s) for code, s in signers.items()]
     for entry in entries:
         keyring.put(ClinicKey(entry.clinic_code, entry.key_id, entry.public_key, entry.registered_at_ms))
     await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, entries)
+    return signers, keyring
 
-    def worker(n: int) -> ServiceProcess:
-        return ServiceProcess("worker", settings, LOGS / f"{settings.worker_id}-{n}.log").start()
 
-    workers = [worker(0)] + ([worker(1)] if plan.two_workers_kill_one else [])
+async def _inject_faults(plan: Plan, services: Services, pool: asyncpg.Pool, load: Load, publishing: asyncio.Task,
+                         outcome: Outcome) -> None:
+    rng = random.Random(7)
+    workers = services.workers()
+    await asyncio.sleep(3)
+    for n in range(plan.kills):
+        await asyncio.sleep(rng.uniform(1.0, 4.0))
+        baseline = (await _counts(pool)).get("consumed", 0)
+        services.kill(workers[0])
+        outcome.faults.append(f"SIGKILL worker ({n + 1})")
+        restarted = time.monotonic()
+        workers[0] = services.start("worker", 10 + n)
+        outcome.recovery_seconds.append(await _progress_after(pool, restarted, baseline, load, publishing))
+    if plan.broker_restart:
+        _stack("kafka-down")
+        outcome.faults.append("broker restart")
+        await asyncio.sleep(3)
+        _stack("kafka-up")
+        back = time.monotonic()
+        outcome.recovery_seconds.append(
+            await _progress_after(pool, back, (await _counts(pool)).get("consumed", 0), load, publishing))
+    if plan.database_stop_seconds:
+        baseline = (await _counts(pool)).get("consumed", 0)
+        _stack("pg-down")
+        outcome.faults.append(f"PostgreSQL stopped {plan.database_stop_seconds:.0f}s")
+        await asyncio.sleep(plan.database_stop_seconds)
+        _stack("pg-up")
+        # Nothing can be committed while the database is down, so progress now is progress after it.
+        outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline, load, publishing))
+    if plan.two_workers_kill_one:
+        await asyncio.sleep(2)
+        baseline = (await _counts(pool)).get("consumed", 0)
+        services.kill(workers[1])
+        outcome.faults.append("two workers, one SIGKILLed")
+        outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline, load, publishing))
+    await _rebalance_storm(plan, services, rng, outcome)
+
+
+async def _rebalance_storm(plan: Plan, services: Services, rng: random.Random, outcome: Outcome) -> None:
+    """Workers join and leave under load: most stop cleanly, every third is SIGKILLed."""
+    for n in range(plan.rebalance_storm):
+        extra = services.start("worker", 100 + n)
+        await asyncio.sleep(rng.uniform(4.0, 7.0))
+        (services.kill if n % 3 == 2 else services.stop)(extra)
+        await asyncio.sleep(rng.uniform(1.0, 3.0))
+    if plan.rebalance_storm:
+        outcome.faults.append(f"{plan.rebalance_storm} workers joined and left")
+
+
+async def _hostile_requests(settings: Settings, load: Load, publishing: asyncio.Task) -> bool:
+    """Garbage on the requests topic all through the load, then one real confirmation: is it answered?"""
+    async with IdentityPlatform(settings, ensure_identity_key(settings)) as platform:
+        while not publishing.done():
+            for raw in GARBAGE_REQUESTS:
+                await platform.send_raw(b"garbage", raw)
+            await asyncio.sleep(1.0)
+        reply = await platform.ask(confirmation(load.people[0].personal_id, 2026), timeout=120)
+    return reply.status == "ok"
+
+
+async def _check(outcome: Outcome, settings: Settings, pool: asyncpg.Pool, keyring: Keyring,
+                 services: Services) -> None:
+    book, dead, expected_counts, total = await expected_from_topic(settings, keyring)
+    deadline = time.monotonic() + 600
+    while (await _counts(pool)).get("consumed", 0) < total and time.monotonic() < deadline:
+        if not services.workers() or not any(w.running for w in services.workers()):
+            raise RuntimeError(f"every worker died: {services.unexpected_exits()}")
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)  # let the last changelog writes land
+    rows = await pool.fetch("select facility_code, visit_code, version, event_id, record from health_book_visits")
+    actual = {(r["facility_code"], r["visit_code"]): (r["version"], r["event_id"], content_digest(r["record"]))
+              for r in rows}
+    outcome.expected_rows, outcome.rows = len(book), len(actual)
+    outcome.lost = sum(1 for key, value in book.items() if actual.get(key) != value)
+    outcome.doubled = sum(1 for key in actual if key not in book)
+    outcome.checksum_match = checksum([(*k, *v) for k, v in actual.items()]) == \
+        checksum([(*k, *v) for k, v in book.items()])
+    counts = await _counts(pool)
+    outcome.counts_match = {k: v for k, v in counts.items() if v} == dict(expected_counts)
+    if not outcome.counts_match:
+        outcome.faults.append(f"counts {counts} expected {dict(expected_counts)}")
+    letters = await read_dead_letters(settings.kafka_bootstrap, settings.topics.dead_letter)
+    distinct = {(d["source_partition"], d["source_offset"]) for d in letters}
+    outcome.dead_lettered, outcome.expected_dead = len(distinct & dead), len(dead)
+    outcome.dead_letter_repeats = len(letters) - len(distinct)
+    outcome.doubled += len(distinct - dead)
+    versions = await changelog_versions(settings)
+    outcome.dedup_state_agrees = all(versions.get(f"{f}/{v}") == entry[0] for (f, v), entry in book.items())
+    outcome.unexpected_exits = services.unexpected_exits()
+
+
+async def run_scenario(plan: Plan, base: Settings | None = None) -> Outcome:
+    """Run one scenario end to end and check it."""
+    settings = await _scenario_settings(plan, base or Settings())
+    outcome = Outcome(plan)
+    started = time.monotonic()
+    await ensure_topics(settings)
+    pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
+    signers, keyring = await _register_clinics(settings)
+    services = Services(settings)
+    for n in range(2 if plan.two_workers_kill_one else 1):
+        services.start("worker", n)
+    services.start("query-consumer", 0)
     load = Load(settings, signers, plan)
     publishing = asyncio.create_task(load.run())
-    rng = random.Random(7)
+    requests = asyncio.create_task(_hostile_requests(settings, load, publishing))
     try:
-        await asyncio.sleep(3)
-        for n in range(plan.kills):
-            await asyncio.sleep(rng.uniform(1.0, 4.0))
-            baseline = (await _counts(pool)).get("consumed", 0)
-            workers[0].kill()
-            outcome.faults.append(f"SIGKILL worker ({n + 1})")
-            restarted = time.monotonic()
-            workers[0] = worker(10 + n)
-            outcome.recovery_seconds.append(await _progress_after(pool, restarted, baseline, load, publishing))
-        if plan.broker_restart:
-            _stack("kafka-down")
-            outcome.faults.append("broker restart")
-            await asyncio.sleep(3)
-            _stack("kafka-up")
-            back = time.monotonic()
-            outcome.recovery_seconds.append(
-                await _progress_after(pool, back, (await _counts(pool)).get("consumed", 0), load, publishing))
-        if plan.database_stop_seconds:
-            baseline = (await _counts(pool)).get("consumed", 0)
-            _stack("pg-down")
-            outcome.faults.append(f"PostgreSQL stopped {plan.database_stop_seconds:.0f}s")
-            await asyncio.sleep(plan.database_stop_seconds)
-            _stack("pg-up")
-            # Nothing can be committed while the database is down, so progress now is progress after it.
-            outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline, load, publishing))
-        if plan.two_workers_kill_one:
-            await asyncio.sleep(2)
-            baseline = (await _counts(pool)).get("consumed", 0)
-            workers[1].kill()
-            outcome.faults.append("two workers, one SIGKILLed")
-            outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline, load, publishing))
+        await _inject_faults(plan, services, pool, load, publishing, outcome)
         await publishing
         outcome.published, outcome.poison = load.sent, load.poison
         if load.nudges:
             outcome.faults.append(f"{load.nudges} visit(s) sent after the load to observe recovery")
-
-        book, dead, expected_counts, total = await expected_from_topic(settings, keyring)
-        deadline = time.monotonic() + 600
-        while (await _counts(pool)).get("consumed", 0) < total and time.monotonic() < deadline:
-            if not any(w.running for w in workers):
-                raise RuntimeError(f"every worker died:\n{workers[0].log_tail()}")
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(1.0)  # let the last changelog writes land
-        rows = await pool.fetch("select facility_code, visit_code, version, event_id, record from health_book_visits")
-        actual = {(r["facility_code"], r["visit_code"]): (r["version"], r["event_id"], content_digest(r["record"]))
-                  for r in rows}
-        outcome.expected_rows, outcome.rows = len(book), len(actual)
-        outcome.lost = sum(1 for key, value in book.items() if actual.get(key) != value)
-        outcome.doubled = sum(1 for key in actual if key not in book)
-        outcome.checksum_match = checksum([(*k, *v) for k, v in actual.items()]) == \
-            checksum([(*k, *v) for k, v in book.items()])
-        counts = await _counts(pool)
-        outcome.counts_match = {k: v for k, v in counts.items() if v} == dict(expected_counts)
-        if not outcome.counts_match:
-            outcome.faults.append(f"counts {counts} expected {dict(expected_counts)}")
-        letters = await read_dead_letters(settings.kafka_bootstrap, settings.topics.dead_letter)
-        distinct = {(d["source_partition"], d["source_offset"]) for d in letters}
-        outcome.dead_lettered, outcome.expected_dead = len(distinct & dead), len(dead)
-        outcome.doubled += len(distinct - dead)
-        versions = await changelog_versions(settings)
-        outcome.dedup_state_agrees = all(versions.get(f"{f}/{v}") == entry[0] for (f, v), entry in book.items())
+        outcome.requests_answered = await requests
+        await _check(outcome, settings, pool, keyring, services)
     finally:
         publishing.cancel()
-        for w in workers:
-            w.stop()
+        requests.cancel()
+        services.stop_all()
         await pool.close()
         outcome.seconds = time.monotonic() - started
     return outcome
@@ -347,20 +487,23 @@ def plans(events: int, citizens: int, rate: float) -> list[Plan]:
         Plan("broker restarted", events, citizens, rate, broker_restart=True),
         Plan("database stopped", events, citizens, rate, database_stop_seconds=30),
         Plan("two workers, one killed", events, citizens, rate, two_workers_kill_one=True),
+        Plan("rebalance storm", events, citizens, rate * 0.7, rebalance_storm=10),
     ]
 
 
 def table_markdown(outcomes: list[Outcome]) -> str:
     """The figures as a Markdown table."""
     lines = ["| scenario | messages | poison | faults | worst recovery | rows (expected) | lost | doubled | "
-             "dead-lettered (expected) | counts exact | dedup state agrees | result |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "dead-lettered (expected) | dead letters sent again | counts exact | dedup state agrees | "
+             "requests answered | unexpected exits | result |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for o in outcomes:
         recovery = f"{max(o.recovery_seconds):.1f} s" if o.recovery_seconds else "-"
         lines.append(f"| {o.plan.name} | {o.published:,} | {o.poison} | {'; '.join(o.faults) or '-'} | {recovery} | "
                      f"{o.rows:,} ({o.expected_rows:,}) | {o.lost} | {o.doubled} | {o.dead_lettered} "
-                     f"({o.expected_dead}) | {'yes' if o.counts_match else 'no'} | "
-                     f"{'yes' if o.dedup_state_agrees else 'no'} | {'pass' if o.ok else 'FAIL'} |")
+                     f"({o.expected_dead}) | {o.dead_letter_repeats} | {'yes' if o.counts_match else 'no'} | "
+                     f"{'yes' if o.dedup_state_agrees else 'no'} | {'yes' if o.requests_answered else 'no'} | "
+                     f"{'; '.join(o.unexpected_exits) or 'none'} | {'pass' if o.ok else 'FAIL'} |")
     return "\n".join(lines)
 
 

@@ -16,3 +16,4 @@ async def test_a_killed_worker_and_a_stopped_database_lose_and_double_nothing():
     assert (outcome.lost, outcome.doubled) == (0, 0), report
     assert outcome.checksum_match and outcome.counts_match and outcome.dedup_state_agrees, report
     assert outcome.dead_lettered == outcome.expected_dead == outcome.poison, report
+    assert outcome.requests_answered and outcome.unexpected_exits == [], report

@@ -1,0 +1,182 @@
+"""Fuzz targets: every entry point that reads bytes from outside, with valid seeds and the invariant it must keep.
+
+The invariant is the same for all: no exception escapes the rejection path. Each `check` returns
+the outcome's name ("accepted", "rejected", ...) and raises only when that invariant breaks.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lxml import etree
+from rich.console import Console
+
+from commands import render
+from consumers.dead_letters import DeadLetterEntry
+from domain import deidentify
+from domain.batch import Delivery, Refused
+from domain.consent import read_request
+from domain.identity import IdentityDirectory, resolve
+from domain.keyring import ClinicKey, Keyring
+from domain.rows import visit_row
+from domain.validation import Rejected, RejectionCode, validate
+from producers.dossier_mapping import MappingFailed, map_hoso
+from producers.giamdinhhs import DossierReader
+from schemas import catalogue, envelope, wire
+from schemas.envelope import Signer
+from schemas.errors import ContractError
+from schemas.visit import read_visit
+from streams.dead_letters import dead_letter
+from synthetic.dossiers import write_dossier
+from tests.factories import citizen, visit, with_patient
+
+SIGNER = Signer.generate("k1")
+IDENTITY_SIGNER = Signer.generate("vneid-1")
+TOMBSTONE = b"\x7f"  # an input starting with it is a tombstone whose key is the rest
+SAMPLE_DOSSIER = Path(__file__).parents[1] / "fixtures" / "giamdinhhs-sample.xml"
+_SCRATCH = Path(tempfile.mkdtemp(prefix="healthbook-fuzz-"))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One entry point: valid inputs to start from, and the check of one input."""
+
+    name: str
+    seeds: Callable[[], list[bytes]]
+    check: Callable[[bytes], str]
+
+
+def _keyring() -> Keyring:
+    ring = Keyring()
+    ring.put(ClinicKey("79001", "k1", SIGNER.public_key, 0))
+    return ring
+
+
+KEYRING = _keyring()
+PSEUDONYM_KEY = b"k" * 32
+
+
+def _visit_seeds() -> list[bytes]:
+    card_only = with_patient(visit(person=citizen(3), sequence=3), personal_id=None,
+                             insurance_card_numbers=["TE1790000000003"])
+    events = (visit(), visit(person=citizen(2), sequence=2), card_only)
+    return [keyed(read_visit(e).partition_key.encode(), envelope.seal_visit(e, "79001", SIGNER))  # type: ignore[union-attr]
+            for e in events]
+
+
+def keyed(key: bytes, value: bytes) -> bytes:
+    """A fuzz input holding a message key and value: one length byte, the key, the value."""
+    return bytes([len(key)]) + key + value
+
+
+def unkeyed(data: bytes) -> tuple[bytes, bytes]:
+    """The message key and value of a fuzz input made by keyed()."""
+    length = data[0] if data else 0
+    return data[1:1 + length], data[1 + length:]
+
+
+def check_visit_envelope(data: bytes) -> str:
+    result = validate(*unkeyed(data), KEYRING)
+    if isinstance(result, Rejected):
+        return "rejected"
+    visit_row(result, 0, 0)
+    if result.event.personal_id:
+        deidentify.encode(result.event, PSEUDONYM_KEY)
+    return "accepted"
+
+
+def _request_seeds() -> list[bytes]:
+    base = {"request_id": "r-1", "personal_id": "079186001234", "year": 2026, "identity_level": 2,
+            "consent_confirmed": True, "requested_at": 1_773_563_400_000, "detail": None}
+    detail = dict(base, detail={"facility_code": "79001", "visit_code": "79001-2026-0000001"})
+    return [envelope.seal_request(r, IDENTITY_SIGNER) for r in (base, detail)]
+
+
+def check_integration_request(data: bytes) -> str:
+    _, refusal = read_request(data, {"vneid-1": IDENTITY_SIGNER.public_key})
+    return "refused" if refusal else "served"
+
+
+def _record_seeds(entry: catalogue.SchemaEntry, records: list[dict]) -> list[bytes]:
+    return [wire.encode(entry, r) for r in records] + [TOMBSTONE + b"79001/k1"]
+
+
+def _registry_check(apply: Callable[[bytes | None, bytes | None], object], key: bytes) -> Callable[[bytes], str]:
+    def check(data: bytes) -> str:
+        try:
+            if data.startswith(TOMBSTONE):
+                apply(data[1:], None)
+                return "tombstone"
+            apply(key, data)
+        except ContractError:
+            return "unreadable"
+        return "applied"
+    return check
+
+
+def check_identity_card(data: bytes) -> str:
+    directory = IdentityDirectory()
+    outcome = _registry_check(directory.apply, b"TE1790000000003")(data)
+    event = read_visit(with_patient(visit(person=citizen(3), sequence=3), personal_id=None,
+                                    insurance_card_numbers=["TE1790000000003"]))
+    assert not isinstance(event, list)
+    resolve(event, directory)
+    return outcome
+
+
+def _dead_letter_seeds() -> list[bytes]:
+    source = Delivery("visits", 2, 41, 1_773_563_400_000, b"079186001234", _visit_seeds()[0], (0, 7))
+    return [dead_letter(Refused(source, Rejected(RejectionCode.BAD_SIGNATURE, "signature does not verify", [],
+                                                 "79001", "e-1")))]
+
+
+def check_dead_letter(data: bytes) -> str:
+    try:
+        record = wire.decode(data, catalogue.DEAD_LETTER)
+    except ContractError:
+        return "unreadable"
+    render.dead_letter_entries(Console(file=io.StringIO(), width=200), [DeadLetterEntry(0, 0, record)])
+    json.dumps(record, ensure_ascii=False, default=str)
+    return "shown"
+
+
+def _dossier_seeds() -> list[bytes]:
+    out = io.StringIO()
+    write_dossier(out, "79001", "20260320", [visit(), visit(person=citizen(2), sequence=2)], 2)
+    return [SAMPLE_DOSSIER.read_bytes(), out.getvalue().encode()]
+
+
+def check_dossier(data: bytes) -> str:
+    path = _SCRATCH / "dossier.xml"
+    path.write_bytes(data)
+    outcome = "read"
+    try:
+        for hoso in DossierReader(path):
+            try:
+                event = map_hoso(hoso, "79001", 1)
+            except MappingFailed:
+                outcome = "hoso_rejected"
+                continue
+            read_visit(event)
+    except etree.XMLSyntaxError:
+        return "not_xml"
+    return outcome
+
+
+TARGETS = {t.name: t for t in (
+    Target("visit_envelope", _visit_seeds, check_visit_envelope),
+    Target("integration_request", _request_seeds, check_integration_request),
+    Target("clinic_key", lambda: _record_seeds(catalogue.CLINIC_KEY, [
+        {"clinic_code": "79001", "key_id": "k1", "algorithm": "ed25519", "public_key": SIGNER.public_key,
+         "registered_at": 1_773_563_400_000, "revoked_at": None}]), _registry_check(Keyring().apply, b"79001/k1")),
+    Target("identity_card", lambda: _record_seeds(catalogue.IDENTITY_CARD, [
+        {"card_number": "TE1790000000003", "personal_id": citizen(3).personal_id, "updated_at": 1_773_563_400_000}]),
+        check_identity_card),
+    Target("dead_letter", _dead_letter_seeds, check_dead_letter),
+    Target("dossier", _dossier_seeds, check_dossier),
+)}

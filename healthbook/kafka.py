@@ -131,3 +131,22 @@ async def read_at(bootstrap: str, topic: str, partition: int, offset: int) -> Co
         return records[0] if records and records[0].offset == offset else None
     finally:
         await reader.stop()
+
+
+async def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int) -> list[ConsumerRecord]:
+    """The records of one partition from offset start up to (not including) end, as the topic still holds them."""
+    reader = consumer(bootstrap, "read-range")
+    await reader.start()
+    found: list[ConsumerRecord] = []
+    try:
+        tp = TopicPartition(topic, partition)
+        reader.assign([tp])
+        reader.seek(tp, start)
+        while await reader.position(tp) < end:
+            fetched = await reader.getmany(tp, timeout_ms=10_000, max_records=end - start)
+            if not fetched:
+                break
+            found += [r for r in fetched.get(tp, []) if start <= r.offset < end]
+        return found
+    finally:
+        await reader.stop()

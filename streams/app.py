@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -13,7 +14,7 @@ from healthbook import observability as metrics
 from healthbook.config import Settings
 from schemas import topics
 from schemas.headers import retry_of
-from streams.fail_stop import stop_worker
+from streams.fail_stop import leave_mid_batch, stop_worker
 from streams.pipeline import VisitPipeline
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,10 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def project_visits(stream: faust.StreamT) -> None:
         try:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-                counts = await pipeline.process([delivery_of(event.message) for event in events])
+                try:
+                    counts = await pipeline.process([delivery_of(event.message) for event in events])
+                except asyncio.CancelledError:
+                    leave_mid_batch()
                 log.info("batch %s", dict(counts), extra={"worker_id": settings.worker_id})
         except Exception:
             stop_worker("the worker cannot go on; stopping without committing the current batch")

@@ -23,16 +23,35 @@ from functools import partial
 from typing import Protocol
 
 import asyncpg
+from aiokafka.errors import KafkaError
 
 from domain.batch import BatchPlan, Delivery, Owned, Refused, Waiting, plan_batch
 from domain.identity import IdentityDirectory
 from domain.keyring import Keyring
 from domain.validation import RETRY_AFTER_REGISTRY_CATCH_UP, Accepted, Rejected, RejectionCode, validate_safely
+from healthbook import kafka
 from healthbook.retry import CONTENT_REFUSALS, is_infrastructure, while_unreachable
 from healthbook.store import BookWriter, OffsetsMoved
+from schemas.headers import retry_of
 from streams.outlets import Outlets
 
 log = logging.getLogger(__name__)
+
+
+RangeReader = Callable[[str, int, int, int], Awaitable[list[Delivery]]]  # topic, partition, start, end
+
+
+def topic_range_reader(bootstrap: str) -> RangeReader:
+    """Reads the deliveries of one partition's offsets [start, end) back from the broker."""
+    async def read(topic: str, partition: int, start: int, end: int) -> list[Delivery]:
+        records = await kafka.read_range(bootstrap, topic, partition, start, end)
+        return [Delivery(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value, retry_of(r.headers))
+                for r in records]
+    return read
+
+
+class GapUnfilled(KafkaError):
+    """Messages a batch skipped could not be read back from the broker: hold, as for an unreachable broker."""
 
 
 class VersionTable(Protocol):
@@ -70,6 +89,7 @@ class BatchStep:
     versions: VersionTable
     outlets: Outlets
     registry_catch_up: Callable[[], Awaitable[None]]
+    read_range: RangeReader
     on_hold: Callable[[float], None] = lambda waited: None
     on_resumed: Callable[[float], Awaitable[None]] | None = None
     on_waiting: Callable[[set[str]], None] = lambda cards: None
@@ -104,7 +124,7 @@ class BatchStep:
         while True:
             expected = await while_unreachable("read applied offsets", partial(self._applied, messages))
             replayed = [m for m in messages if m.offset < expected[m.partition]]
-            todo = [m for m in messages if m.offset >= expected[m.partition]]
+            todo = await self._without_gaps([m for m in messages if m.offset >= expected[m.partition]], expected)
             if replayed and failure is None:
                 self._remember(self._plan(replayed, await self._verdicts(replayed)))
             if not todo:
@@ -132,6 +152,31 @@ class BatchStep:
         self._remember(plan)
         self.on_waiting({item.accepted.event.card_number for item in plan.waiting})
         return counts
+
+    async def _without_gaps(self, todo: list[Delivery], expected: dict[int, int]) -> list[Delivery]:
+        """The batch as one unbroken run per partition, from its applied offset to its last delivered message.
+
+        A batch never advances a partition past a message it did not apply. When the consumer skipped
+        offsets (its committed offset ahead of the book's, or a seek while events were buffered, at the
+        start of a batch or inside it), the skipped messages are read back from the topic.
+        """
+        runs: list[Delivery] = []
+        for partition in sorted({m.partition for m in todo}):
+            delivered = {m.offset: m for m in todo if m.partition == partition}
+            wanted = range(expected[partition], max(delivered) + 1)
+            if len(delivered) == len(wanted):
+                runs += [delivered[offset] for offset in wanted]
+                continue
+            log.warning("%s[%d]: %d of offsets %d to %d were not delivered; reading them from the topic",
+                        self.topic, partition, len(wanted) - len(delivered), wanted.start, wanted.stop - 1,
+                        extra={"topic": self.topic, "partition": partition, "offset": wanted.start})
+            read = {m.offset: m for m in await self.read_range(self.topic, partition, wanted.start, wanted.stop)}
+            run = [delivered.get(offset) or read.get(offset) for offset in wanted]
+            if any(m is None for m in run):
+                raise GapUnfilled(f"{self.topic}[{partition}]: offsets {wanted.start} to {wanted.stop - 1} could "
+                                  "not all be read back; nothing of the batch is applied")
+            runs += run  # type: ignore[arg-type]
+        return runs
 
     async def _write_waiting_out_the_database(self, plan: BatchPlan, expected: dict[int, int],
                                               advanced: dict[int, int]) -> Counter[str]:

@@ -23,7 +23,7 @@ from healthbook.database import connect_pool
 from healthbook.retry import is_infrastructure, while_unreachable
 from healthbook.store import BookWriter
 from healthbook.topic_follower import TopicFollower
-from streams.batch_step import BatchStep, VersionTable
+from streams.batch_step import BatchStep, VersionTable, topic_range_reader
 from streams.fail_stop import stop_worker
 from streams.outlets import KafkaOutlets
 from streams.pending_visits import PendingResolver
@@ -79,7 +79,8 @@ class VisitPipeline(Service):
                                         settings.topics.visits)
         await self.resolver.start()
         self.step = BatchStep(settings.topics.visits, self.pool, self.writer, self.keyring, self.identity,
-                              self.versions, outlets, self.registry.catch_up, on_hold=self._holding,
+                              self.versions, outlets, self.registry.catch_up,
+                              topic_range_reader(settings.kafka_bootstrap), on_hold=self._holding,
                               on_resumed=self._resumed, on_waiting=self._on_waiting,
                               suspects=await self.writer.suspect_batches(self.pool, settings.topics.visits))
         self._health = await metrics.serve(settings.worker_metrics_port, self.health, "worker", settings.metrics_host)

@@ -24,7 +24,7 @@ from healthbook.database import connect_pool
 from healthbook.store import BookReader, BookWriter, create_rebuild, swap_in_rebuild
 from healthbook.topic_follower import TopicFollower
 from schemas.headers import retry_of
-from streams.batch_step import BatchStep
+from streams.batch_step import BatchStep, topic_range_reader
 from streams.outlets import NoOutlets
 
 REBUILD_SCHEMA = "replay_rebuild"
@@ -62,7 +62,7 @@ async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Con
         async with pool.acquire() as conn:
             await create_rebuild(conn, schema)
         step = BatchStep(settings.topics.visits, pool, BookWriter(schema), keyring, identity, {}, NoOutlets(),
-                         registry.catch_up, isolate_at_once=True)
+                         registry.catch_up, topic_range_reader(settings.kafka_bootstrap), isolate_at_once=True)
         async for batch in _batches(settings, console):
             await step.run(batch)
             report.messages += len(batch)

@@ -8,12 +8,14 @@ from commands.identity_standin import confirmation
 from domain.batch import Delivery
 from domain.identity import IdentityDirectory
 from domain.keyring import ClinicKey, Keyring
+from healthbook import kafka
+from healthbook.kafka import ensure_topics
 from healthbook.store import BookReader, BookWriter, create_rebuild, drop_rebuild
 from producers.clinic_keys import new_key_entry, publish_keys
 from producers.identity_cards import publish_identity_cards
 from schemas.envelope import Signer, seal_visit
 from schemas.visit import VisitEvent
-from streams.batch_step import BatchStep
+from streams.batch_step import BatchStep, topic_range_reader
 from tests.factories import visit, with_patient
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
 from tests.unit.test_hostile_input import _contradicting, _corpus
@@ -60,8 +62,11 @@ def step_on(db, schema, versions, outlets) -> BatchStep:
     async def nothing_to_catch_up() -> None:
         return None
 
+    async def no_gaps_expected(topic, partition, start, end):
+        raise AssertionError(f"these batches start at their applied offsets; nothing to read at {start}-{end}")
+
     return BatchStep("visits", db, BookWriter(schema), keyring, IdentityDirectory(), versions, outlets,
-                     nothing_to_catch_up)
+                     nothing_to_catch_up, no_gaps_expected)
 
 
 async def test_a_row_postgresql_refuses_is_dead_lettered_and_the_rest_of_its_batch_is_written(db):
@@ -161,3 +166,34 @@ async def test_unreadable_registry_records_and_requests_are_skipped_and_the_serv
     reply = await identity.ask(confirmation(person.personal_id, 2026))
     assert reply.status == "ok" and [v.visit_code for v in reply.visits] == [later["visit_code"]]
     assert identity.process.running
+
+
+@pytest.mark.parametrize("delivered", [[5, 6, 7, 8, 9], [0, 1, 2, 6, 7, 8, 9]], ids=["at-the-start", "inside"])
+async def test_a_batch_that_skips_offsets_reads_the_skipped_messages_from_the_topic_and_applies_all(db, settings,
+                                                                                                   delivered):
+    own = settings.model_copy(update={"topic_prefix": f"test-gap-{next_sequence()}."})
+    await ensure_topics(own)
+    topic = own.topics.visits
+    events = [visit(person=new_citizen(), sequence=next_sequence()) for _ in range(10)]
+    async with kafka.producer(own.kafka_bootstrap, "test-gap") as sender:
+        for event in events:
+            await sender.send_and_wait(topic, seal_visit(event, "79001", SIGNER),
+                                       key=event["patient"]["personal_id"].encode(), partition=0)
+    read = topic_range_reader(own.kafka_bootstrap)
+    batch = [d for d in await read(topic, 0, 0, 10) if d.offset in delivered]  # what a skipping consumer hands over
+    schema = "failure_gap"
+    async with db.acquire() as conn:
+        await create_rebuild(conn, schema)
+    try:
+        step = step_on(db, schema, {}, RecordingOutlets())
+        step.topic, step.read_range = topic, read
+        result = await step.run(batch)
+        async with db.acquire() as conn:
+            counts = await BookReader(schema).counts_of(conn)
+            rows = await BookReader(schema).row_count(conn)
+            applied = await step.writer.applied_offsets(conn, topic, [0])
+    finally:
+        async with db.acquire() as conn:
+            await drop_rebuild(conn, schema)
+    assert [d.offset for d in result.applied] == list(range(10))
+    assert (rows, counts["consumed"], counts["accepted"], applied) == (10, 10, 10, {0: 10})

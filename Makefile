@@ -44,7 +44,7 @@ fuzz: $(STAMP)
 	$(PY) -m tests.fuzz.run
 
 faults: up
-	$(PY) -m tests.fault_suite --docs docs/reliability.md
+	$(PY) -m tests.fault_suite --docs docs/reliability.md --run-note "$(RUN_NOTE)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

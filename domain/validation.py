@@ -9,7 +9,7 @@ from typing import Any
 
 from domain.keyring import KeyLookupFailed, Keyring
 from schemas import catalogue, envelope, wire
-from schemas.errors import MalformedMessage, UnsupportedSchema
+from schemas.errors import MalformedMessage, UnsupportedSchema, without_content
 from schemas.problems import Problem
 from schemas.visit import VisitEvent, read_visit
 
@@ -132,6 +132,6 @@ def validate_safely(key: bytes | None, value: bytes | None, keyring: Keyring) ->
     try:
         return validate(key, value, keyring)
     except Exception as exc:
-        log.exception("validation failed unexpectedly")
+        log.error("validation failed unexpectedly: %s", without_content(exc))
         return Rejected(RejectionCode.INTERNAL_ERROR,
                         f"healthbook failed on this message ({type(exc).__name__}: {exc}); retry it once fixed")

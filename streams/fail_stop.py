@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import traceback
 from typing import NoReturn
+
+from schemas.errors import without_content
 
 log = logging.getLogger(__name__)
 EXIT_CANNOT_GO_ON = 70
@@ -19,10 +20,7 @@ def stop_worker(why: str) -> NoReturn:
     agent in place; stopping the process instead makes the supervisor restart it, and the restarted
     worker resumes from the applied offsets.
     """
-    failure = sys.exc_info()[1]
-    where = "".join(traceback.format_tb(failure.__traceback__)) if failure else ""
-    # The exception's type and stack only: its message may quote the data it failed on.
-    log.critical("%s (%s)\n%s", why, type(failure).__name__ if failure else "no exception", where)
+    log.critical("%s: %s", why, without_content(sys.exc_info()[1]))
     logging.shutdown()
     os._exit(EXIT_CANNOT_GO_ON)
 

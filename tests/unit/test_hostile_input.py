@@ -133,3 +133,18 @@ def test_operator_tables_show_what_senders_wrote_and_never_read_it_as_markup():
     shown = out.getvalue()
     assert "[/x]" in shown and "[link=https://example.invalid]click[/link]" in shown
     assert "\x1b]8;" not in shown, "no clickable link escape sequence"
+
+
+def test_a_bug_met_in_validation_is_logged_without_the_data_it_failed_on(caplog):
+    from domain.validation import validate_safely
+
+    quoted = ["the record of", "079186001234,", "Nguyễn Thị Lan,", "broke it"]  # a message quoting personal data
+
+    class ExplodingKeyring(Keyring):
+        def key_for(self, clinic_code, key_id, signed_at_ms):
+            raise ValueError(" ".join(quoted))
+
+    result = validate_safely(*signed(visit()), ExplodingKeyring())
+    assert isinstance(result, Rejected) and result.code is RejectionCode.INTERNAL_ERROR
+    assert "ValueError" in caplog.text and "key_for" in caplog.text
+    assert "079186001234" not in caplog.text and "Nguyễn" not in caplog.text

@@ -29,8 +29,12 @@ class DeadLetterEntry:
         return self.record.get("retry_of") is not None
 
 
-async def read_entries(bootstrap: str, topic: str) -> list[DeadLetterEntry]:
-    """Every dead-letter record on the topic, with its coordinates."""
+async def read_entries(bootstrap: str, topic: str, *, distinct: bool = True) -> list[DeadLetterEntry]:
+    """The dead-letter records on the topic, with their coordinates; by default one per refused message.
+
+    The topic is at-least-once: a worker stopped between sending a dead letter and committing its
+    batch sends it again. `distinct` keeps the first record of each source message.
+    """
     entries: list[DeadLetterEntry] = []
 
     def keep(message: Any) -> None:
@@ -38,7 +42,19 @@ async def read_entries(bootstrap: str, topic: str) -> list[DeadLetterEntry]:
                                        wire.decode(message.value, catalogue.DEAD_LETTER)))
 
     await TopicFollower(bootstrap, topic, keep, whole_message=True).snapshot()
-    return entries
+    return first_per_source(entries) if distinct else entries
+
+
+def first_per_source(entries: list[DeadLetterEntry]) -> list[DeadLetterEntry]:
+    """The first dead letter of each refused message (source topic, partition and offset)."""
+    seen: set[tuple[Any, Any, Any]] = set()
+    kept = []
+    for entry in entries:
+        source = (entry.record["source_topic"], entry.record["source_partition"], entry.record["source_offset"])
+        if source not in seen:
+            seen.add(source)
+            kept.append(entry)
+    return kept
 
 
 def select(entries: list[DeadLetterEntry], *, reason: str | None = None, clinic: str | None = None,
@@ -94,6 +110,6 @@ async def retry(settings: Settings, pool: asyncpg.Pool, entries: list[DeadLetter
     return report
 
 
-async def read_dead_letters(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """Every dead-letter record currently on the topic, oldest first per partition."""
-    return [entry.record for entry in await read_entries(bootstrap, topic)]
+async def read_dead_letters(bootstrap: str, topic: str, *, distinct: bool = True) -> list[dict[str, Any]]:
+    """The dead-letter records currently on the topic, oldest first per partition (one per message by default)."""
+    return [entry.record for entry in await read_entries(bootstrap, topic, distinct=distinct)]

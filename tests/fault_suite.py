@@ -438,7 +438,7 @@ async def _check(outcome: Outcome, settings: Settings, pool: asyncpg.Pool, keyri
     outcome.counts_match = {k: v for k, v in counts.items() if v} == dict(expected_counts)
     if not outcome.counts_match:
         outcome.faults.append(f"counts {counts} expected {dict(expected_counts)}")
-    letters = await read_dead_letters(settings.kafka_bootstrap, settings.topics.dead_letter)
+    letters = await read_dead_letters(settings.kafka_bootstrap, settings.topics.dead_letter, distinct=False)
     distinct = {(d["source_partition"], d["source_offset"]) for d in letters}
     outcome.dead_lettered, outcome.expected_dead = len(distinct & dead), len(dead)
     outcome.dead_letter_repeats = len(letters) - len(distinct)

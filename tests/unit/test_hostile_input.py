@@ -148,3 +148,14 @@ def test_a_bug_met_in_validation_is_logged_without_the_data_it_failed_on(caplog)
     assert isinstance(result, Rejected) and result.code is RejectionCode.INTERNAL_ERROR
     assert "ValueError" in caplog.text and "key_for" in caplog.text
     assert "079186001234" not in caplog.text and "Nguyễn" not in caplog.text
+
+
+def test_operators_see_one_dead_letter_per_refused_message_though_the_topic_is_at_least_once():
+    from consumers.dead_letters import DeadLetterEntry, first_per_source
+
+    def letter(offset: int, source_offset: int) -> DeadLetterEntry:
+        return DeadLetterEntry(0, offset, {"source_topic": "visits", "source_partition": 1,
+                                           "source_offset": source_offset})
+
+    kept = first_per_source([letter(0, 7), letter(1, 8), letter(2, 7)])  # 7 sent again after a restart
+    assert [(e.offset, e.record["source_offset"]) for e in kept] == [(0, 7), (1, 8)]

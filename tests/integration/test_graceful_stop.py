@@ -34,21 +34,25 @@ async def test_a_worker_stopped_mid_batch_three_times_loses_no_visit(settings):
     async def consumed() -> int:
         return await pool.fetchval("select coalesce(sum(count), 0) from pipeline_counts where outcome = 'consumed'")
 
+    started: list[ServiceProcess] = []
     try:
         for n in range(3):  # each worker is stopped while the backlog is still being drained
             worker = ServiceProcess("worker", own, LOGS / f"{own.worker_id}-{n}.log").start()
+            started.append(worker)
             before = await consumed()
             await wait_until(lambda b=before: _more_than(consumed, b), "the worker to apply a batch", timeout=90,
                              process=worker)
             worker.stop()
             await asyncio.sleep(0.5)
         last = ServiceProcess("worker", own, LOGS / f"{own.worker_id}-last.log").start()
+        started.append(last)
         await wait_until(lambda: _more_than(consumed, VISITS - 1), "every visit to be applied", timeout=180,
                          process=last)
-        last.stop()
         rows = await pool.fetchval("select count(*) from health_book_visits")
         assert (rows, await consumed()) == (VISITS, VISITS)
     finally:
+        for process in started:
+            process.stop()
         await pool.close()
 
 

@@ -118,21 +118,6 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         await reader.stop()
 
 
-async def read_at(bootstrap: str, topic: str, partition: int, offset: int) -> ConsumerRecord | None:
-    """The record at one offset of a topic, or None when retention or compaction removed it."""
-    reader = consumer(bootstrap, "read-at")
-    await reader.start()
-    try:
-        tp = TopicPartition(topic, partition)
-        reader.assign([tp])
-        reader.seek(tp, offset)
-        fetched = await reader.getmany(tp, timeout_ms=10_000, max_records=1)
-        records = fetched.get(tp, [])
-        return records[0] if records and records[0].offset == offset else None
-    finally:
-        await reader.stop()
-
-
 async def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int) -> list[ConsumerRecord]:
     """The records of one partition from offset start up to (not including) end, as the topic still holds them."""
     reader = consumer(bootstrap, "read-range")

@@ -24,6 +24,7 @@ from typing import Protocol
 
 import asyncpg
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 
 from domain.batch import BatchPlan, Delivery, Owned, Refused, Waiting, plan_batch
 from domain.identity import IdentityDirectory
@@ -41,12 +42,16 @@ log = logging.getLogger(__name__)
 RangeReader = Callable[[str, int, int, int], Awaitable[list[Delivery]]]  # topic, partition, start, end
 
 
+def delivery_of_record(record: ConsumerRecord) -> Delivery:
+    """An aiokafka record as the batch step reads it."""
+    return Delivery(record.topic, record.partition, record.offset, record.timestamp, record.key, record.value,
+                    retry_of(record.headers))
+
+
 def topic_range_reader(bootstrap: str) -> RangeReader:
     """Reads the deliveries of one partition's offsets [start, end) back from the broker."""
     async def read(topic: str, partition: int, start: int, end: int) -> list[Delivery]:
-        records = await kafka.read_range(bootstrap, topic, partition, start, end)
-        return [Delivery(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value, retry_of(r.headers))
-                for r in records]
+        return [delivery_of_record(r) for r in await kafka.read_range(bootstrap, topic, partition, start, end)]
     return read
 
 

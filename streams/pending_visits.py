@@ -12,10 +12,10 @@ import asyncpg
 from domain.batch import Delivery, Refused
 from domain.identity import IdentityDirectory
 from domain.validation import Rejected, RejectionCode
-from healthbook import kafka
 from healthbook.retry import while_unreachable
 from healthbook.store import BookWriter, PendingRecord
 from schemas.visit import read_visit
+from streams.batch_step import RangeReader
 from streams.fail_stop import stop_worker
 from streams.outlets import Outlets
 
@@ -26,9 +26,9 @@ class PendingResolver:
     """Takes mapped cards from a queue and moves the visits waiting for them, one card at a time."""
 
     def __init__(self, pool: asyncpg.Pool, writer: BookWriter, identity: IdentityDirectory, outlets: Outlets,
-                 bootstrap: str, topic: str) -> None:
+                 read_range: RangeReader, topic: str) -> None:
         self.pool, self.writer, self.identity, self.outlets = pool, writer, identity, outlets
-        self.bootstrap, self.topic = bootstrap, topic
+        self.read_range, self.topic = read_range, topic
         self._cards: asyncio.Queue[str] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -93,10 +93,10 @@ class PendingResolver:
         """Dead-letter waiting visits the card's citizen contradicts (birth year or sex), with their original bytes."""
         letters = []
         for pending in contradicting:
-            original = await kafka.read_at(self.bootstrap, self.topic, pending.source_partition, pending.source_offset)
-            delivery = Delivery(self.topic, pending.source_partition, pending.source_offset,
-                                original.timestamp if original else 0, original.key if original else None,
-                                original.value if original else None)
+            originals = await self.read_range(self.topic, pending.source_partition, pending.source_offset,
+                                              pending.source_offset + 1)
+            delivery = originals[0] if originals else Delivery(
+                self.topic, pending.source_partition, pending.source_offset, 0, None, None)
             letters.append(Refused(delivery, Rejected(
                 RejectionCode.IDENTITY_MISMATCH, "the BHYT card was mapped to a personal ID that contradicts the "
                 "record's birth date or sex; the insurance registry must correct the mapping or the clinic the record",

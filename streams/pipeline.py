@@ -75,12 +75,12 @@ class VisitPipeline(Service):
         outlets = KafkaOutlets(self.producer, settings.topics, load_or_create_key(settings.pseudonym_key_file))
         await self.registry.start()
         await self.cards.start()
-        self.resolver = PendingResolver(self.pool, self.writer, self.identity, outlets, settings.kafka_bootstrap,
+        read_range = topic_range_reader(settings.kafka_bootstrap)
+        self.resolver = PendingResolver(self.pool, self.writer, self.identity, outlets, read_range,
                                         settings.topics.visits)
         await self.resolver.start()
         self.step = BatchStep(settings.topics.visits, self.pool, self.writer, self.keyring, self.identity,
-                              self.versions, outlets, self.registry.catch_up,
-                              topic_range_reader(settings.kafka_bootstrap), on_hold=self._holding,
+                              self.versions, outlets, self.registry.catch_up, read_range, on_hold=self._holding,
                               on_resumed=self._resumed, on_waiting=self._on_waiting,
                               suspects=await self.writer.suspect_batches(self.pool, settings.topics.visits))
         self._health = await metrics.serve(settings.worker_metrics_port, self.health, "worker", settings.metrics_host)

@@ -23,8 +23,7 @@ from healthbook.config import Settings
 from healthbook.database import connect_pool
 from healthbook.store import BookReader, BookWriter, create_rebuild, swap_in_rebuild
 from healthbook.topic_follower import TopicFollower
-from schemas.headers import retry_of
-from streams.batch_step import BatchStep, topic_range_reader
+from streams.batch_step import BatchStep, delivery_of_record, topic_range_reader
 from streams.outlets import NoOutlets
 
 REBUILD_SCHEMA = "replay_rebuild"
@@ -92,8 +91,8 @@ async def _batches(settings: Settings, console: Console) -> AsyncIterator[list[D
             task = progress.add_task(topic, total=sum(end.values()))
             while [tp for tp in partitions if await reader.position(tp) < end[tp]]:
                 fetched = await reader.getmany(*partitions, timeout_ms=500, max_records=BATCH)
-                batch = [Delivery(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value, retry_of(m.headers))
-                         for tp, messages in fetched.items() for m in messages if m.offset < end[tp]]
+                batch = [delivery_of_record(m) for tp, messages in fetched.items() for m in messages
+                         if m.offset < end[tp]]
                 if batch:
                     progress.advance(task, len(batch))
                     yield batch

@@ -95,8 +95,10 @@ class BookWriter(_Tables):
         self._add_counts = (f"insert into {self.counts} (outcome, count) select * from unnest($1::text[], "
                             f"$2::bigint[]) on conflict (outcome) do update set count = {self.counts}.count "
                             "+ excluded.count")
-        self._take_pending = (f"delete from {self.pending} where card_number = $1 returning "
-                              + ", ".join(c for c in BOOK_COLUMNS if c != "personal_id"))
+        self._take_pending = (f"delete from {self.pending} p using unnest($2::text[], $3::text[]) as "
+                              "v(facility_code, visit_code) where p.card_number = $1 and p.facility_code = "
+                              "v.facility_code and p.visit_code = v.visit_code returning "
+                              + ", ".join(f"p.{c}" for c in BOOK_COLUMNS if c != "personal_id"))
 
     async def write_batch(self, conn: asyncpg.Connection, book: list[WeightedRow], pending: list[WeightedRow],
                           counts: Counter[str], topic: str, expected: dict[int, int],
@@ -147,11 +149,14 @@ class BookWriter(_Tables):
             "$3::bigint[]) on conflict (topic, partition) do update set next_offset = excluded.next_offset",
             topic, list(advanced), list(advanced.values()))
 
-    async def resolve_pending(self, conn: asyncpg.Connection, card_number: str, personal_id: str) -> Counter[str]:
-        """Move the visits waiting for this card into the health book as the citizen's, atomically."""
+    async def resolve_pending(self, conn: asyncpg.Connection, card_number: str, personal_id: str,
+                              visit_keys: list[tuple[str, str]]) -> Counter[str]:
+        """Move these visits waiting for this card into the health book as the citizen's, atomically."""
         counts: Counter[str] = Counter()
         async with conn.transaction():
-            taken = await conn.fetch(self._take_pending, card_number)
+            # Only the visits the caller checked: one written since may contradict the card's citizen.
+            taken = await conn.fetch(self._take_pending, card_number, [f for f, _ in visit_keys],
+                                     [v for _, v in visit_keys])
             if not taken:
                 return counts
             rows = [WeightedRow(resolved_row(dict(found), card_number, personal_id), 1) for found in taken]

@@ -86,7 +86,8 @@ class PendingResolver:
                 counts["rejected:identity_mismatch"] = await self._set_aside(conn, card, contradicting)
             # Analytics first: a crash after it only repeats a record downstream keeps once.
             await self.outlets.deidentified(events)
-            counts.update(await self.writer.resolve_pending(conn, card, person))
+            checked = [(event.facility_code, event.visit_code) for event in events]
+            counts.update(await self.writer.resolve_pending(conn, card, person, checked))
             return counts
 
     async def _set_aside(self, conn: asyncpg.Connection, card: str, contradicting: list[PendingRecord]) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -11,7 +13,7 @@ import asyncpg
 
 from consumers.trusted_keys import load_trusted_keys
 from domain import replies
-from domain.consent import read_request
+from domain.consent import DEFAULT_WINDOW, REPLAYED, read_request
 from domain.replies import Reply
 from healthbook import kafka
 from healthbook import observability as metrics
@@ -26,9 +28,19 @@ INTERNAL_ERROR = ("Hệ thống chưa xử lý được yêu cầu này; vui lò
                   "(healthbook failed on this request and has logged it).")
 
 
-async def answer(conn: asyncpg.Connection, raw: bytes, trusted: dict[str, bytes]) -> Reply:
+@dataclass(frozen=True)
+class Source:
+    """Where a request was read: its partition and offset on the requests topic, and when it is judged."""
+
+    partition: int
+    offset: int
+    now: datetime | None = None
+
+
+async def answer(conn: asyncpg.Connection, raw: bytes, trusted: dict[str, bytes], source: Source,
+                 window: timedelta = DEFAULT_WINDOW) -> Reply:
     """Decide one request, record consent and access, and build its reply."""
-    request, refusal = read_request(raw, trusted)
+    request, refusal = read_request(raw, trusted, source.now, window)
     if request is None:
         assert refusal is not None
         await BOOK.log_access(conn, "", None, None, "refused", refusal.code)
@@ -38,6 +50,9 @@ async def answer(conn: asyncpg.Connection, raw: bytes, trusted: dict[str, bytes]
         if refusal:
             await BOOK.log_access(conn, request_id, personal_id, year, "refused", refusal.code)
             return replies.refused(request_id, refusal.code, refusal.message, year)
+        if not await BOOK.claim_request(conn, request_id, request["requested_at"], (source.partition, source.offset)):
+            await BOOK.log_access(conn, request_id, personal_id, year, "refused", REPLAYED.code)
+            return replies.refused(request_id, REPLAYED.code, REPLAYED.message, year)
         await BOOK.record_consent(conn, personal_id, request["requested_at"], request_id)
         detail = request.get("detail")
         if detail:
@@ -52,30 +67,42 @@ async def answer(conn: asyncpg.Connection, raw: bytes, trusted: dict[str, bytes]
     return replies.year_served(request_id, year, records)
 
 
-async def _answer(pool: asyncpg.Pool, raw: bytes, trusted: dict[str, bytes]) -> Reply:
+async def _answer(pool: asyncpg.Pool, message: Any, trusted: dict[str, bytes], window: timedelta) -> Reply:
     async with pool.acquire() as conn:
-        return await answer(conn, raw, trusted)
+        return await answer(conn, message.value, trusted, Source(message.partition, message.offset), window)
 
 
-async def answer_safely(pool: asyncpg.Pool, message: Any, trusted: dict[str, bytes]) -> Reply:
+async def answer_safely(pool: asyncpg.Pool, message: Any, trusted: dict[str, bytes],
+                        window: timedelta = DEFAULT_WINDOW) -> Reply:
     """Answer one request, waiting out an unreachable database; anything else it fails on gets a refusal.
 
     A request the service fails on is answered `internal_error` and logged by its place on the topic,
     never by its content, so one request can never stop the query consumer.
     """
     try:
-        return await while_unreachable("answer a request", partial(_answer, pool, message.value, trusted))
+        return await while_unreachable("answer a request", partial(_answer, pool, message, trusted, window))
     except Exception as exc:
         log.error("failed on the request at %s[%d]@%d (%s); answered internal_error", message.topic,
                   message.partition, message.offset, type(exc).__name__,
                   extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
-        request, _ = read_request(message.value, {})
+        request, _ = read_request(message.value, {})  # only for the request id
         return replies.refused(request["request_id"] if request else "", "internal_error", INTERNAL_ERROR)
+
+
+async def _forget_old_requests(pool: asyncpg.Pool, window: timedelta, pruned_at: float) -> float:
+    """Once a minute, drop served request ids too old to be fresh again, so the table stays small."""
+    clock = asyncio.get_running_loop().time()
+    if clock - pruned_at < 60:
+        return pruned_at
+    await while_unreachable("forget old request ids", partial(
+        BOOK.forget_requests_before, pool, datetime.now(UTC) - window - timedelta(minutes=1)))
+    return clock
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Consume integration requests and produce replies until stop is set."""
     trusted = load_trusted_keys(settings.identity_keys_file)
+    window = timedelta(seconds=settings.request_window_seconds)
     pool = await while_unreachable("connect to PostgreSQL",
                                    partial(connect_pool, settings.database_url, min_size=1, max_size=2))
     consumer = kafka.consumer(settings.kafka_bootstrap, "query-consumer", settings.topics.integration_requests,
@@ -87,12 +114,14 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                                  settings.metrics_host)
     log.info("query consumer ready on %s", settings.topics.integration_requests)
     stop = stop or asyncio.Event()
+    pruned_at = 0.0
     try:
         while not stop.is_set():
+            pruned_at = await _forget_old_requests(pool, window, pruned_at)
             batches = await consumer.getmany(timeout_ms=500, max_records=100)
             for messages in batches.values():
                 for message in messages:
-                    reply = await answer_safely(pool, message, trusted)
+                    reply = await answer_safely(pool, message, trusted, window)
                     await producer.send_and_wait(settings.topics.integration_replies, reply.encode(),
                                                  key=reply.request_id.encode())
                     metrics.REQUESTS.labels(reply.refusal_code or reply.status).inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas import catalogue, envelope, rules, wire
@@ -10,6 +11,7 @@ from schemas.errors import ContractError
 from schemas.text import clean_text
 
 MIN_IDENTITY_LEVEL = 2
+DEFAULT_WINDOW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,9 @@ class Refusal:
     message: str
 
 
-def check_request(request: dict[str, Any], trusted: dict[str, bytes]) -> Refusal | None:
-    """Return why a decoded request must be refused, or None when it may be served."""
+def check_request(request: dict[str, Any], trusted: dict[str, bytes], now: datetime | None = None,
+                  window: timedelta = DEFAULT_WINDOW) -> Refusal | None:
+    """Return why a decoded request must be refused, or None when it may be served at now (default: the clock)."""
     if not request.get("signature"):
         return Refusal("unsigned", "Yêu cầu không có chữ ký của nền tảng định danh (request is not signed).")
     public_key = trusted.get(request["key_id"])
@@ -29,6 +32,9 @@ def check_request(request: dict[str, Any], trusted: dict[str, bytes]) -> Refusal
         return Refusal("unknown_key", f"Khóa ký '{request['key_id']}' không được tin cậy (key not trusted).")
     if not envelope.verify(public_key, request["signature"], envelope.request_signing_input(request)):
         return Refusal("bad_signature", "Chữ ký của yêu cầu không hợp lệ (signature does not verify).")
+    stale = check_freshness(request["requested_at"], now or datetime.now(UTC), window)
+    if stale:
+        return stale
     if request["identity_level"] < MIN_IDENTITY_LEVEL:
         return Refusal(
             "identity_level",
@@ -39,7 +45,29 @@ def check_request(request: dict[str, Any], trusted: dict[str, bytes]) -> Refusal
     return None
 
 
-def read_request(raw: bytes | None, trusted: dict[str, bytes]) -> tuple[dict[str, Any] | None, Refusal | None]:
+def check_freshness(requested_at: datetime, now: datetime, window: timedelta) -> Refusal | None:
+    """Refuse a request dated outside now ± window: a captured confirmation cannot be sent again later."""
+    drift = requested_at - now
+    if abs(drift) <= window:
+        return None
+    side = "in the future" if drift > timedelta(0) else "ago"
+    return Refusal("stale_request",
+                   f"Yêu cầu đã hết hạn hoặc sai thời điểm; vui lòng xác nhận lại (requested_at "
+                   f"{requested_at:%Y-%m-%dT%H:%M:%SZ} is {_span(abs(drift))} {side}; "
+                   f"the window is ±{_span(window)}).")
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    return f"{seconds // 86400} d" if seconds >= 86400 else f"{seconds // 60} min {seconds % 60} s"
+
+
+REPLAYED = Refusal("replayed_request",
+                   "Yêu cầu này đã được xử lý; vui lòng xác nhận lại (request_id was already served).")
+
+
+def read_request(raw: bytes | None, trusted: dict[str, bytes], now: datetime | None = None,
+                 window: timedelta = DEFAULT_WINDOW) -> tuple[dict[str, Any] | None, Refusal | None]:
     """Decode and decide a request from the wire: (request, None) to serve, (request or None, refusal) to refuse.
 
     The request is None when it cannot be read or its fields are malformed, so nothing of it is stored.
@@ -51,7 +79,7 @@ def read_request(raw: bytes | None, trusted: dict[str, bytes]) -> tuple[dict[str
     problem = _malformed(request)
     if problem:
         return None, Refusal("malformed", f"Yêu cầu không hợp lệ ({problem}).")
-    return request, check_request(request, trusted)
+    return request, check_request(request, trusted, now, window)
 
 
 def _malformed(request: dict[str, Any]) -> str | None:

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     identity_keys_file: Path = PROJECT_ROOT / ".local" / "keys" / "identity-platform.json"
     ingest_ledger: Path = PROJECT_ROOT / ".local" / "ingest-ledger.sqlite"
     xml_signature_max_mb: int = 200
+    request_window_seconds: int = 300
     metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9108
     query_metrics_port: int = 9109

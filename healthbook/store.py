@@ -267,6 +267,23 @@ class BookReader(_Tables):
         await conn.execute("insert into consents (personal_id, confirmed_at, request_id) values ($1, $2, $3) "
                            "on conflict (personal_id) do nothing", personal_id, confirmed_at, request_id)
 
+    async def claim_request(self, conn: asyncpg.Connection, request_id: str, requested_at: Any,
+                            source: tuple[int, int]) -> bool:
+        """Claim a request id for the record at source (partition, offset); False when another record holds it."""
+        held = await conn.fetchrow(
+            "with claimed as (insert into served_requests (request_id, source_partition, source_offset, requested_at) "
+            "values ($1, $2, $3, $4) on conflict (request_id) do nothing returning source_partition, source_offset) "
+            "select source_partition, source_offset from claimed union all "
+            "select source_partition, source_offset from served_requests where request_id = $1 limit 1",
+            request_id, source[0], source[1], requested_at)
+        # None only when a concurrent claim committed after this statement's snapshot: that one holds it.
+        return held is not None and (held["source_partition"], held["source_offset"]) == source
+
+    async def forget_requests_before(self, conn: asyncpg.Connection | asyncpg.Pool, before: Any) -> int:
+        """Drop served request ids dated before a moment no request can be fresh at any more."""
+        done = await conn.execute("delete from served_requests where requested_at < $1", before)
+        return int(done.split()[-1])
+
     async def log_access(self, conn: asyncpg.Connection, request_id: str, personal_id: str | None,
                          year: int | None, outcome: str, refusal_code: str | None, visits: int = 0) -> None:
         """Log one access to a citizen's health data, served or refused (Decree 13/2023)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -60,11 +61,18 @@ def request_signing_input(request: dict[str, Any]) -> bytes:
     )
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def to_millis(value: Any) -> int:
     """Epoch milliseconds of an Avro timestamp-millis value (fastavro decodes it to datetime)."""
     if isinstance(value, int):
         return value
-    return round(value.timestamp() * 1000)
+    if value.tzinfo is None:
+        return round(value.timestamp() * 1000)
+    # Truncate below the millisecond exactly as fastavro's writer does, or a signed datetime would not verify.
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:

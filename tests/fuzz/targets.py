@@ -11,6 +11,7 @@ import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lxml import etree
@@ -90,6 +91,9 @@ def check_visit_envelope(data: bytes) -> str:
     return "accepted"
 
 
+SEEDS_REQUESTED_AT = datetime.fromtimestamp(1_773_563_400, UTC)
+
+
 def _request_seeds() -> list[bytes]:
     base = {"request_id": "r-1", "personal_id": "079186001234", "year": 2026, "identity_level": 2,
             "consent_confirmed": True, "requested_at": 1_773_563_400_000, "detail": None}
@@ -98,7 +102,7 @@ def _request_seeds() -> list[bytes]:
 
 
 def check_integration_request(data: bytes) -> str:
-    _, refusal = read_request(data, {"vneid-1": IDENTITY_SIGNER.public_key})
+    _, refusal = read_request(data, {"vneid-1": IDENTITY_SIGNER.public_key}, SEEDS_REQUESTED_AT)
     return "refused" if refusal else "served"
 
 

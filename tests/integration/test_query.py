@@ -1,6 +1,6 @@
 """The consent-gated query consumer on the real broker and database."""
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,6 +11,7 @@ from tests.factories import visit
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
 
 pytestmark = pytest.mark.integration
+SIGNER = Signer.generate("vneid-redelivery-test")
 
 
 async def _two_citizens_with_visits(clinics, db):
@@ -69,3 +70,46 @@ async def test_a_request_signed_by_an_untrusted_key_is_refused(clinics, db, iden
     await identity.send_raw(alice.personal_id.encode(), seal_request(request, Signer.generate(identity.signer.key_id)))
     reply = await identity.reply(request["request_id"])
     assert (reply.status, reply.refusal_code, reply.visits) == ("refused", "bad_signature", [])
+
+
+async def _access(db, request_id: str, count: int) -> list[tuple[str, str | None]]:
+    await wait_until(lambda: _logged(db, request_id, count), f"{count} access-log rows for {request_id}")
+    rows = await db.fetch("select outcome, refusal_code from access_log where request_id = $1 order by id", request_id)
+    return [(r["outcome"], r["refusal_code"]) for r in rows]
+
+
+async def _logged(db, request_id: str, count: int) -> bool:
+    return await db.fetchval("select count(*) from access_log where request_id = $1", request_id) >= count
+
+
+async def test_the_same_signed_confirmation_sent_twice_is_served_once(clinics, db, identity):
+    alice, *_ = await _two_citizens_with_visits(clinics, db)
+    request = confirmation(alice.personal_id, 2025)
+    captured = seal_request(request, identity.signer)
+    for _ in range(2):
+        await identity.send_raw(alice.personal_id.encode(), captured)
+    assert await _access(db, request["request_id"], 2) == [("served", None), ("refused", "replayed_request")]
+
+
+@pytest.mark.parametrize("requested_at", [datetime(1970, 1, 1, tzinfo=UTC), datetime.now(UTC) - timedelta(days=365),
+                                          datetime.now(UTC) + timedelta(days=30)])
+async def test_a_request_dated_outside_the_window_is_refused_as_stale(clinics, db, identity, requested_at):
+    alice, *_ = await _two_citizens_with_visits(clinics, db)
+    request = dict(confirmation(alice.personal_id, 2025), requested_at=requested_at)
+    reply = await identity.ask(request)
+    assert (reply.status, reply.refusal_code, reply.visits) == ("refused", "stale_request", [])
+    assert await _access(db, request["request_id"], 1) == [("refused", "stale_request")]
+    assert await db.fetchval("select count(*) from consents where personal_id = $1", alice.personal_id) == 0
+
+
+async def test_a_redelivered_request_is_answered_again_not_refused(clinics, db):
+    from consumers.query import Source, answer
+
+    alice, *_ = await _two_citizens_with_visits(clinics, db)
+    raw = seal_request(confirmation(alice.personal_id, 2025), SIGNER)
+    async with db.acquire() as conn:
+        first = await answer(conn, raw, {SIGNER.key_id: SIGNER.public_key}, Source(0, 10**12))
+        again = await answer(conn, raw, {SIGNER.key_id: SIGNER.public_key}, Source(0, 10**12))
+        elsewhere = await answer(conn, raw, {SIGNER.key_id: SIGNER.public_key}, Source(1, 10**12))
+    assert [(r.status, r.refusal_code, len(r.visits)) for r in (first, again, elsewhere)] == [
+        ("ok", None, 2), ("ok", None, 2), ("refused", "replayed_request", 0)]

@@ -2,6 +2,7 @@
 
 import base64
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -52,3 +53,27 @@ def test_trusted_keys_file(tmp_path):
         load_trusted_keys(path)
     path.write_text(json.dumps({"vneid-1": base64.b64encode(PLATFORM.public_key).decode()}))
     assert load_trusted_keys(path) == TRUSTED
+
+
+NOW = datetime(2026, 3, 15, 8, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("requested_at", "refused"), [
+    (NOW, False), (NOW - timedelta(minutes=4, seconds=59), False), (NOW + timedelta(minutes=5), False),
+    (NOW - timedelta(minutes=5, seconds=1), True), (NOW + timedelta(minutes=6), True),
+    (datetime(1970, 1, 1, tzinfo=UTC), True), (NOW - timedelta(days=365), True), (NOW + timedelta(days=30), True),
+])
+def test_a_request_must_be_dated_within_the_window_of_the_consumers_clock(requested_at, refused):
+    request = dict(signed(), requested_at=requested_at)
+    request["signature"] = PLATFORM.sign(envelope.request_signing_input(request))
+    refusal = check_request(request, TRUSTED, NOW)
+    assert (refusal.code if refusal else None) == ("stale_request" if refused else None)
+    if refused:
+        assert "window" in refusal.message and "requested_at" in refusal.message
+
+
+def test_the_window_is_a_setting_and_a_forged_date_is_a_bad_signature_first():
+    request = dict(signed(), requested_at=NOW - timedelta(minutes=20))
+    request["signature"] = PLATFORM.sign(envelope.request_signing_input(request))
+    assert check_request(request, TRUSTED, NOW, timedelta(minutes=30)) is None
+    assert check_request(dict(request, requested_at=NOW), TRUSTED, NOW).code == "bad_signature"

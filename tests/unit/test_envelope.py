@@ -44,3 +44,18 @@ def test_garbage_public_key_is_a_failed_verification_not_a_crash():
 def test_canonical_form_separates_fields():
     assert envelope.canonical(b"c", "ab", "c") != envelope.canonical(b"c", "a", "bc")
     assert envelope.canonical(b"c", 1) != envelope.canonical(b"c", "1")
+
+
+def test_a_signed_datetime_with_microseconds_verifies_after_the_wire_truncates_it():
+    from datetime import UTC, datetime
+
+    from schemas.envelope import Signer, request_signing_input, seal_request, to_millis
+
+    signer = Signer.generate("vneid-1")
+    moment = datetime(2025, 11, 27, 23, 59, 59, 999_999, tzinfo=UTC)
+    request = {"request_id": "r-1", "personal_id": "079186001234", "year": 2025, "identity_level": 2,
+               "consent_confirmed": True, "requested_at": moment, "detail": None}
+    decoded = wire.decode(seal_request(request, signer), catalogue.INTEGRATION_REQUEST)
+    assert to_millis(decoded["requested_at"]) == to_millis(moment) == to_millis(moment.replace(microsecond=999_000))
+    assert envelope.verify(signer.public_key, decoded["signature"], request_signing_input(decoded))
+    assert to_millis(datetime(1969, 12, 31, 23, 59, 59, 999_500, tzinfo=UTC)) == -1

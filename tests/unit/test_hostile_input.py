@@ -103,7 +103,7 @@ def test_lag_is_skipped_not_fatal_for_a_partition_revoked_by_a_rebalance():
 
 def test_a_request_with_a_nul_in_its_personal_id_is_refused_before_anything_is_stored():
     from domain.consent import read_request
-    from schemas.envelope import seal_request
+    from schemas.envelope import now_millis, seal_request
 
     request = {"request_id": "r-1", "personal_id": "0791860\x0001234", "year": 2026, "identity_level": 2,
                "consent_confirmed": True, "requested_at": 0, "detail": None}
@@ -112,7 +112,7 @@ def test_a_request_with_a_nul_in_its_personal_id_is_refused_before_anything_is_s
     assert "personal_id" in refusal.message
     decoded, refusal = read_request(bytes.fromhex(_corpus("integration_request")), {})
     assert decoded is None and refusal.code == "malformed"
-    good = dict(request, personal_id="079186001234")
+    good = dict(request, personal_id="079186001234", requested_at=now_millis())
     decoded, refusal = read_request(seal_request(good, SIGNER), {"k1": SIGNER.public_key})
     assert refusal is None and decoded["personal_id"] == "079186001234"
 

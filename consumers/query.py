@@ -15,6 +15,8 @@ from consumers.trusted_keys import load_trusted_keys
 from domain import replies
 from domain.consent import DEFAULT_WINDOW, REPLAYED, read_request
 from domain.replies import Reply
+from domain.sensitive_diagnoses import DEFAULT as DEFAULT_SENSITIVE
+from domain.sensitive_diagnoses import SensitiveDiagnoses
 from healthbook import kafka
 from healthbook import observability as metrics
 from healthbook.config import Settings
@@ -37,10 +39,24 @@ class Source:
     now: datetime | None = None
 
 
-async def answer(conn: asyncpg.Connection, raw: bytes, trusted: dict[str, bytes], source: Source,
-                 window: timedelta = DEFAULT_WINDOW) -> Reply:
+@dataclass(frozen=True)
+class QueryPolicy:
+    """What the query consumer trusts and how it answers: identity-platform keys, freshness, sensitive codes."""
+
+    trusted: dict[str, bytes]
+    window: timedelta = DEFAULT_WINDOW
+    sensitive: SensitiveDiagnoses = DEFAULT_SENSITIVE
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueryPolicy:
+        """The policy the settings describe, reading the trusted identity-platform keys."""
+        return cls(load_trusted_keys(settings.identity_keys_file), timedelta(seconds=settings.request_window_seconds),
+                   SensitiveDiagnoses.parse(settings.sensitive_diagnoses))
+
+
+async def answer(conn: asyncpg.Connection, raw: bytes, policy: QueryPolicy, source: Source) -> Reply:
     """Decide one request, record consent and access, and build its reply."""
-    request, refusal = read_request(raw, trusted, source.now, window)
+    request, refusal = read_request(raw, policy.trusted, source.now, policy.window)
     if request is None:
         assert refusal is not None
         await BOOK.log_access(conn, "", None, None, "refused", refusal.code)
@@ -64,23 +80,22 @@ async def answer(conn: asyncpg.Connection, raw: bytes, trusted: dict[str, bytes]
             return replies.detail_served(request_id, year, *found)
         records = await BOOK.visits_of(conn, personal_id, year)
         await BOOK.log_access(conn, request_id, personal_id, year, "served", None, len(records))
-    return replies.year_served(request_id, year, records)
+    return replies.year_served(request_id, year, records, policy.sensitive)
 
 
-async def _answer(pool: asyncpg.Pool, message: Any, trusted: dict[str, bytes], window: timedelta) -> Reply:
+async def _answer(pool: asyncpg.Pool, message: Any, policy: QueryPolicy) -> Reply:
     async with pool.acquire() as conn:
-        return await answer(conn, message.value, trusted, Source(message.partition, message.offset), window)
+        return await answer(conn, message.value, policy, Source(message.partition, message.offset))
 
 
-async def answer_safely(pool: asyncpg.Pool, message: Any, trusted: dict[str, bytes],
-                        window: timedelta = DEFAULT_WINDOW) -> Reply:
+async def answer_safely(pool: asyncpg.Pool, message: Any, policy: QueryPolicy) -> Reply:
     """Answer one request, waiting out an unreachable database; anything else it fails on gets a refusal.
 
     A request the service fails on is answered `internal_error` and logged by its place on the topic,
     never by its content, so one request can never stop the query consumer.
     """
     try:
-        return await while_unreachable("answer a request", partial(_answer, pool, message, trusted, window))
+        return await while_unreachable("answer a request", partial(_answer, pool, message, policy))
     except Exception as exc:
         log.error("failed on the request at %s[%d]@%d (%s); answered internal_error", message.topic,
                   message.partition, message.offset, type(exc).__name__,
@@ -101,8 +116,7 @@ async def _forget_old_requests(pool: asyncpg.Pool, window: timedelta, pruned_at:
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Consume integration requests and produce replies until stop is set."""
-    trusted = load_trusted_keys(settings.identity_keys_file)
-    window = timedelta(seconds=settings.request_window_seconds)
+    policy = QueryPolicy.from_settings(settings)
     pool = await while_unreachable("connect to PostgreSQL",
                                    partial(connect_pool, settings.database_url, min_size=1, max_size=2))
     consumer = kafka.consumer(settings.kafka_bootstrap, "query-consumer", settings.topics.integration_requests,
@@ -117,11 +131,11 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     pruned_at = 0.0
     try:
         while not stop.is_set():
-            pruned_at = await _forget_old_requests(pool, window, pruned_at)
+            pruned_at = await _forget_old_requests(pool, policy.window, pruned_at)
             batches = await consumer.getmany(timeout_ms=500, max_records=100)
             for messages in batches.values():
                 for message in messages:
-                    reply = await answer_safely(pool, message, trusted, window)
+                    reply = await answer_safely(pool, message, policy)
                     await producer.send_and_wait(settings.topics.integration_replies, reply.encode(),
                                                  key=reply.request_id.encode())
                     metrics.REQUESTS.labels(reply.refusal_code or reply.status).inc()

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from typing import Any
 
+from domain.sensitive_diagnoses import DEFAULT, SensitiveDiagnoses
 from schemas import catalogue, wire
 from schemas.visit import VisitEvent
 
@@ -38,7 +39,13 @@ def deidentified(event: VisitEvent, key: bytes) -> dict[str, Any]:
     }
 
 
+def withheld(event: VisitEvent, sensitive: SensitiveDiagnoses = DEFAULT) -> bool:
+    """Whether a visit stays off the analytics topic: any sensitive diagnosis, since its drugs and place would
+    still tell even with the code masked."""
+    return sensitive.any_of([event.main_diagnosis_code, *event.secondary_diagnosis_codes])
+
+
 def encode(event: VisitEvent, key: bytes) -> tuple[bytes, bytes]:
-    """Message key and value for the de-identified topic."""
+    """Message key and value for the de-identified topic (call only for a visit not withheld)."""
     record = deidentified(event, key)
     return record["pseudonym"].encode(), wire.encode(catalogue.DEIDENTIFIED_VISIT, record)

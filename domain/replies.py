@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from domain.sensitive_diagnoses import DEFAULT, MASKED_NOTE, SensitiveDiagnoses
 from schemas import catalogue, wire
 
 EMPTY_HISTORY = "Chưa có lịch sử khám chữa bệnh theo BHYT"
@@ -107,9 +108,10 @@ def refused(request_id: str, code: str, message: str, year: int | None = None) -
     return Reply(request_id=request_id, status="refused", refusal_code=code, message=message, year=year)
 
 
-def year_served(request_id: str, year: int, records: list[dict[str, Any]]) -> Reply:
-    """The citizen's visits of a year, or the empty-state text the app shows when there are none."""
-    visits = [visit_view(record) for record in records]
+def year_served(request_id: str, year: int, records: list[dict[str, Any]],
+                sensitive: SensitiveDiagnoses = DEFAULT) -> Reply:
+    """The citizen's visits of a year, sensitive diagnoses masked, or the empty-state text when there are none."""
+    visits = [masked(visit_view(record), sensitive) for record in records]
     message = f"{len(visits)} lượt khám chữa bệnh BHYT năm {year}" if visits else EMPTY_HISTORY
     return Reply(request_id=request_id, status="ok", message=message, year=year, visits=visits)
 
@@ -120,6 +122,14 @@ def detail_served(request_id: str, year: int | None, record: dict[str, Any],
     view = visit_view(record).model_copy(update={"sensitive": [SensitiveTable(**s) for s in sensitive]})
     return Reply(request_id=request_id, status="ok", year=year, visits=[view],
                  message=f"Chi tiết lượt khám {record['visit_code']} tại cơ sở {record['facility_code']}")
+
+
+def masked(view: VisitView, sensitive: SensitiveDiagnoses) -> VisitView:
+    """A list entry with sensitive diagnoses hidden: codes masked, and the texts that could name them left out."""
+    if not sensitive.any_of(view.diagnosis_codes):
+        return view
+    return view.model_copy(update={"diagnosis_codes": sensitive.mask(view.diagnosis_codes),
+                                   "diagnosis_names": MASKED_NOTE, "reason": None, "discharge_summary": None})
 
 
 def visit_view(record: dict[str, Any]) -> VisitView:

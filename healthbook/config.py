@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     ingest_ledger: Path = PROJECT_ROOT / ".local" / "ingest-ledger.sqlite"
     xml_signature_max_mb: int = 200
     request_window_seconds: int = 300
+    sensitive_diagnoses: str = "A15-A19,B20-B24,Z21"
     metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9108
     query_metrics_port: int = 9109

@@ -9,6 +9,8 @@ from aiokafka import AIOKafkaProducer
 
 from domain import deidentify
 from domain.batch import Refused
+from domain.sensitive_diagnoses import DEFAULT, SensitiveDiagnoses
+from healthbook import observability as metrics
 from schemas.topics import TopicNames
 from schemas.visit import VisitEvent
 from streams.dead_letters import dead_letter
@@ -19,8 +21,9 @@ log = logging.getLogger(__name__)
 class KafkaOutlets:
     """Sends dead letters and analytics records and waits for the broker, so none is lost by a later commit."""
 
-    def __init__(self, producer: AIOKafkaProducer, topics: TopicNames, pseudonym_key: bytes) -> None:
-        self.producer, self.topics, self.pseudonym_key = producer, topics, pseudonym_key
+    def __init__(self, producer: AIOKafkaProducer, topics: TopicNames, pseudonym_key: bytes,
+                 sensitive: SensitiveDiagnoses = DEFAULT) -> None:
+        self.producer, self.topics, self.pseudonym_key, self.sensitive = producer, topics, pseudonym_key, sensitive
 
     async def dead_letters(self, refused: list[Refused]) -> None:
         """Dead-letter each refused message, logging where it was read and why (never its content)."""
@@ -37,9 +40,12 @@ class KafkaOutlets:
             await asyncio.gather(*sends)
 
     async def deidentified(self, events: list[VisitEvent]) -> None:
-        """Send the analytics records of these visits and wait for the broker."""
+        """Send the analytics records of these visits, none with a sensitive diagnosis, and wait for the broker."""
         sends = []
         for event in events:
+            if deidentify.withheld(event, self.sensitive):
+                metrics.ANALYTICS_WITHHELD.inc()
+                continue
             key, value = deidentify.encode(event, self.pseudonym_key)
             sends.append(await self.producer.send(self.topics.deidentified, value, key=key))
         if sends:

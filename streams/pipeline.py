@@ -16,6 +16,7 @@ from mode import Service
 from domain.batch import Delivery
 from domain.identity import IdentityDirectory
 from domain.keyring import Keyring
+from domain.sensitive_diagnoses import SensitiveDiagnoses
 from healthbook import kafka
 from healthbook import observability as metrics
 from healthbook.config import Settings
@@ -72,7 +73,8 @@ class VisitPipeline(Service):
             "connect to PostgreSQL", lambda: connect_pool(settings.database_url, min_size=1, max_size=3))
         self.producer = kafka.producer(settings.kafka_bootstrap, f"{settings.worker_id}-outlets")
         await self.producer.start()
-        outlets = KafkaOutlets(self.producer, settings.topics, load_or_create_key(settings.pseudonym_key_file))
+        outlets = KafkaOutlets(self.producer, settings.topics, load_or_create_key(settings.pseudonym_key_file),
+                               SensitiveDiagnoses.parse(settings.sensitive_diagnoses))
         await self.registry.start()
         await self.cards.start()
         read_range = topic_range_reader(settings.kafka_bootstrap)

@@ -23,10 +23,14 @@ async def test_no_direct_identifier_reaches_the_analytics_topic(clinics, db, set
     card = f"TE1{next_sequence():012d}"
     child = with_patient(visit(person=people[3], sequence=next_sequence(), main_diagnosis_code="J20.9",
                                admitted=datetime(2026, 2, 20, 9)), personal_id=None, insurance_card_numbers=[card])
-    await clinics.publish(*events, child)
+    hiv_by_content = visit(person=people[2], sequence=next_sequence(), admitted=datetime(2026, 2, 21, 9),
+                           main_diagnosis_code="B20.1", secondary_diagnosis_codes=["J20.9"])
+    tb_secondary = visit(person=people[2], sequence=next_sequence(), admitted=datetime(2026, 2, 22, 9),
+                         main_diagnosis_code="J20.9", secondary_diagnosis_codes=["A15.0"])
+    await clinics.publish(*events, child, hiv_by_content, tb_secondary)
     await publish_identity_cards(settings.kafka_bootstrap, settings.topics.identity_cards,
                                  [(card, people[3].personal_id)])
-    for event in (*events, child):
+    for event in (*events, child, hiv_by_content, tb_secondary):
         await wait_until(lambda e=event: visible(db, "79001", e["visit_code"]), "the visits", process=clinics.worker)
 
     raw: list[bytes] = []
@@ -44,6 +48,7 @@ async def test_no_direct_identifier_reaches_the_analytics_topic(clinics, db, set
         identifiers |= {person.personal_id, person.full_name}
     leaked = {i for i in identifiers if i and i.encode() in everything}
     assert leaked == set()
+    assert b"B20" not in everything and b"A15" not in everything, "a sensitive diagnosis never reaches analytics"
 
     records = [r for r in await read_deidentified(settings.kafka_bootstrap, settings.topics.deidentified)
                if r["main_diagnosis_code"] == "J20.9" and r["admitted_month"] == "202602"]

@@ -6,6 +6,7 @@ import pytest
 
 from commands.identity_standin import confirmation
 from domain.replies import EMPTY_HISTORY
+from domain.sensitive_diagnoses import MASK, MASKED_NOTE
 from schemas.envelope import Signer, seal_request
 from tests.factories import visit
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
@@ -103,13 +104,29 @@ async def test_a_request_dated_outside_the_window_is_refused_as_stale(clinics, d
 
 
 async def test_a_redelivered_request_is_answered_again_not_refused(clinics, db):
-    from consumers.query import Source, answer
+    from consumers.query import QueryPolicy, Source, answer
 
     alice, *_ = await _two_citizens_with_visits(clinics, db)
     raw = seal_request(confirmation(alice.personal_id, 2025), SIGNER)
+    policy = QueryPolicy({SIGNER.key_id: SIGNER.public_key})
     async with db.acquire() as conn:
-        first = await answer(conn, raw, {SIGNER.key_id: SIGNER.public_key}, Source(0, 10**12))
-        again = await answer(conn, raw, {SIGNER.key_id: SIGNER.public_key}, Source(0, 10**12))
-        elsewhere = await answer(conn, raw, {SIGNER.key_id: SIGNER.public_key}, Source(1, 10**12))
+        first = await answer(conn, raw, policy, Source(0, 10**12))
+        again = await answer(conn, raw, policy, Source(0, 10**12))
+        elsewhere = await answer(conn, raw, policy, Source(1, 10**12))
     assert [(r.status, r.refusal_code, len(r.visits)) for r in (first, again, elsewhere)] == [
         ("ok", None, 2), ("ok", None, 2), ("refused", "replayed_request", 0)]
+
+
+async def test_a_sensitive_diagnosis_is_masked_in_the_year_list_and_shown_in_the_citizens_detail(clinics, db,
+                                                                                                 identity):
+    alice = new_citizen()
+    hiv = visit(person=alice, sequence=next_sequence(), admitted=datetime(2025, 4, 2, 9),
+                main_diagnosis_code="B20.1", secondary_diagnosis_codes=["J06.9"])
+    await clinics.publish(hiv)
+    await wait_until(lambda: visible(db, "79001", hiv["visit_code"]), "the visit", process=clinics.worker)
+    (listed,) = (await identity.ask(confirmation(alice.personal_id, 2025))).visits
+    assert listed.diagnosis_codes == [MASK, "J06.9"] and listed.diagnosis_names == MASKED_NOTE
+    assert "B20" not in listed.model_dump_json() and hiv["discharge_diagnosis"] not in listed.model_dump_json()
+    detail = await identity.ask(confirmation(alice.personal_id, 2025, detail=("79001", hiv["visit_code"])))
+    assert detail.visits[0].diagnosis_codes == ["B20.1", "J06.9"]
+    assert detail.visits[0].diagnosis_names == hiv["discharge_diagnosis"]

@@ -1,0 +1,59 @@
+"""Diagnoses sensitive by content (ICD-10 ranges such as HIV and tuberculosis), wherever they appear in a visit."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+DEFAULT_RANGES = "A15-A19,B20-B24,Z21"
+MASK = "***"
+MASKED_NOTE = ("Chẩn đoán thuộc nhóm thông tin nhạy cảm nên được ẩn trong danh sách; "
+               "bạn xem đầy đủ khi mở chi tiết lượt khám này.")
+_CATEGORY = re.compile(r"^([A-Z])(\d{2})")
+_RANGE = re.compile(r"^([A-Z])(\d{2})(?:-([A-Z])(\d{2}))?$")
+
+
+class BadSensitiveRanges(ValueError):
+    """HEALTHBOOK_SENSITIVE_DIAGNOSES is not a comma-separated list of ICD-10 categories or ranges."""
+
+
+@dataclass(frozen=True)
+class SensitiveDiagnoses:
+    """ICD-10 three-character categories, as ranges; a code is sensitive when its category falls in one."""
+
+    ranges: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> SensitiveDiagnoses:
+        """Read 'A15-A19,B20-B24,Z21'; raise BadSensitiveRanges naming the part that is not a category or range."""
+        ranges = []
+        for part in (p.strip().upper() for p in text.split(",") if p.strip()):
+            found = _RANGE.match(part)
+            if not found or (found[3] and (found[3], found[4]) < (found[1], found[2])):
+                raise BadSensitiveRanges(
+                    f"HEALTHBOOK_SENSITIVE_DIAGNOSES: '{part}' is not an ICD-10 category (B20) or an ascending "
+                    "range of them (B20-B24)")
+            first = found[1] + found[2]
+            ranges.append((first, (found[3] + found[4]) if found[3] else first))
+        return cls(tuple(ranges))
+
+    def __contains__(self, code: object) -> bool:
+        if not isinstance(code, str):
+            return False
+        found = _CATEGORY.match(code.strip().upper())
+        if not found:
+            return False
+        category = found[1] + found[2]
+        return any(first <= category <= last for first, last in self.ranges)
+
+    def any_of(self, codes: Iterable[str | None]) -> bool:
+        """Whether any of these codes is sensitive."""
+        return any(code in self for code in codes)
+
+    def mask(self, codes: Iterable[str]) -> list[str]:
+        """The codes with each sensitive one replaced by the mask, order kept."""
+        return [MASK if code in self else code for code in codes]
+
+
+DEFAULT = SensitiveDiagnoses.parse(DEFAULT_RANGES)

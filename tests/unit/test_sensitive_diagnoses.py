@@ -1,0 +1,47 @@
+"""Diagnoses sensitive by content: which codes, and how a year list and analytics treat them."""
+
+import pytest
+
+from domain import deidentify, replies
+from domain.sensitive_diagnoses import DEFAULT, MASK, MASKED_NOTE, BadSensitiveRanges, SensitiveDiagnoses
+from schemas.visit import VisitEvent
+from tests.factories import visit
+
+
+@pytest.mark.parametrize(("code", "sensitive"), [
+    ("B20", True), ("B20.1", True), ("B24", True), ("b22.7", True), ("Z21", True), ("A15.0", True), ("A19.9", True),
+    ("B19.9", False), ("B25", False), ("A14", False), ("A20", False), ("Z20", False), ("J06.9", False), ("", False),
+    ("B2", False), (None, False),
+])
+def test_the_default_list_covers_hiv_b20_b24_z21_and_tuberculosis_a15_a19(code, sensitive):
+    assert (code in DEFAULT) is sensitive
+
+
+def test_the_list_is_a_setting_and_a_wrong_one_says_which_part():
+    custom = SensitiveDiagnoses.parse(" f20-F29 , O04")
+    assert "F25.1" in custom and "O04" in custom and "B20" not in custom
+    for wrong in ("B20-A15", "HIV", "B20-", "B2O"):
+        with pytest.raises(BadSensitiveRanges, match=wrong.strip()):
+            SensitiveDiagnoses.parse(f"A15-A19,{wrong}")
+
+
+def _record(main: str, secondary: list[str]) -> dict:
+    event = VisitEvent.model_validate(visit(main_diagnosis_code=main, secondary_diagnosis_codes=secondary))
+    return event.model_dump(mode="json", exclude={"sensitive"})
+
+
+def test_a_year_list_masks_a_sensitive_diagnosis_and_every_text_that_could_name_it():
+    record = _record("B20.1", ["J06.9"])
+    listed = replies.year_served("r-1", 2026, [record, _record("J20.9", [])]).visits
+    assert listed[0].diagnosis_codes == [MASK, "J06.9"]
+    assert listed[0].diagnosis_names == MASKED_NOTE and listed[0].reason is None
+    assert listed[0].discharge_summary is None
+    assert listed[1].diagnosis_codes == ["J20.9"] and listed[1].diagnosis_names != MASKED_NOTE
+    detail = replies.detail_served("r-2", 2026, record, []).visits[0]
+    assert detail.diagnosis_codes == ["B20.1", "J06.9"] and detail.diagnosis_names == record["discharge_diagnosis"]
+
+
+def test_a_secondary_sensitive_diagnosis_withholds_the_visit_from_analytics():
+    assert deidentify.withheld(VisitEvent.model_validate(visit(main_diagnosis_code="J06.9",
+                                                               secondary_diagnosis_codes=["A15.0"])))
+    assert not deidentify.withheld(VisitEvent.model_validate(visit(main_diagnosis_code="J06.9")))

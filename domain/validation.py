@@ -24,6 +24,7 @@ class RejectionCode(StrEnum):
     UNKNOWN_CLINIC = "unknown_clinic"
     UNKNOWN_KEY = "unknown_key"
     KEY_REVOKED = "key_revoked"
+    SIGNED_AT_OUT_OF_RANGE = "signed_at_out_of_range"
     BAD_SIGNATURE = "bad_signature"
     CLINIC_MISMATCH = "clinic_mismatch"
     WRONG_KEY = "wrong_key"
@@ -35,6 +36,27 @@ class RejectionCode(StrEnum):
 
 # Rejections that a registry record published a moment ago may turn into acceptance.
 RETRY_AFTER_REGISTRY_CATCH_UP = frozenset({RejectionCode.UNKNOWN_CLINIC, RejectionCode.UNKNOWN_KEY})
+
+
+@dataclass(frozen=True)
+class SigningWindow:
+    """How far a visit's signed_at may lie from the broker's append time: behind by max_delay, ahead by max_ahead."""
+
+    max_delay_ms: int = 3_600_000
+    max_ahead_ms: int = 300_000
+
+    def refusal(self, signed_at_ms: int, appended_at_ms: int) -> str | None:
+        """Why this signing time cannot be believed for a message the broker appended then, or None."""
+        if signed_at_ms > appended_at_ms + self.max_ahead_ms:
+            return (f"signed_at is {(signed_at_ms - appended_at_ms) / 1000:.0f} s after the broker appended the "
+                    f"message (at most {self.max_ahead_ms / 1000:.0f} s allowed): check the clinic's clock, re-sign "
+                    "and publish again")
+        if signed_at_ms < appended_at_ms - self.max_delay_ms:
+            return (f"signed_at is {(appended_at_ms - signed_at_ms) / 1000:.0f} s before the broker appended the "
+                    f"message (at most {self.max_delay_ms / 1000:.0f} s allowed): a signature is judged by when "
+                    "it reached the broker, so a backdated signature cannot escape a revocation; re-sign and "
+                    "publish again")
+        return None
 
 
 @dataclass(frozen=True)
@@ -58,8 +80,9 @@ class Rejected:
     event_id: str | None = None
 
 
-def validate(key: bytes | None, value: bytes | None, keyring: Keyring) -> Accepted | Rejected:
-    """Decode, verify and check one visits-topic message."""
+def validate(key: bytes | None, value: bytes | None, keyring: Keyring, appended_at_ms: int | None = None,
+             window: SigningWindow = SigningWindow()) -> Accepted | Rejected:
+    """Decode, verify and check one visits-topic message, its signing time against appended_at_ms when given."""
     try:
         env = wire.decode(value, catalogue.SIGNED_VISIT)
     except MalformedMessage as exc:
@@ -70,6 +93,9 @@ def validate(key: bytes | None, value: bytes | None, keyring: Keyring) -> Accept
     refused = _signature_refusal(env, keyring)
     if refused:
         return Rejected(refused[0], refused[1], clinic_code=clinic, event_id=event_id)
+    late = None if appended_at_ms is None else window.refusal(envelope.to_millis(env["signed_at"]), appended_at_ms)
+    if late:
+        return Rejected(RejectionCode.SIGNED_AT_OUT_OF_RANGE, late, clinic_code=clinic, event_id=event_id)
     checked = _signed_event(env)
     if isinstance(checked, tuple):
         code, reason, problems = checked
@@ -127,10 +153,11 @@ def _envelope_mismatch(env: dict[str, Any], record: dict[str, Any]) -> str | Non
     return None
 
 
-def validate_safely(key: bytes | None, value: bytes | None, keyring: Keyring) -> Accepted | Rejected:
+def validate_safely(key: bytes | None, value: bytes | None, keyring: Keyring, appended_at_ms: int | None = None,
+                    window: SigningWindow = SigningWindow()) -> Accepted | Rejected:
     """validate(), turning a bug met on one message into a rejection so the message is kept, not lost."""
     try:
-        return validate(key, value, keyring)
+        return validate(key, value, keyring, appended_at_ms, window)
     except Exception as exc:
         log.error("validation failed unexpectedly: %s", without_content(exc))
         return Rejected(RejectionCode.INTERNAL_ERROR,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.validation import SigningWindow
 from schemas.topics import TopicNames
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -29,12 +30,19 @@ class Settings(BaseSettings):
     ingest_ledger: Path = PROJECT_ROOT / ".local" / "ingest-ledger.sqlite"
     xml_signature_max_mb: int = 200
     request_window_seconds: int = 300
+    signed_at_max_delay_seconds: int = 3600
+    signed_at_max_ahead_seconds: int = 300
     sensitive_diagnoses: str = "A15-A19,B20-B24,Z21"
     metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9108
     query_metrics_port: int = 9109
     log_format: str = "json"
     pseudonym_key_file: Path = PROJECT_ROOT / ".local" / "keys" / "pseudonym.key"
+
+    @property
+    def signing_window(self) -> SigningWindow:
+        """How far a visit's signed_at may lie from the broker's append time."""
+        return SigningWindow(self.signed_at_max_delay_seconds * 1000, self.signed_at_max_ahead_seconds * 1000)
 
     @property
     def topics(self) -> TopicNames:

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import ConsumerRecord
 
@@ -53,6 +54,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
     await client.start()
     try:
         existing = set(await client.list_topics())
+        await _align_configs(client, {name: t for name, t in topic_names(settings).items() if name in existing})
         wanted = {name: t for name, t in topic_names(settings).items() if name not in existing}
         if not wanted:
             return []
@@ -68,6 +70,21 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return list(wanted)
     finally:
         await client.close()
+
+
+async def _align_configs(client: AIOKafkaAdminClient, topics: dict[str, TopicDefinition]) -> None:
+    """Give existing topics the catalogue's configuration (say, append-time stamps added to a topic made before)."""
+    topics = {name: t for name, t in topics.items() if t.config}
+    if not topics:
+        return
+    described = await client.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name, dict(t.config)) for name, t in topics.items()])
+    current = {resource[3]: {entry[0]: entry[1] for entry in resource[4]}
+               for response in described for resource in response.resources}
+    stale = [name for name, t in topics.items() if any(current.get(name, {}).get(k) != v for k, v in t.config.items())]
+    if stale:
+        await client.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, dict(topics[name].config))
+                                    for name in stale])
 
 
 async def _wait_for_leaders(client: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0) -> None:

@@ -42,7 +42,8 @@ class TopicDefinition:
 
 
 VISITS = TopicDefinition(
-    "visits", "visits", FOLLOWS_VISITS, _FOREVER, "forever (replayable)",
+    # The broker stamps each visit with its append time: a clinic's signed_at is judged against it.
+    "visits", "visits", FOLLOWS_VISITS, {**_FOREVER, "message.timestamp.type": "LogAppendTime"}, "forever (replayable)",
     "personal ID, or `card:` and the BHYT card number for a record without one", catalogue.SIGNED_VISIT,
     "`SignedVisit`", "signed visit events from clinics; kept forever so the book can be replayed")
 DEAD_LETTER = TopicDefinition(

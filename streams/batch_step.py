@@ -29,11 +29,19 @@ from aiokafka.structs import ConsumerRecord
 from domain.batch import BatchPlan, Delivery, Owned, Refused, Waiting, plan_batch
 from domain.identity import IdentityDirectory
 from domain.keyring import Keyring
-from domain.validation import RETRY_AFTER_REGISTRY_CATCH_UP, Accepted, Rejected, RejectionCode, validate_safely
+from domain.validation import (
+    RETRY_AFTER_REGISTRY_CATCH_UP,
+    Accepted,
+    Rejected,
+    RejectionCode,
+    SigningWindow,
+    validate_safely,
+)
 from healthbook import kafka
 from healthbook.retry import CONTENT_REFUSALS, is_infrastructure, while_unreachable
 from healthbook.store import BookWriter, OffsetsMoved
 from schemas.headers import retry_of
+from streams.dead_letters import original_append_time
 from streams.outlets import Outlets
 
 log = logging.getLogger(__name__)
@@ -99,6 +107,8 @@ class BatchStep:
     on_resumed: Callable[[float], Awaitable[None]] | None = None
     on_waiting: Callable[[set[str]], None] = lambda cards: None
     isolate_at_once: bool = False  # replay has no restart to wait for
+    signing_window: SigningWindow = field(default_factory=SigningWindow)
+    dead_letter_topic: str | None = None  # where re-driven messages' original append times are read
     suspects: list[tuple[int, int, int]] = field(default_factory=list)  # (partition, first, last) that failed before
 
     async def run(self, deliveries: Sequence[Delivery]) -> StepResult:
@@ -239,15 +249,31 @@ class BatchStep:
             return await self.writer.applied_offsets(conn, self.topic, sorted({m.partition for m in messages}))
 
     async def _verdicts(self, messages: list[Delivery]) -> list[Accepted | Rejected]:
-        results = [validate_safely(m.key, m.value, self.keyring) for m in messages]
+        appended = [await self._appended_at(m) for m in messages]
+        results = [validate_safely(m.key, m.value, self.keyring, at, self.signing_window)
+                   for m, at in zip(messages, appended, strict=True)]
         if any(isinstance(r, Rejected) and r.code in RETRY_AFTER_REGISTRY_CATCH_UP for r in results):
             await self.registry_catch_up()
             results = [
-                validate_safely(m.key, m.value, self.keyring)
+                validate_safely(m.key, m.value, self.keyring, at, self.signing_window)
                 if isinstance(r, Rejected) and r.code in RETRY_AFTER_REGISTRY_CATCH_UP else r
-                for m, r in zip(messages, results, strict=True)
+                for m, r, at in zip(messages, results, appended, strict=True)
             ]
         return results
+
+    async def _appended_at(self, message: Delivery) -> int:
+        """When the broker first appended this message: for a re-driven dead letter, the original's append time.
+
+        The time is taken from the worker's own dead-letter record, never from a header a sender could set;
+        a re-drive whose dead letter cannot be read back is judged by its own append time.
+        """
+        if message.retry_of is None or self.dead_letter_topic is None:
+            return message.timestamp_ms
+        partition, offset = message.retry_of
+        found = await while_unreachable("read a re-driven dead letter", partial(
+            self.read_range, self.dead_letter_topic, partition, offset, offset + 1))
+        original = original_append_time(found[0].value, message.value) if found else None
+        return message.timestamp_ms if original is None else original
 
     def _plan(self, messages: list[Delivery], verdicts: list[Accepted | Rejected]) -> BatchPlan:
         return plan_batch(messages, verdicts, self.identity, lambda person: self.versions.get(person) or {})

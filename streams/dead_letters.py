@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from domain.batch import Refused
 from schemas import catalogue, envelope, wire
+from schemas.errors import ContractError
 
 
 def dead_letter(refused: Refused) -> bytes:
@@ -28,3 +29,14 @@ def dead_letter(refused: Refused) -> bytes:
             {"partition": source.retry_of[0], "offset": source.retry_of[1]},
         },
     )
+
+
+def original_append_time(dead_letter_raw: bytes | None, redriven_value: bytes | None) -> int | None:
+    """When the broker first appended the message a dead letter holds, if it holds exactly these bytes."""
+    try:
+        record = wire.decode(dead_letter_raw, catalogue.DEAD_LETTER)
+    except ContractError:
+        return None
+    if record["original_value"] != redriven_value or record.get("retry_of") is not None:
+        return None
+    return envelope.to_millis(record["source_timestamp"])

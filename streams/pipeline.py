@@ -84,7 +84,8 @@ class VisitPipeline(Service):
         self.step = BatchStep(settings.topics.visits, self.pool, self.writer, self.keyring, self.identity,
                               self.versions, outlets, self.registry.catch_up, read_range, on_hold=self._holding,
                               on_resumed=self._resumed, on_waiting=self._on_waiting,
-                              suspects=await self.writer.suspect_batches(self.pool, settings.topics.visits))
+                              suspects=await self.writer.suspect_batches(self.pool, settings.topics.visits),
+                              signing_window=settings.signing_window, dead_letter_topic=settings.topics.dead_letter)
         self._health = await metrics.serve(settings.worker_metrics_port, self.health, "worker", settings.metrics_host)
 
     async def on_stop(self) -> None:

@@ -61,7 +61,8 @@ async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Con
         async with pool.acquire() as conn:
             await create_rebuild(conn, schema)
         step = BatchStep(settings.topics.visits, pool, BookWriter(schema), keyring, identity, {}, NoOutlets(),
-                         registry.catch_up, topic_range_reader(settings.kafka_bootstrap), isolate_at_once=True)
+                         registry.catch_up, topic_range_reader(settings.kafka_bootstrap), isolate_at_once=True,
+                         signing_window=settings.signing_window, dead_letter_topic=settings.topics.dead_letter)
         async for batch in _batches(settings, console):
             await step.run(batch)
             report.messages += len(batch)

@@ -1,6 +1,5 @@
 """Identity resolution from BHYT cards, and the clinic key lifecycle, on the real stack."""
 
-from datetime import datetime
 
 import pytest
 
@@ -12,6 +11,7 @@ from tests.integration.conftest import new_citizen, next_sequence, visible, wait
 
 pytestmark = pytest.mark.integration
 HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
 
 
 async def _pending(db, facility, visit_code):
@@ -66,17 +66,17 @@ async def _card_known(clinics, settings, card, owner):
 async def test_rotation_keeps_the_old_key_for_its_grace_period_only(clinics, db, settings):
     old, new = Signer.generate("2026-a"), Signer.generate("2026-b")
     await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [new_key_entry("56002", old)])
-    now = now_millis()
+    rotated_at = now_millis() - 2 * MINUTE_MS  # the grace ended a minute ago: signing times stay near the broker's
     await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
-                       rotation(new_key_entry("56002", old), "56002", new, now, grace_ms=HOUR_MS))
+                       rotation(new_key_entry("56002", old), "56002", new, rotated_at, grace_ms=MINUTE_MS))
     person = new_citizen()
     within = visit(person=person, facility="56002", sequence=next_sequence())
     after = visit(person=person, facility="56002", sequence=next_sequence())
     with_new = visit(person=person, facility="56002", sequence=next_sequence())
     async with clinics.publisher("56002", old) as pub:
         key = person.personal_id.encode()
-        await (await pub.publish_raw(key, seal_visit(within, "56002", old, signed_at=now + HOUR_MS - 1)))
-        await (await pub.publish_raw(key, seal_visit(after, "56002", old, signed_at=now + HOUR_MS)))
+        await (await pub.publish_raw(key, seal_visit(within, "56002", old, signed_at=rotated_at + MINUTE_MS - 1)))
+        await (await pub.publish_raw(key, seal_visit(after, "56002", old, signed_at=rotated_at + MINUTE_MS)))
         await (await pub.publish_raw(key, seal_visit(with_new, "56002", new)))
     await clinics.barrier(person)
     assert await visible(db, "56002", within["visit_code"]) is not None
@@ -90,7 +90,7 @@ async def test_revocation_rejects_what_was_signed_after_it_and_keeps_what_was_si
     signer = Signer.generate("k1")
     entry = new_key_entry("56003", signer)
     await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [entry])
-    revoked_at = int(datetime(2026, 6, 1).timestamp() * 1000)
+    revoked_at = now_millis() - 10 * MINUTE_MS
     await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [revocation(entry, revoked_at)])
     person = new_citizen()
     before = visit(person=person, facility="56003", sequence=next_sequence())
@@ -104,3 +104,28 @@ async def test_revocation_rejects_what_was_signed_after_it_and_keeps_what_was_si
     assert await visible(db, "56003", since["visit_code"]) is None
     letters = {d["event_id"]: d["reason_code"] for d in await clinics.dead_letters()}
     assert letters[since["event_id"]] == "key_revoked"
+
+
+async def test_a_thief_holding_a_revoked_key_cannot_backdate_past_the_broker_clock(clinics, db, settings):
+    signer = Signer.generate("stolen")
+    entry = new_key_entry("56004", signer)
+    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [entry])
+    stolen_at = now_millis() - 2 * HOUR_MS
+    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [revocation(entry, stolen_at)])
+    person = new_citizen()
+    backdated = visit(person=person, facility="56004", sequence=next_sequence())
+    ahead = visit(person=person, sequence=next_sequence())  # an honest clinic whose clock runs an hour fast
+    async with clinics.publisher("56004", signer) as pub:
+        key = person.personal_id.encode()
+        await (await pub.publish_raw(key, seal_visit(backdated, "56004", signer, signed_at=stolen_at - MINUTE_MS)))
+    async with clinics.publisher() as pub:
+        await (await pub.publish_raw(key, seal_visit(ahead, "79001", clinics.signers["79001"],
+                                                     signed_at=now_millis() + HOUR_MS)))
+    await clinics.barrier(person)
+    assert await visible(db, "56004", backdated["visit_code"]) is None
+    assert await visible(db, "79001", ahead["visit_code"]) is None
+    letters = {d["event_id"]: d for d in await clinics.dead_letters()}
+    assert letters[backdated["event_id"]]["reason_code"] == "signed_at_out_of_range"
+    assert "before the broker appended" in letters[backdated["event_id"]]["reason"]
+    assert letters[ahead["event_id"]]["reason_code"] == "signed_at_out_of_range"
+    assert "after the broker appended" in letters[ahead["event_id"]]["reason"]

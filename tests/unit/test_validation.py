@@ -112,3 +112,37 @@ def test_an_unexpected_error_becomes_a_rejection_not_a_loss(keyring, monkeypatch
     result = validate_safely(b"k", b"v", keyring)
     assert rejected(result) is RejectionCode.INTERNAL_ERROR
     assert "ZeroDivisionError" in result.reason
+
+
+@pytest.mark.parametrize(("signed_at", "appended_at", "refused"), [
+    (1_000_000, 1_000_000, None), (1_000_000, 1_000_000 + 3_600_000, None),
+    (1_000_000, 1_000_001 + 3_600_000, "before the broker appended"),
+    (1_300_000, 1_000_000, None), (1_300_001, 1_000_000, "after the broker appended"),
+])
+def test_a_signing_time_is_judged_against_the_brokers_append_time(keyring, signed_at, appended_at, refused):
+    from domain.validation import SigningWindow
+
+    event = visit()
+    result = validate(key_of(event), envelope.seal_visit(event, "79001", SIGNER, signed_at=signed_at), keyring,
+                      appended_at, SigningWindow())
+    if refused is None:
+        assert not isinstance(result, Rejected)
+    else:
+        assert result.code == "signed_at_out_of_range" and refused in result.reason
+    tampered = envelope.seal_visit(event, "79001", Signer.generate("k1"), signed_at=signed_at)
+    assert validate(key_of(event), tampered, keyring, appended_at).code == "bad_signature", "forgery is named first"
+
+
+def test_a_redriven_message_is_judged_by_the_append_time_the_workers_own_dead_letter_recorded():
+    from domain.batch import Delivery, Refused
+    from streams.dead_letters import dead_letter, original_append_time
+
+    original = Delivery("visits", 0, 7, 1_000_000, b"k", b"the signed bytes")
+    letter = dead_letter(Refused(original, Rejected(RejectionCode.UNKNOWN_CLINIC, "no such clinic")))
+    assert original_append_time(letter, b"the signed bytes") == 1_000_000
+    assert original_append_time(letter, b"other bytes") is None, "a header pointing at another message is ignored"
+    retried = Delivery("visits", 0, 9, 2_000_000, b"k", b"the signed bytes", retry_of=(0, 3))
+    again = dead_letter(Refused(retried, Rejected(RejectionCode.BAD_SIGNATURE, "no")))
+    assert original_append_time(again, b"the signed bytes") is None
+    assert original_append_time(b"\x00garbage", b"the signed bytes") is None
+    assert original_append_time(None, b"the signed bytes") is None

@@ -16,6 +16,7 @@ install: $(STAMP)
 
 up: $(STAMP)
 	bash stack/stack.sh up
+	$(PY) -m commands.cli ca init
 	$(PY) -m commands.cli topics
 	$(PY) -m commands.cli migrate
 

@@ -21,11 +21,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from commands.local_ca import local_ca
 from commands.processes import ServiceProcess
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
 from healthbook.kafka import ensure_topics
-from producers.clinic_keys import new_key_entry, publish_keys
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer
 from synthetic.population import CLINICS, make_population
@@ -62,8 +62,8 @@ async def run(events_n: int, citizens_n: int, rate: float) -> None:
     await ensure_topics(settings)
     pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
     signers = {code: Signer.generate("k1") for code in CLINICS}
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
-                       [new_key_entry(code, s) for code, s in signers.items()])
+    ca = local_ca(settings)
+    await ca.register(settings, [ca.entry(code, s) for code, s in signers.items()])
     console.print(f"generating {events_n} visits for {citizens_n} citizens ...")
     _, events = make_population(7, citizens_n, events_n + 1, list(CLINICS), (2025, 2026))
     warmup, events = events[0], events[1:]

@@ -19,10 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from commands.local_ca import local_ca
 from commands.processes import settings_env
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.kafka import ensure_topics
-from producers.clinic_keys import new_key_entry, publish_keys, save_signer
+from producers.clinic_keys import save_signer
 from schemas.envelope import Signer
 from schemas.visit import VisitEvent
 from synthetic.dossiers import Quirks, hoso_xml
@@ -83,7 +84,8 @@ def main() -> None:
     signer = Signer.generate("k1")
     save_signer(settings.key_dir, "79001", signer)
     asyncio.run(ensure_topics(settings))
-    asyncio.run(publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [new_key_entry("79001", signer)]))
+    ca = local_ca(settings)
+    asyncio.run(ca.register(settings, [ca.entry("79001", signer)]))
 
     size_mb = path.stat().st_size / 2**20
     table = Table(title=f"healthbook ingest benchmark ({size_mb:.0f} MiB, {hoso} HOSO)", title_justify="left")

@@ -13,14 +13,22 @@ from healthbook.config import Settings
 
 def _clinic_parsers(sub: argparse._SubParsersAction) -> None:
     keys = sub.add_parser("clinic", help="clinic signing keys").add_subparsers(dest="action", required=True)
-    register = keys.add_parser("register", help="generate a clinic key and publish its public half")
+    keygen = keys.add_parser("keygen", help="on the clinic's machine: make a key pair and its certificate request")
+    keygen.add_argument("--clinic", required=True, help="facility code (MA_CSKCB), 5 digits")
+    keygen.add_argument("--key-id", default="k1")
+    keygen.set_defaults(run="clinic_commands.clinic_keygen")
+    register = keys.add_parser("register", help="register a clinic key certified by a trusted CA")
     register.add_argument("--clinic", required=True, help="facility code (MA_CSKCB), 5 digits")
-    register.add_argument("--key-id", default="k1")
+    register.add_argument("--key-id", default="k1", help="the id the clinic signs with (its envelope's key_id)")
+    source = register.add_mutually_exclusive_group(required=True)
+    source.add_argument("--certificate", help="PEM certificate of the clinic's key, issued by a trusted CA")
+    source.add_argument("--public-key", help="PEM public key, certified here by the local CA (the CA is the registry)")
     register.set_defaults(run="clinic_commands.clinic_register")
-    rotate = keys.add_parser("rotate", help="switch a clinic to a new key; the old one expires after a grace period")
+    rotate = keys.add_parser("rotate", help="switch a clinic to a new certified key; the old one expires after a grace")
     rotate.add_argument("--clinic", required=True)
     rotate.add_argument("--from-key", required=True, help="the key id in use now")
     rotate.add_argument("--to-key", required=True, help="the new key's id")
+    rotate.add_argument("--certificate", required=True, help="PEM certificate of the new key")
     rotate.add_argument("--grace-hours", type=float, default=24.0, help="how long the old key stays valid (24)")
     rotate.set_defaults(run="clinic_commands.clinic_rotate")
     revoke = keys.add_parser("revoke", help="reject signatures made with a key from a time on")
@@ -38,6 +46,18 @@ def _clinic_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _publishing_parsers(sub: argparse._SubParsersAction) -> None:
+    ca = sub.add_parser("ca", help="the local stack's certificate authority").add_subparsers(dest="action",
+                                                                                            required=True)
+    issue = ca.add_parser("issue", help="certify a clinic's certificate request (local stack; production uses a CA)")
+    issue.add_argument("request", help="the .csr file 'healthbook clinic keygen' made")
+    issue.add_argument("--out", help="where to write the certificate (default: beside the request, .crt)")
+    issue.add_argument("--days", type=int, default=730)
+    issue.set_defaults(run="clinic_commands.ca_issue")
+    withdraw = ca.add_parser("revoke", help="put a certificate on the CA's revocation list")
+    withdraw.add_argument("certificate", help="PEM certificate to revoke")
+    withdraw.set_defaults(run="clinic_commands.ca_revoke")
+    ca.add_parser("init", help="make the local CA and registry keys (idempotent)").set_defaults(
+        run="clinic_commands.ca_init")
     identity = sub.add_parser("identity", help="identity mappings").add_subparsers(dest="action", required=True)
     mapping = identity.add_parser("map", help="record which citizen a BHYT card belongs to")
     mapping.add_argument("--card", required=True, help="BHYT card number (MA_THE_BHYT)")

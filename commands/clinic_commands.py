@@ -7,30 +7,37 @@ import asyncio
 import json
 import sys
 from collections.abc import Coroutine
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.table import Table
 
 from commands import render
+from commands.local_ca import NotACertificateRequest, local_ca
+from domain.keyring import ClinicKey
+from domain.registry_trust import CLINIC_PREFIX, Untrusted
 from healthbook.config import Settings
 from producers.clinic_keys import (
+    KeyExists,
     KeyLifecycleError,
+    certified_entry,
+    keygen,
     load_signer,
-    new_key_entry,
     publish_keys,
     registered_keys,
     revocation,
     rotation,
-    save_signer,
 )
 from producers.dossier_signature import certificate_path
 from producers.identity_cards import publish_identity_cards
 from producers.ingest import IngestError, ingest
 from producers.publisher import ClinicPublisher, InvalidVisit
-from schemas.envelope import Signer, now_millis
+from producers.registry_signing import INSURANCE_REGISTRY_NAME, KEY_REGISTRY_NAME, RegistrySigner
+from schemas.envelope import now_millis
 from schemas.rules import RuleBroken, check_facility_code, check_personal_id
 from synthetic.population import make_population
 
@@ -44,17 +51,61 @@ def _when(ms: int | None) -> str:
     return "" if ms is None else datetime.fromtimestamp(ms / 1000).isoformat(timespec="seconds")
 
 
-def clinic_register(settings: Settings, args: argparse.Namespace) -> None:
-    """Generate a clinic key, keep its private half here and publish its public half."""
+def _clinic_code(code: str) -> str:
     try:
-        check_facility_code(args.clinic)
+        check_facility_code(code)
     except RuleBroken as exc:
-        sys.exit(f"clinic code {args.clinic!r} {exc.message}")
-    signer = Signer.generate(args.key_id)
-    path = save_signer(settings.key_dir, args.clinic, signer)
-    asyncio.run(
-        publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [new_key_entry(args.clinic, signer)]))
-    print(f"registered key '{args.key_id}' of clinic {args.clinic}; private key kept at {path}")
+        sys.exit(f"clinic code {code!r} {exc.message}")
+    return code
+
+
+def clinic_keygen(settings: Settings, args: argparse.Namespace) -> None:
+    """On the clinic's machine: make a key pair (private half owner-only) and the certificate request to send."""
+    try:
+        key, request = keygen(settings.key_dir, _clinic_code(args.clinic), args.key_id)
+    except KeyExists as exc:
+        sys.exit(str(exc))
+    print(f"private key kept at {key} (owner-only; it never leaves this machine)\n"
+          f"certificate request: {request}\n"
+          f"next: have a trusted CA certify the request (local stack: 'healthbook ca issue {request}'), then the "
+          f"operator runs 'healthbook clinic register --clinic {args.clinic} --key-id {args.key_id} "
+          "--certificate FILE'")
+
+
+def _certificate(settings: Settings, args: argparse.Namespace) -> x509.Certificate:
+    """The certificate to register: given, or issued now by the local CA for a given public key."""
+    if args.certificate:
+        try:
+            return x509.load_pem_x509_certificate(Path(args.certificate).read_bytes())
+        except (OSError, ValueError) as exc:
+            sys.exit(f"{args.certificate} is not a readable PEM certificate: {exc}")
+    try:
+        public = serialization.load_pem_public_key(Path(args.public_key).read_bytes())
+    except (OSError, ValueError) as exc:
+        sys.exit(f"{args.public_key} is not a readable PEM public key: {exc}")
+    if not isinstance(public, Ed25519PublicKey):
+        sys.exit(f"{args.public_key} is not an Ed25519 public key, the only signing algorithm accepted")
+    return local_ca(settings).certify_clinic(args.clinic, public.public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def _checked_entry(settings: Settings, clinic: str, key_id: str, certificate: x509.Certificate) -> ClinicKey:
+    """The entry for a certificate the workers will accept: issued by a trusted CA, for this clinic, valid now."""
+    try:
+        settings.trust_anchors().certificate(certificate.public_bytes(serialization.Encoding.DER),
+                                             CLINIC_PREFIX + clinic, datetime.now(UTC))
+        return certified_entry(clinic, key_id, certificate)
+    except Untrusted as exc:
+        sys.exit(f"not registered: {exc.message}")
+
+
+def clinic_register(settings: Settings, args: argparse.Namespace) -> None:
+    """Register a clinic key certified by a trusted CA, signed by the key registry."""
+    entry = _checked_entry(settings, _clinic_code(args.clinic), args.key_id, _certificate(settings, args))
+    registry = RegistrySigner.load(settings.registry_key_dir, KEY_REGISTRY_NAME)
+    asyncio.run(publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [entry], registry))
+    print(f"registered key '{args.key_id}' of clinic {args.clinic}; re-drive what waited for it with "
+          "'healthbook dlq retry --reason unknown_clinic'")
 
 
 def _run_key_change(change: Coroutine[Any, Any, None]) -> None:
@@ -66,14 +117,16 @@ def _run_key_change(change: Coroutine[Any, Any, None]) -> None:
 
 
 def clinic_rotate(settings: Settings, args: argparse.Namespace) -> None:
-    """Switch a clinic to a new key; the old one stays valid for the grace period."""
+    """Switch a clinic to a new certified key; the old one stays valid for the grace period."""
+    new = _checked_entry(settings, _clinic_code(args.clinic), args.to_key, _certificate(settings, args))
+    registry = RegistrySigner.load(settings.registry_key_dir, KEY_REGISTRY_NAME)
+
     async def run() -> None:
-        keyring = await registered_keys(settings.kafka_bootstrap, settings.topics.clinic_keys)
-        signer = Signer.generate(args.to_key)
-        entries = rotation(keyring.get(args.clinic, args.from_key), args.clinic, signer, now_millis(),
+        keyring = await registered_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
+                                        settings.trust_anchors())
+        entries = rotation(keyring.get(args.clinic, args.from_key), args.clinic, new, now_millis(),
                            int(args.grace_hours * 3_600_000))
-        save_signer(settings.key_dir, args.clinic, signer)
-        await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, entries)
+        await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, entries, registry)
 
     _run_key_change(run())
     print(f"clinic {args.clinic} now signs with '{args.to_key}'; '{args.from_key}' stays valid for "
@@ -83,14 +136,42 @@ def clinic_rotate(settings: Settings, args: argparse.Namespace) -> None:
 def clinic_revoke(settings: Settings, args: argparse.Namespace) -> None:
     """Reject signatures made with a key from a time on."""
     at_ms = since_ms(args.at) or now_millis()
+    registry = RegistrySigner.load(settings.registry_key_dir, KEY_REGISTRY_NAME)
 
     async def run() -> None:
-        keyring = await registered_keys(settings.kafka_bootstrap, settings.topics.clinic_keys)
+        keyring = await registered_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
+                                        settings.trust_anchors())
         entry = revocation(keyring.get(args.clinic, args.key_id), at_ms)
-        await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [entry])
+        await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [entry], registry)
 
     _run_key_change(run())
     print(f"key '{args.key_id}' of clinic {args.clinic}: signatures made from {_when(at_ms)} on are rejected")
+
+
+def ca_init(settings: Settings, args: argparse.Namespace) -> None:
+    """Make the local CA, its revocation list and the registries' keys, once."""
+    ca = local_ca(settings)
+    print(f"local CA '{ca.certificate.subject.rfc4514_string()}' in {ca.directory}")
+
+
+def ca_issue(settings: Settings, args: argparse.Namespace) -> None:
+    """Certify a clinic's certificate request with the local CA."""
+    request = Path(args.request)
+    try:
+        certificate = local_ca(settings).certify_request(request.read_bytes(), args.days)
+    except (OSError, NotACertificateRequest) as exc:
+        sys.exit(f"{request}: {exc}")
+    out = Path(args.out) if args.out else request.with_suffix(".crt")
+    out.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    print(f"certified '{certificate.subject.rfc4514_string()}' until {certificate.not_valid_after_utc:%Y-%m-%d}: {out}")
+
+
+def ca_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    """Put a certificate on the local CA's revocation list."""
+    certificate = x509.load_pem_x509_certificate(Path(args.certificate).read_bytes())
+    local_ca(settings).revoke(certificate)
+    print(f"certificate {certificate.serial_number:x} is revoked; workers drop its key when they next start "
+          "(revoke the key with 'healthbook clinic revoke' to stop it at once)")
 
 
 def clinic_certificate(settings: Settings, args: argparse.Namespace) -> None:
@@ -109,7 +190,8 @@ def clinic_certificate(settings: Settings, args: argparse.Namespace) -> None:
 
 def clinic_list(settings: Settings, args: argparse.Namespace) -> None:
     """Show every registered key and its state."""
-    keyring = asyncio.run(registered_keys(settings.kafka_bootstrap, settings.topics.clinic_keys))
+    keyring = asyncio.run(registered_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
+                                       settings.trust_anchors()))
     table = Table(title="Registered clinic keys", title_justify="left")
     for column in ("clinic", "key id", "registered", "revoked from"):
         table.add_column(column)
@@ -126,8 +208,9 @@ def identity_map(settings: Settings, args: argparse.Namespace) -> None:
         check_personal_id(args.personal_id, None, None)
     except RuleBroken as exc:
         sys.exit(f"personal ID {args.personal_id!r} {exc.message}")
+    registry = RegistrySigner.load(settings.registry_key_dir, INSURANCE_REGISTRY_NAME)
     asyncio.run(publish_identity_cards(settings.kafka_bootstrap, settings.topics.identity_cards,
-                                       [(args.card, args.personal_id)]))
+                                       [(args.card, args.personal_id)], registry))
     print(f"BHYT card {args.card} belongs to {args.personal_id}; visits waiting for it will be projected")
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from commands import render
 from commands.identity_standin import IdentityPlatform, confirmation, ensure_identity_key
+from commands.local_ca import local_ca
 from commands.processes import ServiceProcess
 from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
 from consumers.dead_letters import read_dead_letters
@@ -19,7 +20,7 @@ from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
 from healthbook.kafka import ensure_topics
 from healthbook.store import BookReader
-from producers.clinic_keys import new_key_entry, publish_keys, save_signer
+from producers.clinic_keys import save_signer
 from producers.ingest import ingest
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer, seal_visit
@@ -53,12 +54,9 @@ async def wait_for_consumed(
 async def publish_batch(settings: Settings, console: Console) -> tuple[int, str]:
     """Publish the demo batch with its planted faults; return the message count and a citizen to look up."""
     rng = random.Random(SEED)
-    signers = {code: Signer.generate("k1") for code in CLINICS}
-    await publish_keys(
-        settings.kafka_bootstrap,
-        settings.topics.clinic_keys,
-        [new_key_entry(code, signer) for code, signer in signers.items()],
-    )
+    signers = {code: Signer.generate("k1") for code in CLINICS}  # made here only because this is the demo
+    ca = local_ca(settings)
+    await ca.register(settings, [ca.entry(code, signer) for code, signer in signers.items()])
     citizens, events = make_population(SEED, CITIZENS, VISITS, list(CLINICS), YEARS)
     sent = 0
     for code, signer in signers.items():
@@ -107,7 +105,8 @@ async def ingest_sample(settings: Settings, console: Console) -> int:
     """Ingest the synthetic QĐ 4750 sample dossier as clinic 79001 would; return how many visits it published."""
     signer = Signer.generate("his-1")
     save_signer(settings.key_dir, "79001", signer)
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [new_key_entry("79001", signer)])
+    ca = local_ca(settings)
+    await ca.register(settings, [ca.entry("79001", signer)])
     reports = await ingest(settings, SAMPLE_DOSSIER, key_id="his-1", console=console)
     render.ingest_reports(console, reports)
     return sum(report.published for report in reports)

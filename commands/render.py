@@ -152,6 +152,9 @@ def status(console: Console, topic: str, found: Status) -> None:
     console.print(table)
     outcome_summary(console, found.counts)
     console.print(f"visits waiting for a BHYT card mapping: {found.pending_visits}")
+    for topic, kinds in found.ignored.items():
+        text = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) if kinds else "none"
+        console.print(f"{topic}: records ignored as unverifiable: {text}", markup=False)
     error = found.last_error
     console.print("last error: " + (f"{error['at']:%Y-%m-%d %H:%M:%S} {error['worker_id']}: {error['message']}"
                                     if error else "none recorded"), markup=False)

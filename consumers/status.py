@@ -7,9 +7,12 @@ from typing import Any
 
 import asyncpg
 
+from domain.identity import IdentityDirectory
+from domain.keyring import Keyring
 from healthbook import kafka
 from healthbook.config import Settings
 from healthbook.store import BookReader
+from healthbook.topic_follower import TopicFollower
 
 
 @dataclass
@@ -34,11 +37,25 @@ class Status:
     counts: dict[str, int] = field(default_factory=dict)
     pending_visits: int = 0
     last_error: dict[str, Any] | None = None
+    ignored: dict[str, dict[str, int]] = field(default_factory=dict)  # registry topic -> why -> records
+
+
+async def ignored_registry_records(settings: Settings) -> dict[str, dict[str, int]]:
+    """What a worker ignores on each registry topic, read and verified now exactly as a worker does, by why."""
+    trust = settings.trust_anchors()
+    found = {}
+    for topic, apply in ((settings.topics.clinic_keys, Keyring(trust).apply),
+                         (settings.topics.identity_cards, IdentityDirectory(trust).apply)):
+        follower = TopicFollower(settings.kafka_bootstrap, topic, apply)
+        await follower.snapshot()
+        found[topic] = dict(follower.ignored)
+    return found
 
 
 async def status(settings: Settings) -> Status:
-    """Lag per partition, outcome counts, visits waiting for identity, and the worker's last recorded error."""
+    """Lag per partition, outcome counts, visits waiting for identity, ignored registry records, the last error."""
     ends = await kafka.end_offsets(settings.kafka_bootstrap, settings.topics.visits)
+    ignored = await ignored_registry_records(settings)
     book = BookReader()
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -48,6 +65,7 @@ async def status(settings: Settings) -> Status:
             counts=await book.counts_of(conn),
             pending_visits=await book.pending_count(conn),
             last_error=await book.last_error(conn),
+            ignored=ignored,
         )
     finally:
         await conn.close()

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain.registry_trust import INSURANCE_REGISTRY, TrustAnchors, Untrusted
 from schemas import catalogue, rules, wire
+from schemas.envelope import identity_card_signing_input
 from schemas.visit import VisitEvent
 
 
 class IdentityDirectory:
-    """BHYT card number -> personal ID, applied from the compacted identity-cards topic."""
+    """BHYT card number -> personal ID, applied from the compacted identity-cards topic.
 
-    def __init__(self) -> None:
+    With trust anchors, only mappings signed by the insurance registry's certified key count;
+    anything else raises Untrusted and changes nothing. Without anchors (None) records are taken
+    as they are: for tests of other rules.
+    """
+
+    def __init__(self, trust: TrustAnchors | None) -> None:
+        self.trust = trust
         self._by_card: dict[str, str] = {}
 
     def __len__(self) -> int:
@@ -22,10 +30,18 @@ class IdentityDirectory:
         if value is None:
             if key is None:
                 return None
+            if self.trust is not None:
+                raise Untrusted("unsigned_tombstone",
+                                "a tombstone cannot be signed; the registry remaps a card instead")
             card = wire.text_key(key)
             self._by_card.pop(card, None)
             return card
         record = wire.decode(value, catalogue.IDENTITY_CARD)
+        if self.trust is not None:
+            self.trust.signed_by(record.get("registry_certificate"), INSURANCE_REGISTRY,
+                                 record.get("registry_signature"), identity_card_signing_input(record))
+            if key is None or wire.text_key(key) != record["card_number"]:
+                raise Untrusted("wrong_record_key", "the record's topic key is not its card number")
         self._by_card[record["card_number"]] = record["personal_id"]
         return record["card_number"]
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from domain.registry_trust import CLINIC_PREFIX, KEY_REGISTRY, TrustAnchors, Untrusted, raw_ed25519
 from schemas import catalogue, wire
-from schemas.envelope import to_millis
+from schemas.envelope import clinic_key_signing_input, to_millis
 
 
 @dataclass(frozen=True)
@@ -19,20 +20,24 @@ class ClinicKey:
     public_key: bytes
     registered_at_ms: int
     revoked_at_ms: int | None = None
+    certificate: bytes | None = None  # DER; its validity bounds when the key may sign
+    valid_from_ms: int | None = None
+    valid_until_ms: int | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> ClinicKey:
-        """Build from a decoded ClinicKey Avro record."""
+        """Build from a decoded ClinicKey Avro record (not yet verified)."""
         return cls(
             clinic_code=record["clinic_code"],
             key_id=record["key_id"],
             public_key=record["public_key"],
             registered_at_ms=to_millis(record["registered_at"]),
             revoked_at_ms=None if record["revoked_at"] is None else to_millis(record["revoked_at"]),
+            certificate=record.get("certificate"),
         )
 
     def to_record(self) -> dict[str, Any]:
-        """The Avro record for the registry topic."""
+        """The Avro record for the registry topic, without the registry's signature."""
         return {
             "clinic_code": self.clinic_code,
             "key_id": self.key_id,
@@ -40,6 +45,9 @@ class ClinicKey:
             "public_key": self.public_key,
             "registered_at": self.registered_at_ms,
             "revoked_at": self.revoked_at_ms,
+            "certificate": self.certificate,
+            "registry_certificate": None,
+            "registry_signature": None,
         }
 
     @property
@@ -62,10 +70,30 @@ class KeyLookupFailed(Exception):
         self.message = message
 
 
-class Keyring:
-    """Clinic keys by (clinic code, key id), applied from registry records in topic order."""
+def verified_entry(record: dict[str, Any], trust: TrustAnchors) -> ClinicKey:
+    """The entry of a registry record signed by the key registry and holding a certificate of its own key."""
+    trust.signed_by(record.get("registry_certificate"), KEY_REGISTRY, record.get("registry_signature"),
+                    clinic_key_signing_input(record))
+    entry = ClinicKey.from_record(record)
+    issued = trust.certificate(entry.certificate, CLINIC_PREFIX + entry.clinic_code, datetime.now(UTC))
+    if raw_ed25519(issued) != entry.public_key:
+        raise Untrusted("key_not_certified", f"the certificate of clinic {entry.clinic_code} key '{entry.key_id}' "
+                        "certifies another public key")
+    return ClinicKey(entry.clinic_code, entry.key_id, entry.public_key, entry.registered_at_ms, entry.revoked_at_ms,
+                     entry.certificate, to_millis(issued.not_valid_before_utc), to_millis(issued.not_valid_after_utc))
 
-    def __init__(self) -> None:
+
+class Keyring:
+    """Clinic keys by (clinic code, key id), applied from registry records in topic order.
+
+    With trust anchors, only records signed by the key registry, holding a certificate of their key
+    for their clinic, count; anything else raises Untrusted and changes nothing. A revocation, once
+    seen, stands even if an older record of the key is written again. Without anchors (None) records
+    are taken as they are: for tools that only display the registry and for tests of other rules.
+    """
+
+    def __init__(self, trust: TrustAnchors | None) -> None:
+        self.trust = trust
         self._keys: dict[tuple[str, str], ClinicKey] = {}
         self._clinics: dict[str, int] = {}
 
@@ -73,20 +101,34 @@ class Keyring:
         return len(self._keys)
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
-        """Apply one registry message: a key record, or a tombstone that removes it."""
+        """Apply one registry message: a key record, or (without trust anchors) a tombstone that removes it."""
         if value is None:
             if key is None:
                 return
+            if self.trust is not None:
+                raise Untrusted("unsigned_tombstone", "a tombstone cannot be signed; retire a key by revoking it")
             clinic_code, _, key_id = wire.text_key(key).partition("/")
             self._remove(clinic_code, key_id)
             return
-        self.put(ClinicKey.from_record(wire.decode(value, catalogue.CLINIC_KEY)))
+        record = wire.decode(value, catalogue.CLINIC_KEY)
+        if self.trust is None:
+            self.put(ClinicKey.from_record(record))
+            return
+        entry = verified_entry(record, self.trust)
+        if key is None or wire.text_key(key) != registry_key(entry.clinic_code, entry.key_id).decode():
+            raise Untrusted("wrong_record_key", "the record's topic key is not its clinic_code/key_id")
+        self.put(entry)
 
     def put(self, entry: ClinicKey) -> None:
-        """Add or replace a key."""
+        """Add or replace a key; an earlier revocation of it stands."""
         ident = (entry.clinic_code, entry.key_id)
         if ident not in self._keys:
             self._clinics[entry.clinic_code] = self._clinics.get(entry.clinic_code, 0) + 1
+        known = self._keys.get(ident)
+        if known and known.revoked_at_ms is not None and (
+                entry.revoked_at_ms is None or entry.revoked_at_ms > known.revoked_at_ms):
+            entry = ClinicKey(entry.clinic_code, entry.key_id, entry.public_key, entry.registered_at_ms,
+                              known.revoked_at_ms, entry.certificate, entry.valid_from_ms, entry.valid_until_ms)
         self._keys[ident] = entry
 
     def _remove(self, clinic_code: str, key_id: str) -> None:
@@ -108,8 +150,11 @@ class Keyring:
         if clinic_code not in self._clinics:
             raise KeyLookupFailed(
                 "unknown_clinic",
-                f"clinic {clinic_code} has no registered signing key; register it with "
-                "'healthbook clinic register', then re-drive with 'healthbook dlq retry --reason unknown_clinic'",
+                f"clinic {clinic_code} has no registered signing key: the clinic makes its key pair and certificate "
+                f"request on its own machine ('healthbook clinic keygen --clinic {clinic_code}'), a trusted CA "
+                "certifies it, the operator registers the certificate ('healthbook clinic register --clinic "
+                f"{clinic_code} --certificate FILE'), then re-drive with "
+                "'healthbook dlq retry --reason unknown_clinic'",
             )
         entry = self._keys.get((clinic_code, key_id))
         if entry is None:
@@ -122,5 +167,12 @@ class Keyring:
             raise KeyLookupFailed(
                 "key_revoked",
                 f"key '{key_id}' of clinic {clinic_code} was revoked at {revoked}, before this signature",
+            )
+        if (entry.valid_from_ms is not None and signed_at_ms < entry.valid_from_ms) or (
+                entry.valid_until_ms is not None and signed_at_ms > entry.valid_until_ms):
+            raise KeyLookupFailed(
+                "certificate_expired",
+                f"the certificate of key '{key_id}' of clinic {clinic_code} is not valid at the signing time; "
+                "the clinic needs a renewed certificate registered",
             )
         return entry

@@ -24,6 +24,7 @@ class RejectionCode(StrEnum):
     UNKNOWN_CLINIC = "unknown_clinic"
     UNKNOWN_KEY = "unknown_key"
     KEY_REVOKED = "key_revoked"
+    CERTIFICATE_EXPIRED = "certificate_expired"
     SIGNED_AT_OUT_OF_RANGE = "signed_at_out_of_range"
     BAD_SIGNATURE = "bad_signature"
     CLINIC_MISMATCH = "clinic_mismatch"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.registry_trust import TrustAnchors
 from domain.validation import SigningWindow
 from schemas.topics import TopicNames
 
@@ -37,12 +38,19 @@ class Settings(BaseSettings):
     worker_metrics_port: int = 9108
     query_metrics_port: int = 9109
     log_format: str = "json"
+    trust_anchors_file: Path = PROJECT_ROOT / ".local" / "pki" / "ca.crt"
+    revocation_list_file: Path = PROJECT_ROOT / ".local" / "pki" / "ca.crl"
+    registry_key_dir: Path = PROJECT_ROOT / ".local" / "pki"  # only the key and insurance registries' tools
     pseudonym_key_file: Path = PROJECT_ROOT / ".local" / "keys" / "pseudonym.key"
 
     @property
     def signing_window(self) -> SigningWindow:
         """How far a visit's signed_at may lie from the broker's append time."""
         return SigningWindow(self.signed_at_max_delay_seconds * 1000, self.signed_at_max_ahead_seconds * 1000)
+
+    def trust_anchors(self) -> TrustAnchors:
+        """The CAs this deployment trusts for clinic and registry certificates, read now."""
+        return TrustAnchors.load(self.trust_anchors_file, self.revocation_list_file)
 
     @property
     def topics(self) -> TopicNames:

@@ -22,6 +22,9 @@ BATCH_SECONDS = Histogram("healthbook_batch_seconds", "Time to validate, project
 EVENT_AGE = Histogram("healthbook_event_age_seconds", "From the message's Kafka timestamp to its batch's commit",
                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 LAG = Gauge("healthbook_consumer_lag_messages", "Messages published but not yet applied", ["partition"])
+IGNORED = Counter("healthbook_ignored_registry_records_total",
+                  "Registry records ignored because their signature or certificate cannot be verified",
+                  ["topic", "kind"])
 ANALYTICS_WITHHELD = Counter("healthbook_analytics_withheld_total",
                              "Accepted visits kept off the analytics topic for a sensitive diagnosis")
 REQUESTS = Counter("healthbook_integration_requests_total", "Integration requests by outcome", ["outcome"])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from domain.registry_trust import Untrusted
 from healthbook import kafka, observability
 from schemas.errors import ContractError
 
@@ -28,6 +30,7 @@ class TopicFollower:
         self._partitions: list[TopicPartition] = []
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self.ignored: Counter[str] = Counter()  # records skipped, by why: unreadable, failed, or Untrusted.kind
 
     async def start(self) -> None:
         """Load the topic up to its current end, then keep following it in the background."""
@@ -92,12 +95,20 @@ class TopicFollower:
                 self.apply(message)  # type: ignore[call-arg]
             else:
                 self.apply(message.key, message.value)
+        except Untrusted as exc:
+            self.ignored[exc.kind] += 1
+            observability.IGNORED.labels(message.topic, exc.kind).inc()
+            log.warning("ignoring an unverifiable record at %s[%d]@%d: %s", message.topic, message.partition,
+                        message.offset, exc.message,
+                        extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
         except ContractError as exc:
+            self.ignored["unreadable"] += 1
             observability.UNREADABLE.labels(message.topic, "unreadable").inc()
             log.warning("skipping unreadable record at %s[%d]@%d (%s)", message.topic, message.partition,
                         message.offset, type(exc).__name__,
                         extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
         except Exception as exc:  # a bug met on one record must not stop every later key revocation
+            self.ignored["failed"] += 1
             observability.UNREADABLE.labels(message.topic, "failed").inc()
             log.error("skipping a record healthbook failed on at %s[%d]@%d (%s)", message.topic, message.partition,
                       message.offset, type(exc).__name__,

@@ -44,6 +44,8 @@ _ENTRIES = (
     SchemaEntry(10, "integration.replies-value", AVRO_DIR / "integration_reply_v2.avsc"),
     SchemaEntry(11, "visits.deidentified-value", AVRO_DIR / "deidentified_visit.avsc"),
     SchemaEntry(12, "visits.dlq-value", AVRO_DIR / "dead_letter_v2.avsc"),
+    SchemaEntry(13, "clinic.keys-value", AVRO_DIR / "clinic_key_v2.avsc"),
+    SchemaEntry(14, "identity.cards-value", AVRO_DIR / "identity_card_v2.avsc"),
 )
 
 BY_ID = {entry.schema_id: entry for entry in _ENTRIES}
@@ -51,14 +53,16 @@ BY_ID = {entry.schema_id: entry for entry in _ENTRIES}
 VISIT_EVENT_V1 = BY_ID[1]
 VISIT_EVENT = BY_ID[7]  # what producers write; decoding resolves older versions of the subject to it
 SIGNED_VISIT = BY_ID[2]
-CLINIC_KEY = BY_ID[3]
+CLINIC_KEY_V1 = BY_ID[3]
+CLINIC_KEY = BY_ID[13]
 DEAD_LETTER_V1 = BY_ID[4]
 DEAD_LETTER = BY_ID[12]
 INTEGRATION_REQUEST_V1 = BY_ID[5]
 INTEGRATION_REPLY_V1 = BY_ID[6]
 INTEGRATION_REQUEST = BY_ID[9]
 INTEGRATION_REPLY = BY_ID[10]
-IDENTITY_CARD = BY_ID[8]
+IDENTITY_CARD_V1 = BY_ID[8]
+IDENTITY_CARD = BY_ID[14]
 DEIDENTIFIED_VISIT = BY_ID[11]
 
 

@@ -15,6 +15,8 @@ from schemas import catalogue, wire
 
 VISIT_CONTEXT = b"healthbook/signed-visit/v1"
 REQUEST_CONTEXT = b"healthbook/integration-request/v1"
+CLINIC_KEY_CONTEXT = b"healthbook/clinic-key/v2"
+IDENTITY_CARD_CONTEXT = b"healthbook/identity-card/v2"
 
 
 def canonical(context: bytes, *fields: str | int | bytes) -> bytes:
@@ -62,6 +64,22 @@ def request_signing_input(request: dict[str, Any]) -> bytes:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def clinic_key_signing_input(record: dict[str, Any]) -> bytes:
+    """The bytes the key registry signs for a clinic-key entry: every field but its own signature."""
+    revoked = record.get("revoked_at")
+    return canonical(
+        CLINIC_KEY_CONTEXT, record["clinic_code"], record["key_id"], record.get("algorithm", "ed25519"),
+        record["public_key"], to_millis(record["registered_at"]), -1 if revoked is None else to_millis(revoked),
+        record.get("certificate") or b"",
+    )
+
+
+def identity_card_signing_input(record: dict[str, Any]) -> bytes:
+    """The bytes the insurance registry signs for a card mapping."""
+    return canonical(IDENTITY_CARD_CONTEXT, record["card_number"], record["personal_id"],
+                     to_millis(record["updated_at"]))
 
 
 def to_millis(value: Any) -> int:

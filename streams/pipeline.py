@@ -42,8 +42,9 @@ class VisitPipeline(Service):
         self.settings = settings
         self.versions = versions
         self.highwater = highwater
-        self.keyring = Keyring()
-        self.identity = IdentityDirectory()
+        trust = settings.trust_anchors()
+        self.keyring = Keyring(trust)
+        self.identity = IdentityDirectory(trust)
         self.writer = BookWriter()
         self.registry = TopicFollower(settings.kafka_bootstrap, settings.topics.clinic_keys, self.keyring.apply)
         self.cards = TopicFollower(settings.kafka_bootstrap, settings.topics.identity_cards, self._on_card)

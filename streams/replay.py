@@ -51,7 +51,8 @@ class ReplayReport:
 async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Console | None = None) -> ReplayReport:
     """Run the whole visits topic, as it stands now, through the batch step into `schema`'s tables."""
     console = console or Console(stderr=True)
-    keyring, identity = Keyring(), IdentityDirectory()
+    trust = settings.trust_anchors()
+    keyring, identity = Keyring(trust), IdentityDirectory(trust)
     registry = TopicFollower(settings.kafka_bootstrap, settings.topics.clinic_keys, keyring.apply)
     await registry.start()
     await TopicFollower(settings.kafka_bootstrap, settings.topics.identity_cards, identity.apply).snapshot()

@@ -26,6 +26,7 @@ import asyncpg
 from aiokafka import TopicPartition
 
 from commands.identity_standin import IdentityPlatform, confirmation, ensure_identity_key
+from commands.local_ca import local_ca
 from commands.processes import ServiceProcess
 from consumers.dead_letters import read_dead_letters
 from domain.identity import IdentityDirectory, Mismatch, Pending, resolve
@@ -37,8 +38,6 @@ from healthbook.database import connect_pool, recreate_database
 from healthbook.kafka import ensure_topics, partitions_of
 from healthbook.retry import while_unreachable
 from healthbook.topic_follower import TopicFollower
-from producers.clinic_keys import new_key_entry, publish_keys
-from producers.identity_cards import publish_identity_cards
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer, seal_visit
 from synthetic.population import CLINICS, make_citizen, make_visit
@@ -146,8 +145,7 @@ class Load:
     async def publish_registry_poison(self, late: bool) -> None:
         """Contradicting card mappings (half before the load, half during it) and unreadable registry records."""
         cards = self.cards[len(self.cards) // 2:] if late else self.cards[: len(self.cards) // 2]
-        await publish_identity_cards(self.settings.kafka_bootstrap, self.settings.topics.identity_cards,
-                                     [(card, wrong) for card, _, wrong in cards])
+        await local_ca(self.settings).map_cards(self.settings, [(card, wrong) for card, _, wrong in cards])
         if not late:
             await kafka.send_all(self.settings.kafka_bootstrap, "fault-suite", self.settings.topics.clinic_keys,
                                  [(b"79001/unreadable", UNREADABLE_CLINIC_KEY)])
@@ -238,7 +236,7 @@ def _stack(action: str) -> None:
 async def expected_from_topic(settings: Settings, keyring: Keyring) -> tuple[dict[tuple[str, str], tuple[Any, ...]],
                                                                             set[tuple[int, int]], Counter[str], int]:
     """Read the visits topic back and derive the health book, dead letters and counts it must give."""
-    identity = IdentityDirectory()
+    identity = IdentityDirectory(None)
     await TopicFollower(settings.kafka_bootstrap, settings.topics.identity_cards, identity.apply).snapshot()
     partitions = [TopicPartition(settings.topics.visits, p)
                   for p in await partitions_of(settings.kafka_bootstrap, settings.topics.visits)]
@@ -349,11 +347,12 @@ async def _scenario_settings(plan: Plan, base: Settings) -> Settings:
 
 async def _register_clinics(settings: Settings) -> tuple[dict[str, Signer], Keyring]:
     signers = {code: Signer.generate("k1") for code in CLINICS}
-    keyring = Keyring()
-    entries = [new_key_entry(code, s) for code, s in signers.items()]
+    keyring = Keyring(None)  # the suite's own reference of what the worker must accept
+    ca = local_ca(settings)
+    entries = [ca.entry(code, s) for code, s in signers.items()]
     for entry in entries:
         keyring.put(ClinicKey(entry.clinic_code, entry.key_id, entry.public_key, entry.registered_at_ms))
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, entries)
+    await ca.register(settings, entries)
     return signers, keyring
 
 

@@ -18,12 +18,14 @@ from lxml import etree
 from rich.console import Console
 
 from commands import render
+from commands.local_ca import LocalCA
 from consumers.dead_letters import DeadLetterEntry
 from domain import deidentify
 from domain.batch import Delivery, Refused
 from domain.consent import read_request
 from domain.identity import IdentityDirectory, resolve
 from domain.keyring import ClinicKey, Keyring
+from domain.registry_trust import TrustAnchors, Untrusted
 from domain.rows import visit_row
 from domain.validation import Rejected, RejectionCode, validate
 from producers.dossier_mapping import MappingFailed, map_hoso
@@ -53,9 +55,13 @@ class Target:
 
 
 def _keyring() -> Keyring:
-    ring = Keyring()
+    ring = Keyring(None)
     ring.put(ClinicKey("79001", "k1", SIGNER.public_key, 0))
     return ring
+
+
+CA = LocalCA.open(_SCRATCH / "pki")
+TRUST = TrustAnchors.load(CA.directory / "ca.crt", CA.directory / "ca.crl")
 
 
 KEYRING = _keyring()
@@ -114,17 +120,22 @@ def _registry_check(apply: Callable[[bytes | None, bytes | None], object], key: 
     def check(data: bytes) -> str:
         try:
             if data.startswith(TOMBSTONE):
-                apply(data[1:], None)
+                try:
+                    apply(data[1:], None)
+                except Untrusted:
+                    return "tombstone_ignored"  # a registry with trust anchors takes no unsigned deletion
                 return "tombstone"
             apply(key, data)
         except ContractError:
             return "unreadable"
+        except Untrusted:
+            return "untrusted"
         return "applied"
     return check
 
 
 def check_identity_card(data: bytes) -> str:
-    directory = IdentityDirectory()
+    directory = IdentityDirectory(TRUST)
     outcome = _registry_check(directory.apply, b"TE1790000000003")(data)
     event = read_visit(with_patient(visit(person=citizen(3), sequence=3), personal_id=None,
                                     insurance_card_numbers=["TE1790000000003"]))
@@ -176,10 +187,11 @@ TARGETS = {t.name: t for t in (
     Target("visit_envelope", _visit_seeds, check_visit_envelope),
     Target("integration_request", _request_seeds, check_integration_request),
     Target("clinic_key", lambda: _record_seeds(catalogue.CLINIC_KEY, [
-        {"clinic_code": "79001", "key_id": "k1", "algorithm": "ed25519", "public_key": SIGNER.public_key,
-         "registered_at": 1_773_563_400_000, "revoked_at": None}]), _registry_check(Keyring().apply, b"79001/k1")),
-    Target("identity_card", lambda: _record_seeds(catalogue.IDENTITY_CARD, [
-        {"card_number": "TE1790000000003", "personal_id": citizen(3).personal_id, "updated_at": 1_773_563_400_000}]),
+        CA.key_registry().clinic_key(CA.entry("79001", SIGNER).to_record()),
+        CA.key_registry().clinic_key(dict(CA.entry("79001", SIGNER).to_record(), revoked_at=1_773_563_400_000))]),
+        _registry_check(Keyring(TRUST).apply, b"79001/k1")),
+    Target("identity_card", lambda: _record_seeds(catalogue.IDENTITY_CARD, [CA.insurance_registry().identity_card(
+        {"card_number": "TE1790000000003", "personal_id": citizen(3).personal_id, "updated_at": 1_773_563_400_000})]),
         check_identity_card),
     Target("dead_letter", _dead_letter_seeds, check_dead_letter),
     Target("dossier", _dossier_seeds, check_dossier),

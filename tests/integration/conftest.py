@@ -16,13 +16,15 @@ import asyncpg
 import pytest
 
 from commands.identity_standin import IdentityPlatform, ensure_identity_key
+from commands.local_ca import LocalCA, local_ca
 from commands.processes import ServiceProcess
 from consumers.dead_letters import read_dead_letters
+from domain.keyring import ClinicKey
 from healthbook import kafka
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
 from healthbook.kafka import ensure_topics
-from producers.clinic_keys import new_key_entry, publish_keys, save_signer
+from producers.clinic_keys import save_signer
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer
 from synthetic.population import Citizen
@@ -77,12 +79,22 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         "identity_keys_file": keys / "identity-platform.json",
         "ingest_ledger": keys / "ingest-ledger.sqlite",
         "pseudonym_key_file": keys / "pseudonym.key",
+        "trust_anchors_file": keys / "pki" / "ca.crt",
+        "revocation_list_file": keys / "pki" / "ca.crl",
+        "registry_key_dir": keys / "pki",
         "worker_metrics_port": free_port(),
         "query_metrics_port": free_port(),
         "batch_within_seconds": 0.05,
     })
     await ensure_topics(settings)
+    local_ca(settings)
     return settings
+
+
+@pytest.fixture(scope="session")
+def ca(settings: Settings) -> LocalCA:
+    """The run's certificate authority, key registry and insurance registry."""
+    return local_ca(settings)
 
 
 @pytest.fixture(scope="session")
@@ -94,13 +106,12 @@ async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
-async def signers(settings: Settings) -> dict[str, Signer]:
-    """Keys of the test clinics, generated here and registered on the run's registry topic."""
+async def signers(settings: Settings, ca: LocalCA) -> dict[str, Signer]:
+    """Keys of the test clinics, generated here, certified and registered on the run's registry topic."""
     keys = {code: Signer.generate("k1") for code in CLINICS}
     for code, signer in keys.items():
         save_signer(settings.key_dir, code, signer)
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
-                       [new_key_entry(code, signer) for code, signer in keys.items()])
+    await ca.register(settings, [ca.entry(code, signer) for code, signer in keys.items()])
     return keys
 
 
@@ -185,3 +196,18 @@ async def identity(settings: Settings) -> AsyncIterator[IdentityPlatform]:
             yield platform
     finally:
         process.stop()
+
+
+def certified(settings: Settings, clinic: str, signer: Signer, not_before: datetime | None = None) -> ClinicKey:
+    """A registry entry for a test clinic's key, certified by the run's CA (from not_before, default 5 min ago)."""
+    return local_ca(settings).entry(clinic, signer, not_before)
+
+
+async def register(settings: Settings, *entries: ClinicKey) -> None:
+    """Publish clinic-key entries signed by the run's key registry."""
+    await local_ca(settings).register(settings, list(entries))
+
+
+async def map_cards(settings: Settings, mappings: list[tuple[str, str]]) -> None:
+    """Publish card mappings signed by the run's insurance registry."""
+    await local_ca(settings).map_cards(settings, mappings)

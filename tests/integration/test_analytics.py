@@ -6,9 +6,8 @@ import pytest
 
 from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
 from healthbook.topic_follower import TopicFollower
-from producers.identity_cards import publish_identity_cards
 from tests.factories import visit, with_patient
-from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
+from tests.integration.conftest import map_cards, new_citizen, next_sequence, visible, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,8 +27,7 @@ async def test_no_direct_identifier_reaches_the_analytics_topic(clinics, db, set
     tb_secondary = visit(person=people[2], sequence=next_sequence(), admitted=datetime(2026, 2, 22, 9),
                          main_diagnosis_code="J20.9", secondary_diagnosis_codes=["A15.0"])
     await clinics.publish(*events, child, hiv_by_content, tb_secondary)
-    await publish_identity_cards(settings.kafka_bootstrap, settings.topics.identity_cards,
-                                 [(card, people[3].personal_id)])
+    await map_cards(settings, [(card, people[3].personal_id)])
     for event in (*events, child, hiv_by_content, tb_secondary):
         await wait_until(lambda e=event: visible(db, "79001", e["visit_code"]), "the visits", process=clinics.worker)
 

@@ -5,9 +5,11 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from commands.processes import settings_env
 from healthbook.config import PROJECT_ROOT
+from schemas.envelope import Signer
 from tests.factories import visit
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
 
@@ -19,10 +21,19 @@ def healthbook(settings, *args: str) -> subprocess.CompletedProcess[str]:
                           env=settings_env(settings), capture_output=True, text=True, timeout=120)
 
 
-async def test_register_then_publish_a_file_with_one_bad_line(clinics, db, settings, tmp_path):
-    registered = healthbook(settings, "clinic", "register", "--clinic", "56001", "--key-id", "his-2026")
-    assert registered.returncode == 0, registered.stderr
+async def test_keygen_certify_register_then_publish_a_file_with_one_bad_line(clinics, db, settings, tmp_path):
+    made = healthbook(settings, "clinic", "keygen", "--clinic", "56001", "--key-id", "his-2026")
+    assert made.returncode == 0, made.stderr
     assert (settings.key_dir / "56001" / "his-2026.pem").stat().st_mode & 0o077 == 0, "private key is owner-only"
+    request = settings.key_dir / "56001" / "his-2026.csr"
+    assert "healthbook ca issue" in made.stdout and str(request) in made.stdout
+    again = healthbook(settings, "clinic", "keygen", "--clinic", "56001", "--key-id", "his-2026")
+    assert again.returncode != 0 and "already has a key 'his-2026'" in again.stderr
+    issued = healthbook(settings, "ca", "issue", str(request))
+    assert issued.returncode == 0, issued.stderr
+    registered = healthbook(settings, "clinic", "register", "--clinic", "56001", "--key-id", "his-2026",
+                            "--certificate", str(request.with_suffix(".crt")))
+    assert registered.returncode == 0, registered.stderr
 
     person = new_citizen()
     good = [visit(person=person, facility="56001", sequence=next_sequence()) for _ in range(2)]
@@ -41,7 +52,37 @@ async def test_register_then_publish_a_file_with_one_bad_line(clinics, db, setti
     assert await visible(db, "56001", bad["visit_code"]) is None
 
 
-def test_register_refuses_a_malformed_clinic_code(settings):
-    result = healthbook(settings, "clinic", "register", "--clinic", "7900")
+def test_keygen_refuses_a_malformed_clinic_code(settings):
+    result = healthbook(settings, "clinic", "keygen", "--clinic", "7900")
     assert result.returncode != 0
     assert "clinic code '7900' must be 5 digits" in result.stderr
+
+
+def test_register_refuses_a_certificate_for_another_clinic_or_from_an_untrusted_ca(settings, tmp_path):
+    from commands.local_ca import LocalCA
+
+    healthbook(settings, "clinic", "keygen", "--clinic", "56005")
+    request = settings.key_dir / "56005" / "k1.csr"
+    assert healthbook(settings, "ca", "issue", str(request)).returncode == 0
+    other = healthbook(settings, "clinic", "register", "--clinic", "56006", "--certificate",
+                       str(request.with_suffix(".crt")))
+    assert other.returncode != 0 and "names 'MA_CSKCB:56005', not 'MA_CSKCB:56006'" in other.stderr
+    stranger = LocalCA.open(tmp_path / "not-our-ca")
+    foreign = tmp_path / "foreign.crt"
+    foreign.write_bytes(stranger.certify_request(request.read_bytes()).public_bytes(serialization.Encoding.PEM))
+    refused = healthbook(settings, "clinic", "register", "--clinic", "56005", "--certificate", str(foreign))
+    assert refused.returncode != 0 and "not issued by a trusted CA" in refused.stderr
+
+
+async def test_register_a_public_key_the_clinic_already_holds(clinics, db, settings, tmp_path):
+    held = Signer.generate("legacy-1")
+    public = tmp_path / "legacy.pub.pem"
+    public.write_bytes(held.private_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                                 serialization.PublicFormat.SubjectPublicKeyInfo))
+    registered = healthbook(settings, "clinic", "register", "--clinic", "56007", "--key-id", "legacy-1",
+                            "--public-key", str(public))
+    assert registered.returncode == 0, registered.stderr
+    event = visit(person=new_citizen(), facility="56007", sequence=next_sequence())
+    async with clinics.publisher("56007", held) as pub:
+        await (await pub.publish(event))
+    await wait_until(lambda: visible(db, "56007", event["visit_code"]), "the visit", process=clinics.worker)

@@ -11,13 +11,11 @@ from domain.keyring import ClinicKey, Keyring
 from healthbook import kafka
 from healthbook.kafka import ensure_topics
 from healthbook.store import BookReader, BookWriter, create_rebuild, drop_rebuild
-from producers.clinic_keys import new_key_entry, publish_keys
-from producers.identity_cards import publish_identity_cards
-from schemas.envelope import Signer, seal_visit
+from schemas.envelope import Signer, now_millis, seal_visit
 from schemas.visit import VisitEvent
 from streams.batch_step import BatchStep, topic_range_reader
 from tests.factories import visit, with_patient
-from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
+from tests.integration.conftest import certified, map_cards, new_citizen, next_sequence, register, visible, wait_until
 from tests.unit.test_hostile_input import _contradicting, _corpus
 
 pytestmark = pytest.mark.integration
@@ -51,12 +49,13 @@ class BuggyVersions(dict):
 
 
 def deliveries(events, topic="visits") -> list[Delivery]:
-    return [Delivery(topic, 0, offset, 0, e["patient"]["personal_id"].encode(), seal_visit(e, "79001", SIGNER))
+    appended = now_millis()  # as the broker stamps a message it appends
+    return [Delivery(topic, 0, offset, appended, e["patient"]["personal_id"].encode(), seal_visit(e, "79001", SIGNER))
             for offset, e in enumerate(events)]
 
 
 def step_on(db, schema, versions, outlets) -> BatchStep:
-    keyring = Keyring()
+    keyring = Keyring(None)
     keyring.put(ClinicKey("79001", "k1", SIGNER.public_key, 0))
 
     async def nothing_to_catch_up() -> None:
@@ -65,7 +64,7 @@ def step_on(db, schema, versions, outlets) -> BatchStep:
     async def no_gaps_expected(topic, partition, start, end):
         raise AssertionError(f"these batches start at their applied offsets; nothing to read at {start}-{end}")
 
-    return BatchStep("visits", db, BookWriter(schema), keyring, IdentityDirectory(), versions, outlets,
+    return BatchStep("visits", db, BookWriter(schema), keyring, IdentityDirectory(None), versions, outlets,
                      nothing_to_catch_up, no_gaps_expected)
 
 
@@ -133,7 +132,7 @@ async def test_a_card_mapped_to_a_contradicting_personal_id_dead_letters_the_wai
                      "the visit to wait for its card", process=clinics.worker)
     wrong = _contradicting(new_citizen().personal_id, VisitEvent.model_validate(with_patient(
         event, personal_id=child.personal_id)))
-    await publish_identity_cards(settings.kafka_bootstrap, settings.topics.identity_cards, [(card, wrong)])
+    await map_cards(settings, [(card, wrong)])
 
     async def dead_lettered():
         return [d for d in await clinics.dead_letters() if d["event_id"] == event["event_id"]]
@@ -153,7 +152,7 @@ async def test_unreadable_registry_records_and_requests_are_skipped_and_the_serv
         pub.topic = settings.topics.clinic_keys
         await (await pub.publish_raw(b"79001/k1", bytes.fromhex(_corpus("clinic_key"))))
     newcomer = Signer.generate("k1")
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [new_key_entry("56020", newcomer)])
+    await register(settings, certified(settings, "56020", newcomer))
     person = new_citizen()
     later = visit(person=person, facility="56020", sequence=next_sequence(), admitted=datetime(2026, 4, 1, 9))
     async with clinics.publisher("56020", newcomer) as pub:
@@ -171,7 +170,7 @@ async def test_unreadable_registry_records_and_requests_are_skipped_and_the_serv
 @pytest.mark.parametrize("delivered", [[5, 6, 7, 8, 9], [0, 1, 2, 6, 7, 8, 9]], ids=["at-the-start", "inside"])
 async def test_a_batch_that_skips_offsets_reads_the_skipped_messages_from_the_topic_and_applies_all(db, settings,
                                                                                                    delivered):
-    own = settings.model_copy(update={"topic_prefix": f"test-gap-{next_sequence()}."})
+    own = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}gap-{next_sequence()}."})
     await ensure_topics(own)
     topic = own.topics.visits
     events = [visit(person=new_citizen(), sequence=next_sequence()) for _ in range(10)]

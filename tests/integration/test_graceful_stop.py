@@ -8,11 +8,10 @@ import pytest
 from commands.processes import ServiceProcess
 from healthbook.database import connect_pool, recreate_database
 from healthbook.kafka import ensure_topics
-from producers.clinic_keys import new_key_entry, publish_keys
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer
 from synthetic.population import make_population
-from tests.integration.conftest import LOGS, wait_until
+from tests.integration.conftest import LOGS, certified, register, wait_until
 
 pytestmark = pytest.mark.integration
 VISITS = 3_000
@@ -25,7 +24,7 @@ async def test_a_worker_stopped_mid_batch_three_times_loses_no_visit(settings):
         "database_url": await recreate_database(settings.database_url, "healthbook_test_stop")})
     await ensure_topics(own)
     signer = Signer.generate("k1")
-    await publish_keys(own.kafka_bootstrap, own.topics.clinic_keys, [new_key_entry("79001", signer)])
+    await register(own, certified(own, "79001", signer))
     _, events = make_population(11, 300, VISITS, ["79001"], (2025, 2026))
     async with ClinicPublisher(own.kafka_bootstrap, own.topics.visits, "79001", signer) as publisher:
         await publisher.publish_all(events)

@@ -1,13 +1,14 @@
 """Identity resolution from BHYT cards, and the clinic key lifecycle, on the real stack."""
 
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from producers.clinic_keys import new_key_entry, publish_keys, revocation, rotation
-from producers.identity_cards import publish_identity_cards
+from producers.clinic_keys import revocation, rotation
 from schemas.envelope import Signer, now_millis, seal_visit
 from tests.factories import visit, with_patient
-from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
+from tests.integration.conftest import certified, map_cards, new_citizen, next_sequence, register, visible, wait_until
 
 pytestmark = pytest.mark.integration
 HOUR_MS = 3_600_000
@@ -31,7 +32,7 @@ async def test_a_visit_without_personal_id_waits_for_its_card_then_joins_the_cit
     assert await visible(db, "79001", event["visit_code"]) is None
     assert (await clinics.counts())["pending"] >= 1
 
-    await publish_identity_cards(settings.kafka_bootstrap, settings.topics.identity_cards, [(card, child.personal_id)])
+    await map_cards(settings, [(card, child.personal_id)])
     row = await wait_until(lambda: visible(db, "79001", event["visit_code"]), "the pending visit to be projected",
                            process=clinics.worker)
     assert row["personal_id"] == child.personal_id
@@ -47,7 +48,7 @@ async def test_a_visit_without_personal_id_waits_for_its_card_then_joins_the_cit
 async def test_a_card_of_another_citizen_is_dead_lettered(clinics, db, settings):
     owner, other = new_citizen(), new_citizen()
     card = f"GD4{next_sequence():012d}"
-    await publish_identity_cards(settings.kafka_bootstrap, settings.topics.identity_cards, [(card, owner.personal_id)])
+    await map_cards(settings, [(card, owner.personal_id)])
     event = with_patient(visit(person=other, sequence=next_sequence()), insurance_card_numbers=[card])
     await wait_until(lambda: _card_known(clinics, settings, card, owner), "the mapping to reach the worker")
     await clinics.publish(event)
@@ -65,10 +66,11 @@ async def _card_known(clinics, settings, card, owner):
 
 async def test_rotation_keeps_the_old_key_for_its_grace_period_only(clinics, db, settings):
     old, new = Signer.generate("2026-a"), Signer.generate("2026-b")
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [new_key_entry("56002", old)])
+    first = certified(settings, "56002", old)
+    await register(settings, first)
     rotated_at = now_millis() - 2 * MINUTE_MS  # the grace ended a minute ago: signing times stay near the broker's
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
-                       rotation(new_key_entry("56002", old), "56002", new, rotated_at, grace_ms=MINUTE_MS))
+    await register(settings, *rotation(first, "56002", certified(settings, "56002", new), rotated_at,
+                                       grace_ms=MINUTE_MS))
     person = new_citizen()
     within = visit(person=person, facility="56002", sequence=next_sequence())
     after = visit(person=person, facility="56002", sequence=next_sequence())
@@ -88,10 +90,10 @@ async def test_rotation_keeps_the_old_key_for_its_grace_period_only(clinics, db,
 
 async def test_revocation_rejects_what_was_signed_after_it_and_keeps_what_was_signed_before(clinics, db, settings):
     signer = Signer.generate("k1")
-    entry = new_key_entry("56003", signer)
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [entry])
-    revoked_at = now_millis() - 10 * MINUTE_MS
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [revocation(entry, revoked_at)])
+    entry = certified(settings, "56003", signer)
+    await register(settings, entry)
+    revoked_at = now_millis() - 2 * MINUTE_MS  # its certificate, issued just now, dates from 5 min ago
+    await register(settings, revocation(entry, revoked_at))
     person = new_citizen()
     before = visit(person=person, facility="56003", sequence=next_sequence())
     since = visit(person=person, facility="56003", sequence=next_sequence())
@@ -108,10 +110,10 @@ async def test_revocation_rejects_what_was_signed_after_it_and_keeps_what_was_si
 
 async def test_a_thief_holding_a_revoked_key_cannot_backdate_past_the_broker_clock(clinics, db, settings):
     signer = Signer.generate("stolen")
-    entry = new_key_entry("56004", signer)
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [entry])
+    entry = certified(settings, "56004", signer, not_before=datetime.now(UTC) - timedelta(days=30))
+    await register(settings, entry)
     stolen_at = now_millis() - 2 * HOUR_MS
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [revocation(entry, stolen_at)])
+    await register(settings, revocation(entry, stolen_at))
     person = new_citizen()
     backdated = visit(person=person, facility="56004", sequence=next_sequence())
     ahead = visit(person=person, sequence=next_sequence())  # an honest clinic whose clock runs an hour fast
@@ -129,3 +131,44 @@ async def test_a_thief_holding_a_revoked_key_cannot_backdate_past_the_broker_clo
     assert "before the broker appended" in letters[backdated["event_id"]]["reason"]
     assert letters[ahead["event_id"]]["reason_code"] == "signed_at_out_of_range"
     assert "after the broker appended" in letters[ahead["event_id"]]["reason"]
+
+
+async def test_unsigned_or_wrongly_signed_registry_records_change_nothing_and_status_shows_them(
+        clinics, db, settings, ca):
+    from consumers.status import status
+    from domain.keyring import ClinicKey
+    from healthbook import kafka
+    from schemas import catalogue, wire
+
+    intruder = Signer.generate("k1")
+    unsigned_key = ClinicKey("56030", "k1", intruder.public_key, now_millis()).to_record()
+    foreign_ca_key = ca.key_registry().clinic_key(dict(unsigned_key, certificate=None))
+    child, attacker = new_citizen(), new_citizen()
+    card = f"TE1{next_sequence():012d}"
+    rerouted = ca.key_registry().identity_card({"card_number": card, "personal_id": attacker.personal_id,
+                                                "updated_at": now_millis()})  # signed, but not by insurance
+    await kafka.send_all(settings.kafka_bootstrap, "intruder", settings.topics.clinic_keys, [
+        (b"56030/k1", wire.encode(catalogue.CLINIC_KEY_V1, {k: unsigned_key[k] for k in (
+            "clinic_code", "key_id", "algorithm", "public_key", "registered_at", "revoked_at")})),
+        (b"56030/k1", wire.encode(catalogue.CLINIC_KEY, foreign_ca_key)),
+        (b"79001/k1", None)])
+    await kafka.send_all(settings.kafka_bootstrap, "intruder", settings.topics.identity_cards,
+                         [(card.encode(), wire.encode(catalogue.IDENTITY_CARD, rerouted))])
+    planted = visit(person=attacker, facility="56030", sequence=next_sequence())
+    waiting = with_patient(visit(person=child, sequence=next_sequence()), personal_id=None,
+                           insurance_card_numbers=[card])
+    honest = visit(person=attacker, sequence=next_sequence())
+    async with clinics.publisher("56030", intruder) as pub:
+        await (await pub.publish(planted))
+    await clinics.publish(waiting, honest)
+    await wait_until(lambda: visible(db, "79001", honest["visit_code"]), "79001's visit, its key untouched",
+                     process=clinics.worker)
+    await clinics.barrier(attacker)
+    assert await visible(db, "56030", planted["visit_code"]) is None
+    letters = {d["event_id"]: d["reason_code"] for d in await clinics.dead_letters()}
+    assert letters[planted["event_id"]] == "unknown_clinic"
+    assert await db.fetchval("select count(*) from pending_visits where visit_code = $1", waiting["visit_code"]) == 1
+    assert await visible(db, "79001", waiting["visit_code"]) is None, "the card is not routed to the attacker"
+    ignored = (await status(settings)).ignored
+    keys, cards = ignored[settings.topics.clinic_keys], ignored[settings.topics.identity_cards]
+    assert keys["no_certificate"] >= 2 and keys["unsigned_tombstone"] >= 1 and cards["wrong_subject"] >= 1

@@ -5,16 +5,17 @@ import json
 import subprocess
 import sys
 import urllib.request
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from commands.identity_standin import confirmation
 from commands.processes import settings_env
 from healthbook.config import PROJECT_ROOT
-from producers.clinic_keys import new_key_entry, publish_keys
-from schemas.envelope import Signer, seal_visit
+from producers.clinic_keys import load_signer
+from schemas.envelope import Signer, now_millis, seal_visit
 from tests.factories import visit
-from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
+from tests.integration.conftest import certified, new_citizen, next_sequence, register, visible, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -24,23 +25,37 @@ def healthbook(settings, *args: str, timeout: float = 300) -> subprocess.Complet
                           env=settings_env(settings), capture_output=True, text=True, timeout=timeout)
 
 
-async def test_a_late_registered_clinic_is_re_driven_and_a_forgery_returns_only_once(clinics, db, settings):
+async def test_a_clinic_that_follows_the_unknown_clinic_advice_gets_its_visit_projected_exactly_once(
+        clinics, db, settings):
+    """Signed by an unregistered clinic -> dead-lettered -> its existing certified key registered -> re-driven."""
+    assert healthbook(settings, "clinic", "keygen", "--clinic", "56010").returncode == 0  # on the clinic's machine
+    request = settings.key_dir / "56010" / "k1.csr"
+    assert healthbook(settings, "ca", "issue", str(request)).returncode == 0  # the CA certifies it
+    held = load_signer(settings.key_dir, "56010", "k1")
     person = new_citizen()
-    late = Signer.generate("k1")
     event = visit(person=person, facility="56010", sequence=next_sequence())
     forged = visit(person=person, sequence=next_sequence())
     async with clinics.publisher() as pub:
         key = person.personal_id.encode()
-        await (await pub.publish_raw(key, seal_visit(event, "56010", late)))
+        await (await pub.publish_raw(key, seal_visit(event, "56010", held)))
         await (await pub.publish_raw(key, seal_visit(forged, "79001", Signer("k1", Signer.generate("x").private_key))))
     await clinics.barrier(person)
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [new_key_entry("56010", late)])
+    (letter,) = [d for d in await clinics.dead_letters() if d["event_id"] == event["event_id"]]
+    assert letter["reason_code"] == "unknown_clinic" and "healthbook clinic keygen --clinic 56010" in letter["reason"]
 
+    registered = healthbook(settings, "clinic", "register", "--clinic", "56010", "--certificate",
+                            str(request.with_suffix(".crt")))
+    assert registered.returncode == 0, registered.stderr
     listed = healthbook(settings, "dlq", "list", "--clinic", "56010")
     assert "unknown_clinic" in listed.stdout
     first = healthbook(settings, "dlq", "retry", "--clinic", "56010", "--reason", "unknown_clinic")
     assert first.returncode == 0 and first.stdout.startswith("re-driven 1;"), first.stdout + first.stderr
     await wait_until(lambda: visible(db, "56010", event["visit_code"]), "the re-driven visit", process=clinics.worker)
+    assert await db.fetchval("select count(*) from health_book_visits where facility_code = '56010'") == 1
+    again = healthbook(settings, "dlq", "retry", "--clinic", "56010", "--reason", "unknown_clinic")
+    assert "re-driven 0;" in again.stdout
+    await clinics.barrier(person)
+    assert await db.fetchval("select count(*) from health_book_visits where facility_code = '56010'") == 1
 
     assert healthbook(settings, "dlq", "retry", "--reason", "bad_signature", "--clinic", "79001").returncode == 0
     await clinics.barrier(person)
@@ -52,6 +67,24 @@ async def test_a_late_registered_clinic_is_re_driven_and_a_forgery_returns_only_
     assert len([d for d in await clinics.dead_letters() if d["event_id"] == forged["event_id"]]) == 2
     shown = healthbook(settings, "dlq", "show", "--reason", "unknown_clinic", "--clinic", "56010")
     assert json.loads(shown.stdout.split("\n}\n")[0] + "\n}")["reason_code"] == "unknown_clinic"
+
+
+async def test_a_redriven_visit_is_judged_by_when_the_broker_first_appended_it(clinics, db, settings):
+    late = Signer.generate("k1")
+    entry = certified(settings, "56011", late, not_before=datetime.now(UTC) - timedelta(days=1))
+    person = new_citizen()
+    event = visit(person=person, facility="56011", sequence=next_sequence())
+    signed_at = now_millis() - settings.signed_at_max_delay_seconds * 1000 + 6_000  # just inside the window now
+    async with clinics.publisher("56011", late) as pub:
+        sealed = seal_visit(event, "56011", late, signed_at=signed_at)
+        await (await pub.publish_raw(person.personal_id.encode(), sealed))
+    await clinics.barrier(person)
+    await register(settings, entry)
+    while now_millis() < signed_at + settings.signed_at_max_delay_seconds * 1000 + 1_000:
+        await asyncio.sleep(0.5)  # the re-drive's own append time is now outside the window; the original's is not
+    retried = healthbook(settings, "dlq", "retry", "--clinic", "56011", "--reason", "unknown_clinic")
+    assert retried.stdout.startswith("re-driven 1;"), retried.stdout + retried.stderr
+    await wait_until(lambda: visible(db, "56011", event["visit_code"]), "the re-driven visit", process=clinics.worker)
 
 
 async def test_replay_rebuilds_and_swaps_while_the_citizen_query_keeps_answering(clinics, db, settings, identity):

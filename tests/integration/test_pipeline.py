@@ -6,11 +6,10 @@ from decimal import Decimal
 
 import pytest
 
-from producers.clinic_keys import new_key_entry, publish_keys
 from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer
 from tests.factories import visit, with_patient
-from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
+from tests.integration.conftest import certified, new_citizen, next_sequence, register, visible, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +133,7 @@ async def test_counts_add_up(clinics, db):
 async def test_a_key_registered_just_before_its_first_visit_is_known(clinics, db, settings):
     person = new_citizen()
     newcomer = Signer.generate("2026-a")
-    await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [new_key_entry("48003", newcomer)])
+    await register(settings, certified(settings, "48003", newcomer))
     event = visit(person=person, sequence=next_sequence(), facility="48003")
     async with clinics.publisher("48003", newcomer) as pub:
         await pub.publish_all([event])

@@ -7,13 +7,11 @@ import pytest
 from commands.processes import ServiceProcess
 from healthbook.database import connect_pool, recreate_database
 from healthbook.kafka import ensure_topics
-from producers.clinic_keys import new_key_entry, publish_keys
-from producers.identity_cards import publish_identity_cards
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer, seal_visit
 from streams.replay import rebuild
 from tests.factories import visit, with_patient
-from tests.integration.conftest import LOGS, new_citizen, next_sequence, wait_until
+from tests.integration.conftest import LOGS, certified, map_cards, new_citizen, next_sequence, register, wait_until
 
 pytestmark = pytest.mark.integration
 REBUILD = "replay_step_check"
@@ -34,8 +32,7 @@ async def _publish_history(settings, signer, pool, worker):
     """Versions, re-sends, a forgery, and card-only visits: mapped before, mapped later, never mapped."""
     alice, bob, early_child, late_child, unknown_child = (new_citizen() for _ in range(5))
     early_card, late_card = f"TE1{next_sequence():012d}", f"TE1{next_sequence():012d}"
-    await publish_identity_cards(settings.kafka_bootstrap, settings.topics.identity_cards,
-                                 [(early_card, early_child.personal_id)])
+    await map_cards(settings, [(early_card, early_child.personal_id)])
     sequence = next_sequence()
     versions = [visit(person=alice, sequence=sequence, version=v, reason=f"v{v}") for v in (1, 3, 2, 3)]
     plain = visit(person=bob, sequence=next_sequence())
@@ -48,8 +45,7 @@ async def _publish_history(settings, signer, pool, worker):
         await (await pub.publish_raw(bob.personal_id.encode(), forged))
     await wait_until(lambda: pool.fetchval("select count(*) = 2 from pending_visits"), "two visits waiting",
                      process=worker)
-    await publish_identity_cards(settings.kafka_bootstrap, settings.topics.identity_cards,
-                                 [(late_card, late_child.personal_id)])
+    await map_cards(settings, [(late_card, late_child.personal_id)])
     await wait_until(lambda: pool.fetchval("select count(*) = 1 from pending_visits"), "the late card's visit",
                      process=worker)
     return 10
@@ -63,7 +59,7 @@ async def test_a_replay_into_new_tables_gives_the_live_workers_rows_counts_and_p
         "worker_metrics_port": 0})
     await ensure_topics(own)
     signer = Signer.generate("k1")
-    await publish_keys(own.kafka_bootstrap, own.topics.clinic_keys, [new_key_entry("79001", signer)])
+    await register(own, certified(own, "79001", signer))
     pool = await connect_pool(own.database_url, min_size=1, max_size=2)
     worker = ServiceProcess("worker", own, LOGS / f"{own.worker_id}.log").start()
     try:

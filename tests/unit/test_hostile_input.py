@@ -16,7 +16,7 @@ from schemas.visit import VisitEvent, read_visit
 from tests.factories import citizen, visit, with_patient
 
 SIGNER = Signer.generate("k1")
-KEYRING = Keyring()
+KEYRING = Keyring(None)
 KEYRING.put(ClinicKey("79001", "k1", SIGNER.public_key, 0))
 
 
@@ -61,7 +61,7 @@ def test_a_card_mapped_to_a_personal_id_contradicting_birth_year_or_sex_is_a_mis
     other = citizen(12, province="001")
     event = VisitEvent.model_validate(with_patient(visit(person=child), personal_id=None,
                                                    insurance_card_numbers=["TE1000000000001"]))
-    directory = IdentityDirectory()
+    directory = IdentityDirectory(None)
     directory.apply(b"TE1000000000001", wire.encode(catalogue.IDENTITY_CARD, {
         "card_number": "TE1000000000001", "personal_id": _contradicting(other.personal_id, event), "updated_at": 0}))
     whose = resolve(event, directory)
@@ -144,7 +144,7 @@ def test_a_bug_met_in_validation_is_logged_without_the_data_it_failed_on(caplog)
         def key_for(self, clinic_code, key_id, signed_at_ms):
             raise ValueError(" ".join(quoted))
 
-    result = validate_safely(*signed(visit()), ExplodingKeyring())
+    result = validate_safely(*signed(visit()), ExplodingKeyring(None))
     assert isinstance(result, Rejected) and result.code is RejectionCode.INTERNAL_ERROR
     assert "ValueError" in caplog.text and "key_for" in caplog.text
     assert "079186001234" not in caplog.text and "Nguyễn" not in caplog.text

@@ -17,7 +17,7 @@ def failure(keyring, *args) -> str:
 
 
 def test_registry_records_and_tombstones():
-    keyring = Keyring()
+    keyring = Keyring(None)
     keyring.apply(b"79001/k1", record())
     keyring.apply(b"79001/k2", record(key_id="k2"))
     assert keyring.key_for("79001", "k1", 5_000).public_key == b"\x01" * 32
@@ -29,21 +29,21 @@ def test_registry_records_and_tombstones():
 
 
 def test_unknown_clinic_and_key():
-    keyring = Keyring()
+    keyring = Keyring(None)
     keyring.apply(b"79001/k1", record())
     assert failure(keyring, "01002", "k1", 5_000) == "unknown_clinic"
     assert failure(keyring, "79001", "k9", 5_000) == "unknown_key"
 
 
 def test_revocation_applies_to_signatures_from_its_time_on():
-    keyring = Keyring()
+    keyring = Keyring(None)
     keyring.apply(b"79001/k1", record(revoked_at=10_000))
     assert keyring.key_for("79001", "k1", 9_999)
     assert failure(keyring, "79001", "k1", 10_000) == "key_revoked"
 
 
 def test_replacing_a_record_does_not_double_count_the_clinic():
-    keyring = Keyring()
+    keyring = Keyring(None)
     keyring.apply(b"79001/k1", record())
     keyring.apply(b"79001/k1", record(revoked_at=10))
     keyring.apply(b"79001/k1", None)

@@ -53,7 +53,7 @@ def test_a_version_1_message_decodes_validates_and_projects():
 
 def test_a_signed_version_1_envelope_is_accepted_by_the_worker_rules():
     signer = Signer.generate("k1")
-    keyring = Keyring()
+    keyring = Keyring(None)
     keyring.put(ClinicKey("79001", "k1", signer.public_key, 0))
     record = visit()
     env = {"clinic_code": "79001", "key_id": "k1", "event_id": record["event_id"], "visit_version": 1,

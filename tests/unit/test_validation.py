@@ -13,7 +13,7 @@ SIGNER = Signer.generate("k1")
 
 @pytest.fixture
 def keyring():
-    ring = Keyring()
+    ring = Keyring(None)
     ring.put(ClinicKey("79001", "k1", SIGNER.public_key, 0))
     ring.put(ClinicKey("01002", "k1", Signer.generate("k1").public_key, 0))
     return ring

@@ -10,31 +10,36 @@ from cryptography import x509
 from lxml import etree
 from signxml import SignatureConfiguration, XMLVerifier
 
-TAIL_BYTES = 256 * 1024
 CERTIFICATE_FILE = "xml-signature-certificate.pem"
+
+
+DSIG = "http://www.w3.org/2000/09/xmldsig#"
 
 
 class SignatureStatus(StrEnum):
     """What the check of a dossier's XML signature found."""
 
     NO_CERTIFICATE = "no certificate registered"
-    ABSENT = "not signed"
     VERIFIED = "verified"
+    UNSIGNED = "not signed"
     MISMATCH = "does not verify"
+    PARTIAL = "signs only part of the file"
+    NOT_XML = "not well-formed XML"
     TOO_LARGE = "too large to verify"
 
 
 @dataclass(frozen=True)
 class SignatureCheck:
-    """The status and, when it blocks the file, a sentence saying why."""
+    """The status, a sentence when it blocks the file, and the verified document to read the visits from."""
 
     status: SignatureStatus
     message: str = ""
+    verified: etree._Element | None = None
 
     @property
     def blocks(self) -> bool:
         """Whether nothing of the file may be published."""
-        return self.status in (SignatureStatus.MISMATCH, SignatureStatus.TOO_LARGE)
+        return self.status not in (SignatureStatus.NO_CERTIFICATE, SignatureStatus.VERIFIED)
 
 
 def certificate_path(key_dir: Path, facility_code: str) -> Path:
@@ -48,36 +53,58 @@ def load_certificate(key_dir: Path, facility_code: str) -> x509.Certificate | No
     return x509.load_pem_x509_certificate(path.read_bytes()) if path.exists() else None
 
 
-def carries_signature(path: Path) -> bool:
-    """Whether CHUKYDONVI, at the end of the file, holds an XML signature (read from the tail only)."""
-    with path.open("rb") as raw:
-        raw.seek(max(0, path.stat().st_size - TAIL_BYTES))
-        tail = raw.read()
-    start = tail.rfind(b"<CHUKYDONVI")
-    return start >= 0 and b"Signature" in tail[start:]
+def _refused(status: SignatureStatus, why: str) -> SignatureCheck:
+    return SignatureCheck(status, f"{why}; the facility has a registered certificate, so only a dossier whose "
+                                  "CHUKYDONVI signs the whole file is published, and nothing from this one was")
 
 
 def check_signature(path: Path, certificate: x509.Certificate | None, max_bytes: int) -> SignatureCheck:
-    """Verify the dossier's enveloped XML signature with the facility's certificate.
+    """Verify the dossier's enveloped XML signature with the facility's certificate, over the whole document.
 
-    Verification canonicalises the whole document, so it needs the file in memory: files above
-    max_bytes are refused rather than published unverified.
+    Without a registered certificate the file is read as it streams. With one, the file must be
+    at most max_bytes (verification holds it in memory), carry exactly one signature in CHUKYDONVI
+    whose reference is the whole document (URI=""), and verify; the visits are then read from the
+    tree that was verified, never from a second read of the file.
     """
     if certificate is None:
         return SignatureCheck(SignatureStatus.NO_CERTIFICATE)
-    if not carries_signature(path):
-        return SignatureCheck(SignatureStatus.ABSENT)
     size = path.stat().st_size
     if size > max_bytes:
-        return SignatureCheck(SignatureStatus.TOO_LARGE, (
-            f"the dossier is signed and is {size / 2**20:.0f} MiB, above the {max_bytes / 2**20:.0f} MiB that "
-            "signature verification may load; raise HEALTHBOOK_XML_SIGNATURE_MAX_MB on a machine with the memory"))
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
+        return _refused(SignatureStatus.TOO_LARGE, (
+            f"the dossier is {size / 2**20:.0f} MiB, above the {max_bytes / 2**20:.0f} MiB signature verification "
+            "may load (HEALTHBOOK_XML_SIGNATURE_MAX_MB)"))
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, remove_comments=False)
     try:
-        XMLVerifier().verify(etree.parse(str(path), parser).getroot(), x509_cert=certificate,
-                             expect_config=SignatureConfiguration(require_x509=False))
+        root = etree.parse(str(path), parser).getroot()
+    except etree.XMLSyntaxError as exc:
+        return _refused(SignatureStatus.NOT_XML, f"the file is not well-formed XML ({exc})")
+    problem = _placement(root)
+    if problem:
+        return problem
+    try:
+        result = XMLVerifier().verify(root, x509_cert=certificate,
+                                      expect_config=SignatureConfiguration(require_x509=False))
     except Exception as exc:
-        return SignatureCheck(SignatureStatus.MISMATCH, (
+        return _refused(SignatureStatus.MISMATCH, (
             f"CHUKYDONVI does not verify with the facility's registered certificate ({exc}): the file was changed "
-            "after signing or signed by another certificate; nothing from it was published"))
-    return SignatureCheck(SignatureStatus.VERIFIED)
+            "after signing or signed by another certificate"))
+    return SignatureCheck(SignatureStatus.VERIFIED, verified=result.signed_xml)
+
+
+def _placement(root: etree._Element) -> SignatureCheck | None:
+    """Why the signature is missing, misplaced or covers less than the whole document, if it does."""
+    signatures = list(root.iter(f"{{{DSIG}}}Signature"))
+    if not signatures:
+        return _refused(SignatureStatus.UNSIGNED, "the dossier carries no XML signature in CHUKYDONVI")
+    if len(signatures) > 1:
+        return _refused(SignatureStatus.MISMATCH, f"the dossier carries {len(signatures)} XML signatures, not one")
+    parent = signatures[0].getparent()
+    if parent is None or etree.QName(parent).localname != "CHUKYDONVI":
+        return _refused(SignatureStatus.MISMATCH, "the XML signature is not in CHUKYDONVI")
+    uris = [reference.get("URI") for reference in signatures[0].iter(f"{{{DSIG}}}Reference")]
+    if not uris:
+        return _refused(SignatureStatus.MISMATCH, "the XML signature has no SignedInfo reference: it signs nothing")
+    if uris != [""]:
+        return _refused(SignatureStatus.PARTIAL, (
+            f"the signature references {', '.join(repr(u) for u in uris)} instead of the whole document (URI=\"\")"))
+    return None

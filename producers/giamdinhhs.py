@@ -184,18 +184,27 @@ def _read_hoso(index: int, element: etree._Element) -> Hoso:
 class DossierReader:
     """Iterates the HOSO of one GIAMDINHHS file without holding the file in memory."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, verified: etree._Element | None = None) -> None:
         self.path = path
         self.size = path.stat().st_size
         self.header = DossierHeader()
         self._counter: CountingReader | None = None
+        self._verified = verified  # a document already parsed and signature-verified: read it, not the file
+        self._hoso_elements: list[etree._Element] = []
+        if verified is not None:
+            self._read_verified_outline(verified)
 
     @property
     def bytes_read(self) -> int:
         """How far into the file the parser has read."""
+        if self._verified is not None:
+            return self.size
         return self._counter.consumed if self._counter else 0
 
     def __iter__(self) -> Iterator[Hoso]:
+        if self._verified is not None:
+            yield from self._iter_verified(self._verified)
+            return
         with self.path.open("rb") as raw:
             self._counter = CountingReader(raw)
             # No huge_tree: libxml2 then refuses any single text node above 10 MB instead of buffering it.
@@ -220,6 +229,26 @@ class DossierReader:
                         _release(element)  # free an oversized HOSO as it is read, never building it
                 else:
                     self._read_header(element)
+
+    def _iter_verified(self, root: etree._Element) -> Iterator[Hoso]:
+        """The HOSO of a verified document, in order, with the same per-HOSO element limit as a streamed file."""
+        for index, element in enumerate(self._hoso_elements, 1):
+            if sum(1 for _ in element.iter()) > MAX_ELEMENTS_PER_HOSO:
+                yield Hoso(index, problems=[Problem("HOSO", None, "hoso_too_large", (
+                    f"this HOSO holds more than {MAX_ELEMENTS_PER_HOSO:,} elements, the most one visit may take"))])
+            else:
+                yield _read_hoso(index, element)
+
+    def _read_verified_outline(self, element: etree._Element) -> None:
+        """Read the header of a verified document and find its HOSO elements, without entering them."""
+        for child in element:
+            if not isinstance(child.tag, str):
+                continue
+            if local(child.tag) == "HOSO":
+                self._hoso_elements.append(child)
+                continue
+            self._read_header(child)
+            self._read_verified_outline(child)
 
     def _read_header(self, element: etree._Element) -> None:
         name = local(element.tag)

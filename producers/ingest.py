@@ -121,8 +121,14 @@ async def ingest_file(path: Path, settings: Settings, ledger: IngestLedger, *, k
     if signature.blocks:
         report.file_error = signature.message
         return report
+    if signature.verified is not None:  # read the visits from exactly the document that was verified
+        reader = DossierReader(path, signature.verified)
+        hoso_stream: Iterable[Hoso] = iter(reader)
+        if reader.header.facility_code not in (None, facility):
+            raise IngestError(f"{path}: the verified document names facility {reader.header.facility_code}")
+    else:
+        hoso_stream = chain([first] if first else [], hosos)
     task = progress.add_task(path.name, total=reader.size, hoso=0)
-    hoso_stream = chain([first] if first else [], hosos)
     publisher = None if check_only else ClinicPublisher(
         settings.kafka_bootstrap, settings.topics.visits, facility, load_signer(settings.key_dir, facility, key_id))
     async with publisher or contextlib.nullcontext():

@@ -32,9 +32,19 @@ def pem(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
-def sign_dossier(path: Path, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
-    """Sign a dossier written with an empty CHUKYDONVI, in place, as a HIS would (enveloped, inclusive C14N)."""
+def sign_dossier(path: Path, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate,
+                 only: str | None = None) -> None:
+    """Sign a dossier written with an empty CHUKYDONVI, in place, as a HIS would (enveloped, inclusive C14N).
+
+    With only, the signature's reference covers just the element of that local name (given an Id), as a
+    forger would try.
+    """
     text = path.read_text(encoding="utf-8").replace("<CHUKYDONVI/>", PLACEHOLDER)
+    root = etree.fromstring(text.encode("utf-8"))
+    reference = None
+    if only:
+        next(e for e in root.iter() if etree.QName(e).localname == only).set("Id", "covered")
+        reference = "#covered"
     signer = XMLSigner(signature_algorithm="ecdsa-sha256", c14n_algorithm="http://www.w3.org/TR/2001/REC-xml-c14n-20010315")
-    signed = signer.sign(etree.fromstring(text.encode("utf-8")), key=key, cert=[certificate])
+    signed = signer.sign(root, key=key, cert=[certificate], reference_uri=reference)
     path.write_bytes(etree.tostring(signed, xml_declaration=True, encoding="utf-8"))

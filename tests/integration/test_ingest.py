@@ -110,7 +110,7 @@ async def test_sensitive_tables_appear_only_in_the_detail_of_their_visit(clinics
     assert (refused.status, refused.refusal_code, refused.visits) == ("refused", "not_found", [])
 
 
-async def test_a_facility_signed_dossier_is_verified_and_an_altered_one_publishes_nothing(clinics, db, settings,
+async def test_a_facility_signed_dossier_is_verified_and_every_bypass_publishes_nothing(clinics, db, settings,
                                                                                           tmp_path):
     key, certificate = facility_certificate("79001")
     cert_file = tmp_path / "cert.pem"
@@ -120,24 +120,40 @@ async def test_a_facility_signed_dossier_is_verified_and_an_altered_one_publishe
                                 text=True)
     assert registered.returncode == 0, registered.stderr
     try:
-        people = [new_citizen() for _ in range(2)]
+        people = [new_citizen() for _ in range(7)]
         sent = [VisitEvent.model_validate(visit(person=p, sequence=next_sequence())).model_dump() for p in people]
-        good, bad = tmp_path / "signed.xml", tmp_path / "altered.xml"
-        for path, event in ((good, sent[0]), (bad, sent[1])):
+        names = ("signed", "altered", "stripped", "partial", "padded", "oversize", "unsigned")
+        files = {name: tmp_path / f"{name}.xml" for name in names}
+        for (name, path), event in zip(files.items(), sent, strict=True):
             with path.open("w", encoding="utf-8") as out:
                 write_dossier(out, "79001", "20260318", [event], 1, [Quirks(encoding="nested")])
-            sign_dossier(path, key, certificate)
-        bad.write_bytes(bad.read_bytes().replace(b"<MA_KHOA>K01</MA_KHOA>", b"<MA_KHOA>K02</MA_KHOA>", 1))
+            if name != "unsigned":
+                sign_dossier(path, key, certificate, only="THONGTINDONVI" if name == "partial" else None)
+        for name in ("altered", "partial", "padded"):
+            files[name].write_bytes(files[name].read_bytes().replace(b"<MA_KHOA>K01</MA_KHOA>",
+                                                                     b"<MA_KHOA>K02</MA_KHOA>", 1))
+        files["padded"].write_bytes(files["padded"].read_bytes() + b" " * (300 * 1024))
+        text = files["stripped"].read_bytes()
+        files["stripped"].write_bytes(text[:text.index(b"<ds:Signature")] +
+                                      text[text.index(b"</ds:Signature>") + len(b"</ds:Signature>"):])
 
-        accepted = ingest(settings, str(good))
+        accepted = ingest(settings, str(files["signed"]))
         assert accepted.returncode == 0, accepted.stdout
         assert "verified" in accepted.stdout
-        refused = ingest(settings, str(bad))
-        assert refused.returncode == 1
-        assert "CHUKYDONVI does not verify" in refused.stdout
+        expected = {"altered": "CHUKYDONVI does not verify", "stripped": "carries no XML signature",
+                    "partial": "instead of the whole document", "padded": "CHUKYDONVI does not verify",
+                    "unsigned": "carries no XML signature"}
+        for name, reason in expected.items():
+            refused = ingest(settings, str(files[name]))
+            assert refused.returncode == 1 and reason in " ".join(refused.stdout.split()), (name, refused.stdout)
+        tight = settings.model_copy(update={"xml_signature_max_mb": 0})
+        oversize = ingest(tight, str(files["oversize"]))
+        assert oversize.returncode == 1 and "HEALTHBOOK_XML_SIGNATURE_MAX_MB" in " ".join(oversize.stdout.split())
         await wait_until(lambda: visible(db, "79001", sent[0]["visit_code"]), "the signed dossier's visit",
                          process=clinics.worker)
-        await clinics.barrier(people[1])
-        assert await visible(db, "79001", sent[1]["visit_code"]) is None
+        for person in people[1:]:
+            await clinics.barrier(person)
+        for event in sent[1:]:
+            assert await visible(db, "79001", event["visit_code"]) is None
     finally:
         (settings.key_dir / "79001" / "xml-signature-certificate.pem").unlink()

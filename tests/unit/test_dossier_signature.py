@@ -42,13 +42,69 @@ def test_another_certificate_is_a_mismatch(signed):
     assert check_signature(signed, other, MAX).status is SignatureStatus.MISMATCH
 
 
-def test_unsigned_and_unregistered_dossiers_are_not_blocked(tmp_path, facility, signed):
+def test_without_a_registered_certificate_nothing_is_verified_and_the_file_streams(signed):
+    check = check_signature(signed, None, MAX)
+    assert check.status is SignatureStatus.NO_CERTIFICATE and not check.blocks and check.verified is None
+
+
+def test_an_unsigned_dossier_is_refused_once_the_facility_has_a_certificate(tmp_path, facility):
     plain = tmp_path / "plain.xml"
     with plain.open("w", encoding="utf-8") as out:
         write_dossier(out, "79001", "20260320", events(1), 1)
-    assert check_signature(plain, facility[1], MAX).status is SignatureStatus.ABSENT
-    assert check_signature(signed, None, MAX).status is SignatureStatus.NO_CERTIFICATE
-    assert not check_signature(plain, facility[1], MAX).blocks
+    check = check_signature(plain, facility[1], MAX)
+    assert check.status is SignatureStatus.UNSIGNED and check.blocks and "registered certificate" in check.message
+
+
+def _strip(signed: Path) -> bytes:
+    text = signed.read_bytes()
+    start, end = text.index(b"<ds:Signature"), text.index(b"</ds:Signature>") + len(b"</ds:Signature>")
+    return text[:start] + text[end:]
+
+
+def test_a_stripped_signature_is_refused_however_far_it_is_padded(signed, facility):
+    stripped = _strip(signed)
+    signed.write_bytes(stripped)
+    assert check_signature(signed, facility[1], MAX).status is SignatureStatus.UNSIGNED
+    signed.write_bytes(stripped + b" " * (300 * 1024))
+    assert check_signature(signed, facility[1], MAX).status is SignatureStatus.UNSIGNED
+
+
+def test_an_altered_dossier_padded_past_the_old_tail_window_is_still_a_mismatch(signed, facility):
+    altered = signed.read_bytes().replace(b"<NGAYLAP>20260320", b"<NGAYLAP>20260321", 1)
+    signed.write_bytes(altered + b"\n" * (300 * 1024))
+    assert check_signature(signed, facility[1], MAX).status is SignatureStatus.MISMATCH
+    signed.write_bytes(altered + b"<!--" + b"x" * (300 * 1024) + b"-->")
+    assert check_signature(signed, facility[1], MAX).status is SignatureStatus.MISMATCH
+
+
+def test_padding_cannot_carry_a_file_past_the_size_limit_or_add_content_after_the_root(signed, facility):
+    original = signed.read_bytes()
+    signed.write_bytes(original + b" " * 1000)
+    assert check_signature(signed, facility[1], len(original) + 999).status is SignatureStatus.TOO_LARGE
+    signed.write_bytes(original + b"<HOSO>smuggled</HOSO>")
+    assert check_signature(signed, facility[1], MAX).status is SignatureStatus.NOT_XML
+
+
+def test_a_signature_over_one_element_is_refused_as_partial(tmp_path, facility):
+    path = tmp_path / "partial.xml"
+    with path.open("w", encoding="utf-8") as out:
+        write_dossier(out, "79001", "20260320", events(2), 2)
+    sign_dossier(path, *facility, only="THONGTINDONVI")
+    path.write_bytes(path.read_bytes().replace(b"<MA_KHOA>K01</MA_KHOA>", b"<MA_KHOA>K02</MA_KHOA>", 1))
+    check = check_signature(path, facility[1], MAX)
+    assert check.status is SignatureStatus.PARTIAL and check.blocks and "#covered" in check.message
+
+
+def test_the_visits_are_read_from_the_tree_that_was_verified(signed, facility):
+    from producers.giamdinhhs import DossierReader
+
+    check = check_signature(signed, facility[1], MAX)
+    assert check.status is SignatureStatus.VERIFIED and check.verified is not None
+    streamed = list(DossierReader(signed))
+    signed.write_bytes(b"<nothing/>")  # a second read of the file would now find nothing
+    verified = DossierReader(signed, check.verified)
+    assert verified.header.facility_code == "79001"
+    assert [h.tables for h in verified] == [h.tables for h in streamed]
 
 
 def test_a_signed_file_above_the_limit_is_refused_not_passed_unverified(signed, facility):

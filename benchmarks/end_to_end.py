@@ -30,6 +30,9 @@ from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer
 from synthetic.population import CLINICS, make_population
 
+# The harness sets up its own stack, topics and ACLs: it logs in to the broker as the admin principal.
+os.environ.setdefault("HEALTHBOOK_KAFKA_USER", "admin")
+
 
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) by nearest rank."""

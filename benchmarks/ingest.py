@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import resource
 import subprocess
@@ -28,6 +29,9 @@ from schemas.envelope import Signer
 from schemas.visit import VisitEvent
 from synthetic.dossiers import Quirks, hoso_xml
 from synthetic.population import make_citizen, make_visit
+
+# The harness sets up its own stack, topics and ACLs: it logs in to the broker as the admin principal.
+os.environ.setdefault("HEALTHBOOK_KAFKA_USER", "admin")
 
 BENCH_DIR = PROJECT_ROOT / ".local" / "bench"
 

@@ -4,11 +4,34 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 
 from healthbook.config import Settings
 
 # Each subcommand names its function as "module.function" under commands/ and is imported only when
 # run, so a worker process does not load the XML, signing and rendering stack of the other commands.
+
+# The broker principal each command logs in as unless HEALTHBOOK_KAFKA_USER says otherwise: each role
+# holds only its own ACLs. Clinics publish as clinic-<MA_CSKCB> when this machine holds that login.
+PRINCIPALS = {
+    "worker_command.worker": "worker",
+    "service_commands.query_consumer": "query",
+    "service_commands.request": "identity-platform",
+    "service_commands.demo": "admin",
+    "operator_commands.topics": "admin",
+    "clinic_commands.broker_add_clinic": "admin",
+    "clinic_commands.clinic_register": "key-registry",
+    "clinic_commands.clinic_rotate": "key-registry",
+    "clinic_commands.clinic_revoke": "key-registry",
+    "clinic_commands.clinic_list": "key-registry",
+    "clinic_commands.identity_map": "insurance-registry",
+    "operator_commands.analytics": "analytics",
+    "operator_commands.pipeline_status": "operator",
+    "operator_commands.replay_book": "operator",
+    "operator_commands.dlq_list": "operator",
+    "operator_commands.dlq_show": "operator",
+    "operator_commands.dlq_retry": "operator",
+}
 
 
 def _clinic_parsers(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +81,10 @@ def _publishing_parsers(sub: argparse._SubParsersAction) -> None:
     withdraw.set_defaults(run="clinic_commands.ca_revoke")
     ca.add_parser("init", help="make the local CA and registry keys (idempotent)").set_defaults(
         run="clinic_commands.ca_init")
+    broker = sub.add_parser("broker", help="broker principals").add_subparsers(dest="action", required=True)
+    add_clinic = broker.add_parser("add-clinic", help="give a clinic its own broker login (it may only write visits)")
+    add_clinic.add_argument("--clinic", required=True, help="facility code (MA_CSKCB)")
+    add_clinic.set_defaults(run="clinic_commands.broker_add_clinic")
     identity = sub.add_parser("identity", help="identity mappings").add_subparsers(dest="action", required=True)
     mapping = identity.add_parser("map", help="record which citizen a BHYT card belongs to")
     mapping.add_argument("--card", required=True, help="BHYT card number (MA_THE_BHYT)")
@@ -125,6 +152,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the healthbook command."""
     args = parser().parse_args(argv)
+    if args.run in PRINCIPALS:
+        os.environ.setdefault("HEALTHBOOK_KAFKA_USER", PRINCIPALS[args.run])
     module, _, function = args.run.rpartition(".")
     getattr(importlib.import_module(f"commands.{module}"), function)(Settings(), args)
 

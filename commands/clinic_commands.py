@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import sys
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -20,7 +21,9 @@ from commands import render
 from commands.local_ca import NotACertificateRequest, local_ca
 from domain.keyring import ClinicKey
 from domain.registry_trust import CLINIC_PREFIX, Untrusted
-from healthbook.config import Settings
+from healthbook import kafka
+from healthbook.broker_acls import clinic_grants, clinic_principal
+from healthbook.config import PROJECT_ROOT, Settings
 from producers.clinic_keys import (
     KeyExists,
     KeyLifecycleError,
@@ -146,6 +149,19 @@ def clinic_revoke(settings: Settings, args: argparse.Namespace) -> None:
 
     _run_key_change(run())
     print(f"key '{args.key_id}' of clinic {args.clinic}: signatures made from {_when(at_ms)} on are rejected")
+
+
+def broker_add_clinic(settings: Settings, args: argparse.Namespace) -> None:
+    """Give a clinic its own broker principal on the local stack, allowed only to write the visits topic."""
+    principal = clinic_principal(_clinic_code(args.clinic))
+    made = subprocess.run(["bash", str(PROJECT_ROOT / "stack" / "stack.sh"), "add-principal", principal],
+                          capture_output=True, text=True)
+    if made.returncode:
+        sys.exit(made.stderr.strip() or made.stdout.strip())
+    asyncio.run(kafka.grant(settings.kafka_bootstrap, clinic_grants(settings, args.clinic)))
+    print(f"clinic {args.clinic} logs in to the broker as {principal} (password in "
+          f"{settings.kafka_credentials_dir / principal}; hand it to the clinic only) and may write "
+          f"{settings.topics.visits}, nothing else")
 
 
 def ca_init(settings: Settings, args: argparse.Namespace) -> None:

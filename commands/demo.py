@@ -11,7 +11,7 @@ import asyncpg
 from rich.console import Console
 
 from commands import render
-from commands.identity_standin import IdentityPlatform, confirmation, ensure_identity_key
+from commands.identity_standin import IdentityPlatform, confirmation, ensure_identity_key, trust_identity_key
 from commands.local_ca import local_ca
 from commands.processes import ServiceProcess
 from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
@@ -128,7 +128,7 @@ async def run(settings: Settings) -> int:
     console.print(f"topics prefixed [bold]{settings.topic_prefix}[/], database [bold]healthbook_demo[/] (fresh)")
     await ensure_topics(settings)
     pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
-    ensure_identity_key(settings)
+    trust_identity_key(settings.identity_keys_file, ensure_identity_key(settings))  # the demo is the deployer
     logs = PROJECT_ROOT / ".local" / "logs"
     worker = ServiceProcess("worker", settings, logs / "demo-worker.log").start()
     query = ServiceProcess("query-consumer", settings, logs / "demo-query-consumer.log").start()

@@ -1,4 +1,8 @@
-"""A stand-in for the national identity platform (VNeID), for the demo and tests only: it signs confirmations."""
+"""A stand-in for the national identity platform (VNeID), for the demo and tests only: it signs confirmations.
+
+It never changes what the query consumer trusts: the demo and the test harness, acting as the
+deployer, trust its public key explicitly (`trust_identity_key`); `healthbook request` only signs.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ class ReplyTimeout(TimeoutError):
 
 
 def ensure_identity_key(settings: Settings) -> Signer:
-    """Load the stand-in's signing key, creating it and the trusted-keys file on first use."""
+    """Load the stand-in's signing key, creating it on first use (it is not trusted until a deployer says so)."""
     private_path = settings.key_dir / "identity-platform" / f"{KEY_ID}.pem"
     if private_path.exists():
         key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
@@ -38,12 +42,11 @@ def ensure_identity_key(settings: Settings) -> Signer:
         private_path.write_bytes(signer.private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         private_path.chmod(0o600)
-    trust_identity_key(settings.identity_keys_file, signer)
     return signer
 
 
 def trust_identity_key(path: Path, signer: Signer) -> None:
-    """Add a signer's public key to the query consumer's trusted-keys file."""
+    """Add a signer's public key to the query consumer's trusted-keys file (the deployer's act, done by the demo)."""
     trusted = json.loads(path.read_text()) if path.exists() else {}
     trusted[signer.key_id] = base64.b64encode(signer.public_key).decode()
     path.parent.mkdir(parents=True, exist_ok=True)

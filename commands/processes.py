@@ -34,11 +34,17 @@ class ServiceProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "commands.cli", self.command],
-            cwd=PROJECT_ROOT, env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
         return self
+
+    def _env(self) -> dict[str, str]:
+        """The settings, with the service logging in to the broker as its own role, not as its parent."""
+        env = settings_env(self.settings)
+        env.pop("HEALTHBOOK_KAFKA_USER", None)
+        return env
 
     @property
     def running(self) -> bool:

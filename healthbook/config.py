@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HEALTHBOOK_", frozen=True)
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: str = "SASL_SSL"  # PLAINTEXT only for a broker you secure another way
+    kafka_user: str = ""  # the SCRAM principal this process logs in as; each command names its own by default
+    kafka_credentials_dir: Path = PROJECT_ROOT / ".local" / "kafka" / "credentials"
+    kafka_ca_file: Path = PROJECT_ROOT / ".local" / "kafka" / "tls" / "ca.crt"
     database_url: str = "postgresql://healthbook:healthbook@127.0.0.1:5432/healthbook"
     topic_prefix: str = ""
     worker_id: str = "healthbook-worker"

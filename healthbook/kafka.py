@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -12,6 +16,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import ConsumerRecord
 
+from healthbook import broker_acls
 from healthbook.config import Settings
 from schemas.topics import TOPICS, TopicDefinition
 
@@ -22,25 +27,99 @@ class TopicMissing(RuntimeError):
     """A topic healthbook needs does not exist on the broker."""
 
 
-def producer(bootstrap: str, client: str, **overrides: Any) -> AIOKafkaProducer:
+class NoKafkaLogin(RuntimeError):
+    """The process has no principal or password to log in to the broker with."""
+
+
+@dataclass(frozen=True)
+class Login:
+    """How this process reaches the broker: protocol, the CA that signed the broker's certificate, principal."""
+
+    protocol: str
+    ca_file: Path
+    user: str
+    password: str
+    credentials_dir: Path
+
+    @classmethod
+    def of(cls, settings: Settings, user: str | None = None) -> Login:
+        """The login the settings name, or that of another principal whose password file this machine holds."""
+        user = user or settings.kafka_user
+        if settings.kafka_security_protocol == "PLAINTEXT":
+            return cls("PLAINTEXT", settings.kafka_ca_file, "", "", settings.kafka_credentials_dir)
+        if not user:
+            raise NoKafkaLogin("no Kafka principal is set: set HEALTHBOOK_KAFKA_USER (each healthbook command sets "
+                               "its own role's by default)")
+        secret = settings.kafka_credentials_dir / user
+        if not secret.exists():
+            raise NoKafkaLogin(f"no password for Kafka principal '{user}' at {secret} "
+                               "(HEALTHBOOK_KAFKA_CREDENTIALS_DIR); 'make up' makes the local stack's")
+        return cls(settings.kafka_security_protocol, settings.kafka_ca_file, user, secret.read_text().strip(),
+                   settings.kafka_credentials_dir)
+
+    def held(self, user: str) -> Login | None:
+        """Another principal's login, if this machine holds its password (a clinic's, on the clinic's machine)."""
+        secret = self.credentials_dir / user
+        if self.protocol == "PLAINTEXT" or not secret.exists():
+            return None
+        return Login(self.protocol, self.ca_file, user, secret.read_text().strip(), self.credentials_dir)
+
+    def tls(self) -> ssl.SSLContext:
+        """The TLS context that trusts only the broker's CA."""
+        return _tls(self.ca_file)
+
+    def options(self) -> dict[str, Any]:
+        """aiokafka client options for this login."""
+        if self.protocol == "PLAINTEXT":
+            return {}
+        return {"security_protocol": self.protocol, "ssl_context": self.tls(),
+                "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": self.user,
+                "sasl_plain_password": self.password}
+
+
+@cache
+def _tls(ca_file: Path) -> ssl.SSLContext:
+    """A client TLS context that trusts only the CA of the broker's certificate and checks its name."""
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+_login: Login | None = None
+
+
+def login(settings: Settings | None = None) -> Login:
+    """This process's broker login, read from the settings once (HEALTHBOOK_KAFKA_USER and its password file)."""
+    global _login
+    if settings is not None:
+        _login = Login.of(settings)
+    if _login is None:
+        _login = Login.of(Settings())
+    return _login
+
+
+def _security(as_login: Login | None) -> dict[str, Any]:
+    return (as_login or login()).options()
+
+
+def producer(bootstrap: str, client: str, *, as_login: Login | None = None, **overrides: Any) -> AIOKafkaProducer:
     """An idempotent, acks=all producer named healthbook-<client>; overrides tune batching or timeouts."""
-    options: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
+    options: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 5, **_security(as_login)}
     options.update(overrides)
     return AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=f"{CLIENT_PREFIX}-{client}", **options)
 
 
-def consumer(bootstrap: str, client: str, *topics: str, group_id: str | None = None,
+def consumer(bootstrap: str, client: str, *topics: str, group_id: str | None = None, as_login: Login | None = None,
              **overrides: Any) -> AIOKafkaConsumer:
     """A consumer that never commits on its own and starts from the earliest offset; no group unless given."""
-    options: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest"}
+    options: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest", **_security(as_login)}
     options.update(overrides)
     return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=group_id,
                             client_id=f"{CLIENT_PREFIX}-{client}", **options)
 
 
-def admin(bootstrap: str, **overrides: Any) -> AIOKafkaAdminClient:
+def admin(bootstrap: str, *, as_login: Login | None = None, **overrides: Any) -> AIOKafkaAdminClient:
     """An admin client for topic creation and description."""
-    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{CLIENT_PREFIX}-admin", **overrides)
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{CLIENT_PREFIX}-admin",
+                               **_security(as_login), **overrides)
 
 
 def topic_names(settings: Settings) -> dict[str, TopicDefinition]:
@@ -49,12 +128,19 @@ def topic_names(settings: Settings) -> dict[str, TopicDefinition]:
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create any missing topic of the catalogue; return the names created."""
+    """Create any missing topic of the catalogue and grant each role its ACLs; return the names created.
+
+    Clinics whose broker login this machine holds (the local stack's) may write these visits.
+    """
     client = admin(settings.kafka_bootstrap)
     await client.start()
     try:
         existing = set(await client.list_topics())
         await _align_configs(client, {name: t for name, t in topic_names(settings).items() if name in existing})
+        if settings.kafka_security_protocol != "PLAINTEXT":
+            await broker_acls.grant(client, broker_acls.role_grants(settings) + [
+                g for held in sorted(settings.kafka_credentials_dir.glob("clinic-*"))
+                for g in broker_acls.clinic_grants(settings, held.name.removeprefix("clinic-"))])
         wanted = {name: t for name, t in topic_names(settings).items() if name not in existing}
         if not wanted:
             return []
@@ -68,6 +154,16 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 raise TopicMissing("the broker refused to create " + "; ".join(f"{n}: {m}" for n, m in refused))
         await _wait_for_leaders(client, list(wanted))
         return list(wanted)
+    finally:
+        await client.close()
+
+
+async def grant(bootstrap: str, grants: list[broker_acls.Grant]) -> None:
+    """Record ACLs on the broker, as this process's (admin) principal."""
+    client = admin(bootstrap)
+    await client.start()
+    try:
+        await broker_acls.grant(client, grants)
     finally:
         await client.close()
 

@@ -32,7 +32,9 @@ class ClinicPublisher:
         self.signer = signer
         options: dict[str, Any] = {"linger_ms": 10, "max_batch_size": 256 * 1024}
         options.update(producer_options)
-        self._producer = kafka.producer(bootstrap, f"clinic-{clinic_code}", **options)
+        # A clinic publishes as its own principal (allowed only to write visits) when this machine holds it.
+        self._producer = kafka.producer(bootstrap, f"clinic-{clinic_code}",
+                                        as_login=kafka.login().held(f"clinic-{clinic_code}"), **options)
 
     async def __aenter__(self) -> ClinicPublisher:
         await self._producer.start()

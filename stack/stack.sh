@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The local healthbook stack without Docker: Apache Kafka (KRaft, single node) from
 # Maven Central and PostgreSQL from Debian's packages, both on 127.0.0.1.
-#   stack/stack.sh up | down | status
+#   stack/stack.sh up | down | status | secrets | add-principal NAME
+# Kafka listens SASL_SSL only: TLS with a certificate from a local transport CA, SCRAM-SHA-512
+# logins, and ACLs by KRaft's StandardAuthorizer (nothing is allowed without an ACL). The CA,
+# the broker's key and one password per role principal are made at the first `up` under
+# .local/kafka/ (owner-only, never committed); ACLs are granted by `healthbook topics`.
 # Settings (environment): KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093),
 # HEALTHBOOK_PG_USER / HEALTHBOOK_PG_PASSWORD / HEALTHBOOK_PG_DATABASE (healthbook).
 set -euo pipefail
@@ -13,6 +17,11 @@ kafka_data="$kafka_home/data"
 kafka_conf="$kafka_home/config"
 kafka_logs="$kafka_home/logs"
 kafka_pid="$kafka_home/kafka.pid"
+secrets="$(cd "$here/.." && pwd)/.local/kafka"
+tls="$secrets/tls"
+credentials="$secrets/credentials"
+# One SCRAM principal per role; clinics get their own with add-principal clinic-<MA_CSKCB>.
+roles="admin worker query key-registry insurance-registry analytics operator identity-platform"
 kafka_port="${KAFKA_PORT:-9092}"
 controller_port="${KAFKA_CONTROLLER_PORT:-9093}"
 pg_user="${HEALTHBOOK_PG_USER:-healthbook}"
@@ -34,6 +43,34 @@ as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# ------------------------------------------------------------ secrets
+password_of() {
+  local file="$credentials/$1"
+  if [ ! -s "$file" ]; then
+    mkdir -p "$credentials"; chmod 700 "$secrets" "$credentials"
+    (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$file")
+  fi
+  cat "$file"
+}
+
+tls_material() {
+  [ -s "$tls/broker.p12" ] && return
+  need openssl "openssl is missing: install it (Debian: apt-get install openssl) to make the broker's TLS certificate."
+  say "making the local transport CA and the broker's TLS certificate in $tls"
+  mkdir -p "$tls"; chmod 700 "$secrets" "$tls"
+  (umask 077
+   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=healthbook local Kafka CA" \
+     -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+   openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$tls/broker.key" -out "$tls/broker.csr" 2>/dev/null
+   printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$tls/broker.ext"
+   openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial -days 3650 \
+     -extfile "$tls/broker.ext" -out "$tls/broker.crt" 2>/dev/null
+   head -c 18 /dev/urandom | base64 | tr -d '/+=\n' >"$tls/keystore.password"
+   openssl pkcs12 -export -in "$tls/broker.crt" -inkey "$tls/broker.key" -name broker \
+     -passout "pass:$(cat "$tls/keystore.password")" -out "$tls/broker.p12")
+  chmod 644 "$tls/ca.crt"
+}
+
 # ---------------------------------------------------------------- Kafka
 kafka_fetch() {
   if compgen -G "$kafka_lib/kafka_2.13-*.jar" >/dev/null; then return; fi
@@ -46,15 +83,35 @@ kafka_fetch() {
 
 kafka_configure() {
   mkdir -p "$kafka_conf" "$kafka_data" "$kafka_logs"
+  tls_material
+  local admin_password keystore_password
+  admin_password="$(password_of admin)"
+  keystore_password="$(cat "$tls/keystore.password")"
+  (umask 077; : >"$kafka_conf/server.properties")
   cat >"$kafka_conf/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port
+listeners=SASL_SSL://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=SASL_SSL://127.0.0.1:$kafka_port
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_password";
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin_password" user_admin="$admin_password";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$tls/broker.p12
+ssl.keystore.password=$keystore_password
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls/ca.crt
+ssl.client.auth=none
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false
 log.dirs=$kafka_data
 num.partitions=4
 auto.create.topics.enable=false
@@ -98,11 +155,18 @@ kafka_up() {
   kafka_configure
   if kafka_running; then say "Kafka already running (pid $(cat "$kafka_pid")) on 127.0.0.1:$kafka_port"; return; fi
   if port_open "$kafka_port"; then die "port $kafka_port is taken by another program: stop it or set KAFKA_PORT."; fi
+  if [ -f "$kafka_data/meta.properties" ] && [ ! -f "$kafka_data/.healthbook-secured" ]; then
+    say "the Kafka storage in $kafka_data predates SASL/TLS and has no principals; discarding it (local data only)"
+    rm -rf "$kafka_data"; mkdir -p "$kafka_data"
+  fi
   if [ ! -f "$kafka_data/meta.properties" ]; then
-    say "formatting Kafka storage in $kafka_data (once)"
+    say "formatting Kafka storage in $kafka_data (once), with a SCRAM principal per role"
+    local scram=() role
+    for role in $roles; do scram+=(--add-scram "SCRAM-SHA-512=[name=$role,password=$(password_of "$role")]"); done
     kafka_java kafka.tools.StorageTool format -t "$(kafka_java kafka.tools.StorageTool random-uuid)" \
-      -c "$kafka_conf/server.properties" >"$kafka_logs/format.log" 2>&1 \
+      -c "$kafka_conf/server.properties" "${scram[@]}" >"$kafka_logs/format.log" 2>&1 \
       || die "formatting Kafka storage failed; see $kafka_logs/format.log"
+    touch "$kafka_data/.healthbook-secured"
   fi
   say "starting Kafka on 127.0.0.1:$kafka_port"
   nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
@@ -185,13 +249,47 @@ status() {
   fi
 }
 
+admin_config() {
+  local file="$kafka_conf/admin.properties"
+  (umask 077; cat >"$file" <<PROPS
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$(password_of admin)";
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls/ca.crt
+PROPS
+  )
+  printf '%s' "$file"
+}
+
+add_principal() {
+  local name="${1:-}"
+  [[ "$name" =~ ^[a-z0-9][a-z0-9.-]{0,63}$ ]] || die "usage: stack/stack.sh add-principal NAME (lower-case letters, digits, . and -)"
+  kafka_running || die "Kafka is not running; start it with 'make up'"
+  kafka_java kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$kafka_port" --command-config "$(admin_config)" \
+    --alter --entity-type users --entity-name "$name" \
+    --add-config "SCRAM-SHA-512=[password=$(password_of "$name")]" >"$kafka_logs/add-principal.log" 2>&1 \
+    || die "adding principal $name failed; see $kafka_logs/add-principal.log"
+  say "principal $name can log in; its password is in $credentials/$name (give it only to $name)"
+}
+
+secrets() {
+  tls_material
+  local role
+  for role in $roles; do password_of "$role" >/dev/null; done
+  say "TLS material in $tls and one password per role in $credentials (owner-only; give each only to its role)"
+}
+
 case "${1:-}" in
   up) pg_up; kafka_up ;;
+  secrets) secrets ;;
+  add-principal) add_principal "${2:-}" ;;
   down) kafka_down; pg_down ;;
   status) status ;;
   kafka-up) kafka_up ;;
   kafka-down) kafka_down ;;
   pg-up) pg_up ;;
   pg-down) pg_down ;;
-  *) echo "usage: stack/stack.sh up|down|status|kafka-up|kafka-down|pg-up|pg-down" >&2; exit 2 ;;
+  *) echo "usage: stack/stack.sh up|down|status|secrets|add-principal NAME|kafka-up|kafka-down|pg-up|pg-down" >&2
+     exit 2 ;;
 esac

@@ -10,6 +10,7 @@ import faust
 from faust.types import TP
 
 from domain.batch import Delivery
+from healthbook import kafka
 from healthbook import observability as metrics
 from healthbook.config import Settings
 from schemas import topics
@@ -24,9 +25,13 @@ def create_app(settings: Settings | None = None) -> faust.App:
     """Build the worker's faust app from settings."""
     settings = settings or Settings()
     partitions = topics.VISITS.partitions_for(settings.visit_partitions)
+    login = kafka.login(settings)
+    credentials = None if login.protocol == "PLAINTEXT" else faust.SASLCredentials(
+        username=login.user, password=login.password, ssl_context=login.tls(), mechanism="SCRAM-SHA-512")
     app = faust.App(
         settings.worker_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=credentials,
         store="memory://",
         topic_partitions=partitions,
         topic_replication_factor=1,

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import random
 import re
 import subprocess
@@ -25,7 +26,7 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 
-from commands.identity_standin import IdentityPlatform, confirmation, ensure_identity_key
+from commands.identity_standin import IdentityPlatform, confirmation, ensure_identity_key, trust_identity_key
 from commands.local_ca import local_ca
 from commands.processes import ServiceProcess
 from consumers.dead_letters import read_dead_letters
@@ -41,6 +42,9 @@ from healthbook.topic_follower import TopicFollower
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer, seal_visit
 from synthetic.population import CLINICS, make_citizen, make_visit
+
+# The harness sets up its own stack, topics and ACLs: it logs in to the broker as the admin principal.
+os.environ.setdefault("HEALTHBOOK_KAFKA_USER", "admin")
 
 STACK = PROJECT_ROOT / "stack" / "stack.sh"
 _CORPUS = {c["target"]: bytes.fromhex(c["value"])
@@ -455,6 +459,7 @@ async def run_scenario(plan: Plan, base: Settings | None = None) -> Outcome:
     await ensure_topics(settings)
     pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
     signers, keyring = await _register_clinics(settings)
+    trust_identity_key(settings.identity_keys_file, ensure_identity_key(settings))  # the suite is the deployer
     services = Services(settings)
     for n in range(2 if plan.two_workers_kill_one else 1):
         services.start("worker", n)

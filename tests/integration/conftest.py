@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import socket
 import time
 import uuid
@@ -15,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from commands.identity_standin import IdentityPlatform, ensure_identity_key
+from commands.identity_standin import IdentityPlatform, ensure_identity_key, trust_identity_key
 from commands.local_ca import LocalCA, local_ca
 from commands.processes import ServiceProcess
 from consumers.dead_letters import read_dead_letters
@@ -29,6 +30,9 @@ from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer
 from synthetic.population import Citizen
 from tests.factories import citizen, visit
+
+# The harness sets up its own stack, topics and ACLs: it logs in to the broker as the admin principal.
+os.environ.setdefault("HEALTHBOOK_KAFKA_USER", "admin")
 
 pytestmark = pytest.mark.integration
 LOGS = PROJECT_ROOT / ".local" / "logs" / "tests"
@@ -189,6 +193,7 @@ async def clinics(settings: Settings, signers: dict[str, Signer], db: asyncpg.Po
 async def identity(settings: Settings) -> AsyncIterator[IdentityPlatform]:
     """The identity-platform stand-in, its key trusted by a running query consumer."""
     signer = ensure_identity_key(settings)
+    trust_identity_key(settings.identity_keys_file, signer)  # the harness deploys the stand-in as trusted
     process = ServiceProcess("query-consumer", settings, LOGS / f"{settings.query_group}.log").start()
     try:
         async with IdentityPlatform(settings, signer) as platform:

@@ -148,9 +148,8 @@ async def test_a_card_mapped_to_a_contradicting_personal_id_dead_letters_the_wai
 
 async def test_unreadable_registry_records_and_requests_are_skipped_and_the_services_go_on(clinics, db, settings,
                                                                                          identity):
-    async with clinics.publisher() as pub:
-        pub.topic = settings.topics.clinic_keys
-        await (await pub.publish_raw(b"79001/k1", bytes.fromhex(_corpus("clinic_key"))))
+    await kafka.send_all(settings.kafka_bootstrap, "test-harness", settings.topics.clinic_keys,
+                         [(b"79001/k1", bytes.fromhex(_corpus("clinic_key")))])
     newcomer = Signer.generate("k1")
     await register(settings, certified(settings, "56020", newcomer))
     person = new_citizen()

@@ -53,3 +53,26 @@ def test_pyproject_installs_every_package():
 
 def test_the_readme_topic_table_is_the_topic_catalogue():
     assert readme_table(Settings().visit_partitions) in (PROJECT_ROOT / "README.md").read_text()
+
+
+def test_compose_secures_the_broker_as_the_local_stack_does():
+    script = (PROJECT_ROOT / "stack" / "stack.sh").read_text()
+    entrypoint = (PROJECT_ROOT / "stack" / "compose" / "kafka-entrypoint.sh").read_text()
+    env = COMPOSE["services"]["kafka"]["environment"]
+    for key in ("listener.security.protocol.map", "authorizer.class.name", "allow.everyone.if.no.acl.found",
+                "sasl.mechanism.inter.broker.protocol", "super.users", "ssl.client.auth"):
+        local = re.search(rf"^{re.escape(key)}=(.+)$", script, re.M).group(1)
+        assert re.search(rf"^{re.escape(key)}={re.escape(local)}$", entrypoint, re.M), key
+        name = "KAFKA_" + key.upper().replace(".", "_")
+        if name in env:
+            assert str(env[name]) == local, key
+
+
+def test_each_compose_service_gets_only_its_own_secrets_and_runs_as_no_root():
+    for name, service in COMPOSE["services"].items():
+        assert ("root" not in str(service.get("user", "")) and "user" in service) or name == "postgres", name
+        mounts = [str(v) for v in service.get("volumes", [])]
+        logins = {m.split(":")[1].rsplit("/", 1)[1] for m in mounts if ":/secrets/credentials/" in m}
+        if name in ("topics", "worker", "query-consumer"):
+            assert logins == {service["environment"]["HEALTHBOOK_KAFKA_USER"]}, name
+        assert not any(".local/keys:" in m or ".pem" in m or ".key" in m.split(":")[0] for m in mounts), name

@@ -1,0 +1,140 @@
+"""The secured broker: TLS only, SCRAM logins, and each principal limited to its role's ACLs."""
+
+import asyncio
+import ssl
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from healthbook import kafka
+from healthbook.kafka import Login
+from tests.factories import visit
+from tests.integration.conftest import map_cards, new_citizen, next_sequence, visible, wait_until
+from tests.integration.test_cli import healthbook
+
+pytestmark = pytest.mark.integration
+
+
+async def _can_write(settings, login: Login, topic: str) -> bool:
+    """Whether login gets one record onto topic (checked by the admin reading the topic's end, not by the client)."""
+    before = await kafka.end_offsets(settings.kafka_bootstrap, topic)
+    sender = kafka.producer(settings.kafka_bootstrap, "security-probe", as_login=login, request_timeout_ms=4000,
+                            enable_idempotence=False)
+    try:
+        await sender.start()
+        await asyncio.wait_for(sender.send_and_wait(topic, b"probe", key=b"probe"), 8)
+    except (KafkaError, TimeoutError):
+        pass
+    finally:
+        await sender.stop()
+    return await kafka.end_offsets(settings.kafka_bootstrap, topic) != before
+
+
+async def _read(settings, login: Login | None, topic: str) -> str:
+    """Try to fetch from a partition of topic that holds records: 'read', or 'denied' with the broker's error."""
+    ends = await kafka.end_offsets(settings.kafka_bootstrap, topic)
+    holding = [p for p, end in ends.items() if end > 0]
+    assert holding, f"{topic} must hold a record for this probe to mean anything"
+    reader = kafka.consumer(settings.kafka_bootstrap, "security-probe", as_login=login, request_timeout_ms=4000)
+    try:
+        await reader.start()
+        partition = TopicPartition(topic, holding[0])
+        reader.assign([partition])
+        reader.seek(partition, 0)
+        fetched = await asyncio.wait_for(reader.getmany(partition, timeout_ms=3000), 8)
+        return "read" if fetched.get(partition) else "nothing"
+    except KafkaError as exc:
+        return f"denied: {type(exc).__name__}"
+    finally:
+        await reader.stop()
+
+
+async def _can_read(settings, login: Login, topic: str) -> bool:
+    assert await _read(settings, None, topic) == "read", "the admin reads it, so a refusal below is the ACL's"
+    return await _read(settings, login, topic) == "read"  # aiokafka logs a refused fetch and returns nothing
+
+
+@pytest.fixture(scope="module")
+async def clinic_login(settings, signers) -> Login:
+    added = healthbook(settings, "broker", "add-clinic", "--clinic", "79001")
+    assert added.returncode == 0, added.stderr
+    login = kafka.login().held("clinic-79001")
+    assert login is not None
+    return login
+
+
+async def test_a_clinic_may_write_visits_and_nothing_else_not_even_read(settings, clinics, clinic_login):
+    t = settings.topics
+    await _records_on_every_topic(settings, clinics)
+    assert await _can_write(settings, clinic_login, t.visits)
+    for topic in (t.clinic_keys, t.identity_cards, t.integration_requests, t.dead_letter):
+        assert not await _can_write(settings, clinic_login, topic), topic
+    for topic in (t.visits, t.clinic_keys, t.dead_letter, t.deidentified):
+        assert not await _can_read(settings, clinic_login, topic), topic
+
+
+async def _records_on_every_topic(settings, clinics) -> None:
+    """A valid visit, a rejected one and a card mapping, so every probed topic holds something."""
+    event = visit(person=new_citizen(), sequence=next_sequence())
+    await clinics.publish(event)
+    async with clinics.publisher() as pub:
+        await (await pub.publish_raw(b"not-a-person", b"not a signed envelope"))
+    await map_cards(settings, [(f"TE1{next_sequence():012d}", new_citizen().personal_id)])
+    await wait_until(lambda: visible(clinics.pool, "79001", event["visit_code"]), "a visit", process=clinics.worker)
+    await wait_until(lambda: _holds(settings, settings.topics.dead_letter), "a dead letter", process=clinics.worker)
+    await wait_until(lambda: _holds(settings, settings.topics.deidentified), "an analytics record")
+
+
+async def _holds(settings, topic: str) -> bool:
+    return any((await kafka.end_offsets(settings.kafka_bootstrap, topic)).values())
+
+
+async def test_analytics_reads_only_the_deidentified_topic(settings, clinics, identity):
+    from commands.identity_standin import confirmation
+
+    await _records_on_every_topic(settings, clinics)
+    await identity.ask(confirmation(new_citizen().personal_id, 2026))
+    analytics = kafka.login().held("analytics")
+    assert analytics is not None
+    assert await _can_read(settings, analytics, settings.topics.deidentified)
+    for topic in (settings.topics.visits, settings.topics.dead_letter, settings.topics.identity_cards,
+                  settings.topics.integration_replies):
+        assert not await _can_read(settings, analytics, topic), topic
+    assert not await _can_write(settings, analytics, settings.topics.deidentified)
+
+
+async def test_the_registries_write_only_their_own_topic(settings):
+    keys, cards = kafka.login().held("key-registry"), kafka.login().held("insurance-registry")
+    assert keys and cards
+    assert not await _can_write(settings, keys, settings.topics.identity_cards)
+    assert not await _can_write(settings, cards, settings.topics.clinic_keys)
+    assert not await _can_write(settings, cards, settings.topics.visits)
+
+
+async def _connects(settings, **options) -> bool:
+    client = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=4000, **options)
+    try:
+        await asyncio.wait_for(client.start(), 10)
+        return True
+    except (KafkaError, TimeoutError, OSError, ssl.SSLError):
+        return False
+    finally:
+        await client.stop()
+
+
+async def test_no_plaintext_no_unknown_ca_no_wrong_password(settings):
+    admin = kafka.login()
+    assert await _connects(settings, **admin.options())
+    assert not await _connects(settings)  # PLAINTEXT
+    untrusting = dict(admin.options(), ssl_context=ssl.create_default_context())
+    assert not await _connects(settings, **untrusting)
+    assert not await _connects(settings, **dict(admin.options(), sasl_plain_password="guess"))
+    assert not await _connects(settings, **dict(admin.options(), sasl_plain_username="nobody"))
+
+
+def test_no_secret_is_kept_where_git_would_take_it():
+    from healthbook.config import PROJECT_ROOT
+
+    ignored = (PROJECT_ROOT / ".gitignore").read_text().split()
+    assert ".local/" in ignored and "stack/.kafka/" in ignored

@@ -90,7 +90,7 @@ class TrustAnchors:
         try:  # cryptography parses fields lazily: a malformed one raises ValueError or TypeError when first read
             certificate = x509.load_der_x509_certificate(der)
             self._check(certificate, uid, at)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, x509.InvalidVersion) as exc:
             raise Untrusted("bad_certificate", f"the certificate cannot be read: {exc}") from None
         return certificate
 

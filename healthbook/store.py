@@ -237,6 +237,15 @@ class BookWriter(_Tables):
             "where s.topic = $1 and s.partition = a.partition and s.last_offset < a.next_offset",
             topic, list(applied), list(applied.values()))
 
+    async def versions_of(self, conn: asyncpg.Connection | asyncpg.Pool,
+                          visits: list[tuple[str, str]]) -> list[tuple[str, str, str, int]]:
+        """(facility code, visit code, personal ID, version) of those of these visits the book holds."""
+        rows = await conn.fetch(
+            f"select v.facility_code, v.visit_code, v.personal_id, v.version from {self.visits} v "
+            "join unnest($1::text[], $2::text[]) as k(facility_code, visit_code) using (facility_code, visit_code)",
+            [f for f, _ in visits], [c for _, c in visits])
+        return [(r["facility_code"], r["visit_code"], r["personal_id"], r["version"]) for r in rows]
+
     async def record_error(self, conn: asyncpg.Connection | asyncpg.Pool, worker_id: str, message: str) -> None:
         """Keep the worker's last error where 'healthbook status' shows it."""
         await conn.execute("insert into worker_errors (worker_id, message) values ($1, $2)", worker_id, message)

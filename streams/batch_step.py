@@ -141,7 +141,7 @@ class BatchStep:
             replayed = [m for m in messages if m.offset < expected[m.partition]]
             todo = await self._without_gaps([m for m in messages if m.offset >= expected[m.partition]], expected)
             if replayed and failure is None:
-                self._remember(self._plan(replayed, await self._verdicts(replayed)))
+                self._remember(*await self._plan(replayed, await self._verdicts(replayed)))
             if not todo:
                 return StepResult(Counter(replayed=len(replayed)))
             started = time.monotonic()
@@ -155,7 +155,7 @@ class BatchStep:
     async def _apply(self, messages: list[Delivery], expected: dict[int, int],
                      failure: Exception | None) -> Counter[str]:
         verdicts = await self._verdicts(messages) if failure is None else [_internal_error(failure)] * len(messages)
-        plan = self._plan(messages, verdicts)
+        plan, from_book = await self._plan(messages, verdicts)
         await self.outlets.dead_letters(plan.refused)
         await self.outlets.deidentified([item.event for item in plan.fresh])
         advanced = {p: max(m.offset for m in messages if m.partition == p) + 1 for p in {m.partition for m in messages}}
@@ -164,7 +164,7 @@ class BatchStep:
         except CONTENT_REFUSALS:
             await self._set_aside_refused_rows(plan)
             counts = await self._write_waiting_out_the_database(plan, expected, advanced)
-        self._remember(plan)
+        self._remember(plan, from_book)
         self.on_waiting({item.accepted.event.card_number for item in plan.waiting})
         return counts
 
@@ -275,12 +275,43 @@ class BatchStep:
         original = original_append_time(found[0].value, message.value) if found else None
         return message.timestamp_ms if original is None else original
 
-    def _plan(self, messages: list[Delivery], verdicts: list[Accepted | Rejected]) -> BatchPlan:
-        return plan_batch(messages, verdicts, self.identity, lambda person: self.versions.get(person) or {})
+    async def _plan(self, messages: list[Delivery],
+                    verdicts: list[Accepted | Rejected]) -> tuple[BatchPlan, dict[str, dict[str, int]]]:
+        """Decide the batch against the table and, for visits the table does not hold, against the book.
 
-    def _remember(self, plan: BatchPlan) -> None:
-        """Record in the table the versions of what the health book now holds."""
-        for person, versions in plan.versions_to_remember().items():
+        The table is a cache of the book: a worker killed after its batch's commit but before its table
+        writes reached the changelog leaves the book ahead of the table, and faust may already have
+        committed those offsets, so the messages never come again. The book's versions fill such gaps.
+        """
+        from_book = await self._book_versions(verdicts)
+        plan = plan_batch(messages, verdicts, self.identity,
+                          lambda person: merged(self.versions.get(person), from_book.get(person)))
+        return plan, from_book
+
+    async def _book_versions(self, verdicts: Sequence[Accepted | Rejected]) -> dict[str, dict[str, int]]:
+        """The book's versions of this batch's visits that the table does not know, by citizen."""
+        wanted: dict[tuple[str, str], str] = {}
+        for verdict in verdicts:
+            event = verdict.event if isinstance(verdict, Accepted) else None
+            if event is not None and event.personal_id and \
+                    event.visit_key not in (self.versions.get(event.personal_id) or {}):
+                wanted[(event.facility_code, event.visit_code)] = event.personal_id
+        if not wanted:
+            return {}
+        rows = await while_unreachable("read the book's versions", partial(
+            self.writer.versions_of, self.pool, list(wanted)))
+        found: dict[str, dict[str, int]] = {}
+        for facility, code, person, version in rows:
+            if wanted.get((facility, code)) == person:
+                found.setdefault(person, {})[f"{facility}/{code}"] = version
+        return found
+
+    def _remember(self, plan: BatchPlan, from_book: dict[str, dict[str, int]] | None = None) -> None:
+        """Record in the table the versions of what the health book now holds, healing what it had lost."""
+        entries = plan.versions_to_remember()
+        for person, versions in (from_book or {}).items():
+            entries.setdefault(person, merged(self.versions.get(person), versions))
+        for person, versions in entries.items():
             self.versions[person] = versions
 
     def _suspected(self, messages: list[Delivery]) -> bool:
@@ -303,6 +334,15 @@ def _internal_error(failure: Exception) -> Rejected:
     return Rejected(RejectionCode.INTERNAL_ERROR,
                     f"healthbook failed on this message ({type(failure).__name__}) and set it aside so the rest of "
                     "its partition goes on: report it, and re-drive it once fixed")
+
+
+def merged(table: dict[str, int] | None, book: dict[str, int] | None) -> dict[str, int]:
+    """The table's versions of a citizen's visits, raised to the book's where the book knows more."""
+    versions = dict(table or {})
+    for visit_key, version in (book or {}).items():
+        if versions.get(visit_key, 0) < version:
+            versions[visit_key] = version
+    return versions
 
 
 def first_deliveries(deliveries: Sequence[Delivery]) -> list[Delivery]:

@@ -13,7 +13,8 @@ from schemas.problems import Problem
 
 EVENT_NAMESPACE = uuid.UUID("6f1c3e2a-6b1d-4c55-9a57-3d3c1f0e4b21")
 SENSITIVE_TABLES = ("XML6", "XML15")
-CERTIFICATE_TABLES = ("XML9", "XML11")
+# Birth (XML9), pregnancy leave (XML10), sick leave (XML11) and medical assessment (XML12): kept verbatim.
+CERTIFICATE_TABLES = ("XML9", "XML10", "XML11", "XML12")
 
 # English field -> standard element, per table. The same maps name the source of a violation.
 PATIENT = {
@@ -74,6 +75,8 @@ LISTS = {"medicines": ("XML2", MEDICINE), "services": ("XML3", SERVICE), "result
          "progress_notes": ("XML5", PROGRESS_NOTE)}
 PAPERS = {"discharge_paper": ("XML7", DISCHARGE_PAPER), "record_summary": ("XML8", RECORD_SUMMARY),
           "referral": ("XML13", REFERRAL), "follow_up": ("XML14", FOLLOW_UP)}
+KNOWN_TABLES = frozenset({"XML1", *(t for t, _ in LISTS.values()), *(t for t, _ in PAPERS.values()),
+                          *CERTIFICATE_TABLES, *SENSITIVE_TABLES})
 INTS = {"sex", "visit_type", "treatment_result", "discharge_type", "treatment_days", "settlement_year",
         "settlement_month", "line_no"}
 FLOATS = {"weight_kg", "quantity"}
@@ -138,6 +141,11 @@ def map_hoso(hoso: Hoso, header_facility: str | None, version: int) -> dict[str,
     problems = list(hoso.problems)
     if any(p.rule == "hoso_too_large" for p in problems):
         raise MappingFailed(problems)  # nothing of it was kept, so nothing more can be said of it
+    for table in hoso.tables:
+        if table not in KNOWN_TABLES:
+            problems.append(Problem(f"{table}.LOAIHOSO", table, "unknown_table", (
+                "is not a table of QĐ 4750/QĐ 3176 (XML1 to XML15); healthbook would lose it, so the visit is "
+                "refused")))
     summaries = hoso.tables.get("XML1", [])
     if len(summaries) != 1:
         problems.append(Problem("XML1.TONG_HOP", str(len(summaries)), "summary_count",

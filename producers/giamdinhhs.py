@@ -106,6 +106,10 @@ def records_of(document: etree._Element) -> list[dict[str, str]]:
     return found
 
 
+def _has_text(document: etree._Element) -> bool:
+    return any(isinstance(e.tag, str) and e.text and e.text.strip() for e in document.iter())
+
+
 def decode_content(table: str, content: etree._Element) -> etree._Element | Problem:
     """The table document inside NOIDUNGFILE: base64 of XML, or XML nested as elements or as text."""
     nested = [child for child in content if local(child.tag)]
@@ -176,8 +180,14 @@ def _read_hoso(index: int, element: etree._Element) -> Hoso:
         document = decode_content(kind, content)
         if isinstance(document, Problem):
             hoso.problems.append(document)
-        else:
-            hoso.tables.setdefault(kind, []).extend(records_of(document))
+            continue
+        records = records_of(document)
+        if not records and _has_text(document):
+            # A table whose records name no visit would vanish from the event: refuse it instead.
+            hoso.problems.append(Problem(f"{kind}.NOIDUNGFILE", None, "table_without_records",
+                                         "the table has content but no record with an MA_LK element"))
+            continue
+        hoso.tables.setdefault(kind, []).extend(records)
     return hoso
 
 

@@ -123,6 +123,46 @@ def test_optional_tables_may_be_absent_and_sensitive_ones_are_set_apart(tmp_path
     assert "MA_THE_ARV" not in str({k: v for k, v in event.items() if k != "sensitive"})
 
 
+@pytest.mark.parametrize(("fixture", "table", "visit_code", "element", "value"), [
+    ("giamdinhhs-xml10.xml", "XML10", "79001-2026-000310", "SO_SERI", "NDT-2026-0042"),
+    ("giamdinhhs-xml12.xml", "XML12", "79001-2026-000412", "KET_QUA_KHAM", "Tổn thương cơ thể do bệnh tật 21%"),
+])
+def test_pregnancy_leave_and_medical_assessment_are_kept_verbatim(fixture, table, visit_code, element, value):
+    reader, (hoso,) = read(PROJECT_ROOT / "tests" / "fixtures" / fixture)
+    assert hoso.problems == [] and set(hoso.tables) == {"XML1", table}
+    event = VisitEvent.model_validate(map_hoso(hoso, reader.header.facility_code, 1))
+    assert event.visit_code == visit_code
+    (kept,) = event.certificates
+    assert kept.table == table and len(kept.records) == 1
+    assert kept.records[0]["MA_LK"] == visit_code and kept.records[0][element] == value
+
+
+def test_a_table_outside_the_standard_refuses_the_visit_rather_than_losing_it(tmp_path):
+    summary = events(1)[0]
+    path = tmp_path / "xml16.xml"
+    with path.open("w", encoding="utf-8") as out:
+        write_dossier(out, "79001", "20260320", [summary], 1)
+    path.write_text(path.read_text().replace("</HOSO>", file_hoso(
+        "XML16", "<GIAY><MA_LK>x</MA_LK><NOI_DUNG>a</NOI_DUNG></GIAY>") + "</HOSO>"))
+    _, (hoso,) = read(path)
+    with pytest.raises(MappingFailed) as failed:
+        map_hoso(hoso, "79001", 1)
+    assert [(p.field, p.rule) for p in failed.value.problems] == [("XML16.LOAIHOSO", "unknown_table")]
+
+
+def test_a_table_whose_records_name_no_visit_is_refused(tmp_path):
+    summary = events(1)[0]
+    path = tmp_path / "no-ma-lk.xml"
+    with path.open("w", encoding="utf-8") as out:
+        write_dossier(out, "79001", "20260320", [summary], 1)
+    path.write_text(path.read_text().replace("</HOSO>", file_hoso(
+        "XML12", "<GIAM_DINH><SO_BIEN_BAN>GD-1</SO_BIEN_BAN></GIAM_DINH>") + file_hoso("XML10", "<EMPTY/>")
+        + "</HOSO>"))
+    _, (hoso,) = read(path)
+    assert [(p.field, p.rule) for p in hoso.problems] == [("XML12.NOIDUNGFILE", "table_without_records")]
+    assert hoso.tables["XML10"] == []  # an empty table is no loss: nothing was in it
+
+
 def test_a_bad_table_names_its_place_and_the_next_hoso_still_reads(tmp_path):
     good = events(1)[0]
     path = tmp_path / "good.xml"

@@ -59,7 +59,7 @@ async def run(events_n: int, citizens_n: int, rate: float) -> None:
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
     base = Settings()
     settings = base.model_copy(update={
-        "topic_prefix": f"bench-{stamp}.", "worker_id": f"healthbook-bench-{stamp}",
+        "topic_prefix": f"bench-{stamp}.",
         "database_url": await recreate_database(base.database_url, "healthbook_bench"),
     })
     await ensure_topics(settings)

@@ -119,6 +119,8 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:
 def _operator_parsers(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("topics", help="create the topics healthbook needs (idempotent)").set_defaults(
         run="operator_commands.topics")
+    sub.add_parser("config", help="show the effective settings (secrets masked) and the names they give").set_defaults(
+        run="operator_commands.show_config")
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run="operator_commands.migrate_database")
     sub.add_parser("counts", help="show the pipeline's outcome counts").set_defaults(run="operator_commands.counts")
     sub.add_parser("status", help="lag per partition, counts by outcome, last error").set_defaults(

@@ -243,7 +243,8 @@ def publish(settings: Settings, args: argparse.Namespace) -> None:
 
     async def run() -> tuple[int, int]:
         failed = 0
-        async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, args.clinic, signer) as pub:
+        async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, args.clinic, signer,
+                                   max_visit_bytes=settings.max_visit_bytes) as pub:
             pending = []
             for line, event in enumerate(events, 1):
                 try:

@@ -119,8 +119,6 @@ async def run(settings: Settings) -> int:
     settings = settings.model_copy(
         update={
             "topic_prefix": f"demo-{stamp}.",
-            "worker_id": f"healthbook-demo-{stamp}",
-            "query_group": f"healthbook-demo-query-{stamp}",
             "database_url": await recreate_database(settings.database_url, "healthbook_demo"),
         }
     )

@@ -29,6 +29,16 @@ def topics(settings: Settings, _: argparse.Namespace) -> None:
         print(f"{name:32} {topic.partitions_for(settings.visit_partitions):>2} partitions  {state:7}  {topic.purpose}")
 
 
+def show_config(settings: Settings, _: argparse.Namespace) -> None:
+    """Print every setting's effective value (secrets masked) and the topic and group names it gives."""
+    names = [(f"topic {t.name}", name) for name, t in topic_names(settings).items()]
+    names += [("worker group (faust app id)", settings.worker_app_id),
+              ("dedup changelog", settings.dedup_changelog),
+              ("faust assignor topic", f"{settings.worker_app_id}-__assignor-__leader"),
+              ("query consumer group", settings.query_group_id)]
+    render.effective_settings(render.console(), settings.effective(), names)
+
+
 def migrate_database(settings: Settings, _: argparse.Namespace) -> None:
     """Apply the SQL migrations not yet applied."""
     async def run() -> list[int]:

@@ -158,3 +158,19 @@ def status(console: Console, topic: str, found: Status) -> None:
     error = found.last_error
     console.print("last error: " + (f"{error['at']:%Y-%m-%d %H:%M:%S} {error['worker_id']}: {error['message']}"
                                     if error else "none recorded"), markup=False)
+
+
+def effective_settings(console: Console, rows: list[tuple[str, str, str]], names: list[tuple[str, str]]) -> None:
+    """The settings a process would run with (secrets masked), and the broker names they give."""
+    table = Table(title="effective settings", title_justify="left")
+    for column in ("setting", "value", "from"):
+        table.add_column(column)
+    for row in rows:
+        plain_row(table, *row)
+    console.print(table)
+    named = Table(title="names on the broker", title_justify="left")
+    named.add_column("what")
+    named.add_column("name")
+    for row in names:
+        plain_row(named, *row)
+    console.print(named)

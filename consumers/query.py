@@ -120,7 +120,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     pool = await while_unreachable("connect to PostgreSQL",
                                    partial(connect_pool, settings.database_url, min_size=1, max_size=2))
     consumer = kafka.consumer(settings.kafka_bootstrap, "query-consumer", settings.topics.integration_requests,
-                              group_id=settings.query_group)
+                              group_id=settings.query_group_id)
     producer = kafka.producer(settings.kafka_bootstrap, "query-consumer")
     await consumer.start()
     await producer.start()

@@ -57,9 +57,9 @@ def role_grants(settings: Settings) -> list[Grant]:
     grants = [Grant(p, READ, TOPIC, topic) for p, topics in reads.items() for topic in topics]
     grants += [Grant(p, WRITE, TOPIC, topic) for p, topics in writes.items() for topic in topics]
     grants += [
-        Grant("worker", READ, GROUP, settings.worker_id, PREFIXED),  # and a second worker named after it
-        Grant("worker", ALL, TOPIC, f"{settings.worker_id}-", PREFIXED),  # faust's changelog and leader topics
-        Grant("query", READ, GROUP, settings.query_group),
+        Grant("worker", READ, GROUP, settings.worker_app_id, PREFIXED),  # and a second worker named after it
+        Grant("worker", ALL, TOPIC, f"{settings.worker_app_id}-", PREFIXED),  # faust's changelog and leader topics
+        Grant("query", READ, GROUP, settings.query_group_id),
     ]
     return grants
 

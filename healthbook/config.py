@@ -3,49 +3,89 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.registry_trust import TrustAnchors
 from domain.validation import SigningWindow
-from schemas.topics import TopicNames
+from schemas.topics import DEDUP_TABLE, DEFAULT_MAX_VISIT_BYTES, TopicNames
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "HEALTHBOOK_"
+LOCAL = PROJECT_ROOT / ".local"
+
+
+def _setting(default: Any, meaning: str, *, secret: bool = False) -> Any:
+    return Field(default, description=meaning, json_schema_extra={"secret": secret} if secret else None)
 
 
 class Settings(BaseSettings):
     """Where the stack is and how the pipeline is tuned; defaults match stack/stack.sh."""
 
-    model_config = SettingsConfigDict(env_prefix="HEALTHBOOK_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
 
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_security_protocol: str = "SASL_SSL"  # PLAINTEXT only for a broker you secure another way
-    kafka_user: str = ""  # the SCRAM principal this process logs in as; each command names its own by default
-    kafka_credentials_dir: Path = PROJECT_ROOT / ".local" / "kafka" / "credentials"
-    kafka_ca_file: Path = PROJECT_ROOT / ".local" / "kafka" / "tls" / "ca.crt"
-    database_url: str = "postgresql://healthbook:healthbook@127.0.0.1:5432/healthbook"
-    topic_prefix: str = ""
-    worker_id: str = "healthbook-worker"
-    query_group: str = "healthbook-query"
-    visit_partitions: int = 4
-    batch_size: int = 500
-    batch_within_seconds: float = 0.2
-    key_dir: Path = PROJECT_ROOT / ".local" / "keys"
-    identity_keys_file: Path = PROJECT_ROOT / ".local" / "keys" / "identity-platform.json"
-    ingest_ledger: Path = PROJECT_ROOT / ".local" / "ingest-ledger.sqlite"
-    xml_signature_max_mb: int = 200
-    request_window_seconds: int = 300
-    signed_at_max_delay_seconds: int = 3600
-    signed_at_max_ahead_seconds: int = 300
-    sensitive_diagnoses: str = "A15-A19,B20-B24,Z21"
-    metrics_host: str = "127.0.0.1"
-    worker_metrics_port: int = 9108
-    query_metrics_port: int = 9109
-    log_format: str = "json"
-    trust_anchors_file: Path = PROJECT_ROOT / ".local" / "pki" / "ca.crt"
-    revocation_list_file: Path = PROJECT_ROOT / ".local" / "pki" / "ca.crl"
-    registry_key_dir: Path = PROJECT_ROOT / ".local" / "pki"  # only the key and insurance registries' tools
-    pseudonym_key_file: Path = PROJECT_ROOT / ".local" / "keys" / "pseudonym.key"
+    kafka_bootstrap: str = _setting("127.0.0.1:9092", "the broker's host:port")
+    kafka_security_protocol: str = _setting(
+        "SASL_SSL", "SASL_SSL (TLS and SCRAM-SHA-512); PLAINTEXT only for a broker secured another way")
+    kafka_user: str = _setting("", "the SCRAM principal this process logs in as; each command sets its role's")
+    kafka_credentials_dir: Path = _setting(
+        LOCAL / "kafka" / "credentials", "a folder of password files, one per principal, named after it")
+    kafka_ca_file: Path = _setting(LOCAL / "kafka" / "tls" / "ca.crt", "the CA that signed the broker's certificate")
+    database_url: str = _setting("postgresql://healthbook:healthbook@127.0.0.1:5432/healthbook",
+                                 "the PostgreSQL database of the health book", secret=True)
+    topic_prefix: str = _setting(
+        "", "put before every topic name, and before the worker id and query group when they are not set: "
+            "one prefix isolates a deployment on a shared broker")
+    worker_id: str = _setting(
+        "", "the faust app id: names the worker's consumer group and its changelog and assignor topics "
+            "(empty: `<prefix>healthbook-worker`)")
+    query_group: str = _setting("", "the query consumer's consumer group (empty: `<prefix>healthbook-query`)")
+    visit_partitions: int = _setting(4, "partitions of `visits`, the de-identified topic and the dedup changelog")
+    max_visit_bytes: int = _setting(
+        DEFAULT_MAX_VISIT_BYTES, "the largest signed visit (the framed `SignedVisit` value) the topics and "
+                                 "producers accept; larger visits are refused before sending")
+    batch_size: int = _setting(500, "the most visits the worker takes in one batch")
+    batch_within_seconds: float = _setting(0.2, "how long the worker waits to fill a batch")
+    key_dir: Path = _setting(LOCAL / "keys", "clinic private keys on a clinic's machine, `<clinic>/<key id>.pem`")
+    identity_keys_file: Path = _setting(
+        LOCAL / "keys" / "identity-platform.json",
+        "the identity-platform keys the query consumer trusts: JSON `{key id: hex Ed25519 public key}`")
+    ingest_ledger: Path = _setting(LOCAL / "ingest-ledger.sqlite", "the clinic-side record of what ingest published")
+    xml_signature_max_mb: int = _setting(200, "the largest signed dossier verified (held in memory), in MiB")
+    request_window_seconds: int = _setting(300, "how far requested_at may lie from the query consumer's clock")
+    signed_at_max_delay_seconds: int = _setting(3600, "how long before the broker's append time a visit may be signed")
+    signed_at_max_ahead_seconds: int = _setting(300, "how far after the broker's append time signed_at may lie")
+    sensitive_diagnoses: str = _setting(
+        "A15-A19,B20-B24,Z21", "ICD-10 categories and ranges masked in the year list and kept off analytics")
+    metrics_host: str = _setting("127.0.0.1", "where /metrics and /health listen")
+    worker_metrics_port: int = _setting(9108, "the worker's metrics port (0: off)")
+    query_metrics_port: int = _setting(9109, "the query consumer's metrics port (0: off)")
+    log_format: str = _setting("json", "json (one object per line) or text")
+    trust_anchors_file: Path = _setting(LOCAL / "pki" / "ca.crt",
+                                        "the CA certificates trusted for clinic and registry certificates (PEM)")
+    revocation_list_file: Path = _setting(LOCAL / "pki" / "ca.crl", "the CA's revocation list (PEM), read at start")
+    registry_key_dir: Path = _setting(LOCAL / "pki",
+                                      "the key and insurance registries' signing keys (their tools only)")
+    pseudonym_key_file: Path = _setting(LOCAL / "keys" / "pseudonym.key",
+                                        "the secret behind analytics pseudonyms; made on first start, keep it")
+
+    @property
+    def worker_app_id(self) -> str:
+        """The worker's faust app id: HEALTHBOOK_WORKER_ID, or derived from the topic prefix."""
+        return self.worker_id or f"{self.topic_prefix}healthbook-worker"
+
+    @property
+    def dedup_changelog(self) -> str:
+        """The faust changelog topic of the deduplication table."""
+        return f"{self.worker_app_id}-{DEDUP_TABLE}-changelog"
+
+    @property
+    def query_group_id(self) -> str:
+        """The query consumer's group: HEALTHBOOK_QUERY_GROUP, or derived from the topic prefix."""
+        return self.query_group or f"{self.topic_prefix}healthbook-query"
 
     @property
     def signing_window(self) -> SigningWindow:
@@ -60,3 +100,42 @@ class Settings(BaseSettings):
     def topics(self) -> TopicNames:
         """The topic names, with the configured prefix."""
         return TopicNames(self.topic_prefix)
+
+    def effective(self) -> list[tuple[str, str, str]]:
+        """Each setting as (environment variable, effective value with secrets masked, where it came from)."""
+        derived = {"worker_id": self.worker_app_id, "query_group": self.query_group_id}
+        rows = []
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            source = "set" if name in self.model_fields_set else "default"
+            if name in derived and not value:
+                value, source = derived[name], "derived from the prefix"
+            rows.append((ENV_PREFIX + name.upper(), masked(str(value)) if _is_secret(field) else str(value), source))
+        return rows
+
+
+def _is_secret(field: Any) -> bool:
+    return bool(isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("secret"))
+
+
+def masked(url: str) -> str:
+    """A URL with its password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def settings_table() -> str:
+    """The README's settings table (name, default, meaning), rendered from Settings so it cannot drift."""
+    lines = ["| setting | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, Path):
+            default = default.relative_to(PROJECT_ROOT) if default.is_relative_to(PROJECT_ROOT) else default
+        shown = str(default)  # defaults are the local stack's, documented anyway; `healthbook config` masks values
+        lines.append(f"| `{ENV_PREFIX}{name.upper()}` | {'`' + shown + '`' if shown else '(empty)'} "
+                     f"| {field.description} |")
+    return "\n".join(lines)

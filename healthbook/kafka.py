@@ -18,7 +18,7 @@ from aiokafka.structs import ConsumerRecord
 
 from healthbook import broker_acls
 from healthbook.config import Settings
-from schemas.topics import TOPICS, TopicDefinition
+from schemas.topics import DEAD_LETTER, TOPICS, TopicDefinition, broker_config, max_message_bytes
 
 CLIENT_PREFIX = "healthbook"
 
@@ -100,9 +100,27 @@ def _security(as_login: Login | None) -> dict[str, Any]:
     return (as_login or login()).options()
 
 
+_max_visit_bytes: int | None = None
+
+
+def largest_message(settings: Settings | None = None) -> int:
+    """The largest record any healthbook topic accepts (a dead letter of the largest visit), read once.
+
+    Producers may send and consumers fetch that much, so a record the broker took is never stuck
+    behind a client default (aiokafka would skip a record larger than its fetch size).
+    """
+    global _max_visit_bytes
+    if settings is not None:
+        _max_visit_bytes = settings.max_visit_bytes
+    if _max_visit_bytes is None:
+        _max_visit_bytes = Settings().max_visit_bytes
+    return max_message_bytes(DEAD_LETTER, _max_visit_bytes)
+
+
 def producer(bootstrap: str, client: str, *, as_login: Login | None = None, **overrides: Any) -> AIOKafkaProducer:
     """An idempotent, acks=all producer named healthbook-<client>; overrides tune batching or timeouts."""
-    options: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 5, **_security(as_login)}
+    options: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 5,
+                               "max_request_size": largest_message(), **_security(as_login)}
     options.update(overrides)
     return AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=f"{CLIENT_PREFIX}-{client}", **options)
 
@@ -110,7 +128,8 @@ def producer(bootstrap: str, client: str, *, as_login: Login | None = None, **ov
 def consumer(bootstrap: str, client: str, *topics: str, group_id: str | None = None, as_login: Login | None = None,
              **overrides: Any) -> AIOKafkaConsumer:
     """A consumer that never commits on its own and starts from the earliest offset; no group unless given."""
-    options: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest", **_security(as_login)}
+    options: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest",
+                               "max_partition_fetch_bytes": largest_message(), **_security(as_login)}
     options.update(overrides)
     return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=group_id,
                             client_id=f"{CLIENT_PREFIX}-{client}", **options)
@@ -136,7 +155,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
     await client.start()
     try:
         existing = set(await client.list_topics())
-        await _align_configs(client, {name: t for name, t in topic_names(settings).items() if name in existing})
+        configs = {name: broker_config(t, settings.max_visit_bytes) for name, t in topic_names(settings).items()}
+        await _align_configs(client, {name: c for name, c in configs.items() if name in existing})
         if settings.kafka_security_protocol != "PLAINTEXT":
             await broker_acls.grant(client, broker_acls.role_grants(settings) + [
                 g for held in sorted(settings.kafka_credentials_dir.glob("clinic-*"))
@@ -146,7 +166,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
             return []
         with contextlib.suppress(TopicAlreadyExistsError):
             response = await client.create_topics([
-                NewTopic(name, t.partitions_for(settings.visit_partitions), 1, topic_configs=t.config)
+                NewTopic(name, t.partitions_for(settings.visit_partitions), 1, topic_configs=configs[name])
                 for name, t in wanted.items()])
             refused = [(error[0], error[-1] or f"error code {error[1]}") for error in response.topic_errors
                        if error[1] not in (0, TopicAlreadyExistsError.errno)]
@@ -168,18 +188,17 @@ async def grant(bootstrap: str, grants: list[broker_acls.Grant]) -> None:
         await client.close()
 
 
-async def _align_configs(client: AIOKafkaAdminClient, topics: dict[str, TopicDefinition]) -> None:
+async def _align_configs(client: AIOKafkaAdminClient, configs: dict[str, dict[str, str]]) -> None:
     """Give existing topics the catalogue's configuration (say, append-time stamps added to a topic made before)."""
-    topics = {name: t for name, t in topics.items() if t.config}
-    if not topics:
+    if not configs:
         return
     described = await client.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name, dict(t.config)) for name, t in topics.items()])
+        [ConfigResource(ConfigResourceType.TOPIC, name, dict(c)) for name, c in configs.items()])
     current = {resource[3]: {entry[0]: entry[1] for entry in resource[4]}
                for response in described for resource in response.resources}
-    stale = [name for name, t in topics.items() if any(current.get(name, {}).get(k) != v for k, v in t.config.items())]
+    stale = [name for name, c in configs.items() if any(current.get(name, {}).get(k) != v for k, v in c.items())]
     if stale:
-        await client.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, dict(topics[name].config))
+        await client.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, dict(configs[name]))
                                     for name in stale])
 
 

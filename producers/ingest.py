@@ -21,7 +21,8 @@ from producers.dossier_mapping import MappingFailed, map_hoso, source_of
 from producers.dossier_signature import SignatureStatus, check_signature, load_certificate
 from producers.giamdinhhs import DossierReader, Hoso
 from producers.ingest_ledger import IngestLedger, Seen
-from producers.publisher import ClinicPublisher
+from producers.publisher import ClinicPublisher, size_problem
+from schemas.envelope import sealed_visit_size
 from schemas.problems import Problem
 from schemas.rules import RuleBroken, check_facility_code, parse_day
 from schemas.visit import VisitEvent, read_visit
@@ -100,6 +101,19 @@ def _validated(event: dict[str, Any], report: FileReport, index: int) -> VisitEv
     return checked
 
 
+@dataclass(frozen=True)
+class SizeCheck:
+    """Whether a visit, once signed, fits the visits topic; checked before signing, and in --check too."""
+
+    facility: str
+    key_id: str
+    limit: int
+
+    def problem(self, record: dict[str, Any]) -> Problem | None:
+        """The visit_too_large problem of this visit, if it has it."""
+        return size_problem(sealed_visit_size(record, self.facility, self.key_id), self.limit)
+
+
 async def ingest_file(path: Path, settings: Settings, ledger: IngestLedger, *, key_id: str,
                       version: int | None, progress: Progress, check_only: bool = False) -> FileReport:
     """Read, map, validate, sign and publish every HOSO of one file."""
@@ -130,11 +144,13 @@ async def ingest_file(path: Path, settings: Settings, ledger: IngestLedger, *, k
         hoso_stream = chain([first] if first else [], hosos)
     task = progress.add_task(path.name, total=reader.size, hoso=0)
     publisher = None if check_only else ClinicPublisher(
-        settings.kafka_bootstrap, settings.topics.visits, facility, load_signer(settings.key_dir, facility, key_id))
+        settings.kafka_bootstrap, settings.topics.visits, facility, load_signer(settings.key_dir, facility, key_id),
+        max_visit_bytes=settings.max_visit_bytes)
+    size = SizeCheck(facility, key_id, settings.max_visit_bytes)
     async with publisher or contextlib.nullcontext():
         try:
             await _publish_all(hoso_stream, reader, facility, visit_version, report, ledger, publisher, progress,
-                               task)
+                               task, size)
         except etree.XMLSyntaxError as exc:
             report.file_error = f"the XML breaks after HOSO #{report.read}: {exc}"
     progress.update(task, completed=reader.size, hoso=report.read)
@@ -143,7 +159,7 @@ async def ingest_file(path: Path, settings: Settings, ledger: IngestLedger, *, k
 
 async def _publish_all(hosos: Iterable[Hoso], reader: DossierReader, facility: str, visit_version: int,
                        report: FileReport, ledger: IngestLedger, publisher: ClinicPublisher | None,
-                       progress: Progress, task: TaskID) -> None:
+                       progress: Progress, task: TaskID, size: SizeCheck) -> None:
     """Map, validate and (unless publisher is None: a check) sign and publish each HOSO."""
     pending: list[tuple[asyncio.Future, tuple[str, str, int, str]]] = []
 
@@ -171,6 +187,9 @@ async def _publish_all(hosos: Iterable[Hoso], reader: DossierReader, facility: s
             if model is None:
                 continue
             record = model.model_dump()
+            if (too_large := size.problem(record)) is not None:
+                report.rejected.append(Rejection(report.file, hoso.index, model.visit_code, too_large))
+                continue
             digest = hashlib.sha256(model.model_dump_json().encode()).hexdigest()
             seen = ledger.seen(facility, model.visit_code, visit_version, digest)
             if seen is Seen.CHANGED:

@@ -10,6 +10,7 @@ from typing import Any
 from healthbook import kafka
 from schemas.envelope import Signer, seal_visit
 from schemas.problems import Problem
+from schemas.topics import DEFAULT_MAX_VISIT_BYTES
 from schemas.visit import VisitEvent, read_visit
 
 
@@ -23,13 +24,28 @@ class InvalidVisit(ValueError):
         )
 
 
+class VisitTooLarge(InvalidVisit):
+    """The signed visit is larger than the visits topic accepts; nothing was sent."""
+
+
+def size_problem(size: int, limit: int) -> Problem | None:
+    """The problem with a signed visit of size bytes when the limit is limit, if there is one."""
+    if size <= limit:
+        return None
+    return Problem("SignedVisit", f"{size:,} bytes", "visit_too_large", (
+        f"the signed visit is larger than the {limit:,} bytes the visits topic accepts (HEALTHBOOK_MAX_VISIT_BYTES); "
+        "the deployment's operator may raise the limit for every topic and producer"))
+
+
 class ClinicPublisher:
     """An idempotent, acks=all producer that signs each visit of one clinic before sending it."""
 
-    def __init__(self, bootstrap: str, topic: str, clinic_code: str, signer: Signer, **producer_options: Any) -> None:
+    def __init__(self, bootstrap: str, topic: str, clinic_code: str, signer: Signer, *,
+                 max_visit_bytes: int = DEFAULT_MAX_VISIT_BYTES, **producer_options: Any) -> None:
         self.topic = topic
         self.clinic_code = clinic_code
         self.signer = signer
+        self.max_visit_bytes = max_visit_bytes
         options: dict[str, Any] = {"linger_ms": 10, "max_batch_size": 256 * 1024}
         options.update(producer_options)
         # A clinic publishes as its own principal (allowed only to write visits) when this machine holds it.
@@ -65,6 +81,8 @@ class ClinicPublisher:
             patient = event["patient"]
             record, key = event, patient.get("personal_id") or f"card:{patient['insurance_card_numbers'][0]}"
         value = seal_visit(record, self.clinic_code, self.signer)
+        if (problem := size_problem(len(value), self.max_visit_bytes)) is not None:
+            raise VisitTooLarge(str(record.get("visit_code")), [problem])
         return await self._producer.send(self.topic, value, key=key.encode())
 
     async def publish_raw(self, key: bytes | None, value: bytes) -> asyncio.Future:

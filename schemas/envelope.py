@@ -131,18 +131,32 @@ def now_millis() -> int:
     return time.time_ns() // 1_000_000
 
 
-def seal_visit(event: dict[str, Any], clinic_code: str, signer: Signer, signed_at: int | None = None) -> bytes:
-    """Encode a visit event, sign it for the clinic, and return the framed envelope bytes."""
-    envelope: dict[str, Any] = {
+SIGNATURE_BYTES = 64  # every Ed25519 signature
+
+
+def _unsigned_envelope(event: dict[str, Any], clinic_code: str, key_id: str, signed_at: int | None) -> dict[str, Any]:
+    return {
         "clinic_code": clinic_code,
-        "key_id": signer.key_id,
+        "key_id": key_id,
         "event_id": event["event_id"],
         "visit_version": event["version"],
         "signed_at": now_millis() if signed_at is None else signed_at,
         "payload": wire.encode(catalogue.VISIT_EVENT, event),
     }
+
+
+def seal_visit(event: dict[str, Any], clinic_code: str, signer: Signer, signed_at: int | None = None) -> bytes:
+    """Encode a visit event, sign it for the clinic, and return the framed envelope bytes."""
+    envelope = _unsigned_envelope(event, clinic_code, signer.key_id, signed_at)
     envelope["signature"] = signer.sign(visit_signing_input(envelope))
     return wire.encode(catalogue.SIGNED_VISIT, envelope)
+
+
+def sealed_visit_size(event: dict[str, Any], clinic_code: str, key_id: str) -> int:
+    """How many bytes seal_visit makes of this event, known without the private key (signatures are 64 bytes)."""
+    envelope = _unsigned_envelope(event, clinic_code, key_id, None)
+    envelope["signature"] = bytes(SIGNATURE_BYTES)
+    return len(wire.encode(catalogue.SIGNED_VISIT, envelope))
 
 
 def seal_request(request: dict[str, Any], signer: Signer) -> bytes:

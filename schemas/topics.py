@@ -68,8 +68,30 @@ INTEGRATION_REPLIES = TopicDefinition(
     "integration_replies", "integration.replies", 2, _days(1), "1 day", "request id", catalogue.INTEGRATION_REPLY,
     "`IntegrationReply`", "health-book answers")
 
+DEFAULT_MAX_VISIT_BYTES = 4 * 1024 * 1024
+RECORD_OVERHEAD = 64 * 1024  # key, headers and record-batch framing around one value
+MAX_LISTED_PROBLEMS = 100  # a dead letter lists at most this many problems; its original bytes hold the rest
+MAX_PROBLEM_VALUE_CHARS = 1000
+
+
+def max_message_bytes(topic: TopicDefinition, max_visit_bytes: int) -> int:
+    """The broker's `max.message.bytes` for a topic when the largest visit is max_visit_bytes.
+
+    A dead letter carries the refused bytes, the reason and up to MAX_LISTED_PROBLEMS problems, so
+    its topic takes twice a visit and a mebibyte more; every other record is at most about a visit.
+    """
+    if topic is DEAD_LETTER:
+        return 2 * max_visit_bytes + 1024 * 1024
+    return max_visit_bytes + RECORD_OVERHEAD
+
+
+def broker_config(topic: TopicDefinition, max_visit_bytes: int) -> dict[str, str]:
+    """A topic's full broker configuration: the catalogue's and the message size limit."""
+    return {**topic.config, "max.message.bytes": str(max_message_bytes(topic, max_visit_bytes))}
+
+
 TOPICS = (VISITS, DEAD_LETTER, CLINIC_KEYS, IDENTITY_CARDS, DEIDENTIFIED, INTEGRATION_REQUESTS, INTEGRATION_REPLIES)
-DEDUP_TABLE = "visit-versions"  # faust table; its changelog topic is <worker_id>-visit-versions-changelog
+DEDUP_TABLE = "visit-versions"  # faust table; its changelog topic is <worker app id>-visit-versions-changelog
 
 
 class TopicNames:

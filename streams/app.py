@@ -26,10 +26,11 @@ def create_app(settings: Settings | None = None) -> faust.App:
     settings = settings or Settings()
     partitions = topics.VISITS.partitions_for(settings.visit_partitions)
     login = kafka.login(settings)
+    fetch_bytes = kafka.largest_message(settings)
     credentials = None if login.protocol == "PLAINTEXT" else faust.SASLCredentials(
         username=login.user, password=login.password, ssl_context=login.tls(), mechanism="SCRAM-SHA-512")
     app = faust.App(
-        settings.worker_id,
+        settings.worker_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=credentials,
         store="memory://",
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
         topic_replication_factor=1,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=fetch_bytes,  # a visit as large as the topic takes is fetched, never skipped
+        producer_max_request_size=fetch_bytes,
         producer_acks=-1,
         # A SIGKILLed worker leaves the group only when its session times out: keep that short.
         broker_session_timeout=10.0,
@@ -67,7 +70,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
                     counts = await pipeline.process([delivery_of(event.message) for event in events])
                 except asyncio.CancelledError:
                     leave_mid_batch()
-                log.info("batch %s", dict(counts), extra={"worker_id": settings.worker_id})
+                log.info("batch %s", dict(counts), extra={"worker_id": settings.worker_app_id})
         except Exception:
             stop_worker("the worker cannot go on; stopping without committing the current batch")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from domain.batch import Refused
 from schemas import catalogue, envelope, wire
 from schemas.errors import ContractError
+from schemas.problems import Problem
+from schemas.topics import MAX_LISTED_PROBLEMS, MAX_PROBLEM_VALUE_CHARS
 
 
 def dead_letter(refused: Refused) -> bytes:
@@ -15,7 +17,7 @@ def dead_letter(refused: Refused) -> bytes:
         {
             "reason_code": str(rejected.code),
             "reason": rejected.reason,
-            "violations": [p.to_record() for p in rejected.problems],
+            "violations": listed(rejected.problems),
             "clinic_code": rejected.clinic_code,
             "event_id": rejected.event_id,
             "source_topic": source.topic,
@@ -29,6 +31,20 @@ def dead_letter(refused: Refused) -> bytes:
             {"partition": source.retry_of[0], "offset": source.retry_of[1]},
         },
     )
+
+
+def listed(problems: list[Problem]) -> list[dict[str, object]]:
+    """The problems a dead letter lists: at most MAX_LISTED_PROBLEMS, each value cut, so its size stays bounded."""
+    shown = [p.to_record() for p in problems[:MAX_LISTED_PROBLEMS]]
+    for record in shown:
+        value = record["value"]
+        if isinstance(value, str) and len(value) > MAX_PROBLEM_VALUE_CHARS:
+            record["value"] = value[:MAX_PROBLEM_VALUE_CHARS] + f"… ({len(value):,} characters)"
+    if len(problems) > MAX_LISTED_PROBLEMS:
+        shown.append(Problem("…", None, "more_problems", (
+            f"{len(problems) - MAX_LISTED_PROBLEMS:,} more problems are not listed; the original bytes hold "
+            "the visit to check again")).to_record())
+    return shown
 
 
 def original_append_time(dead_letter_raw: bytes | None, redriven_value: bytes | None) -> int | None:

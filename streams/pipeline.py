@@ -72,7 +72,7 @@ class VisitPipeline(Service):
             await kafka.partitions_of(settings.kafka_bootstrap, topic)  # fail fast, naming the missing topic
         self.pool = await while_unreachable(
             "connect to PostgreSQL", lambda: connect_pool(settings.database_url, min_size=1, max_size=3))
-        self.producer = kafka.producer(settings.kafka_bootstrap, f"{settings.worker_id}-outlets")
+        self.producer = kafka.producer(settings.kafka_bootstrap, f"{settings.worker_app_id}-outlets")
         await self.producer.start()
         outlets = KafkaOutlets(self.producer, settings.topics, load_or_create_key(settings.pseudonym_key_file),
                                SensitiveDiagnoses.parse(settings.sensitive_diagnoses))
@@ -158,7 +158,7 @@ class VisitPipeline(Service):
         self.waiting_for_database = False
         assert self.pool is not None
         await self.writer.record_error(
-            self.pool, self.settings.worker_id,
+            self.pool, self.settings.worker_app_id,
             f"PostgreSQL was unreachable for {waited:.0f}s; the batch was held and then written")
 
     def _on_card(self, key: bytes | None, value: bytes | None) -> None:

@@ -81,7 +81,7 @@ async def _batches(settings: Settings, console: Console) -> AsyncIterator[list[D
     """The visits topic from its beginning to its current end, in batches of deliveries."""
     topic = settings.topics.visits
     partitions = [TopicPartition(topic, p) for p in await kafka.partitions_of(settings.kafka_bootstrap, topic)]
-    reader = kafka.consumer(settings.kafka_bootstrap, "replay", max_partition_fetch_bytes=4 * 2**20)
+    reader = kafka.consumer(settings.kafka_bootstrap, "replay")
     await reader.start()
     columns = (TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                TimeRemainingColumn())

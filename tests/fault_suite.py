@@ -301,7 +301,7 @@ async def changelog_versions(settings: Settings) -> dict[str, int]:
         if key is not None:
             latest[key] = json.loads(value) if value else {}
 
-    await TopicFollower(settings.kafka_bootstrap, f"{settings.worker_id}-visit-versions-changelog", apply).snapshot()
+    await TopicFollower(settings.kafka_bootstrap, settings.dedup_changelog, apply).snapshot()
     return {visit_key: version for versions in latest.values() for visit_key, version in versions.items()}
 
 
@@ -314,7 +314,8 @@ class Services:
         self.ended_by_suite: set[int] = set()
 
     def start(self, command: str, n: int) -> ServiceProcess:
-        process = ServiceProcess(command, self.settings, LOGS / f"{self.settings.worker_id}-{command}-{n}.log").start()
+        log = LOGS / f"{self.settings.worker_app_id}-{command}-{n}.log"
+        process = ServiceProcess(command, self.settings, log).start()
         self.processes.append(process)
         return process
 
@@ -342,8 +343,7 @@ async def _scenario_settings(plan: Plan, base: Settings) -> Settings:
     stamp = f"{datetime.now():%H%M%S}-{random.randint(0, 9999):04d}"
     name = re.sub(r"[^a-z0-9]+", "-", plan.name.lower()).strip("-")  # Kafka names: letters, digits, . _ -
     return base.model_copy(update={
-        "topic_prefix": f"faults-{name}-{stamp}.", "worker_id": f"healthbook-faults-{name}-{stamp}",
-        "query_group": f"healthbook-faults-query-{name}-{stamp}", "worker_metrics_port": 0, "query_metrics_port": 0,
+        "topic_prefix": f"faults-{name}-{stamp}.", "worker_metrics_port": 0, "query_metrics_port": 0,
         "database_url": await recreate_database(base.database_url, "healthbook_faults"),
         "batch_within_seconds": 0.1,
     })

@@ -76,8 +76,6 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     keys: Path = tmp_path_factory.mktemp("keys")
     settings = base.model_copy(update={
         "topic_prefix": f"test-{run}.",
-        "worker_id": f"healthbook-test-{run}",
-        "query_group": f"healthbook-test-query-{run}",
         "database_url": await recreate_database(base.database_url, "healthbook_test"),
         "key_dir": keys,
         "identity_keys_file": keys / "identity-platform.json",
@@ -170,7 +168,7 @@ class Clinics:
 @pytest.fixture(scope="session")
 async def worker(settings: Settings, signers: dict[str, Signer], db: asyncpg.Pool) -> AsyncIterator[ServiceProcess]:
     """The stream worker, running as 'healthbook worker', proven ready by a projected canary visit."""
-    process = ServiceProcess("worker", settings, LOGS / f"{settings.worker_id}.log").start()
+    process = ServiceProcess("worker", settings, LOGS / f"{settings.worker_app_id}.log").start()
     try:
         canary = visit(person=citizen(1), sequence=next_sequence())
         async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, "79001", signers["79001"]) as pub:
@@ -194,7 +192,7 @@ async def identity(settings: Settings) -> AsyncIterator[IdentityPlatform]:
     """The identity-platform stand-in, its key trusted by a running query consumer."""
     signer = ensure_identity_key(settings)
     trust_identity_key(settings.identity_keys_file, signer)  # the harness deploys the stand-in as trusted
-    process = ServiceProcess("query-consumer", settings, LOGS / f"{settings.query_group}.log").start()
+    process = ServiceProcess("query-consumer", settings, LOGS / f"{settings.query_group_id}.log").start()
     try:
         async with IdentityPlatform(settings, signer) as platform:
             platform.process = process  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ VISITS = 3_000
 async def test_a_worker_stopped_mid_batch_three_times_loses_no_visit(settings):
     run = uuid.uuid4().hex[:8]
     own = settings.model_copy(update={
-        "topic_prefix": f"test-stop-{run}.", "worker_id": f"healthbook-test-stop-{run}", "worker_metrics_port": 0,
+        "topic_prefix": f"test-stop-{run}.", "worker_metrics_port": 0,
         "database_url": await recreate_database(settings.database_url, "healthbook_test_stop")})
     await ensure_topics(own)
     signer = Signer.generate("k1")
@@ -36,14 +36,14 @@ async def test_a_worker_stopped_mid_batch_three_times_loses_no_visit(settings):
     started: list[ServiceProcess] = []
     try:
         for n in range(3):  # each worker is stopped while the backlog is still being drained
-            worker = ServiceProcess("worker", own, LOGS / f"{own.worker_id}-{n}.log").start()
+            worker = ServiceProcess("worker", own, LOGS / f"{own.worker_app_id}-{n}.log").start()
             started.append(worker)
             before = await consumed()
             await wait_until(lambda b=before: _more_than(consumed, b), "the worker to apply a batch", timeout=90,
                              process=worker)
             worker.stop()
             await asyncio.sleep(0.5)
-        last = ServiceProcess("worker", own, LOGS / f"{own.worker_id}-last.log").start()
+        last = ServiceProcess("worker", own, LOGS / f"{own.worker_app_id}-last.log").start()
         started.append(last)
         await wait_until(lambda: _more_than(consumed, VISITS - 1), "every visit to be applied", timeout=180,
                          process=last)

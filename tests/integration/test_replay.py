@@ -26,11 +26,11 @@ async def test_replay_into_an_empty_database_rebuilds_an_identical_health_book(c
     consumed = await db.fetchval("select count from pipeline_counts where outcome = 'consumed'")
 
     replay_settings = settings.model_copy(update={
-        "worker_id": f"{settings.worker_id}-replay",
+        "worker_id": f"{settings.worker_app_id}-replay",
         "database_url": await recreate_database(settings.database_url, "healthbook_test_replay"),
     })
     replay_db = await connect_pool(replay_settings.database_url, min_size=1, max_size=2)
-    replayer = ServiceProcess("worker", replay_settings, LOGS / f"{replay_settings.worker_id}.log").start()
+    replayer = ServiceProcess("worker", replay_settings, LOGS / f"{replay_settings.worker_app_id}.log").start()
     try:
         async def caught_up():
             return await replay_db.fetchval(

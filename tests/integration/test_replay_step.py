@@ -54,14 +54,14 @@ async def _publish_history(settings, signer, pool, worker):
 async def test_a_replay_into_new_tables_gives_the_live_workers_rows_counts_and_pending_visits(settings):
     run = uuid.uuid4().hex[:8]
     own = settings.model_copy(update={
-        "topic_prefix": f"test-replay-{run}.", "worker_id": f"healthbook-test-replay-{run}",
+        "topic_prefix": f"test-replay-{run}.",
         "database_url": await recreate_database(settings.database_url, "healthbook_test_replay_step"),
         "worker_metrics_port": 0})
     await ensure_topics(own)
     signer = Signer.generate("k1")
     await register(own, certified(own, "79001", signer))
     pool = await connect_pool(own.database_url, min_size=1, max_size=2)
-    worker = ServiceProcess("worker", own, LOGS / f"{own.worker_id}.log").start()
+    worker = ServiceProcess("worker", own, LOGS / f"{own.worker_app_id}.log").start()
     try:
         published = await _publish_history(own, signer, pool, worker)
         await wait_until(lambda: pool.fetchval("select count >= $1 from pipeline_counts where outcome = 'consumed'",

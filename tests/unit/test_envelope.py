@@ -59,3 +59,32 @@ def test_a_signed_datetime_with_microseconds_verifies_after_the_wire_truncates_i
     assert to_millis(decoded["requested_at"]) == to_millis(moment) == to_millis(moment.replace(microsecond=999_000))
     assert envelope.verify(signer.public_key, decoded["signature"], request_signing_input(decoded))
     assert to_millis(datetime(1969, 12, 31, 23, 59, 59, 999_500, tzinfo=UTC)) == -1
+
+
+def test_the_sealed_size_is_known_without_the_private_key(signer):
+    event = visit()
+    event["discharge_diagnosis"] = "Viêm họng cấp " * 500
+    assert envelope.sealed_visit_size(event, "79001", "k1") == len(envelope.seal_visit(event, "79001", signer))
+
+
+def test_a_visit_above_the_limit_is_named_with_its_size_and_the_setting():
+    from producers.publisher import size_problem
+
+    assert size_problem(1000, 1000) is None
+    problem = size_problem(1001, 1000)
+    assert problem is not None and problem.rule == "visit_too_large"
+    assert "1,001 bytes" in problem.sentence() and "HEALTHBOOK_MAX_VISIT_BYTES" in problem.sentence()
+
+
+def test_a_dead_letter_lists_a_bounded_number_of_problems_each_cut_short():
+    from schemas.problems import Problem
+    from schemas.topics import MAX_LISTED_PROBLEMS, MAX_PROBLEM_VALUE_CHARS
+    from streams.dead_letters import listed
+
+    many = [Problem(f"medicines.{i}.name", "x" * 5000, "control_character", "bad") for i in range(250)]
+    shown = listed(many)
+    assert len(shown) == MAX_LISTED_PROBLEMS + 1
+    assert shown[-1]["rule"] == "more_problems" and "150 more problems" in shown[-1]["message"]
+    assert all(len(p["value"]) < MAX_PROBLEM_VALUE_CHARS + 30 for p in shown[:-1])
+    assert listed(many[:2]) == [dict(p.to_record(), value="x" * MAX_PROBLEM_VALUE_CHARS + "… (5,000 characters)")
+                                for p in many[:2]]

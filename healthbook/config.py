@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     key_dir: Path = _setting(LOCAL / "keys", "clinic private keys on a clinic's machine, `<clinic>/<key id>.pem`")
     identity_keys_file: Path = _setting(
         LOCAL / "keys" / "identity-platform.json",
-        "the identity-platform keys the query consumer trusts: JSON `{key id: hex Ed25519 public key}`")
+        "the identity-platform keys the query consumer trusts: JSON `{key id: base64 of the raw 32-byte "
+        "Ed25519 public key}`")
     ingest_ledger: Path = _setting(LOCAL / "ingest-ledger.sqlite", "the clinic-side record of what ingest published")
     xml_signature_max_mb: int = _setting(200, "the largest signed dossier verified (held in memory), in MiB")
     request_window_seconds: int = _setting(300, "how far requested_at may lie from the query consumer's clock")

@@ -6,7 +6,7 @@ import pytest
 
 from producers.publisher import VisitTooLarge
 from schemas.topics import MAX_LISTED_PROBLEMS
-from tests.factories import visit
+from tests.factories import Citizen, visit
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
 from tests.integration.test_ingest import ingest
 from tests.unit.test_giamdinhhs import SAMPLE
@@ -15,8 +15,8 @@ pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
 
 
-def _visit_of(size: int) -> dict:
-    event = visit(person=new_citizen(), sequence=next_sequence(), admitted=datetime(2025, 9, 1, 8))
+def _visit_of(size: int, person: Citizen | None = None) -> dict:
+    event = visit(person=person or new_citizen(), sequence=next_sequence(), admitted=datetime(2025, 9, 1, 8))
     event["extra"] = {"GHI_CHU": "Theo dõi sau điều trị. " * (size // 24)}
     return event
 
@@ -41,11 +41,12 @@ async def test_a_visit_above_the_limit_is_refused_before_sending_with_a_sentence
 
 
 async def test_a_rule_breaking_big_visit_is_dead_lettered_with_its_problems_listed_in_bounds(clinics, settings):
-    bad = _visit_of(MiB)
+    person = new_citizen()
+    bad = _visit_of(MiB, person)
     assert bad["medicines"], "the factory visit has a medicine to copy"
     bad["medicines"] = [dict(bad["medicines"][0], name="x\x00", line_no=n) for n in range(1, 400)]
     await clinics.publish(bad)  # unvalidated: the worker must refuse it
-    await clinics.barrier(new_citizen())
+    await clinics.barrier(person)
     (letter,) = [d for d in await clinics.dead_letters() if d["event_id"] == bad["event_id"]]
     assert letter["reason_code"] == "invalid_event"
     assert len(letter["violations"]) == MAX_LISTED_PROBLEMS + 1 and letter["violations"][-1]["rule"] == "more_problems"

@@ -36,6 +36,7 @@ def test_compose_broker_settings_match_the_local_broker():
 def test_compose_partitions_match_the_default_settings():
     env = COMPOSE["x-healthbook-env"]
     assert int(env["HEALTHBOOK_VISIT_PARTITIONS"]) == Settings().visit_partitions
+    assert int(env["HEALTHBOOK_MAX_VISIT_BYTES"]) == Settings().max_visit_bytes
 
 
 def test_the_dockerfile_copies_every_package():

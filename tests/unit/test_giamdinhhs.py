@@ -137,28 +137,26 @@ def test_pregnancy_leave_and_medical_assessment_are_kept_verbatim(fixture, table
     assert kept.records[0]["MA_LK"] == visit_code and kept.records[0][element] == value
 
 
-def test_a_table_outside_the_standard_refuses_the_visit_rather_than_losing_it(tmp_path):
-    summary = events(1)[0]
-    path = tmp_path / "xml16.xml"
+def _one_hoso_with(tmp_path: Path, extra_tables: str):
+    """One valid HOSO with extra FILEHOSO elements appended, read back."""
+    path = tmp_path / "extra-tables.xml"
     with path.open("w", encoding="utf-8") as out:
-        write_dossier(out, "79001", "20260320", [summary], 1)
-    path.write_text(path.read_text().replace("</HOSO>", file_hoso(
-        "XML16", "<GIAY><MA_LK>x</MA_LK><NOI_DUNG>a</NOI_DUNG></GIAY>") + "</HOSO>"))
+        write_dossier(out, "79001", "20260320", events(1), 1)
+    path.write_text(path.read_text().replace("</HOSO>", extra_tables + "</HOSO>"))
     _, (hoso,) = read(path)
+    return hoso
+
+
+def test_a_table_outside_the_standard_refuses_the_visit_rather_than_losing_it(tmp_path):
+    hoso = _one_hoso_with(tmp_path, file_hoso("XML16", "<GIAY><MA_LK>x</MA_LK><NOI_DUNG>a</NOI_DUNG></GIAY>"))
     with pytest.raises(MappingFailed) as failed:
         map_hoso(hoso, "79001", 1)
     assert [(p.field, p.rule) for p in failed.value.problems] == [("XML16.LOAIHOSO", "unknown_table")]
 
 
 def test_a_table_whose_records_name_no_visit_is_refused(tmp_path):
-    summary = events(1)[0]
-    path = tmp_path / "no-ma-lk.xml"
-    with path.open("w", encoding="utf-8") as out:
-        write_dossier(out, "79001", "20260320", [summary], 1)
-    path.write_text(path.read_text().replace("</HOSO>", file_hoso(
-        "XML12", "<GIAM_DINH><SO_BIEN_BAN>GD-1</SO_BIEN_BAN></GIAM_DINH>") + file_hoso("XML10", "<EMPTY/>")
-        + "</HOSO>"))
-    _, (hoso,) = read(path)
+    hoso = _one_hoso_with(tmp_path, file_hoso("XML12", "<GIAM_DINH><SO_BIEN_BAN>GD-1</SO_BIEN_BAN></GIAM_DINH>")
+                          + file_hoso("XML10", "<EMPTY/>"))
     assert [(p.field, p.rule) for p in hoso.problems] == [("XML12.NOIDUNGFILE", "table_without_records")]
     assert hoso.tables["XML10"] == []  # an empty table is no loss: nothing was in it
 

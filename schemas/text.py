@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from typing import Any
@@ -12,8 +13,33 @@ from schemas.problems import Problem
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
+# In JSON text, C0 controls other than tab, line feed and carriage return are escaped as \u00XX, \b or \f.
+_ESCAPED_CONTROL = re.compile(r"\\u00[01]|\\[bf]")
+
+
 def clean_text(value: Any, path: str = "") -> tuple[Any, list[Problem]]:
     """The value with every string in NFC, and a problem for each string holding a control character."""
+    if _already_clean(value):
+        return value, []
+    return _cleaned(value, path)
+
+
+def _already_clean(value: Any) -> bool:
+    """Whether no string in value holds a control character and all are NFC, checked at C speed in one pass.
+
+    The JSON text escapes every control character (a literal backslash may look like one: then the full
+    walk decides), and NFC is closed under joining strings by the ASCII punctuation JSON puts between
+    them, since those never combine with what follows.
+    """
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str,
+                                                         check_circular=False)
+    if isinstance(value, str):
+        return not _CONTROL.search(text) and unicodedata.is_normalized("NFC", text)
+    return not _ESCAPED_CONTROL.search(text) and unicodedata.is_normalized("NFC", text)
+
+
+def _cleaned(value: Any, path: str) -> tuple[Any, list[Problem]]:
+    """clean_text, string by string."""
     if isinstance(value, str):
         found = _CONTROL.search(value)
         if found:
@@ -25,11 +51,11 @@ def clean_text(value: Any, path: str = "") -> tuple[Any, list[Problem]]:
         cleaned: dict[Any, Any] = {}
         problems: list[Problem] = []
         for key, item in value.items():
-            cleaned_key, key_problems = clean_text(key, f"{path}.{key}" if path else str(key))
-            cleaned[cleaned_key], item_problems = clean_text(item, f"{path}.{key}" if path else str(key))
+            cleaned_key, key_problems = _cleaned(key, f"{path}.{key}" if path else str(key))
+            cleaned[cleaned_key], item_problems = _cleaned(item, f"{path}.{key}" if path else str(key))
             problems += key_problems + item_problems
         return cleaned, problems
     if isinstance(value, list):
-        results = [clean_text(item, f"{path}.{i}" if path else str(i)) for i, item in enumerate(value)]
+        results = [_cleaned(item, f"{path}.{i}" if path else str(i)) for i, item in enumerate(value)]
         return [item for item, _ in results], [p for _, found in results for p in found]
     return value, []

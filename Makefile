@@ -38,7 +38,8 @@ unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
 bench: up
-	$(PY) benchmarks/end_to_end.py
+	$(PY) -m benchmarks.ceilings
+	$(PY) benchmarks/end_to_end.py --events 10000 --rate 1000
 	$(PY) benchmarks/ingest.py
 
 fuzz: $(STAMP)

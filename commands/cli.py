@@ -106,7 +106,10 @@ def _publishing_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _service_parsers(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("worker", help="run the stream worker (faust)").set_defaults(run="worker_command.worker")
+    run_worker = sub.add_parser("worker", help="run the stream worker (faust)")
+    run_worker.add_argument("--processes", type=int, default=1,
+                            help="run this many workers of one group under a supervisor, one per core")
+    run_worker.set_defaults(run="worker_command.worker")
     sub.add_parser("query-consumer", help="run the consent-gated query consumer").set_defaults(
         run="service_commands.query_consumer")
     request = sub.add_parser("request", help="confirm integration as a citizen (identity-platform stand-in)")

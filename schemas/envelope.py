@@ -6,6 +6,7 @@ import struct
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -93,11 +94,17 @@ def to_millis(value: Any) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
+@lru_cache(maxsize=4096)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    """The key object of raw public-key bytes, parsed once per key rather than once per message."""
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     """Return whether signature is a valid Ed25519 signature of message by public_key."""
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
+        _public_key(bytes(public_key)).verify(signature, message)
+    except (InvalidSignature, ValueError, TypeError):
         return False
     return True
 

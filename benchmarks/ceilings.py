@@ -1,0 +1,260 @@
+"""make bench: every path over one backlog in one run, against the transport and the work ceilings.
+
+N signed visits are published once; each path then drains the same backlog from the beginning,
+into a database of its own, and the table says what each measured:
+
+- transport ceiling: a bare aiokafka consumer reading the bytes, nothing else;
+- work ceiling: validation, the book row and the analytics record over those bytes, one process, no I/O;
+- plain batched loop: aiokafka `getmany` into the worker's own batch step (`streams/batch_step.py`), no faust;
+- the worker with one process, and with two (`healthbook worker --processes 2`), first row to last row;
+- replay (`healthbook replay`) of the same topic, with its peak memory.
+
+Usage: python benchmarks/ceilings.py [--events N] [--citizens C]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from aiokafka import TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.end_to_end import cpu_seconds, peak_rss_mb
+from commands.local_ca import local_ca
+from commands.processes import ServiceProcess, settings_env
+from domain import deidentify
+from domain.batch import Delivery
+from domain.identity import IdentityDirectory
+from domain.keyring import ClinicKey, Keyring
+from domain.rows import visit_row
+from domain.validation import Accepted, validate_safely
+from healthbook import kafka
+from healthbook.config import PROJECT_ROOT, Settings
+from healthbook.database import connect_pool, recreate_database
+from healthbook.kafka import ensure_topics
+from healthbook.store import BookWriter
+from producers.publisher import ClinicPublisher
+from schemas.envelope import Signer
+from streams.batch_step import BatchStep, topic_range_reader
+from streams.outlets import KafkaOutlets
+from synthetic.population import CLINICS, make_population
+
+os.environ.setdefault("HEALTHBOOK_KAFKA_USER", "admin")  # the harness sets up topics and ACLs itself
+LOGS = PROJECT_ROOT / ".local" / "logs"
+
+
+@dataclass
+class Figure:
+    """One path's result: visits per second and what the figure covers."""
+
+    path: str
+    rate: float
+    note: str
+
+
+async def _publish(settings: Settings, events_n: int, citizens_n: int) -> dict[str, Signer]:
+    signers = {code: Signer.generate("k1") for code in CLINICS}
+    ca = local_ca(settings)
+    await ca.register(settings, [ca.entry(code, s) for code, s in signers.items()])
+    _, events = make_population(7, citizens_n, events_n, list(CLINICS), (2025, 2026))
+    for code, signer in signers.items():
+        async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, code, signer) as pub:
+            await pub.publish_all([e for e in events if e["facility_code"] == code])
+    return signers
+
+
+async def _read_all(settings: Settings) -> tuple[list[Delivery], float]:
+    """Every message of the visits topic, and how long a bare consumer took to fetch them."""
+    topic = settings.topics.visits
+    ends = await kafka.end_offsets(settings.kafka_bootstrap, topic)
+    reader = kafka.consumer(settings.kafka_bootstrap, "bench-transport")
+    await reader.start()
+    partitions = [TopicPartition(topic, p) for p in ends]
+    reader.assign(partitions)
+    await reader.seek_to_beginning(*partitions)
+    found: list[Delivery] = []
+    started = time.perf_counter()
+    try:
+        while len(found) < sum(ends.values()):
+            for records in (await reader.getmany(timeout_ms=1000, max_records=5000)).values():
+                found += [Delivery(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value) for r in records]
+    finally:
+        await reader.stop()
+    return found, time.perf_counter() - started
+
+
+def _work_ceiling(deliveries: list[Delivery], signers: dict[str, Signer]) -> float:
+    """Decisions, row and analytics record for every message in this process; visits per second."""
+    keyring = Keyring(None)
+    for code, signer in signers.items():
+        keyring.put(ClinicKey(code, signer.key_id, signer.public_key, 0))
+    pseudonym_key = b"p" * 32
+    started = time.perf_counter()
+    for d in deliveries:
+        result = validate_safely(d.key, d.value, keyring, d.timestamp_ms)
+        if isinstance(result, Accepted):
+            visit_row(result, d.partition, d.offset)
+            if not deidentify.withheld(result.event):
+                deidentify.encode(result.event, pseudonym_key)
+    return len(deliveries) / (time.perf_counter() - started)
+
+
+async def _own_database(base: Settings, name: str) -> Settings:
+    return base.model_copy(update={"database_url": await recreate_database(base.database_url, name),
+                                   "worker_id": f"{base.topic_prefix}{name}", "worker_metrics_port": 0})
+
+
+async def _plain_loop(base: Settings, signers: dict[str, Signer], total: int) -> float:
+    """aiokafka getmany batches into the worker's batch step, without faust; visits per second."""
+    settings = await _own_database(base, "healthbook_bench_plain")
+    pool = await connect_pool(settings.database_url, min_size=1, max_size=4)
+    keyring = Keyring(None)
+    for code, signer in signers.items():
+        keyring.put(ClinicKey(code, signer.key_id, signer.public_key, 0))
+    producer = kafka.producer(settings.kafka_bootstrap, "bench-plain")
+    await producer.start()
+
+    async def no_catch_up() -> None:
+        return None
+
+    step = BatchStep(settings.topics.visits, pool, BookWriter(), keyring, IdentityDirectory(None), {},
+                     KafkaOutlets(producer, settings.topics, b"p" * 32), no_catch_up,
+                     topic_range_reader(settings.kafka_bootstrap))
+    topic = settings.topics.visits
+    ends = await kafka.end_offsets(settings.kafka_bootstrap, topic)
+    reader = kafka.consumer(settings.kafka_bootstrap, "bench-plain")
+    await reader.start()
+    partitions = [TopicPartition(topic, p) for p in ends]
+    reader.assign(partitions)
+    await reader.seek_to_beginning(*partitions)
+    done = 0
+    started = time.perf_counter()
+    try:
+        while done < total:
+            fetched = await reader.getmany(timeout_ms=200, max_records=settings.batch_size)
+            batch = [Delivery(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
+                     for records in fetched.values() for r in records]
+            if batch:
+                await step.run(batch)
+                done += len(batch)
+        elapsed = time.perf_counter() - started
+    finally:
+        await reader.stop()
+        await producer.stop()
+        await pool.close()
+    return total / elapsed
+
+
+async def _worker(base: Settings, name: str, total: int, processes: int) -> tuple[float, str, Settings]:
+    """A worker (or a supervisor of several) from its first row to the backlog's last; rate, resources, settings."""
+    settings = await _own_database(base, name)
+    await ensure_topics(settings)  # ACLs for this worker id
+    pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
+    log = LOGS / f"bench-{name}.log"
+    if processes == 1:
+        service = ServiceProcess("worker", settings, log).start()
+        process = service.process
+    else:
+        env = settings_env(settings)
+        env.pop("HEALTHBOOK_KAFKA_USER", None)
+        process = subprocess.Popen([sys.executable, "-m", "commands.cli", "worker", "--processes", str(processes)],
+                                   cwd=PROJECT_ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    assert process is not None
+    try:
+        first = last = None
+        while True:
+            count, first, last = await pool.fetchrow(
+                "select count(*), extract(epoch from min(projected_at)), extract(epoch from max(projected_at)) "
+                "from health_book_visits")
+            if count >= total:
+                break
+            if process.poll() is not None:
+                raise RuntimeError(f"the worker exited; see {log}")
+            await asyncio.sleep(0.5)
+        resources = ""
+        if processes == 1:
+            resources = f"CPU {cpu_seconds(process.pid) / total * 1000:.2f} s per 1,000, peak RSS " \
+                        f"{peak_rss_mb(process.pid):.0f} MiB"
+    finally:
+        process.terminate()
+        process.wait(60)
+        await pool.close()
+    return total / (float(last) - float(first)), resources, settings
+
+
+def _replay(settings: Settings) -> tuple[float, float]:
+    """`healthbook replay` over the topic into a worker's database: seconds and peak RSS (MiB)."""
+    started = time.perf_counter()
+    log = LOGS / "bench-replay.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "commands.cli", "replay"], cwd=PROJECT_ROOT,
+                                   env=settings_env(settings), stdout=out, stderr=subprocess.STDOUT)
+    peak = 0.0
+    while process.poll() is None:
+        peak = max(peak, peak_rss_mb(process.pid))
+        time.sleep(0.1)
+    elapsed = time.perf_counter() - started
+    if process.returncode:
+        raise RuntimeError(f"replay failed; see {log}")
+    return elapsed, peak
+
+
+async def run(events_n: int, citizens_n: int) -> None:
+    console = Console()
+    stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+    base = Settings().model_copy(update={"topic_prefix": f"bench-ceil-{stamp}."})
+    await ensure_topics(base)
+    console.print(f"publishing {events_n:,} signed visits of {citizens_n:,} citizens ...")
+    signers = await _publish(base, events_n, citizens_n)
+    deliveries, transport_seconds = await _read_all(base)
+    total = len(deliveries)
+    figures = [Figure("bare aiokafka consumer, bytes only (transport ceiling)", total / transport_seconds,
+                      "fetch only")]
+    console.print("work ceiling ...")
+    work = _work_ceiling(deliveries, signers)
+    figures.append(Figure("validate + row + analytics record, one process, no I/O (work ceiling)", work,
+                          "decode, verify, rules, row, analytics record"))
+    console.print("plain batched loop ...")
+    figures.append(Figure("plain loop: getmany + the worker's batch step, no faust",
+                          await _plain_loop(base, signers, total), "one transaction and acknowledged analytics "
+                          "records per batch"))
+    replayed = base
+    for processes, name in ((1, "healthbook_bench_w1"), (2, "healthbook_bench_w2")):
+        console.print(f"the worker, {processes} process(es) ...")
+        rate, resources, used = await _worker(base, name, total, processes)
+        replayed = used if processes == 1 else replayed
+        figures.append(Figure(f"the healthbook worker, {processes} process{'es' if processes > 1 else ''}", rate,
+                              "first row to last row" + (f"; {resources}" if resources else "")))
+    console.print("replay ...")
+    seconds, rss = _replay(replayed)
+    figures.append(Figure("replay (healthbook replay)", total / seconds, f"{seconds:.1f} s including start-up and "
+                          f"swap; peak RSS {rss:.0f} MiB"))
+    table = Table(title=f"healthbook paths over one backlog of {total:,} signed visits "
+                        f"({base.visit_partitions} partitions, batch {base.batch_size})", title_justify="left")
+    for column, justify in (("path", "left"), ("visits/s", "right"), ("vs work ceiling", "right"),
+                            ("what it measured", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for figure in figures:
+        ratio = "—" if "transport" in figure.path else f"{figure.rate / work:.0%}"
+        table.add_row(figure.path, f"{figure.rate:,.0f}", ratio, figure.note)
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--citizens", type=int, default=2_000)
+    args = parser.parse_args()
+    asyncio.run(run(args.events, args.citizens))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from schemas import catalogue, wire
 
@@ -18,6 +19,7 @@ VISIT_CONTEXT = b"healthbook/signed-visit/v1"
 REQUEST_CONTEXT = b"healthbook/integration-request/v1"
 CLINIC_KEY_CONTEXT = b"healthbook/clinic-key/v2"
 IDENTITY_CARD_CONTEXT = b"healthbook/identity-card/v2"
+SIGNATURE_BYTES = 64  # every Ed25519 signature
 
 
 def canonical(context: bytes, *fields: str | int | bytes) -> bytes:
@@ -95,16 +97,22 @@ def to_millis(value: Any) -> int:
 
 
 @lru_cache(maxsize=4096)
-def _public_key(raw: bytes) -> Ed25519PublicKey:
+def _verify_key(raw: bytes) -> VerifyKey:
     """The key object of raw public-key bytes, parsed once per key rather than once per message."""
-    return Ed25519PublicKey.from_public_bytes(raw)
+    return VerifyKey(raw)
 
 
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
-    """Return whether signature is a valid Ed25519 signature of message by public_key."""
+    """Return whether signature is a valid Ed25519 signature of message by public_key.
+
+    libsodium verifies in about half the time OpenSSL takes here, and is the stricter of the two: it also
+    refuses non-canonical signatures and small-order keys, which no honest signer makes.
+    """
+    if len(signature) != SIGNATURE_BYTES:
+        return False
     try:
-        _public_key(bytes(public_key)).verify(signature, message)
-    except (InvalidSignature, ValueError, TypeError):
+        _verify_key(bytes(public_key)).verify(message, signature)
+    except (BadSignatureError, ValueError, TypeError):
         return False
     return True
 
@@ -136,9 +144,6 @@ class Signer:
 def now_millis() -> int:
     """Current wall-clock time in epoch milliseconds."""
     return time.time_ns() // 1_000_000
-
-
-SIGNATURE_BYTES = 64  # every Ed25519 signature
 
 
 def _unsigned_envelope(event: dict[str, Any], clinic_code: str, key_id: str, signed_at: int | None) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """The signed envelope: what the signature covers."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer
@@ -88,3 +90,25 @@ def test_a_dead_letter_lists_a_bounded_number_of_problems_each_cut_short():
     assert all(len(p["value"]) < MAX_PROBLEM_VALUE_CHARS + 30 for p in shown[:-1])
     assert listed(many[:2]) == [dict(p.to_record(), value="x" * MAX_PROBLEM_VALUE_CHARS + "… (5,000 characters)")
                                 for p in many[:2]]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 96 * 8 - 1), st.booleans())
+def test_libsodium_verification_accepts_what_openssl_does_and_is_never_looser(message, bit, flip):
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    signer = Signer.generate("k")
+    signature = signer.sign(message)
+    blob = bytearray(signer.public_key + signature)
+    if flip:
+        blob[bit // 8] ^= 1 << (bit % 8)
+    public, signed = bytes(blob[:32]), bytes(blob[32:96])
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signed, message)
+        openssl = True
+    except (InvalidSignature, ValueError):
+        openssl = False
+    ours = envelope.verify(public, signed, message)
+    assert ours == (not flip)  # every honest signature verifies, and any flipped bit is caught
+    assert not ours or openssl

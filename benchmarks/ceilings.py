@@ -208,7 +208,7 @@ def _replay(settings: Settings) -> tuple[float, float]:
 
 
 async def run(events_n: int, citizens_n: int) -> None:
-    console = Console()
+    console = Console(width=150)
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
     base = Settings().model_copy(update={"topic_prefix": f"bench-ceil-{stamp}."})
     await ensure_topics(base)

@@ -67,3 +67,12 @@ def test_the_contract_names_the_signing_contexts_the_code_uses():
     for context in (envelope.VISIT_CONTEXT, envelope.REQUEST_CONTEXT, envelope.CLINIC_KEY_CONTEXT,
                     envelope.IDENTITY_CARD_CONTEXT):
         assert f"`{context.decode()}`" in TEXT
+
+
+def test_the_piece_by_piece_reading_of_the_visit_signing_input_is_that_input():
+    section = TEXT[TEXT.index("Read piece by piece:"):TEXT.index("<!-- vector visit.signature -->")]
+    pieces = re.findall(r"\| `([0-9a-f …]+)` \|", section)
+    assert len(pieces) == 7
+    joined = "".join(p.replace(" ", "") for p in pieces)
+    assert joined.endswith("…")
+    assert COMPUTED["visit.signing_input"].startswith(joined.removesuffix("…"))

@@ -22,7 +22,7 @@ from producers.dossier_signature import SignatureStatus, check_signature, load_c
 from producers.giamdinhhs import DossierReader, Hoso
 from producers.ingest_ledger import IngestLedger, Seen
 from producers.publisher import ClinicPublisher, size_problem
-from schemas.envelope import sealed_visit_size
+from schemas.envelope import encode_visit, sealed_size
 from schemas.problems import Problem
 from schemas.rules import RuleBroken, check_facility_code, parse_day
 from schemas.visit import VisitEvent, read_visit
@@ -109,9 +109,9 @@ class SizeCheck:
     key_id: str
     limit: int
 
-    def problem(self, record: dict[str, Any]) -> Problem | None:
-        """The visit_too_large problem of this visit, if it has it."""
-        return size_problem(sealed_visit_size(record, self.facility, self.key_id), self.limit)
+    def problem(self, record: dict[str, Any], payload: bytes) -> Problem | None:
+        """The visit_too_large problem of this visit (encoded as payload), if it has it."""
+        return size_problem(sealed_size(len(payload), record, self.facility, self.key_id), self.limit)
 
 
 async def ingest_file(path: Path, settings: Settings, ledger: IngestLedger, *, key_id: str,
@@ -187,7 +187,8 @@ async def _publish_all(hosos: Iterable[Hoso], reader: DossierReader, facility: s
             if model is None:
                 continue
             record = model.model_dump()
-            if (too_large := size.problem(record)) is not None:
+            payload = encode_visit(record)
+            if (too_large := size.problem(record, payload)) is not None:
                 report.rejected.append(Rejection(report.file, hoso.index, model.visit_code, too_large))
                 continue
             digest = hashlib.sha256(model.model_dump_json().encode()).hexdigest()
@@ -203,7 +204,7 @@ async def _publish_all(hosos: Iterable[Hoso], reader: DossierReader, facility: s
             report.valid += 1
             if publisher is None:
                 continue
-            pending.append((await publisher.publish(record, validate=False),
+            pending.append((await publisher.publish(record, validate=False, payload=payload),
                             (facility, model.visit_code, visit_version, digest)))
             if len(pending) >= ACK_EVERY:
                 await settle()

@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any
 
 from healthbook import kafka
-from schemas.envelope import Signer, seal_visit
+from schemas.envelope import Signer, seal_payload, seal_visit
 from schemas.problems import Problem
 from schemas.topics import DEFAULT_MAX_VISIT_BYTES
 from schemas.visit import VisitEvent, read_visit
@@ -68,11 +68,13 @@ class ClinicPublisher:
             raise InvalidVisit(str(event.get("visit_code")), checked)
         return checked
 
-    async def publish(self, event: dict[str, Any], *, validate: bool = True) -> asyncio.Future:
+    async def publish(self, event: dict[str, Any], *, validate: bool = True, payload: bytes | None = None
+                      ) -> asyncio.Future:
         """Sign and queue one visit; await the returned future for the broker's acknowledgement.
 
         With validate (the default) the event is checked and sent as the model reads it, so JSON
-        input such as money written as "478000" is encoded with its proper Avro types.
+        input such as money written as "478000" is encoded with its proper Avro types. A caller that
+        already encoded the event (ingest, to check its size) passes it as payload.
         """
         if validate:
             model = self.check(event)
@@ -80,7 +82,8 @@ class ClinicPublisher:
         else:
             patient = event["patient"]
             record, key = event, patient.get("personal_id") or f"card:{patient['insurance_card_numbers'][0]}"
-        value = seal_visit(record, self.clinic_code, self.signer)
+        value = (seal_visit(record, self.clinic_code, self.signer) if payload is None
+                 else seal_payload(payload, record, self.clinic_code, self.signer))
         if (problem := size_problem(len(value), self.max_visit_bytes)) is not None:
             raise VisitTooLarge(str(record.get("visit_code")), [problem])
         return await self._producer.send(self.topic, value, key=key.encode())

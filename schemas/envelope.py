@@ -146,29 +146,52 @@ def now_millis() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _unsigned_envelope(event: dict[str, Any], clinic_code: str, key_id: str, signed_at: int | None) -> dict[str, Any]:
-    return {
+def encode_visit(event: dict[str, Any]) -> bytes:
+    """The framed VisitEvent a clinic signs and carries as the envelope's payload."""
+    return wire.encode(catalogue.VISIT_EVENT, event)
+
+
+def seal_payload(payload: bytes, event: dict[str, Any], clinic_code: str, signer: Signer,
+                 signed_at: int | None = None) -> bytes:
+    """Sign an already encoded visit payload for the clinic and return the framed envelope bytes."""
+    envelope: dict[str, Any] = {
         "clinic_code": clinic_code,
-        "key_id": key_id,
+        "key_id": signer.key_id,
         "event_id": event["event_id"],
         "visit_version": event["version"],
         "signed_at": now_millis() if signed_at is None else signed_at,
-        "payload": wire.encode(catalogue.VISIT_EVENT, event),
+        "payload": payload,
     }
-
-
-def seal_visit(event: dict[str, Any], clinic_code: str, signer: Signer, signed_at: int | None = None) -> bytes:
-    """Encode a visit event, sign it for the clinic, and return the framed envelope bytes."""
-    envelope = _unsigned_envelope(event, clinic_code, signer.key_id, signed_at)
     envelope["signature"] = signer.sign(visit_signing_input(envelope))
     return wire.encode(catalogue.SIGNED_VISIT, envelope)
 
 
+def seal_visit(event: dict[str, Any], clinic_code: str, signer: Signer, signed_at: int | None = None) -> bytes:
+    """Encode a visit event, sign it for the clinic, and return the framed envelope bytes."""
+    return seal_payload(encode_visit(event), event, clinic_code, signer, signed_at)
+
+
+def _varint_bytes(value: int) -> int:
+    """How many bytes Avro's zigzag varint of a long takes."""
+    zigzag = (value << 1) ^ (value >> 63)
+    return max(1, (zigzag.bit_length() + 6) // 7)
+
+
+def _text_bytes(value: str) -> int:
+    raw = len(value.encode("utf-8"))
+    return _varint_bytes(raw) + raw
+
+
+def sealed_size(payload_bytes: int, event: dict[str, Any], clinic_code: str, key_id: str) -> int:
+    """How many bytes seal_payload makes around a payload of payload_bytes, counted without encoding it."""
+    return (5 + _text_bytes(clinic_code) + _text_bytes(key_id) + _text_bytes(event["event_id"])
+            + _varint_bytes(event["version"]) + _varint_bytes(now_millis())
+            + _varint_bytes(SIGNATURE_BYTES) + SIGNATURE_BYTES + _varint_bytes(payload_bytes) + payload_bytes)
+
+
 def sealed_visit_size(event: dict[str, Any], clinic_code: str, key_id: str) -> int:
     """How many bytes seal_visit makes of this event, known without the private key (signatures are 64 bytes)."""
-    envelope = _unsigned_envelope(event, clinic_code, key_id, None)
-    envelope["signature"] = bytes(SIGNATURE_BYTES)
-    return len(wire.encode(catalogue.SIGNED_VISIT, envelope))
+    return sealed_size(len(encode_visit(event)), event, clinic_code, key_id)
 
 
 def seal_request(request: dict[str, Any], signer: Signer) -> bytes:

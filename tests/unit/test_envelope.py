@@ -112,3 +112,13 @@ def test_libsodium_verification_accepts_what_openssl_does_and_is_never_looser(me
     ours = envelope.verify(public, signed, message)
     assert ours == (not flip)  # every honest signature verifies, and any flipped bit is caught
     assert not ours or openssl
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 9000), st.integers(0, 2**62), st.text(max_size=80), st.text(min_size=1, max_size=70))
+def test_the_counted_size_is_the_sealed_size_across_varint_boundaries(filler, version, key_id, event_id):
+    signer = Signer(key_id, Signer.generate("x").private_key)
+    event = visit(version=version)
+    event["event_id"] = event_id
+    event["extra"] = {"GHI_CHU": "a" * filler}
+    assert envelope.sealed_visit_size(event, "79001", key_id) == len(envelope.seal_visit(event, "79001", signer))

@@ -114,11 +114,15 @@ async def _forget_old_requests(pool: asyncpg.Pool, window: timedelta, pruned_at:
     return clock
 
 
+ANSWERS_AT_ONCE = 8  # requests answered side by side, one database connection each
+
+
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Consume integration requests and produce replies until stop is set."""
     policy = QueryPolicy.from_settings(settings)
     pool = await while_unreachable("connect to PostgreSQL",
-                                   partial(connect_pool, settings.database_url, min_size=1, max_size=2))
+                                   partial(connect_pool, settings.database_url, min_size=1,
+                                           max_size=ANSWERS_AT_ONCE))
     consumer = kafka.consumer(settings.kafka_bootstrap, "query-consumer", settings.topics.integration_requests,
                               group_id=settings.query_group_id)
     producer = kafka.producer(settings.kafka_bootstrap, "query-consumer")
@@ -133,17 +137,22 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         while not stop.is_set():
             pruned_at = await _forget_old_requests(pool, policy.window, pruned_at)
             batches = await consumer.getmany(timeout_ms=500, max_records=100)
-            for messages in batches.values():
-                for message in messages:
-                    reply = await answer_safely(pool, message, policy)
-                    await producer.send_and_wait(settings.topics.integration_replies, reply.encode(),
-                                                 key=reply.request_id.encode())
-                    metrics.REQUESTS.labels(reply.refusal_code or reply.status).inc()
-                    log.info("request %s: %s %s", reply.request_id, reply.status, reply.refusal_code or "",
-                             extra={"request_id": reply.request_id, "partition": message.partition,
-                                    "offset": message.offset})
-            if batches:
-                await consumer.commit()
+            messages = [message for records in batches.values() for message in records]
+            if not messages:
+                continue
+            # A batch's requests are answered side by side, as many at once as the pool has connections,
+            # and their replies acknowledged together before the offsets are committed.
+            answered = await asyncio.gather(*(answer_safely(pool, message, policy) for message in messages))
+            sends = []
+            for message, reply in zip(messages, answered, strict=True):
+                sends.append(await producer.send(settings.topics.integration_replies, reply.encode(),
+                                                 key=reply.request_id.encode()))
+                metrics.REQUESTS.labels(reply.refusal_code or reply.status).inc()
+                log.info("request %s: %s %s", reply.request_id, reply.status, reply.refusal_code or "",
+                         extra={"request_id": reply.request_id, "partition": message.partition,
+                                "offset": message.offset})
+            await asyncio.gather(*sends)
+            await consumer.commit()
     finally:
         if health:
             await health.cleanup()

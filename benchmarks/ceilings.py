@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -71,19 +71,33 @@ async def _publish(settings: Settings, events_n: int, citizens_n: int) -> dict[s
     return signers
 
 
-async def _read_all(settings: Settings) -> tuple[list[Delivery], float]:
-    """Every message of the visits topic, and how long a bare consumer took to fetch them."""
+async def _reader_from_start(settings: Settings, client: str) -> tuple[AIOKafkaConsumer, int]:
+    """A started consumer assigned every visits partition at its beginning, and how many messages they hold."""
     topic = settings.topics.visits
     ends = await kafka.end_offsets(settings.kafka_bootstrap, topic)
-    reader = kafka.consumer(settings.kafka_bootstrap, "bench-transport")
+    reader = kafka.consumer(settings.kafka_bootstrap, client)
     await reader.start()
     partitions = [TopicPartition(topic, p) for p in ends]
     reader.assign(partitions)
     await reader.seek_to_beginning(*partitions)
+    return reader, sum(ends.values())
+
+
+def _keyring(signers: dict[str, Signer]) -> Keyring:
+    """The clinics' keys, trusted as registered (the benchmark checks speed, not certificates)."""
+    keyring = Keyring(None)
+    for code, signer in signers.items():
+        keyring.put(ClinicKey(code, signer.key_id, signer.public_key, 0))
+    return keyring
+
+
+async def _read_all(settings: Settings) -> tuple[list[Delivery], float]:
+    """Every message of the visits topic, and how long a bare consumer took to fetch them."""
+    reader, total = await _reader_from_start(settings, "bench-transport")
     found: list[Delivery] = []
     started = time.perf_counter()
     try:
-        while len(found) < sum(ends.values()):
+        while len(found) < total:
             for records in (await reader.getmany(timeout_ms=1000, max_records=5000)).values():
                 found += [Delivery(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value) for r in records]
     finally:
@@ -93,9 +107,7 @@ async def _read_all(settings: Settings) -> tuple[list[Delivery], float]:
 
 def _work_ceiling(deliveries: list[Delivery], signers: dict[str, Signer]) -> float:
     """Decisions, row and analytics record for every message in this process; visits per second."""
-    keyring = Keyring(None)
-    for code, signer in signers.items():
-        keyring.put(ClinicKey(code, signer.key_id, signer.public_key, 0))
+    keyring = _keyring(signers)
     pseudonym_key = b"p" * 32
     started = time.perf_counter()
     for d in deliveries:
@@ -116,25 +128,16 @@ async def _plain_loop(base: Settings, signers: dict[str, Signer], total: int) ->
     """aiokafka getmany batches into the worker's batch step, without faust; visits per second."""
     settings = await _own_database(base, "healthbook_bench_plain")
     pool = await connect_pool(settings.database_url, min_size=1, max_size=4)
-    keyring = Keyring(None)
-    for code, signer in signers.items():
-        keyring.put(ClinicKey(code, signer.key_id, signer.public_key, 0))
     producer = kafka.producer(settings.kafka_bootstrap, "bench-plain")
     await producer.start()
 
     async def no_catch_up() -> None:
         return None
 
-    step = BatchStep(settings.topics.visits, pool, BookWriter(), keyring, IdentityDirectory(None), {},
+    step = BatchStep(settings.topics.visits, pool, BookWriter(), _keyring(signers), IdentityDirectory(None), {},
                      KafkaOutlets(producer, settings.topics, b"p" * 32), no_catch_up,
                      topic_range_reader(settings.kafka_bootstrap))
-    topic = settings.topics.visits
-    ends = await kafka.end_offsets(settings.kafka_bootstrap, topic)
-    reader = kafka.consumer(settings.kafka_bootstrap, "bench-plain")
-    await reader.start()
-    partitions = [TopicPartition(topic, p) for p in ends]
-    reader.assign(partitions)
-    await reader.seek_to_beginning(*partitions)
+    reader, _ = await _reader_from_start(settings, "bench-plain")
     done = 0
     started = time.perf_counter()
     try:
@@ -158,15 +161,9 @@ async def _worker(base: Settings, name: str, total: int, processes: int) -> tupl
     settings = await _own_database(base, name)
     await ensure_topics(settings)  # ACLs for this worker id
     pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
-    log = LOGS / f"bench-{name}.log"
-    if processes == 1:
-        service = ServiceProcess("worker", settings, log).start()
-        process = service.process
-    else:
-        env = settings_env(settings)
-        env.pop("HEALTHBOOK_KAFKA_USER", None)
-        process = subprocess.Popen([sys.executable, "-m", "commands.cli", "worker", "--processes", str(processes)],
-                                   cwd=PROJECT_ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    args = ("--processes", str(processes)) if processes > 1 else ()
+    service = ServiceProcess("worker", settings, LOGS / f"bench-{name}.log", args).start()
+    process = service.process
     assert process is not None
     try:
         first = last = None
@@ -177,15 +174,14 @@ async def _worker(base: Settings, name: str, total: int, processes: int) -> tupl
             if count >= total:
                 break
             if process.poll() is not None:
-                raise RuntimeError(f"the worker exited; see {log}")
+                raise RuntimeError(f"the worker exited; see {service.log_path}")
             await asyncio.sleep(0.5)
         resources = ""
         if processes == 1:
             resources = f"CPU {cpu_seconds(process.pid) / total * 1000:.2f} s per 1,000, peak RSS " \
                         f"{peak_rss_mb(process.pid):.0f} MiB"
     finally:
-        process.terminate()
-        process.wait(60)
+        service.stop(60)
         await pool.close()
     return total / (float(last) - float(first)), resources, settings
 

@@ -22,8 +22,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class ServiceProcess:
     """One long-running healthbook command in a child process, logging to a file."""
 
-    def __init__(self, command: str, settings: Settings, log_path: Path) -> None:
+    def __init__(self, command: str, settings: Settings, log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.command = command
+        self.args = args
         self.settings = settings
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -33,7 +34,7 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "commands.cli", self.command],
+            [sys.executable, "-m", "commands.cli", self.command, *self.args],
             cwd=PROJECT_ROOT, env=self._env(), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -31,7 +30,6 @@ def worker(settings: Settings, args: argparse.Namespace) -> None:
 class _Child:
     index: int
     process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
     not_before: float = 0.0
     backoff: float = 0.5
 
@@ -62,7 +60,6 @@ class Supervisor:
 
     def _start(self, child: _Child) -> None:
         env = settings_env(self.settings)
-        env["HEALTHBOOK_KAFKA_USER"] = os.environ.get("HEALTHBOOK_KAFKA_USER", "worker")
         if self.settings.worker_metrics_port:
             port = self.settings.worker_metrics_port + METRICS_PORT_STEP * child.index
             env["HEALTHBOOK_WORKER_METRICS_PORT"] = str(port)
@@ -84,7 +81,6 @@ class Supervisor:
             return
         if now >= child.not_before:
             child.not_before = 0.0
-            child.restarts += 1
             self._start(child)
 
     def _stop(self, signum: int, _frame: object) -> None:

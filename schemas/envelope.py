@@ -189,11 +189,6 @@ def sealed_size(payload_bytes: int, event: dict[str, Any], clinic_code: str, key
             + _varint_bytes(SIGNATURE_BYTES) + SIGNATURE_BYTES + _varint_bytes(payload_bytes) + payload_bytes)
 
 
-def sealed_visit_size(event: dict[str, Any], clinic_code: str, key_id: str) -> int:
-    """How many bytes seal_visit makes of this event, known without the private key (signatures are 64 bytes)."""
-    return sealed_size(len(encode_visit(event)), event, clinic_code, key_id)
-
-
 def seal_request(request: dict[str, Any], signer: Signer) -> bytes:
     """Sign an integration request as the identity platform and return its framed bytes."""
     body = dict(request, key_id=signer.key_id)

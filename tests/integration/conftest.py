@@ -28,7 +28,7 @@ from healthbook.kafka import ensure_topics
 from producers.clinic_keys import save_signer
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer
-from synthetic.population import Citizen
+from synthetic.population import Citizen, make_population
 from tests.factories import citizen, visit
 
 # The harness sets up its own stack, topics and ACLs: it logs in to the broker as the admin principal.
@@ -214,3 +214,18 @@ async def register(settings: Settings, *entries: ClinicKey) -> None:
 async def map_cards(settings: Settings, mappings: list[tuple[str, str]]) -> None:
     """Publish card mappings signed by the run's insurance registry."""
     await local_ca(settings).map_cards(settings, mappings)
+
+
+async def deployment_with_backlog(settings: Settings, name: str, seed: int, citizens: int, visits: int
+                                  ) -> Settings:
+    """A deployment of its own (prefix and database) whose clinic 79001 has published a backlog of visits."""
+    own = settings.model_copy(update={
+        "topic_prefix": f"test-{name}-{uuid.uuid4().hex[:8]}.", "worker_metrics_port": 0,
+        "database_url": await recreate_database(settings.database_url, f"healthbook_test_{name}")})
+    await ensure_topics(own)
+    signer = Signer.generate("k1")
+    await register(own, certified(own, "79001", signer))
+    _, events = make_population(seed, citizens, visits, ["79001"], (2025, 2026))
+    async with ClinicPublisher(own.kafka_bootstrap, own.topics.visits, "79001", signer) as publisher:
+        await publisher.publish_all(events)
+    return own

@@ -10,7 +10,7 @@ from domain import dedup
 from domain.identity import IdentityDirectory, Mismatch, Pending, resolve
 from domain.rows import VisitRow, WeightedRow, latest, visit_row
 from domain.validation import Accepted, Rejected, RejectionCode
-from schemas.visit import VisitEvent
+from schemas.visit_record import Visit
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Owned:
 
     delivery: Delivery
     accepted: Accepted
-    event: VisitEvent
+    event: Visit
     from_card: bool
 
     def row(self) -> VisitRow:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from domain.registry_trust import INSURANCE_REGISTRY, TrustAnchors, Untrusted
 from schemas import catalogue, rules, wire
 from schemas.envelope import identity_card_signing_input
-from schemas.visit import VisitEvent
+from schemas.visit_record import Visit
 
 
 class IdentityDirectory:
@@ -54,7 +54,7 @@ class IdentityDirectory:
 class Resolved:
     """The visit with a personal ID (its own, or the one its card maps to)."""
 
-    event: VisitEvent
+    event: Visit
     from_card: bool
 
 
@@ -72,9 +72,9 @@ class Mismatch:
     reason: str
 
 
-def resolve(event: VisitEvent, directory: IdentityDirectory) -> Resolved | Pending | Mismatch:
+def resolve(event: Visit, directory: IdentityDirectory) -> Resolved | Pending | Mismatch:
     """Decide whose visit this is."""
-    mapped = {card: directory.person_of(card) for card in event.patient.insurance_card_numbers}
+    mapped = {card: directory.person_of(card) for card in event.patient["insurance_card_numbers"]}
     known = {card: person for card, person in mapped.items() if person}
     if event.personal_id is not None:
         others = {card for card, person in known.items() if person != event.personal_id}
@@ -91,9 +91,8 @@ def resolve(event: VisitEvent, directory: IdentityDirectory) -> Resolved | Pendi
         return Pending(event.card_number)
     (person,) = people
     try:
-        rules.check_personal_id(person, int(event.patient.birth_date[:4]), event.patient.sex)
+        rules.check_personal_id(person, int(event.patient["birth_date"][:4]), event.patient["sex"])
     except rules.RuleBroken as broken:
         return Mismatch(f"the BHYT card is mapped to a personal ID that contradicts the record's birth date or sex "
                         f"[{broken.rule}]; the insurance registry must correct the mapping or the clinic the record")
-    patient = event.patient.model_copy(update={"personal_id": person})
-    return Resolved(event.model_copy(update={"patient": patient}), from_card=True)
+    return Resolved(event.with_person(person), from_card=True)

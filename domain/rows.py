@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from domain.validation import Accepted
 from schemas import rules
-from schemas.visit import VisitEvent
+from schemas.visit_record import Visit
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ BOOK_COLUMNS = [c for c in ROW_COLUMNS if c != "card_number"]
 PENDING_COLUMNS = [c for c in ROW_COLUMNS if c != "personal_id"]
 
 
-def visit_row(accepted: Accepted, partition: int, offset: int, event: VisitEvent | None = None) -> VisitRow:
+def visit_row(accepted: Accepted, partition: int, offset: int, event: Visit | None = None) -> VisitRow:
     """The row an accepted visit becomes; event overrides the accepted one once its person is resolved."""
     event = event or accepted.event
     return VisitRow(
@@ -58,8 +58,8 @@ def visit_row(accepted: Accepted, partition: int, offset: int, event: VisitEvent
         year=event.year,
         admitted_at=rules.parse_minute(event.admitted_at),
         discharged_at=rules.parse_minute(event.discharged_at),
-        record=event.model_dump_json(exclude={"sensitive"}),
-        sensitive=json.dumps([d.model_dump() for d in event.sensitive], ensure_ascii=False),
+        record=event.book_json(),
+        sensitive=event.sensitive_json(),
         clinic_key_id=accepted.key_id,
         signature=accepted.signature,
         signed_at=datetime.fromtimestamp(accepted.signed_at_ms / 1000, UTC),

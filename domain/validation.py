@@ -8,10 +8,11 @@ from enum import StrEnum
 from typing import Any
 
 from domain.keyring import KeyLookupFailed, Keyring
-from schemas import catalogue, envelope, wire
+from schemas import catalogue, envelope, fast_check, wire
 from schemas.errors import MalformedMessage, UnsupportedSchema, without_content
 from schemas.problems import Problem
-from schemas.visit import VisitEvent, read_visit
+from schemas.visit import read_visit
+from schemas.visit_record import Visit
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class SigningWindow:
 class Accepted:
     """A verified, rule-abiding visit with the signature that vouches for it."""
 
-    event: VisitEvent
+    event: Visit
     key_id: str
     signature: bytes
     signed_at_ms: int
@@ -125,7 +126,7 @@ def _signature_refusal(env: dict[str, Any], keyring: Keyring) -> tuple[Rejection
     return None
 
 
-def _signed_event(env: dict[str, Any]) -> VisitEvent | tuple[RejectionCode, str, list[Problem]]:
+def _signed_event(env: dict[str, Any]) -> Visit | tuple[RejectionCode, str, list[Problem]]:
     """The visit event inside a verified envelope, or why it cannot be one."""
     try:
         record = wire.decode(env["payload"], catalogue.VISIT_EVENT)
@@ -136,11 +137,14 @@ def _signed_event(env: dict[str, Any]) -> VisitEvent | tuple[RejectionCode, str,
     mismatch = _envelope_mismatch(env, record)
     if mismatch:
         return RejectionCode.CLINIC_MISMATCH, mismatch, []
-    event = read_visit(record)
+    fast = fast_check.accepted(record)
+    if fast is not None:
+        return fast
+    event = read_visit(record)  # the full model decides, and names every broken rule
     if isinstance(event, list):
         return RejectionCode.INVALID_EVENT, f"{len(event)} rule(s) broken: " + "; ".join(
             p.sentence() for p in event), event
-    return event
+    return Visit.of_model(event)
 
 
 def _envelope_mismatch(env: dict[str, Any], record: dict[str, Any]) -> str | None:

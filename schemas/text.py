@@ -31,10 +31,13 @@ def _already_clean(value: Any) -> bool:
     walk decides), and NFC is closed under joining strings by the ASCII punctuation JSON puts between
     them, since those never combine with what follows.
     """
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str,
-                                                         check_circular=False)
     if isinstance(value, str):
-        return not _CONTROL.search(text) and unicodedata.is_normalized("NFC", text)
+        return not _CONTROL.search(value) and unicodedata.is_normalized("NFC", value)
+    return json_text_is_clean(json.dumps(value, ensure_ascii=False, default=str, check_circular=False))
+
+
+def json_text_is_clean(text: str) -> bool:
+    """Whether JSON text written with ensure_ascii=False holds no escaped control character and is all NFC."""
     return not _ESCAPED_CONTROL.search(text) and unicodedata.is_normalized("NFC", text)
 
 

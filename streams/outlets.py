@@ -12,7 +12,7 @@ from domain.batch import Refused
 from domain.sensitive_diagnoses import DEFAULT, SensitiveDiagnoses
 from healthbook import observability as metrics
 from schemas.topics import TopicNames
-from schemas.visit import VisitEvent
+from schemas.visit_record import Visit
 from streams.dead_letters import dead_letter
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class KafkaOutlets:
         if sends:
             await asyncio.gather(*sends)
 
-    async def deidentified(self, events: list[VisitEvent]) -> None:
+    async def deidentified(self, events: list[Visit]) -> None:
         """Send the analytics records of these visits, none with a sensitive diagnosis, and wait for the broker."""
         sends = []
         for event in events:
@@ -58,7 +58,7 @@ class NoOutlets:
     async def dead_letters(self, refused: list[Refused]) -> None:
         """Send nothing."""
 
-    async def deidentified(self, events: list[VisitEvent]) -> None:
+    async def deidentified(self, events: list[Visit]) -> None:
         """Send nothing."""
 
 

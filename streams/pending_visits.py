@@ -15,6 +15,7 @@ from domain.validation import Rejected, RejectionCode
 from healthbook.retry import while_unreachable
 from healthbook.store import BookWriter, PendingRecord
 from schemas.visit import read_visit
+from schemas.visit_record import Visit
 from streams.batch_step import RangeReader
 from streams.fail_stop import stop_worker
 from streams.outlets import Outlets
@@ -80,7 +81,7 @@ class PendingResolver:
                 if isinstance(event, list):
                     contradicting.append(pending)
                 else:
-                    events.append(event)
+                    events.append(Visit.of_model(event))
             counts: Counter[str] = Counter()
             if contradicting:
                 counts["rejected:identity_mismatch"] = await self._set_aside(conn, card, contradicting)

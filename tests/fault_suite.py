@@ -277,7 +277,7 @@ async def expected_from_topic(settings: Settings, keyring: Keyring) -> tuple[dic
                     else:
                         counts["accepted"] += 1
                         book[key] = (event.version, event.event_id,
-                                     content_digest(event.model_dump_json(exclude={"sensitive"})))
+                                     content_digest(event.book_json()))
     finally:
         await consumer.stop()
     return book, dead, counts, counts["consumed"]

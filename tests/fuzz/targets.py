@@ -34,6 +34,7 @@ from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer
 from schemas.errors import ContractError
 from schemas.visit import read_visit
+from schemas.visit_record import Visit
 from streams.dead_letters import dead_letter
 from synthetic.dossiers import write_dossier
 from tests.factories import citizen, visit, with_patient
@@ -140,7 +141,7 @@ def check_identity_card(data: bytes) -> str:
     event = read_visit(with_patient(visit(person=citizen(3), sequence=3), personal_id=None,
                                     insurance_card_numbers=["TE1790000000003"]))
     assert not isinstance(event, list)
-    resolve(event, directory)
+    resolve(Visit.of_model(event), directory)
     return outcome
 
 

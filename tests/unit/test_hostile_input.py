@@ -13,6 +13,7 @@ from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer
 from schemas.errors import MalformedMessage
 from schemas.visit import VisitEvent, read_visit
+from schemas.visit_record import Visit
 from tests.factories import citizen, visit, with_patient
 
 SIGNER = Signer.generate("k1")
@@ -51,7 +52,7 @@ def test_text_sent_in_nfd_is_stored_and_sent_on_in_nfc():
                          full_name=unicodedata.normalize("NFD", "Nguyễn Thị Lan"))
     result = validate(*signed(event), KEYRING)
     assert isinstance(result, Accepted), result
-    assert result.event.discharge_diagnosis == nfc and result.event.patient.full_name == "Nguyễn Thị Lan"
+    assert result.event.record["discharge_diagnosis"] == nfc and result.event.patient["full_name"] == "Nguyễn Thị Lan"
     record = json.loads(visit_row(result, 0, 0).record)
     assert record["discharge_diagnosis"] == nfc
 
@@ -59,8 +60,8 @@ def test_text_sent_in_nfd_is_stored_and_sent_on_in_nfc():
 def test_a_card_mapped_to_a_personal_id_contradicting_birth_year_or_sex_is_a_mismatch_without_personal_data():
     child = citizen(11)
     other = citizen(12, province="001")
-    event = VisitEvent.model_validate(with_patient(visit(person=child), personal_id=None,
-                                                   insurance_card_numbers=["TE1000000000001"]))
+    event = Visit.of_model(VisitEvent.model_validate(with_patient(visit(person=child), personal_id=None,
+                                                                  insurance_card_numbers=["TE1000000000001"])))
     directory = IdentityDirectory(None)
     directory.apply(b"TE1000000000001", wire.encode(catalogue.IDENTITY_CARD, {
         "card_number": "TE1000000000001", "personal_id": _contradicting(other.personal_id, event), "updated_at": 0}))
@@ -72,9 +73,9 @@ def test_a_card_mapped_to_a_personal_id_contradicting_birth_year_or_sex_is_a_mis
     assert isinstance(resolve(event, directory), Resolved)
 
 
-def _contradicting(personal_id: str, event: VisitEvent) -> str:
+def _contradicting(personal_id: str, event: Visit) -> str:
     """A well-formed personal ID whose birth-year digits differ from the visit's patient."""
-    year = int(event.patient.birth_date[2:4])
+    year = int(event.patient["birth_date"][2:4])
     return personal_id[:4] + f"{(year + 7) % 100:02d}" + personal_id[6:]
 
 

@@ -7,11 +7,12 @@ from domain.replies import visit_view
 from domain.rows import visit_row
 from domain.validation import Accepted
 from schemas.visit import VisitEvent
+from schemas.visit_record import Visit
 from tests.factories import visit
 
 
 def accepted(**changes) -> Accepted:
-    return Accepted(VisitEvent.model_validate(visit(**changes)), "k1", b"sig", 1_773_563_400_000)
+    return Accepted(Visit.of_model(VisitEvent.model_validate(visit(**changes))), "k1", b"sig", 1_773_563_400_000)
 
 
 def test_row_carries_identity_times_and_the_full_record():
@@ -27,8 +28,8 @@ def test_row_carries_identity_times_and_the_full_record():
 
 def test_record_json_is_canonical_so_replays_compare_equal():
     same = accepted()
-    assert visit_row(same, 0, 0).record == visit_row(Accepted(VisitEvent.model_validate(same.event.model_dump()),
-                                                              "k1", b"sig", 0), 0, 0).record
+    again = Accepted(Visit.of_model(VisitEvent.model_validate(same.event.record)), "k1", b"sig", 0)
+    assert visit_row(same, 0, 0).record == visit_row(again, 0, 0).record
 
 
 def test_reply_summary_lists_diagnoses_medicines_and_results():
@@ -52,7 +53,7 @@ def test_reply_summary_carries_services_papers_follow_up_and_payments():
         follow_up={"appointment_date": "20260322"},
         sensitive=[{"table": "XML6", "records": [{"MA_LK": "x", "MA_THE_ARV": "123"}]}],
     )
-    row = visit_row(Accepted(VisitEvent.model_validate(event), "k1", b"s", 0), 0, 0)
+    row = visit_row(Accepted(Visit.of_model(VisitEvent.model_validate(event)), "k1", b"s", 0), 0, 0)
     summary = visit_view(json.loads(row.record))
     assert [s.model_dump() for s in summary.services] == [
         {"name": "Chụp X-quang ngực thẳng", "quantity": 1.0, "result": "Bình thường"}]

@@ -5,6 +5,7 @@ import pytest
 from domain import deidentify, replies
 from domain.sensitive_diagnoses import DEFAULT, MASK, MASKED_NOTE, BadSensitiveRanges, SensitiveDiagnoses
 from schemas.visit import VisitEvent
+from schemas.visit_record import Visit
 from tests.factories import visit
 
 
@@ -42,6 +43,6 @@ def test_a_year_list_masks_a_sensitive_diagnosis_and_every_text_that_could_name_
 
 
 def test_a_secondary_sensitive_diagnosis_withholds_the_visit_from_analytics():
-    assert deidentify.withheld(VisitEvent.model_validate(visit(main_diagnosis_code="J06.9",
-                                                               secondary_diagnosis_codes=["A15.0"])))
-    assert not deidentify.withheld(VisitEvent.model_validate(visit(main_diagnosis_code="J06.9")))
+    assert deidentify.withheld(Visit.of_model(VisitEvent.model_validate(visit(
+        main_diagnosis_code="J06.9", secondary_diagnosis_codes=["A15.0"]))))
+    assert not deidentify.withheld(Visit.of_model(VisitEvent.model_validate(visit(main_diagnosis_code="J06.9"))))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumers.trusted_keys import load_trusted_keys
 from domain import replies
@@ -115,6 +117,106 @@ async def _forget_old_requests(pool: asyncpg.Pool, window: timedelta, pruned_at:
 
 
 ANSWERS_AT_ONCE = 8  # requests answered side by side, one database connection each
+IN_FLIGHT_AT_MOST = 500  # requests read but not yet answered and acknowledged, before reading pauses
+COMMIT_EVERY_SECONDS = 0.2
+
+
+class AnsweredOffsets:
+    """Which read requests are answered and their replies acknowledged, so offsets are committed only past those.
+
+    Requests are answered as soon as they are read, side by side, and finish in any order; a partition's
+    offset is committed only up to its first request still in flight, so a crash answers again (the
+    same request at the same place is answered again by design) rather than leaving one unanswered.
+    """
+
+    def __init__(self) -> None:
+        self._in_order: dict[TopicPartition, deque[int]] = {}
+        self._done: set[tuple[TopicPartition, int]] = set()
+        self._committable: dict[TopicPartition, int] = {}
+
+    def __len__(self) -> int:
+        return sum(len(offsets) for offsets in self._in_order.values())
+
+    def read(self, tp: TopicPartition, offset: int) -> None:
+        """A request was read and is being answered."""
+        self._in_order.setdefault(tp, deque()).append(offset)
+
+    def answered(self, tp: TopicPartition, offset: int) -> None:
+        """Its reply is acknowledged by the broker."""
+        self._done.add((tp, offset))
+        offsets = self._in_order[tp]
+        while offsets and (tp, offsets[0]) in self._done:
+            self._done.discard((tp, offsets[0]))
+            self._committable[tp] = offsets.popleft() + 1
+
+    def take_committable(self) -> dict[TopicPartition, int]:
+        """The offsets to commit now (each partition's next unanswered request), once each."""
+        ready, self._committable = self._committable, {}
+        return ready
+
+
+class RequestLoop:
+    """Reads requests, answers each as soon as it is read (side by side), and commits past those answered."""
+
+    def __init__(self, settings: Settings, policy: QueryPolicy, pool: asyncpg.Pool, consumer: AIOKafkaConsumer,
+                 producer: AIOKafkaProducer) -> None:
+        self.settings, self.policy, self.pool = settings, policy, pool
+        self.consumer, self.producer = consumer, producer
+        self.offsets = AnsweredOffsets()
+        self.answering: set[asyncio.Task[None]] = set()
+        self.failures: list[BaseException] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Answer until stop is set, then finish the requests in flight and commit past them."""
+        pruned_at = committed_at = 0.0
+        while not stop.is_set():
+            pruned_at = await _forget_old_requests(self.pool, self.policy.window, pruned_at)
+            if self.failures:  # only the broker can fail a reply's send: stop, restart, answer again
+                raise self.failures[0]
+            if len(self.offsets) < IN_FLIGHT_AT_MOST:
+                self._answer_all(await self.consumer.getmany(timeout_ms=COMMIT_EVERY_SECONDS * 500, max_records=100))
+            elif self.answering:
+                await asyncio.wait(self.answering, return_when=asyncio.FIRST_COMPLETED)
+            clock = asyncio.get_running_loop().time()
+            if clock - committed_at >= COMMIT_EVERY_SECONDS:
+                committed_at = clock
+                await self._commit()
+        if self.answering:
+            await asyncio.gather(*self.answering)
+        await self._commit()
+
+    def cancel(self) -> None:
+        """Abandon the requests in flight (they are answered again after a restart)."""
+        for task in self.answering:
+            task.cancel()
+
+    def _answer_all(self, batches: dict[TopicPartition, list[Any]]) -> None:
+        for tp, records in batches.items():
+            for message in records:
+                self.offsets.read(tp, message.offset)
+                task = asyncio.create_task(self._reply_to(message))
+                self.answering.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.answering.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.failures.append(task.exception())  # type: ignore[arg-type]
+
+    async def _reply_to(self, message: Any) -> None:
+        reply = await answer_safely(self.pool, message, self.policy)
+        await (await self.producer.send(self.settings.topics.integration_replies, reply.encode(),
+                                        key=reply.request_id.encode()))
+        metrics.REQUESTS.labels(reply.refusal_code or reply.status).inc()
+        log.info("request %s: %s %s", reply.request_id, reply.status, reply.refusal_code or "",
+                 extra={"request_id": reply.request_id, "partition": message.partition, "offset": message.offset})
+        self.offsets.answered(TopicPartition(message.topic, message.partition), message.offset)
+
+    async def _commit(self) -> None:
+        assigned = self.consumer.assignment()  # a partition lost to a rebalance is answered again by its new owner
+        ready = {tp: offset for tp, offset in self.offsets.take_committable().items() if tp in assigned}
+        if ready:
+            await self.consumer.commit(ready)
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -125,35 +227,17 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                                            max_size=ANSWERS_AT_ONCE))
     consumer = kafka.consumer(settings.kafka_bootstrap, "query-consumer", settings.topics.integration_requests,
                               group_id=settings.query_group_id)
-    producer = kafka.producer(settings.kafka_bootstrap, "query-consumer")
+    producer = kafka.producer(settings.kafka_bootstrap, "query-consumer", linger_ms=0)
     await consumer.start()
     await producer.start()
     health = await metrics.serve(settings.query_metrics_port, lambda: (True, {}), "query-consumer",
                                  settings.metrics_host)
     log.info("query consumer ready on %s", settings.topics.integration_requests)
-    stop = stop or asyncio.Event()
-    pruned_at = 0.0
+    requests = RequestLoop(settings, policy, pool, consumer, producer)
     try:
-        while not stop.is_set():
-            pruned_at = await _forget_old_requests(pool, policy.window, pruned_at)
-            batches = await consumer.getmany(timeout_ms=500, max_records=100)
-            messages = [message for records in batches.values() for message in records]
-            if not messages:
-                continue
-            # A batch's requests are answered side by side, as many at once as the pool has connections,
-            # and their replies acknowledged together before the offsets are committed.
-            answered = await asyncio.gather(*(answer_safely(pool, message, policy) for message in messages))
-            sends = []
-            for message, reply in zip(messages, answered, strict=True):
-                sends.append(await producer.send(settings.topics.integration_replies, reply.encode(),
-                                                 key=reply.request_id.encode()))
-                metrics.REQUESTS.labels(reply.refusal_code or reply.status).inc()
-                log.info("request %s: %s %s", reply.request_id, reply.status, reply.refusal_code or "",
-                         extra={"request_id": reply.request_id, "partition": message.partition,
-                                "offset": message.offset})
-            await asyncio.gather(*sends)
-            await consumer.commit()
+        await requests.run(stop or asyncio.Event())
     finally:
+        requests.cancel()
         if health:
             await health.cleanup()
         await consumer.stop()

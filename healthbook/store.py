@@ -10,6 +10,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,9 @@ _TYPES = {
     "record": "jsonb", "sensitive": "jsonb", "signature": "bytea", "signed_at": "timestamptz",
     "source_partition": "int", "source_offset": "bigint",
 }
+# A row's projected_at is the clock when its transaction wrote it, which commits a moment later: merges look
+# back this far before the moment they start from, so no row committed after it is missed.
+WRITE_CLOCK_MARGIN = timedelta(minutes=1)
 # What a replay rebuilds: the book and everything the batch step writes beside it.
 REBUILT_TABLES = ("health_book_visits", "pending_visits", "pipeline_counts", "applied_offsets")
 
@@ -332,24 +336,39 @@ async def create_rebuild(conn: asyncpg.Connection, schema: str) -> None:
         await conn.execute(f"create table {schema}.{table} (like {LIVE}.{table} including all)")
 
 
-async def swap_in_rebuild(conn: asyncpg.Connection, schema: str) -> int:
-    """Merge rows the worker wrote meanwhile into the rebuilt book (higher version wins), swap it in; return merged.
+async def database_now(conn: asyncpg.Connection) -> datetime:
+    """The database's clock, by which rows' projected_at are written."""
+    return await conn.fetchval("select clock_timestamp()")
 
-    Only the book is swapped: the live counters, offsets and pending visits keep describing what
-    the running worker did.
+
+async def swap_in_rebuild(conn: asyncpg.Connection, schema: str, since: datetime) -> int:
+    """Merge rows the worker wrote since `since` into the rebuilt book (higher version wins), swap it in.
+
+    Rows written before `since` came from messages the rebuild itself read. The merge runs twice: once
+    while the worker keeps writing, then under the lock for only what it wrote during the first, so the
+    worker is blocked for the few rows of the last moments rather than for a scan of the whole book.
+    Only the book is swapped: the live counters, offsets and pending visits keep describing what the
+    running worker did. Returns how many rows came from the live book.
     """
     rebuilt = f"{_check_schema(schema)}.health_book_visits"
     updates = ", ".join(f"{c} = excluded.{c}" for c in BOOK_COLUMNS[2:])
+
+    async def merge_written_since(moment: datetime) -> int:
+        merged = await conn.fetch(
+            f"insert into {rebuilt} select * from {LIVE}.health_book_visits where projected_at >= $1 "
+            f"on conflict (facility_code, visit_code) do update set {updates}, projected_at = excluded.projected_at "
+            f"where {rebuilt}.version < excluded.version returning 1", moment)
+        return len(merged)
+
+    second_since = await database_now(conn) - WRITE_CLOCK_MARGIN
+    merged = await merge_written_since(since)
     async with conn.transaction():
         await conn.execute(f"lock table {LIVE}.health_book_visits in exclusive mode")
-        merged = await conn.fetch(
-            f"insert into {rebuilt} select * from {LIVE}.health_book_visits on conflict (facility_code, visit_code) "
-            f"do update set {updates}, projected_at = excluded.projected_at "
-            f"where {rebuilt}.version < excluded.version returning 1")
+        merged += await merge_written_since(second_since)
         await conn.execute(f"drop table {LIVE}.health_book_visits")
         await conn.execute(f"alter table {rebuilt} set schema {LIVE}")
         await conn.execute(f"drop schema {schema} cascade")
-    return len(merged)
+    return merged
 
 
 async def drop_rebuild(conn: asyncpg.Connection, schema: str) -> None:

@@ -6,6 +6,8 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from domain import deidentify
 from domain.batch import Refused
@@ -16,6 +18,7 @@ from schemas.visit_record import Visit
 from streams.dead_letters import dead_letter
 
 log = logging.getLogger(__name__)
+_PARTITIONER = DefaultPartitioner()  # murmur2 of the key, as every producer of the topic places records
 
 
 class KafkaOutlets:
@@ -46,10 +49,28 @@ class KafkaOutlets:
             if deidentify.withheld(event, self.sensitive):
                 metrics.ANALYTICS_WITHHELD.inc()
                 continue
-            key, value = deidentify.encode(event, self.pseudonym_key)
-            sends.append(await self.producer.send(self.topics.deidentified, value, key=key))
-        if sends:
-            await asyncio.gather(*sends)
+            sends.append(deidentify.encode(event, self.pseudonym_key))
+        await send_keyed(self.producer, self.topics.deidentified, sends)
+
+
+async def send_keyed(producer: AIOKafkaProducer, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    """Send keyed records in one batch per partition, each placed as producer.send places it, and wait for the broker.
+
+    One future per partition rather than per record: per-record sends were a tenth of a draining worker's time.
+    """
+    if not records:
+        return
+    partitions = sorted(await producer.partitions_for(topic))
+    batches: dict[int, list[BatchBuilder]] = {}
+    for key, value in records:
+        partition = _PARTITIONER(key, partitions, partitions)
+        open_batches = batches.setdefault(partition, [producer.create_batch()])
+        if open_batches[-1].append(key=key, value=value, timestamp=None) is None:  # full: start the next
+            open_batches.append(producer.create_batch())
+            open_batches[-1].append(key=key, value=value, timestamp=None)
+    sent = [await producer.send_batch(batch, topic, partition=partition)
+            for partition, builders in batches.items() for batch in builders]
+    await asyncio.gather(*sent)
 
 
 class NoOutlets:

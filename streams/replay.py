@@ -7,6 +7,7 @@ then the rebuilt book is swapped in while citizens' queries keep being answered.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -21,13 +22,21 @@ from domain.keyring import Keyring
 from healthbook import kafka
 from healthbook.config import Settings
 from healthbook.database import connect_pool
-from healthbook.store import BookReader, BookWriter, create_rebuild, swap_in_rebuild
+from healthbook.store import (
+    WRITE_CLOCK_MARGIN,
+    BookReader,
+    BookWriter,
+    create_rebuild,
+    database_now,
+    swap_in_rebuild,
+)
 from healthbook.topic_follower import TopicFollower
 from streams.batch_step import BatchStep, delivery_of_record, topic_range_reader
 from streams.outlets import NoOutlets
 
 REBUILD_SCHEMA = "replay_rebuild"
 BATCH = 1_000
+RECENT_CITIZENS = 100_000  # about 20 MiB of versions; misses are looked up in the rebuilt book
 
 
 class RateColumn(ProgressColumn):
@@ -48,7 +57,35 @@ class ReplayReport:
     rows: int = 0
 
 
-async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Console | None = None) -> ReplayReport:
+class RecentVersions:
+    """The replay's deduplication table: the versions of the citizens met most recently, the rest in the book.
+
+    The batch step looks up in the (rebuilt) book whatever the table does not hold, so a bounded table
+    decides the same and keeps the replay's memory flat however many citizens the topic holds.
+    """
+
+    def __init__(self, citizens: int = RECENT_CITIZENS) -> None:
+        self.citizens = citizens
+        self._versions: OrderedDict[str, dict[str, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._versions)
+
+    def get(self, personal_id: str) -> dict[str, int] | None:
+        found = self._versions.get(personal_id)
+        if found is not None:
+            self._versions.move_to_end(personal_id)
+        return found
+
+    def __setitem__(self, personal_id: str, versions: dict[str, int]) -> None:
+        self._versions[personal_id] = versions
+        self._versions.move_to_end(personal_id)
+        if len(self._versions) > self.citizens:
+            self._versions.popitem(last=False)
+
+
+async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Console | None = None,
+                  versions: RecentVersions | None = None) -> ReplayReport:
     """Run the whole visits topic, as it stands now, through the batch step into `schema`'s tables."""
     console = console or Console(stderr=True)
     trust = settings.trust_anchors()
@@ -61,7 +98,8 @@ async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Con
     try:
         async with pool.acquire() as conn:
             await create_rebuild(conn, schema)
-        step = BatchStep(settings.topics.visits, pool, BookWriter(schema), keyring, identity, {}, NoOutlets(),
+        step = BatchStep(settings.topics.visits, pool, BookWriter(schema), keyring, identity,
+                         RecentVersions() if versions is None else versions, NoOutlets(),
                          registry.catch_up, topic_range_reader(settings.kafka_bootstrap), isolate_at_once=True,
                          signing_window=settings.signing_window, dead_letter_topic=settings.topics.dead_letter)
         async for batch in _batches(settings, console):
@@ -108,11 +146,13 @@ async def replay(settings: Settings, console: Console | None = None) -> ReplayRe
     The merge keeps, per visit, the higher version of the two tables, so a visit the worker applied
     during the rebuild is not lost; at equal versions the rebuilt row wins.
     """
-    report = await rebuild(settings, REBUILD_SCHEMA, console)
     pool = await connect_pool(settings.database_url, min_size=1, max_size=1)
     try:
         async with pool.acquire() as conn:
-            report.merged_from_live = await swap_in_rebuild(conn, REBUILD_SCHEMA)
+            started = await database_now(conn) - WRITE_CLOCK_MARGIN
+        report = await rebuild(settings, REBUILD_SCHEMA, console)
+        async with pool.acquire() as conn:
+            report.merged_from_live = await swap_in_rebuild(conn, REBUILD_SCHEMA, started)
             report.rows = await BookReader().row_count(conn)
     finally:
         await pool.close()

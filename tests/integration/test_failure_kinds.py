@@ -14,6 +14,7 @@ from healthbook.kafka import ensure_topics
 from healthbook.store import BookReader, BookWriter, create_rebuild, drop_rebuild
 from schemas.envelope import Signer, now_millis, seal_visit
 from schemas.visit import VisitEvent
+from schemas.visit_record import Visit
 from streams.batch_step import BatchStep, topic_range_reader
 from tests.factories import visit, with_patient
 from tests.integration.conftest import certified, map_cards, new_citizen, next_sequence, register, visible, wait_until
@@ -131,8 +132,8 @@ async def test_a_card_mapped_to_a_contradicting_personal_id_dead_letters_the_wai
     await clinics.publish(event)
     await wait_until(lambda: db.fetchrow("select 1 from pending_visits where visit_code = $1", event["visit_code"]),
                      "the visit to wait for its card", process=clinics.worker)
-    wrong = _contradicting(new_citizen().personal_id, VisitEvent.model_validate(with_patient(
-        event, personal_id=child.personal_id)))
+    wrong = _contradicting(new_citizen().personal_id, Visit.of_model(VisitEvent.model_validate(with_patient(
+        event, personal_id=child.personal_id))))
     await map_cards(settings, [(card, wrong)])
 
     async def dead_lettered():

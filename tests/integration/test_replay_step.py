@@ -7,9 +7,10 @@ import pytest
 from commands.processes import ServiceProcess
 from healthbook.database import connect_pool, recreate_database
 from healthbook.kafka import ensure_topics
+from healthbook.store import create_rebuild, database_now, swap_in_rebuild
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer, seal_visit
-from streams.replay import rebuild
+from streams.replay import RecentVersions, rebuild
 from tests.factories import visit, with_patient
 from tests.integration.conftest import LOGS, certified, map_cards, new_citizen, next_sequence, register, wait_until
 
@@ -69,6 +70,12 @@ async def test_a_replay_into_new_tables_gives_the_live_workers_rows_counts_and_p
         report = await rebuild(own, REBUILD)
         live = {q: [tuple(r) for r in await pool.fetch(q.format(schema="public"))] for q in (BOOK, PENDING, COUNTS)}
         rebuilt = {q: [tuple(r) for r in await pool.fetch(q.format(schema=REBUILD))] for q in (BOOK, PENDING, COUNTS)}
+        # A table holding one citizen at a time looks the rest up in the rebuilt book, and decides the same.
+        small = RecentVersions(citizens=1)
+        await rebuild(own, REBUILD, versions=small)
+        from_small = {q: [tuple(r) for r in await pool.fetch(q.format(schema=REBUILD))] for q in (BOOK, PENDING,
+                                                                                                 COUNTS)}
+        assert len(small) == 1
     finally:
         worker.stop()
         await pool.close()
@@ -77,5 +84,42 @@ async def test_a_replay_into_new_tables_gives_the_live_workers_rows_counts_and_p
     assert rebuilt[BOOK] == live[BOOK]
     assert rebuilt[PENDING] == live[PENDING]
     assert rebuilt[COUNTS] == live[COUNTS]
+    assert from_small == rebuilt
     assert dict(live[COUNTS]) == {"consumed": 10, "accepted": 5, "duplicate": 3, "pending": 1,
                                   "rejected:bad_signature": 1}
+
+
+async def test_the_swap_merges_only_what_the_worker_wrote_since_the_rebuild_began(settings):
+    """Rows written before the rebuild began came from messages it read; later ones are merged, higher version wins."""
+    database_url = await recreate_database(settings.database_url, "healthbook_test_swap")
+    pool = await connect_pool(database_url, min_size=1, max_size=2)
+    schema = "replay_swap_check"
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("insert into health_book_visits (facility_code, visit_code, personal_id, version, "
+                               "event_id, year, admitted_at, discharged_at, record, clinic_key_id, signature, "
+                               "signed_at, source_partition, source_offset, projected_at) "
+                               "select '79001', 'v' || n, '079203000001', 1, 'e' || n, 2026, now(), now(), '{}', "
+                               "'k1', decode('00', 'hex'), now(), 0, n, clock_timestamp() - interval '1 day' "
+                               "from generate_series(1, 500) n")
+            await create_rebuild(conn, schema)
+            await conn.execute(f"insert into {schema}.health_book_visits select * from health_book_visits")
+            since = await database_now(conn)
+            # While the rebuild ran, the worker wrote a newer version of v1 and a new visit v501.
+            await conn.execute("update health_book_visits set version = 2, event_id = 'e1-2', "
+                               "projected_at = clock_timestamp() where visit_code = 'v1'")
+            await conn.execute("insert into health_book_visits (facility_code, visit_code, personal_id, version, "
+                               "event_id, year, admitted_at, discharged_at, record, clinic_key_id, signature, "
+                               "signed_at, source_partition, source_offset) select facility_code, 'v501', "
+                               "personal_id, 1, 'e501', year, admitted_at, discharged_at, record, clinic_key_id, "
+                               "signature, signed_at, source_partition, 501 from health_book_visits "
+                               "where visit_code = 'v2'")
+            merged = await swap_in_rebuild(conn, schema, since)
+            book = {r["visit_code"]: (r["version"], r["event_id"])
+                    for r in await conn.fetch("select visit_code, version, event_id from health_book_visits")}
+            schemas = await conn.fetchval("select count(*) from pg_namespace where nspname = $1", schema)
+    finally:
+        await pool.close()
+    assert merged == 2, "only the two rows written since the rebuild began"
+    assert len(book) == 501 and book["v1"] == (2, "e1-2") and book["v501"] == (1, "e501")
+    assert schemas == 0

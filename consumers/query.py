@@ -227,7 +227,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                                            max_size=ANSWERS_AT_ONCE))
     consumer = kafka.consumer(settings.kafka_bootstrap, "query-consumer", settings.topics.integration_requests,
                               group_id=settings.query_group_id)
-    producer = kafka.producer(settings.kafka_bootstrap, "query-consumer", linger_ms=0)
+    producer = kafka.producer(settings.kafka_bootstrap, "query-consumer")
     await consumer.start()
     await producer.start()
     health = await metrics.serve(settings.query_metrics_port, lambda: (True, {}), "query-consumer",

@@ -39,7 +39,6 @@ unit: $(STAMP)
 
 bench: up
 	$(PY) -m benchmarks.ceilings
-	$(PY) benchmarks/end_to_end.py --events 10000 --rate 1000
 	$(PY) -m benchmarks.query_latency
 	$(PY) benchmarks/ingest.py
 

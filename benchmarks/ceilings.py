@@ -7,7 +7,8 @@ into a database of its own, and the table says what each measured:
 - work ceiling: validation, the book row and the analytics record over those bytes, one process, no I/O;
 - plain batched loop: aiokafka `getmany` into the worker's own batch step (`streams/batch_step.py`), no faust;
 - the worker with one process, and with two (`healthbook worker --processes 2`), first row to last row;
-- replay (`healthbook replay`) of the same topic, with its peak memory.
+- replay (`healthbook replay`) of the same topic, with its peak memory;
+- the worker paced at 1,000 visits/s offered: publish → visible latency (a topic of its own).
 
 Usage: python benchmarks/ceilings.py [--events N] [--citizens C]
 """
@@ -16,17 +17,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks import end_to_end
 from benchmarks.end_to_end import cpu_seconds, peak_rss_mb
 from commands.local_ca import local_ca
 from commands.processes import ServiceProcess, settings_env
@@ -49,6 +53,7 @@ from synthetic.population import CLINICS, make_population
 
 os.environ.setdefault("HEALTHBOOK_KAFKA_USER", "admin")  # the harness sets up topics and ACLs itself
 LOGS = PROJECT_ROOT / ".local" / "logs"
+PACED_RATE, PACED_EVENTS = 1_000.0, 10_000
 
 
 @dataclass
@@ -186,16 +191,25 @@ async def _worker(base: Settings, name: str, total: int, processes: int) -> tupl
     return total / (float(last) - float(first)), resources, settings
 
 
-def _replay(settings: Settings) -> tuple[float, float]:
-    """`healthbook replay` over the topic into a worker's database: seconds and peak RSS (MiB)."""
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _replay(settings: Settings, processes: int) -> tuple[float, float]:
+    """`healthbook replay` over the topic into a worker's database: seconds and the largest process's peak RSS."""
     started = time.perf_counter()
     log = LOGS / "bench-replay.log"
     with log.open("ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "commands.cli", "replay"], cwd=PROJECT_ROOT,
-                                   env=settings_env(settings), stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", "commands.cli", "replay", "--processes", str(processes)],
+                                   cwd=PROJECT_ROOT, env=settings_env(settings), stdout=out, stderr=subprocess.STDOUT)
     peak = 0.0
     while process.poll() is None:
-        peak = max(peak, peak_rss_mb(process.pid))
+        for pid in (process.pid, *_children(process.pid)):
+            with contextlib.suppress(OSError):  # it ended between listing and reading
+                peak = max(peak, peak_rss_mb(pid))
         time.sleep(0.1)
     elapsed = time.perf_counter() - started
     if process.returncode:
@@ -229,17 +243,24 @@ async def run(events_n: int, citizens_n: int) -> None:
         replayed = used if processes == 1 else replayed
         figures.append(Figure(f"the healthbook worker, {processes} process{'es' if processes > 1 else ''}", rate,
                               "first row to last row" + (f"; {resources}" if resources else "")))
-    console.print("replay ...")
-    seconds, rss = _replay(replayed)
-    figures.append(Figure("replay (healthbook replay)", total / seconds, f"{seconds:.1f} s including start-up and "
-                          f"swap; peak RSS {rss:.0f} MiB"))
+    for processes in (1, 2):
+        console.print(f"replay, {processes} process(es) ...")
+        seconds, rss = _replay(replayed, processes)
+        figures.append(Figure(f"replay (healthbook replay --processes {processes})", total / seconds,
+                              f"{seconds:.1f} s including start-up, merge and swap; peak RSS {rss:.0f} MiB "
+                              "(largest process)"))
+    console.print(f"paced at {PACED_RATE:,.0f}/s ...")
+    paced = await end_to_end.measure(PACED_EVENTS, citizens_n, PACED_RATE, console)
+    figures.append(Figure(f"the worker, paced at {PACED_RATE:,.0f} visits/s offered", paced.throughput,
+                          f"publish → visible p50 {paced.p50:,.0f} ms, p99 {paced.p99:,.0f} ms over "
+                          f"{PACED_EVENTS:,} visits; publisher on the same cores"))
     table = Table(title=f"healthbook paths over one backlog of {total:,} signed visits "
                         f"({base.visit_partitions} partitions, batch {base.batch_size})", title_justify="left")
     for column, justify in (("path", "left"), ("visits/s", "right"), ("vs work ceiling", "right"),
                             ("what it measured", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for figure in figures:
-        ratio = "—" if "transport" in figure.path else f"{figure.rate / work:.0%}"
+        ratio = "—" if "transport" in figure.path or "paced" in figure.path else f"{figure.rate / work:.0%}"
         table.add_row(figure.path, f"{figure.rate:,.0f}", ratio, figure.note)
     console.print(table)
 

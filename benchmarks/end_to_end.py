@@ -15,6 +15,7 @@ import asyncio
 import os
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -54,8 +55,29 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def run(events_n: int, citizens_n: int, rate: float) -> None:
-    console = Console()
+@dataclass(frozen=True)
+class EndToEnd:
+    """What one end-to-end run measured."""
+
+    throughput: float  # events/s, first publish to last visible
+    publish_rate: float  # events/s the publisher offered (sign, send, acks=all)
+    latencies_ms: list[float]  # publish to visible, per event
+    worker_cpu_per_1000: float  # seconds
+    worker_rss_mb: float
+
+    @property
+    def p50(self) -> float:
+        """Median publish-to-visible latency, ms."""
+        return percentile(self.latencies_ms, 50)
+
+    @property
+    def p99(self) -> float:
+        """99th percentile publish-to-visible latency, ms."""
+        return percentile(self.latencies_ms, 99)
+
+
+async def measure(events_n: int, citizens_n: int, rate: float, console: Console) -> EndToEnd:
+    """Publish events_n visits (paced at rate, or unpaced when 0) to a running worker; measure until all visible."""
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
     base = Settings()
     settings = base.model_copy(update={
@@ -112,21 +134,29 @@ async def run(events_n: int, citizens_n: int, rate: float) -> None:
         await pool.close()
 
     visible = {(r["facility_code"], r["visit_code"]): float(r["t"]) for r in rows}
-    latencies = [(visible[k] - t) * 1000 for k, t in published_at.items()]
     last_visible = max(visible[k] for k in published_at)
+    return EndToEnd(events_n / (last_visible - start), events_n / (published - start),
+                    [(visible[k] - t) * 1000 for k, t in published_at.items()], worker_cpu / events_n * 1000,
+                    worker_rss)
+
+
+async def run(events_n: int, citizens_n: int, rate: float) -> None:
+    console = Console()
+    result = await measure(events_n, citizens_n, rate, console)
+    settings = Settings()
     offered = f"offered {rate:,.0f}/s" if rate else "unpaced"
     table = Table(title=f"healthbook end-to-end benchmark ({events_n} events, {citizens_n} citizens, {offered}, "
                         f"{settings.visit_partitions} partitions, batch {settings.batch_size})", title_justify="left")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("end-to-end throughput (first publish → last visible)",
-                  f"{events_n / (last_visible - start):,.0f} events/s")
-    table.add_row("publish rate (sign + send, acks=all)", f"{events_n / (published - start):,.0f} events/s")
-    table.add_row("latency p50 (publish → visible)", f"{percentile(latencies, 50):,.0f} ms")
-    table.add_row("latency p99", f"{percentile(latencies, 99):,.0f} ms")
-    table.add_row("latency mean / max", f"{statistics.fmean(latencies):,.0f} / {max(latencies):,.0f} ms")
-    table.add_row("worker CPU per 1,000 events (user + system)", f"{worker_cpu / events_n * 1000:,.2f} s")
-    table.add_row("worker peak RSS", f"{worker_rss:,.0f} MiB")
+    table.add_row("end-to-end throughput (first publish → last visible)", f"{result.throughput:,.0f} events/s")
+    table.add_row("publish rate (sign + send, acks=all)", f"{result.publish_rate:,.0f} events/s")
+    table.add_row("latency p50 (publish → visible)", f"{result.p50:,.0f} ms")
+    table.add_row("latency p99", f"{result.p99:,.0f} ms")
+    table.add_row("latency mean / max",
+                  f"{statistics.fmean(result.latencies_ms):,.0f} / {max(result.latencies_ms):,.0f} ms")
+    table.add_row("worker CPU per 1,000 events (user + system)", f"{result.worker_cpu_per_1000:,.2f} s")
+    table.add_row("worker peak RSS", f"{result.worker_rss_mb:,.0f} MiB")
     console.print(table)
 
 

@@ -27,7 +27,7 @@ PRINCIPALS = {
     "clinic_commands.identity_map": "insurance-registry",
     "operator_commands.analytics": "analytics",
     "operator_commands.pipeline_status": "operator",
-    "operator_commands.replay_book": "operator",
+    "replay_command.replay_book": "operator",
     "operator_commands.dlq_list": "operator",
     "operator_commands.dlq_show": "operator",
     "operator_commands.dlq_retry": "operator",
@@ -128,8 +128,12 @@ def _operator_parsers(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("counts", help="show the pipeline's outcome counts").set_defaults(run="operator_commands.counts")
     sub.add_parser("status", help="lag per partition, counts by outcome, last error").set_defaults(
         run="operator_commands.pipeline_status")
-    sub.add_parser("replay", help="rebuild the health book from the visits topic and swap it in").set_defaults(
-        run="operator_commands.replay_book")
+    replay = sub.add_parser("replay", help="rebuild the health book from the visits topic and swap it in")
+    replay.add_argument("--processes", type=int, default=1,
+                        help="rebuild in N processes over disjoint partitions (one per core), then swap in once")
+    replay.add_argument("--partitions", help="used by --processes: rebuild only these partitions (0,2,...) into "
+                                             "the rebuild a parent began; no swap")
+    replay.set_defaults(run="replay_command.replay_book")
     analytics = sub.add_parser("analytics", help="visits per diagnosis, province and month, de-identified")
     analytics.add_argument("--top", type=int, default=20)
     analytics.set_defaults(run="operator_commands.analytics")

@@ -18,7 +18,6 @@ from healthbook.config import Settings
 from healthbook.database import connect_pool, migrate
 from healthbook.kafka import ensure_topics, topic_names
 from healthbook.store import BookReader
-from streams.replay import replay
 
 
 def topics(settings: Settings, _: argparse.Namespace) -> None:
@@ -110,13 +109,6 @@ def dlq_retry(settings: Settings, args: argparse.Namespace) -> None:
     print(f"re-driven {len(report.retried)}; skipped {len(report.already_retried)} already re-driven, "
           f"{len(report.failed_again)} that failed again after a re-drive (fix the cause and publish anew), "
           f"{len(report.not_visits)} not from the visits topic")
-
-
-def replay_book(settings: Settings, _: argparse.Namespace) -> None:
-    """Rebuild the health book from the visits topic and swap it in."""
-    report = asyncio.run(replay(settings, render.console()))
-    print(f"replayed {report.messages} messages into {report.rows} health-book rows "
-          f"({report.merged_from_live} newer rows kept from the live table) and swapped it in")
 
 
 def analytics(settings: Settings, args: argparse.Namespace) -> None:

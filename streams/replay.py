@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 
+import asyncpg
 from aiokafka import TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
@@ -28,6 +31,7 @@ from healthbook.store import (
     BookWriter,
     create_rebuild,
     database_now,
+    drop_rebuild,
     swap_in_rebuild,
 )
 from healthbook.topic_follower import TopicFollower
@@ -85,8 +89,12 @@ class RecentVersions:
 
 
 async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Console | None = None,
-                  versions: RecentVersions | None = None) -> ReplayReport:
-    """Run the whole visits topic, as it stands now, through the batch step into `schema`'s tables."""
+                  versions: RecentVersions | None = None, partitions: list[int] | None = None) -> ReplayReport:
+    """Run the visits topic, as it stands now, through the batch step into `schema`'s new tables.
+
+    With partitions, only those, into tables another process made (`begin_rebuild`): N processes over
+    disjoint partitions rebuild one book the way N workers of one group write the live one.
+    """
     console = console or Console(stderr=True)
     trust = settings.trust_anchors()
     keyring, identity = Keyring(trust), IdentityDirectory(trust)
@@ -96,13 +104,14 @@ async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Con
     pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
     report = ReplayReport()
     try:
-        async with pool.acquire() as conn:
-            await create_rebuild(conn, schema)
+        if partitions is None:
+            async with pool.acquire() as conn:
+                await create_rebuild(conn, schema)
         step = BatchStep(settings.topics.visits, pool, BookWriter(schema), keyring, identity,
                          RecentVersions() if versions is None else versions, NoOutlets(),
                          registry.catch_up, topic_range_reader(settings.kafka_bootstrap), isolate_at_once=True,
                          signing_window=settings.signing_window, dead_letter_topic=settings.topics.dead_letter)
-        async for batch in _batches(settings, console):
+        async for batch in _batches(settings, console, partitions):
             await step.run(batch)
             report.messages += len(batch)
         reader = BookReader(schema)
@@ -115,10 +124,11 @@ async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Con
     return report
 
 
-async def _batches(settings: Settings, console: Console) -> AsyncIterator[list[Delivery]]:
-    """The visits topic from its beginning to its current end, in batches of deliveries."""
+async def _batches(settings: Settings, console: Console, only: list[int] | None) -> AsyncIterator[list[Delivery]]:
+    """The visits topic (or only some partitions) from its beginning to its current end, in batches of deliveries."""
     topic = settings.topics.visits
-    partitions = [TopicPartition(topic, p) for p in await kafka.partitions_of(settings.kafka_bootstrap, topic)]
+    partitions = [TopicPartition(topic, p) for p in await kafka.partitions_of(settings.kafka_bootstrap, topic)
+                  if only is None or p in only]
     reader = kafka.consumer(settings.kafka_bootstrap, "replay")
     await reader.start()
     columns = (TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
@@ -146,14 +156,52 @@ async def replay(settings: Settings, console: Console | None = None) -> ReplayRe
     The merge keeps, per visit, the higher version of the two tables, so a visit the worker applied
     during the rebuild is not lost; at equal versions the rebuilt row wins.
     """
+    since = await _database_clock(settings)
+    report = await rebuild(settings, REBUILD_SCHEMA, console)
+    return await swap_in(settings, since, report)
+
+
+async def begin_rebuild(settings: Settings) -> datetime:
+    """Make the rebuild's empty tables for processes to fill partition by partition; return when it began."""
+    since = await _database_clock(settings)
+    async with _connection(settings) as conn:
+        await create_rebuild(conn, REBUILD_SCHEMA)
+    return since
+
+
+async def rebuilt_report(settings: Settings) -> ReplayReport:
+    """What the processes of a rebuild wrote together."""
+    reader = BookReader(REBUILD_SCHEMA)
+    async with _connection(settings) as conn:
+        counts = await reader.counts_of(conn)
+        return ReplayReport(counts.get("consumed", 0), counts, await reader.pending_count(conn))
+
+
+async def swap_in(settings: Settings, since: datetime, report: ReplayReport) -> ReplayReport:
+    """Merge what the worker wrote since the rebuild began and swap the rebuilt book in."""
+    async with _connection(settings) as conn:
+        report.merged_from_live = await swap_in_rebuild(conn, REBUILD_SCHEMA, since)
+        report.rows = await BookReader().row_count(conn)
+    return report
+
+
+async def abandon_rebuild(settings: Settings) -> None:
+    """Drop a rebuild that failed; the live book is untouched."""
+    async with _connection(settings) as conn:
+        await drop_rebuild(conn, REBUILD_SCHEMA)
+
+
+async def _database_clock(settings: Settings) -> datetime:
+    """When a rebuild begins, by the clock rows' projected_at are written with, less the commit margin."""
+    async with _connection(settings) as conn:
+        return await database_now(conn) - WRITE_CLOCK_MARGIN
+
+
+@asynccontextmanager
+async def _connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     pool = await connect_pool(settings.database_url, min_size=1, max_size=1)
     try:
         async with pool.acquire() as conn:
-            started = await database_now(conn) - WRITE_CLOCK_MARGIN
-        report = await rebuild(settings, REBUILD_SCHEMA, console)
-        async with pool.acquire() as conn:
-            report.merged_from_live = await swap_in_rebuild(conn, REBUILD_SCHEMA, started)
-            report.rows = await BookReader().row_count(conn)
+            yield conn
     finally:
         await pool.close()
-    return report

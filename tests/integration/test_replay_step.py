@@ -1,5 +1,6 @@
 """Replay runs the worker's batch step: into new tables it gives the live worker's rows, counts and pending visits."""
 
+import asyncio
 import uuid
 
 import pytest
@@ -13,6 +14,7 @@ from schemas.envelope import Signer, seal_visit
 from streams.replay import RecentVersions, rebuild
 from tests.factories import visit, with_patient
 from tests.integration.conftest import LOGS, certified, map_cards, new_citizen, next_sequence, register, wait_until
+from tests.integration.test_cli import healthbook
 
 pytestmark = pytest.mark.integration
 REBUILD = "replay_step_check"
@@ -76,6 +78,9 @@ async def test_a_replay_into_new_tables_gives_the_live_workers_rows_counts_and_p
         from_small = {q: [tuple(r) for r in await pool.fetch(q.format(schema=REBUILD))] for q in (BOOK, PENDING,
                                                                                                  COUNTS)}
         assert len(small) == 1
+        # The operator's replay in two processes over disjoint partitions swaps in the same book.
+        replayed = await asyncio.to_thread(healthbook, own, "replay", "--processes", "2")
+        swapped = [tuple(r) for r in await pool.fetch(BOOK.format(schema="public"))]
     finally:
         worker.stop()
         await pool.close()
@@ -85,6 +90,10 @@ async def test_a_replay_into_new_tables_gives_the_live_workers_rows_counts_and_p
     assert rebuilt[PENDING] == live[PENDING]
     assert rebuilt[COUNTS] == live[COUNTS]
     assert from_small == rebuilt
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "in 2 processes over partitions 0,2; 1,3" in replayed.stderr + replayed.stdout
+    assert "replayed 10 messages into 4 health-book rows" in replayed.stdout
+    assert swapped == live[BOOK]
     assert dict(live[COUNTS]) == {"consumed": 10, "accepted": 5, "duplicate": 3, "pending": 1,
                                   "rejected:bad_signature": 1}
 

@@ -165,6 +165,7 @@ class RequestLoop:
         self.offsets = AnsweredOffsets()
         self.answering: set[asyncio.Task[None]] = set()
         self.failures: list[BaseException] = []
+        self.one_finished = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Answer until stop is set, then finish the requests in flight and commit past them."""
@@ -175,8 +176,9 @@ class RequestLoop:
                 raise self.failures[0]
             if len(self.offsets) < IN_FLIGHT_AT_MOST:
                 self._answer_all(await self.consumer.getmany(timeout_ms=COMMIT_EVERY_SECONDS * 500, max_records=100))
-            elif self.answering:
-                await asyncio.wait(self.answering, return_when=asyncio.FIRST_COMPLETED)
+            else:  # as many in flight as allowed: wait for one to finish rather than read more
+                self.one_finished.clear()
+                await self.one_finished.wait()
             clock = asyncio.get_running_loop().time()
             if clock - committed_at >= COMMIT_EVERY_SECONDS:
                 committed_at = clock
@@ -200,6 +202,7 @@ class RequestLoop:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.answering.discard(task)
+        self.one_finished.set()
         if not task.cancelled() and task.exception() is not None:
             self.failures.append(task.exception())  # type: ignore[arg-type]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -61,7 +62,8 @@ async def connect_pool(database_url: str, **kwargs: object) -> asyncpg.Pool:
 
 def database_url_for(base_url: str, name: str) -> str:
     """The same server and credentials as base_url, another database."""
-    return base_url.rsplit("/", 1)[0] + "/" + name
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path="/" + name))
 
 
 async def recreate_database(base_url: str, name: str) -> str:

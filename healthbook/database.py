@@ -54,10 +54,21 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
 
 async def connect_pool(database_url: str, **kwargs: object) -> asyncpg.Pool:
     """Open a pool and bring the schema up to date."""
-    pool = await asyncpg.create_pool(database_url, **kwargs)
+    pool = await asyncpg.create_pool(database_url, reset=_end_open_transaction, **kwargs)
     async with pool.acquire() as conn:
         await migrate(conn)
     return pool
+
+
+async def _end_open_transaction(conn: asyncpg.Connection) -> None:
+    """What a connection needs before it goes back to the pool: no transaction left open.
+
+    healthbook keeps no session state (no LISTEN, SET or advisory lock outlives a call), so asyncpg's
+    default reset (a round trip of RESET ALL and the like on every release) buys nothing; it was 7 % of
+    the query consumer's samples.
+    """
+    if conn.is_in_transaction():
+        await conn.execute("rollback")
 
 
 def database_url_for(base_url: str, name: str) -> str:

@@ -6,7 +6,6 @@ book into a schema of its own with the same writer and then swaps its table in.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 
 from domain.rows import BOOK_COLUMNS, PENDING_COLUMNS, VisitRow, WeightedRow, resolved_row
 from healthbook.retry import CONTENT_REFUSALS
@@ -173,7 +173,7 @@ class BookWriter(_Tables):
         """The stored records (without sensitive tables) of the visits waiting for a card, with their sources."""
         rows = await conn.fetch(f"select record, source_partition, source_offset from {self.pending} "
                                 "where card_number = $1", card_number)
-        return [PendingRecord(json.loads(r["record"]), r["source_partition"], r["source_offset"]) for r in rows]
+        return [PendingRecord(orjson.loads(r["record"]), r["source_partition"], r["source_offset"]) for r in rows]
 
     async def set_aside_pending(self, conn: asyncpg.Connection, card_number: str, visit_keys: list[tuple[str, str]],
                                 outcome: str) -> int:
@@ -263,7 +263,7 @@ class BookReader(_Tables):
         rows = await conn.fetch(
             f"select record from {self.visits} where personal_id = $1 and year = $2 "
             "order by admitted_at, facility_code, visit_code", personal_id, year)
-        return [json.loads(row["record"]) for row in rows]
+        return [orjson.loads(row["record"]) for row in rows]
 
     async def visit_detail(self, conn: asyncpg.Connection, personal_id: str, facility_code: str,
                            visit_code: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
@@ -272,7 +272,7 @@ class BookReader(_Tables):
             f"select record, sensitive from {self.visits} "
             "where personal_id = $1 and facility_code = $2 and visit_code = $3",
             personal_id, facility_code, visit_code)
-        return None if row is None else (json.loads(row["record"]), json.loads(row["sensitive"]))
+        return None if row is None else (orjson.loads(row["record"]), orjson.loads(row["sensitive"]))
 
     async def record_consent(self, conn: asyncpg.Connection, personal_id: str, confirmed_at: Any,
                              request_id: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -9,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+DROP_ATTEMPTS = 120  # seconds to wait for an autovacuum worker to leave a database being recreated
 _LOCK_ID = 0x4842_0001  # advisory lock so concurrent starters migrate once
 
 
@@ -83,8 +85,20 @@ async def recreate_database(base_url: str, name: str) -> str:
         raise ValueError(f"database name {name!r} must be lower-case letters, digits and underscores")
     conn = await asyncpg.connect(base_url)
     try:
-        await conn.execute(f"drop database if exists {name} with (force)")
+        for _ in range(DROP_ATTEMPTS):
+            try:
+                await conn.execute(f"drop database if exists {name} with (force)")
+                break
+            except asyncpg.InsufficientPrivilegeError:  # autovacuum (a superuser's process) is in it: wait it out
+                await asyncio.sleep(1)
+        else:
+            raise DatabaseBusy(f"database {name} could not be dropped for {DROP_ATTEMPTS} s: a process this role "
+                               "may not end (autovacuum, or another role's session) is connected to it")
         await conn.execute(f"create database {name}")
     finally:
         await conn.close()
     return database_url_for(base_url, name)
+
+
+class DatabaseBusy(RuntimeError):
+    """A database to recreate stayed in use by a process the healthbook role cannot end."""

@@ -1,6 +1,7 @@
 """Settings: names derived from the prefix, the documented table, masked values, size limits on every topic."""
 
 from healthbook.config import PROJECT_ROOT, Settings, masked, settings_table
+from healthbook.database import database_url_for
 from schemas.topics import DEAD_LETTER, TOPICS, VISITS, broker_config, max_message_bytes
 
 
@@ -55,3 +56,9 @@ def test_every_topic_takes_the_largest_visit_and_the_dead_letter_topic_its_dead_
         assert int(broker_config(topic, limit)["max.message.bytes"]) >= limit
     assert max_message_bytes(DEAD_LETTER, limit) > 2 * max_message_bytes(VISITS, limit) - 2 * 64 * 1024
     assert broker_config(VISITS, limit)["message.timestamp.type"] == "LogAppendTime"
+
+
+def test_another_database_on_the_same_server_keeps_the_url_s_options():
+    assert database_url_for("postgresql://u:p@127.0.0.1:5432/healthbook?sslmode=disable", "healthbook_test") == \
+        "postgresql://u:p@127.0.0.1:5432/healthbook_test?sslmode=disable"
+    assert database_url_for("postgresql://u:p@postgres:5432/healthbook", "x") == "postgresql://u:p@postgres:5432/x"

@@ -163,8 +163,8 @@ async def replay(settings: Settings, console: Console | None = None) -> ReplayRe
 
 async def begin_rebuild(settings: Settings) -> datetime:
     """Make the rebuild's empty tables for processes to fill partition by partition; return when it began."""
-    since = await _database_clock(settings)
     async with _connection(settings) as conn:
+        since = await database_now(conn) - WRITE_CLOCK_MARGIN
         await create_rebuild(conn, REBUILD_SCHEMA)
     return since
 

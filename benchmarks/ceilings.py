@@ -5,6 +5,8 @@ into a database of its own, and the table says what each measured:
 
 - transport ceiling: a bare aiokafka consumer reading the bytes, nothing else;
 - work ceiling: validation, the book row and the analytics record over those bytes, one process, no I/O;
+- decode + verify only: the Avro decodes and the signature check alone, the part of the work ceiling no rule
+  may skip;
 - plain batched loop: aiokafka `getmany` into the worker's own batch step (`streams/batch_step.py`), no faust;
 - the worker with one process, and with two (`healthbook worker --processes 2`), first row to last row;
 - replay (`healthbook replay`) of the same topic, with its peak memory;
@@ -46,6 +48,7 @@ from healthbook.database import connect_pool, recreate_database
 from healthbook.kafka import ensure_topics
 from healthbook.store import BookWriter
 from producers.publisher import ClinicPublisher
+from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer
 from streams.batch_step import BatchStep, topic_range_reader
 from streams.outlets import KafkaOutlets
@@ -121,6 +124,20 @@ def _work_ceiling(deliveries: list[Delivery], signers: dict[str, Signer]) -> flo
             visit_row(result, d.partition, d.offset)
             if not deidentify.withheld(result.event):
                 deidentify.encode(result.event, pseudonym_key)
+    return len(deliveries) / (time.perf_counter() - started)
+
+
+def _floor(deliveries: list[Delivery], signers: dict[str, Signer]) -> float:
+    """Only the two steps no rule may skip: decode envelope and payload once, verify the signature; visits per second.
+
+    Both are native code (fastavro, libsodium), so this bounds what any one Python process can reach.
+    """
+    keys = {code: signer.public_key for code, signer in signers.items()}
+    started = time.perf_counter()
+    for d in deliveries:
+        signed = wire.decode(d.value, catalogue.SIGNED_VISIT)
+        wire.decode(signed["payload"], catalogue.VISIT_EVENT)
+        envelope.verify(keys[signed["clinic_code"]], signed["signature"], envelope.visit_signing_input(signed))
     return len(deliveries) / (time.perf_counter() - started)
 
 
@@ -232,6 +249,10 @@ async def run(events_n: int, citizens_n: int) -> None:
     work = _work_ceiling(deliveries, signers)
     figures.append(Figure("validate + row + analytics record, one process, no I/O (work ceiling)", work,
                           "decode, verify, rules, row, analytics record"))
+    floor = _floor(deliveries, signers)
+    figures.append(Figure("decode + verify only, one process (what no rule may skip)", floor,
+                          f"fastavro decode and libsodium Ed25519 verify: {1e6 / floor:.0f} µs a visit "
+                          f"of the work ceiling's {1e6 / work:.0f} µs"))
     console.print("plain batched loop ...")
     figures.append(Figure("plain loop: getmany + the worker's batch step, no faust",
                           await _plain_loop(base, signers, total), "one transaction and acknowledged analytics "

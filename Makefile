@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit bench faults fuzz up down status lint install clean
+.PHONY: demo test unit bench faults fuzz up down status lint install clean browser screenshots
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is missing: install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 1; }
@@ -29,7 +29,13 @@ status:
 demo: up
 	$(PY) -m commands.cli demo
 
-test: up
+browser:
+	bash stack/stack.sh browser
+
+screenshots: up browser
+	$(PY) -m tests.screenshots docs/images
+
+test: up browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import os
 
+from commands.identity_standin import DEMO_PASSCODE
 from healthbook.config import Settings
 
 # Each subcommand names its function as "module.function" under commands/ and is imported only when
@@ -17,6 +18,8 @@ PRINCIPALS = {
     "worker_command.worker": "worker",
     "service_commands.query_consumer": "query",
     "service_commands.request": "identity-platform",
+    "service_commands.export": "identity-platform",
+    "service_commands.citizen_page": "identity-platform",
     "service_commands.demo": "admin",
     "operator_commands.topics": "admin",
     "clinic_commands.broker_add_clinic": "admin",
@@ -116,7 +119,20 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:
     request.add_argument("--personal-id", required=True)
     request.add_argument("--year", type=int, required=True)
     request.set_defaults(run="service_commands.request")
-    sub.add_parser("demo", help="run the whole pipeline on a realistic batch").set_defaults(run="service_commands.demo")
+    export = sub.add_parser("export", help="a citizen's health book as a FHIR R4 Bundle (identity-platform stand-in)")
+    export.add_argument("--personal-id", required=True)
+    export.add_argument("--year", type=int, help="only this year (default: every year)")
+    export.add_argument("--visit", help="FACILITY/MA_LK: one visit in full, its sensitive tables included")
+    export.add_argument("--out", help="write the Bundle to this file instead of standard output")
+    export.set_defaults(run="service_commands.export")
+    page = sub.add_parser("citizen-page", help="serve the citizen's flow to the health book (identity-app stand-in)")
+    page.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (8000)")
+    page.add_argument("--passcode", default=DEMO_PASSCODE, help=f"the stand-in's passcode ({DEMO_PASSCODE})")
+    page.set_defaults(run="service_commands.citizen_page")
+    demo = sub.add_parser("demo", help="run the whole pipeline on a realistic batch, then serve the citizen page")
+    demo.add_argument("--no-page", action="store_true", help="stop after the terminal walk-through")
+    demo.add_argument("--port", type=int, default=8000, help="the citizen page's port on 127.0.0.1 (8000)")
+    demo.set_defaults(run="service_commands.demo")
 
 
 def _operator_parsers(sub: argparse._SubParsersAction) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import signal
 import time
 from datetime import datetime
 
@@ -11,7 +13,13 @@ import asyncpg
 from rich.console import Console
 
 from commands import render
-from commands.identity_standin import IdentityPlatform, confirmation, ensure_identity_key, trust_identity_key
+from commands.identity_standin import (
+    DEMO_PASSCODE,
+    IdentityPlatform,
+    confirmation,
+    ensure_identity_key,
+    trust_identity_key,
+)
 from commands.local_ca import local_ca
 from commands.processes import ServiceProcess
 from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
@@ -26,6 +34,7 @@ from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer, seal_visit
 from synthetic.population import CLINICS, make_citizen, make_population, make_visit
 
+DEMO_PORT = 8000
 SEED = 20260315
 SAMPLE_DOSSIER = PROJECT_ROOT / "tests" / "fixtures" / "giamdinhhs-sample.xml"
 SAMPLE_CITIZEN = "079186001234"
@@ -112,8 +121,33 @@ async def ingest_sample(settings: Settings, console: Console) -> int:
     return sum(report.published for report in reports)
 
 
-async def run(settings: Settings) -> int:
-    """Run the demo end to end; return the process exit code."""
+async def serve_page_until_stopped(page: ServiceProcess, port: int, citizens: list[str], console: Console) -> None:
+    """Wait for the citizen page to answer, print where it is, and keep the demo up until Ctrl-C or SIGTERM."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            break
+        except OSError:
+            if not page.running or time.monotonic() > deadline:
+                raise RuntimeError(f"the citizen page did not start; its log ends:\n{page.log_tail()}") from None
+            await asyncio.sleep(0.3)
+    console.rule("The citizen page")
+    console.print(f"Open [bold]http://127.0.0.1:{port}/[/] — sign in with a demo citizen's personal ID "
+                  f"({', '.join(citizens)}), passcode [bold]{DEMO_PASSCODE}[/].")
+    console.print("Ctrl-C stops the demo: the citizen page, the worker and the query consumer.")
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopped.set)
+    while not stopped.is_set() and page.running:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopped.wait(), 1.0)
+
+
+async def run(settings: Settings, page_port: int | None = DEMO_PORT) -> int:
+    """Run the demo end to end, then serve the citizen page on page_port until stopped; return the exit code."""
     console = render.console()
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
     settings = settings.model_copy(
@@ -130,6 +164,8 @@ async def run(settings: Settings) -> int:
     logs = PROJECT_ROOT / ".local" / "logs"
     worker = ServiceProcess("worker", settings, logs / "demo-worker.log").start()
     query = ServiceProcess("query-consumer", settings, logs / "demo-query-consumer.log").start()
+    page = ServiceProcess("citizen-page", settings, logs / "demo-citizen-page.log", ("--port", str(page_port))
+                          ) if page_port else None
     try:
         expected, personal_id = await publish_batch(settings, console)
         expected += await ingest_sample(settings, console)
@@ -150,17 +186,21 @@ async def run(settings: Settings) -> int:
         records = await read_deidentified(settings.kafka_bootstrap, settings.topics.deidentified)
         render.analytics(console, visits_per_diagnosis_province_month(records), top=8,
                          title=f"Analytics subscribers see {len(records)} de-identified visits; the most frequent:")
+        if page is not None:
+            await serve_page_until_stopped(page.start(), page_port or 0, [personal_id, SAMPLE_CITIZEN], console)
     finally:
+        if page is not None:
+            page.stop()
         worker.stop()
         query.stop()
         await pool.close()
     console.print(
-        f"\nWorker and query consumer stopped (logs in {logs}). Kafka and PostgreSQL keep running: "
-        "'make down' stops them, 'make status' shows them."
+        f"\n{'Citizen page, worker' if page else 'Worker'} and query consumer stopped (logs in {logs}). "
+        "Kafka and PostgreSQL keep running: 'make down' stops them, 'make status' shows them."
     )
     return 0 if adds_up else 1
 
 
-def main(settings: Settings) -> int:
-    """Entry point of 'healthbook demo'."""
-    return asyncio.run(run(settings))
+def main(settings: Settings, page_port: int | None = DEMO_PORT) -> int:
+    """Entry point of 'healthbook demo'; page_port None skips the citizen page."""
+    return asyncio.run(run(settings, page_port))

@@ -23,6 +23,7 @@ from schemas import catalogue, wire
 from schemas.envelope import Signer, now_millis, seal_request
 
 KEY_ID = "vneid-demo-1"
+DEMO_PASSCODE = "123456"  # the stand-in's passcode for every demo account
 
 
 class ReplyTimeout(TimeoutError):
@@ -54,8 +55,9 @@ def trust_identity_key(path: Path, signer: Signer) -> None:
 
 
 def confirmation(personal_id: str, year: int, *, identity_level: int = 2, consent_confirmed: bool = True,
-                 request_id: str | None = None, detail: tuple[str, str] | None = None) -> dict[str, Any]:
-    """An unsigned integration request as the identity app would build it."""
+                 request_id: str | None = None, detail: tuple[str, str] | None = None, answer_format: str = "book",
+                 every_year: bool = False) -> dict[str, Any]:
+    """An unsigned integration request as the identity app would build it (answer_format "fhir" for a Bundle)."""
     return {
         "request_id": request_id or str(uuid.uuid4()),
         "personal_id": personal_id,
@@ -64,6 +66,8 @@ def confirmation(personal_id: str, year: int, *, identity_level: int = 2, consen
         "consent_confirmed": consent_confirmed,
         "requested_at": now_millis(),
         "detail": None if detail is None else {"facility_code": detail[0], "visit_code": detail[1]},
+        "format": answer_format,
+        "every_year": every_year,
     }
 
 

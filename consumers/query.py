@@ -11,11 +11,13 @@ from functools import partial
 from typing import Any
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumers.trusted_keys import load_trusted_keys
 from domain import replies
 from domain.consent import DEFAULT_WINDOW, REPLAYED, read_request
+from domain.fhir_bundle import book_bundle
 from domain.replies import Reply
 from domain.sensitive_diagnoses import DEFAULT as DEFAULT_SENSITIVE
 from domain.sensitive_diagnoses import SensitiveDiagnoses
@@ -79,10 +81,24 @@ async def answer(conn: asyncpg.Connection, raw: bytes, policy: QueryPolicy, sour
                 await BOOK.log_access(conn, request_id, personal_id, year, "refused", "not_found")
                 return replies.refused(request_id, "not_found", replies.NOT_FOUND, year)
             await BOOK.log_access(conn, request_id, personal_id, year, "served_detail", None, 1)
-            return replies.detail_served(request_id, year, *found)
-        records = await BOOK.visits_of(conn, personal_id, year)
-        await BOOK.log_access(conn, request_id, personal_id, year, "served", None, len(records))
-    return replies.year_served(request_id, year, records, policy.sensitive)
+            if request["format"] == "fhir":
+                return _bundle_reply(request_id, year, personal_id, [found], policy, detail=True)
+            return replies.detail_served(request_id, year, found)
+        entries = await BOOK.visits_of(conn, personal_id, None if request["every_year"] else year)
+        await BOOK.log_access(conn, request_id, personal_id, None if request["every_year"] else year, "served", None,
+                              len(entries))
+    if request["format"] == "fhir":
+        return _bundle_reply(request_id, year, personal_id, entries, policy, detail=False)
+    return replies.year_served(request_id, year, entries, policy.sensitive)
+
+
+def _bundle_reply(request_id: str, year: int, personal_id: str, entries: list[replies.BookEntry],
+                  policy: QueryPolicy, detail: bool) -> Reply:
+    """The answer as a FHIR R4 Bundle in the reply's fhir_bundle."""
+    bundle = book_bundle(personal_id, entries, detail=detail, sensitive=policy.sensitive)
+    message = f"FHIR R4 Bundle: {len(entries)} lượt khám" if entries else replies.EMPTY_HISTORY
+    return Reply(request_id=request_id, status="ok", message=message, year=year,
+                 fhir_bundle=orjson.dumps(bundle).decode())
 
 
 async def _answer(pool: asyncpg.Pool, message: Any, policy: QueryPolicy) -> Reply:

@@ -11,6 +11,7 @@ from schemas.errors import ContractError
 from schemas.text import clean_text
 
 MIN_IDENTITY_LEVEL = 2
+FORMATS = ("book", "fhir")
 DEFAULT_WINDOW = timedelta(minutes=5)
 
 
@@ -95,4 +96,6 @@ def _malformed(request: dict[str, Any]) -> str | None:
         return f"personal_id {broken.message}"
     if not 1900 <= request["year"] <= 2100:
         return "year must be between 1900 and 2100"
+    if request["format"] not in FORMATS:
+        return f"format must be one of {', '.join(FORMATS)}"
     return None

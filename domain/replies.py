@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +17,7 @@ NOT_FOUND = "Không tìm thấy lượt khám này trong sổ sức khỏe của
 
 
 class _View(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
 
 class MedicineLine(_View):
@@ -28,12 +30,14 @@ class MedicineLine(_View):
 
 
 class ResultLine(_View):
-    """A paraclinical result (XML4)."""
+    """A paraclinical result (XML4) with its reference flag."""
 
     name: str
     value: str | None = None
     unit: str | None = None
     conclusion: str | None = None
+    flag: str | None = None
+    description: str | None = None
 
 
 class ServiceLine(_View):
@@ -60,6 +64,18 @@ class SensitiveTable(_View):
     records: list[dict[str, str]]
 
 
+class ClinicSignature(_View):
+    """Who signed a visit, when, and what anyone needs to verify that signature offline."""
+
+    clinic_code: str
+    key_id: str
+    signed_at: datetime
+    signature: bytes
+    public_key: bytes
+    certificate: bytes | None = None
+    signed_message: bytes | None = None
+
+
 class VisitView(_View):
     """One visit of the health book as the reply shows it."""
 
@@ -81,6 +97,7 @@ class VisitView(_View):
     insurance_paid: Decimal | None = None
     patient_paid: Decimal | None = None
     sensitive: list[SensitiveTable] = []
+    signed: ClinicSignature | None = None
 
 
 class Reply(_View):
@@ -92,6 +109,7 @@ class Reply(_View):
     message: str
     year: int | None = None
     visits: list[VisitView] = []
+    fhir_bundle: str | None = None
 
     def encode(self) -> bytes:
         """The framed Avro bytes for the replies topic."""
@@ -103,25 +121,49 @@ class Reply(_View):
         return cls.model_validate(wire.decode(raw, catalogue.INTEGRATION_REPLY))
 
 
+@dataclass(frozen=True)
+class BookEntry:
+    """One stored visit as the query consumer reads it: its record, signature and, for its detail, sensitive tables."""
+
+    record: dict[str, Any]
+    signed: ClinicSignature | None = None
+    has_sensitive: bool = False
+    sensitive: list[dict[str, Any]] = field(default_factory=list)
+
+
 def refused(request_id: str, code: str, message: str, year: int | None = None) -> Reply:
     """A reply that serves nothing."""
     return Reply(request_id=request_id, status="refused", refusal_code=code, message=message, year=year)
 
 
-def year_served(request_id: str, year: int, records: list[dict[str, Any]],
+def year_served(request_id: str, year: int, entries: list[BookEntry],
                 sensitive: SensitiveDiagnoses = DEFAULT) -> Reply:
     """The citizen's visits of a year, sensitive diagnoses masked, or the empty-state text when there are none."""
-    visits = [masked(visit_view(record), sensitive) for record in records]
+    visits = [listed(entry, sensitive) for entry in entries]
     message = f"{len(visits)} lượt khám chữa bệnh BHYT năm {year}" if visits else EMPTY_HISTORY
     return Reply(request_id=request_id, status="ok", message=message, year=year, visits=visits)
 
 
-def detail_served(request_id: str, year: int | None, record: dict[str, Any],
-                  sensitive: list[dict[str, Any]]) -> Reply:
-    """One visit in full, its sensitive tables included."""
-    view = visit_view(record).model_copy(update={"sensitive": [SensitiveTable(**s) for s in sensitive]})
+def detail_served(request_id: str, year: int | None, entry: BookEntry) -> Reply:
+    """One visit in full, its sensitive tables and its whole signed message included."""
+    view = visit_view(entry.record).model_copy(update={
+        "sensitive": [SensitiveTable(**s) for s in entry.sensitive], "signed": entry.signed})
     return Reply(request_id=request_id, status="ok", year=year, visits=[view],
-                 message=f"Chi tiết lượt khám {record['visit_code']} tại cơ sở {record['facility_code']}")
+                 message=f"Chi tiết lượt khám {entry.record['visit_code']} tại cơ sở {entry.record['facility_code']}")
+
+
+def listed(entry: BookEntry, sensitive: SensitiveDiagnoses) -> VisitView:
+    """A visit as a year's list shows it: masked where sensitive, its signed message only if the list hides nothing.
+
+    The signed message holds the whole visit, sensitive tables included, so a list entry that withholds
+    anything carries the signature without it; the visit's detail carries it.
+    """
+    view = masked(visit_view(entry.record), sensitive)
+    withholds = entry.has_sensitive or view.diagnosis_names == MASKED_NOTE
+    signed = entry.signed
+    if signed is not None and withholds:
+        signed = signed.model_copy(update={"signed_message": None})
+    return view.model_copy(update={"signed": signed})
 
 
 def masked(view: VisitView, sensitive: SensitiveDiagnoses) -> VisitView:
@@ -144,7 +186,8 @@ def visit_view(record: dict[str, Any]) -> VisitView:
         medicines=[MedicineLine(name=m["name"], strength=m.get("strength"), dose=m.get("dose"),
                                 instructions=m.get("instructions")) for m in record.get("medicines", [])],
         results=[ResultLine(name=r["indicator_name"], value=r.get("value"), unit=r.get("unit"),
-                            conclusion=r.get("conclusion")) for r in record.get("results", [])],
+                            conclusion=r.get("conclusion"), flag=result_flag(r.get("conclusion")),
+                            description=r.get("description")) for r in record.get("results", [])],
         services=[ServiceLine(name=s.get("service_name") or s.get("supply_name") or s.get("service_code") or "?",
                               quantity=s.get("quantity", 0.0), result=s.get("result"))
                   for s in record.get("services", [])],
@@ -155,6 +198,16 @@ def visit_view(record: dict[str, Any]) -> VisitView:
         follow_up_date=follow_up.get("appointment_date") or record.get("follow_up_date"),
         insurance_paid=_money(record.get("insurance_paid")), patient_paid=_money(record.get("patient_paid")),
     )
+
+
+_FLAG_WORDS = (("bình thường", "normal"), ("âm tính", "normal"), ("tăng", "high"), ("cao", "high"),
+               ("giảm", "low"), ("thấp", "low"))
+
+
+def result_flag(conclusion: str | None) -> str | None:
+    """high, low or normal when the clinic's conclusion (KET_LUAN) says so in words, else None."""
+    text = (conclusion or "").casefold()
+    return next((flag for word, flag in _FLAG_WORDS if word in text), None)
 
 
 def _discharge_summary(record: dict[str, Any]) -> str | None:

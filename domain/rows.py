@@ -33,6 +33,9 @@ class VisitRow:
     signed_at: datetime
     source_partition: int
     source_offset: int
+    signed_message: bytes
+    clinic_public_key: bytes
+    clinic_certificate: bytes | None
 
     @property
     def visit_key(self) -> str:
@@ -65,6 +68,9 @@ def visit_row(accepted: Accepted, partition: int, offset: int, event: Visit | No
         signed_at=datetime.fromtimestamp(accepted.signed_at_ms / 1000, UTC),
         source_partition=partition,
         source_offset=offset,
+        signed_message=accepted.signed_message,
+        clinic_public_key=accepted.public_key,
+        clinic_certificate=accepted.certificate,
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from domain.keyring import KeyLookupFailed, Keyring
+from domain.keyring import ClinicKey, KeyLookupFailed, Keyring
 from schemas import catalogue, envelope, fast_check, wire
 from schemas.errors import MalformedMessage, UnsupportedSchema, without_content
 from schemas.problems import Problem
@@ -69,6 +69,9 @@ class Accepted:
     key_id: str
     signature: bytes
     signed_at_ms: int
+    signed_message: bytes = b""  # the envelope exactly as published, so anyone can verify it again offline
+    public_key: bytes = b""  # the registered key it verified with
+    certificate: bytes | None = None  # that key's DER certificate, when the clinic registered one
 
 
 @dataclass(frozen=True)
@@ -92,9 +95,9 @@ def validate(key: bytes | None, value: bytes | None, keyring: Keyring, appended_
     except UnsupportedSchema as exc:
         return Rejected(RejectionCode.UNSUPPORTED_SCHEMA, str(exc))
     clinic, event_id = env["clinic_code"], env["event_id"]
-    refused = _signature_refusal(env, keyring)
-    if refused:
-        return Rejected(refused[0], refused[1], clinic_code=clinic, event_id=event_id)
+    clinic_key = _signature_refusal(env, keyring)
+    if isinstance(clinic_key, tuple):
+        return Rejected(clinic_key[0], clinic_key[1], clinic_code=clinic, event_id=event_id)
     late = None if appended_at_ms is None else window.refusal(envelope.to_millis(env["signed_at"]), appended_at_ms)
     if late:
         return Rejected(RejectionCode.SIGNED_AT_OUT_OF_RANGE, late, clinic_code=clinic, event_id=event_id)
@@ -109,11 +112,12 @@ def validate(key: bytes | None, value: bytes | None, keyring: Keyring, appended_
             "record has none) so one citizen's visits share a partition",
             [], clinic, event_id,
         )
-    return Accepted(checked, env["key_id"], env["signature"], envelope.to_millis(env["signed_at"]))
+    return Accepted(checked, env["key_id"], env["signature"], envelope.to_millis(env["signed_at"]), bytes(value),
+                    clinic_key.public_key, clinic_key.certificate)
 
 
-def _signature_refusal(env: dict[str, Any], keyring: Keyring) -> tuple[RejectionCode, str] | None:
-    """Why the envelope's signature cannot vouch for it, or None when a registered key verifies it."""
+def _signature_refusal(env: dict[str, Any], keyring: Keyring) -> tuple[RejectionCode, str] | ClinicKey:
+    """Why the envelope's signature cannot vouch for it, or the registered key that verifies it."""
     clinic = env["clinic_code"]
     try:
         clinic_key = keyring.key_for(clinic, env["key_id"], envelope.to_millis(env["signed_at"]))
@@ -123,7 +127,7 @@ def _signature_refusal(env: dict[str, Any], keyring: Keyring) -> tuple[Rejection
         return RejectionCode.BAD_SIGNATURE, (
             f"signature does not verify with key '{env['key_id']}' of clinic {clinic}: "
             "the message was altered or signed with another key")
-    return None
+    return clinic_key
 
 
 def _signed_event(env: dict[str, Any]) -> Visit | tuple[RejectionCode, str, list[Problem]]:

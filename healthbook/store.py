@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from domain.replies import BookEntry, ClinicSignature
 from domain.rows import BOOK_COLUMNS, PENDING_COLUMNS, VisitRow, WeightedRow, resolved_row
 from healthbook.retry import CONTENT_REFUSALS
 
@@ -22,7 +23,8 @@ LIVE = "public"
 _TYPES = {
     "version": "bigint", "year": "int", "admitted_at": "timestamp", "discharged_at": "timestamp",
     "record": "jsonb", "sensitive": "jsonb", "signature": "bytea", "signed_at": "timestamptz",
-    "source_partition": "int", "source_offset": "bigint",
+    "source_partition": "int", "source_offset": "bigint", "signed_message": "bytea", "clinic_public_key": "bytea",
+    "clinic_certificate": "bytea",
 }
 # A row's projected_at is the clock when its transaction wrote it, which commits a moment later: merges look
 # back this far before the moment they start from, so no row committed after it is missed.
@@ -38,6 +40,18 @@ class PendingRecord:
     record: dict[str, Any]
     source_partition: int
     source_offset: int
+
+
+_SIGNED = "facility_code, clinic_key_id, signed_at, signature, clinic_public_key, clinic_certificate, signed_message"
+
+
+def _signed(row: asyncpg.Record) -> ClinicSignature | None:
+    """The signature columns of a book row; None for a row projected before healthbook kept the key with it."""
+    if row["clinic_public_key"] is None:
+        return None
+    return ClinicSignature(clinic_code=row["facility_code"], key_id=row["clinic_key_id"], signed_at=row["signed_at"],
+                           signature=row["signature"], public_key=row["clinic_public_key"],
+                           certificate=row["clinic_certificate"], signed_message=row["signed_message"])
 
 
 class _RolledBack(Exception):
@@ -258,21 +272,26 @@ class BookWriter(_Tables):
 class BookReader(_Tables):
     """Reads a citizen's year or one visit, records consent and access, and reports on the pipeline."""
 
-    async def visits_of(self, conn: asyncpg.Connection, personal_id: str, year: int) -> list[dict[str, Any]]:
-        """The stored records of the citizen's visits admitted in the year, oldest first."""
+    async def visits_of(self, conn: asyncpg.Connection, personal_id: str, year: int | None) -> list[BookEntry]:
+        """The citizen's visits admitted in the year (every year when None), oldest first, with their signatures."""
+        which, args = ("personal_id = $1", [personal_id]) if year is None else (
+            "personal_id = $1 and year = $2", [personal_id, year])  # two statements, so each plan uses the index
         rows = await conn.fetch(
-            f"select record from {self.visits} where personal_id = $1 and year = $2 "
-            "order by admitted_at, facility_code, visit_code", personal_id, year)
-        return [orjson.loads(row["record"]) for row in rows]
+            f"select record, {_SIGNED}, sensitive <> '[]'::jsonb as has_sensitive from {self.visits} "
+            f"where {which} order by admitted_at, facility_code, visit_code", *args)
+        return [BookEntry(orjson.loads(row["record"]), _signed(row), row["has_sensitive"]) for row in rows]
 
     async def visit_detail(self, conn: asyncpg.Connection, personal_id: str, facility_code: str,
-                           visit_code: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-        """One visit's record and sensitive tables; None when it is not the citizen's or not there."""
+                           visit_code: str) -> BookEntry | None:
+        """One visit's record, signature and sensitive tables; None when it is not the citizen's or not there."""
         row = await conn.fetchrow(
-            f"select record, sensitive from {self.visits} "
+            f"select record, sensitive, {_SIGNED} from {self.visits} "
             "where personal_id = $1 and facility_code = $2 and visit_code = $3",
             personal_id, facility_code, visit_code)
-        return None if row is None else (orjson.loads(row["record"]), orjson.loads(row["sensitive"]))
+        if row is None:
+            return None
+        sensitive = orjson.loads(row["sensitive"])
+        return BookEntry(orjson.loads(row["record"]), _signed(row), bool(sensitive), sensitive)
 
     async def record_consent(self, conn: asyncpg.Connection, personal_id: str, confirmed_at: Any,
                              request_id: str) -> None:

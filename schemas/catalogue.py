@@ -46,6 +46,8 @@ _ENTRIES = (
     SchemaEntry(12, "visits.dlq-value", AVRO_DIR / "dead_letter_v2.avsc"),
     SchemaEntry(13, "clinic.keys-value", AVRO_DIR / "clinic_key_v2.avsc"),
     SchemaEntry(14, "identity.cards-value", AVRO_DIR / "identity_card_v2.avsc"),
+    SchemaEntry(15, "integration.requests-value", AVRO_DIR / "integration_request_v3.avsc"),
+    SchemaEntry(16, "integration.replies-value", AVRO_DIR / "integration_reply_v3.avsc"),
 )
 
 BY_ID = {entry.schema_id: entry for entry in _ENTRIES}
@@ -59,8 +61,10 @@ DEAD_LETTER_V1 = BY_ID[4]
 DEAD_LETTER = BY_ID[12]
 INTEGRATION_REQUEST_V1 = BY_ID[5]
 INTEGRATION_REPLY_V1 = BY_ID[6]
-INTEGRATION_REQUEST = BY_ID[9]
-INTEGRATION_REPLY = BY_ID[10]
+INTEGRATION_REQUEST_V2 = BY_ID[9]
+INTEGRATION_REPLY_V2 = BY_ID[10]
+INTEGRATION_REQUEST = BY_ID[15]
+INTEGRATION_REPLY = BY_ID[16]
 IDENTITY_CARD_V1 = BY_ID[8]
 IDENTITY_CARD = BY_ID[14]
 DEIDENTIFIED_VISIT = BY_ID[11]

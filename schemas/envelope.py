@@ -50,9 +50,16 @@ def visit_signing_input(envelope: dict[str, Any]) -> bytes:
 
 
 def request_signing_input(request: dict[str, Any]) -> bytes:
-    """The bytes the identity platform signs for an integration request (version 1 requests sign no detail)."""
+    """The bytes the identity platform signs for an integration request.
+
+    Version 1 requests sign no detail; a version 3 request signs its format and scope only when it asks for
+    something else than the book's own list of one year, so version 2 signatures stay valid.
+    """
     detail = request.get("detail")
-    tail = (detail["facility_code"], detail["visit_code"]) if detail else ()
+    tail: tuple[Any, ...] = (detail["facility_code"], detail["visit_code"]) if detail else ()
+    fmt, every_year = request.get("format", "book"), bool(request.get("every_year", False))
+    if fmt != "book" or every_year:
+        tail += (fmt, int(every_year))
     return canonical(
         REQUEST_CONTEXT,
         request["request_id"],

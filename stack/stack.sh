@@ -192,6 +192,15 @@ kafka_down() {
   rm -f "$kafka_pid"
 }
 
+# ----------------------------------------------------------- headless Chromium for the page tests
+browser_install() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then return; fi
+  need apt-get "apt-get is missing: install Chromium and its ChromeDriver (Debian: chromium, chromium-driver) yourself."
+  say "installing Chromium and ChromeDriver from Debian's packages (the citizen page's browser test)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 # ----------------------------------------------------------- PostgreSQL
 pg_cluster() {
   pg_lsclusters -h 2>/dev/null | awk 'NR==1 {print $1, $2, $3, $4}'
@@ -282,6 +291,7 @@ secrets() {
 
 case "${1:-}" in
   up) pg_up; kafka_up ;;
+  browser) browser_install ;;
   secrets) secrets ;;
   add-principal) add_principal "${2:-}" ;;
   down) kafka_down; pg_down ;;
@@ -290,6 +300,6 @@ case "${1:-}" in
   kafka-down) kafka_down ;;
   pg-up) pg_up ;;
   pg-down) pg_down ;;
-  *) echo "usage: stack/stack.sh up|down|status|secrets|add-principal NAME|kafka-up|kafka-down|pg-up|pg-down" >&2
+  *) echo "usage: stack/stack.sh up|down|status|secrets|add-principal NAME|kafka-up|kafka-down|pg-up|pg-down|browser" >&2
      exit 2 ;;
 esac

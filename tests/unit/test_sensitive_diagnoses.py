@@ -3,6 +3,7 @@
 import pytest
 
 from domain import deidentify, replies
+from domain.replies import BookEntry
 from domain.sensitive_diagnoses import DEFAULT, MASK, MASKED_NOTE, BadSensitiveRanges, SensitiveDiagnoses
 from schemas.visit import VisitEvent
 from schemas.visit_record import Visit
@@ -33,12 +34,12 @@ def _record(main: str, secondary: list[str]) -> dict:
 
 def test_a_year_list_masks_a_sensitive_diagnosis_and_every_text_that_could_name_it():
     record = _record("B20.1", ["J06.9"])
-    listed = replies.year_served("r-1", 2026, [record, _record("J20.9", [])]).visits
+    listed = replies.year_served("r-1", 2026, [BookEntry(record), BookEntry(_record("J20.9", []))]).visits
     assert listed[0].diagnosis_codes == [MASK, "J06.9"]
     assert listed[0].diagnosis_names == MASKED_NOTE and listed[0].reason is None
     assert listed[0].discharge_summary is None
     assert listed[1].diagnosis_codes == ["J20.9"] and listed[1].diagnosis_names != MASKED_NOTE
-    detail = replies.detail_served("r-2", 2026, record, []).visits[0]
+    detail = replies.detail_served("r-2", 2026, BookEntry(record)).visits[0]
     assert detail.diagnosis_codes == ["B20.1", "J06.9"] and detail.diagnosis_names == record["discharge_diagnosis"]
 
 

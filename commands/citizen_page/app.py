@@ -1,0 +1,221 @@
+"""The citizen page: the identity app's own flow to the health book, served by the identity-platform stand-in.
+
+A demo and test tool, not the identity app: it signs in anyone by personal ID (the demo picks the account
+level), checks one demo passcode, and reaches the book only as the identity platform would, with signed
+integration requests to the query consumer and its replies read back from Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from commands.identity_standin import confirmation
+from domain.replies import Reply, VisitView
+from domain.signature_check import check_visit_signature
+from schemas import rules
+
+HERE = Path(__file__).parent
+CONFIRMATION_TEXT = ("Thông tin về lịch sử khám chữa bệnh BHYT của bạn sẽ được tích hợp hiển thị lên ứng dụng "
+                     "VNeID. Vui lòng xác nhận để hệ thống tiếp tục xử lý")
+LEVEL_REFUSAL = ("Tài khoản của bạn là tài khoản định danh điện tử mức 1. Bạn cần tài khoản định danh điện tử "
+                 "mức 2 để xem Sổ sức khỏe điện tử.")
+COOKIE = "standin_session"
+VIETNAM = timezone(timedelta(hours=7))
+FIRST_YEAR = 2016
+VISIT_TYPES = {1: "Khám ngoại trú", 2: "Điều trị ngoại trú", 3: "Điều trị nội trú"}
+TREATMENT_RESULTS = {1: "Khỏi", 2: "Đỡ", 3: "Không thay đổi", 4: "Nặng hơn", 5: "Tử vong"}
+FLAGS = {"high": ("↑", "Cao hơn bình thường"), "low": ("↓", "Thấp hơn bình thường"), "normal": ("", "Bình thường")}
+
+
+class Asker(Protocol):
+    """What the page needs of the identity platform: send a signed request and wait for its reply."""
+
+    async def ask(self, request: dict[str, Any], timeout: float = 30.0) -> Reply: ...
+
+
+@dataclass
+class Session:
+    """One signed-in citizen's progress through the flow."""
+
+    personal_id: str
+    identity_level: int
+    confirmed: bool = False
+    passcode_passed: bool = False
+
+
+def _minute(value: str | None) -> str:
+    """yyyyMMddHHmm as dd/MM/yyyy HH:mm."""
+    if not value:
+        return "-"
+    day = f"{value[6:8]}/{value[4:6]}/{value[:4]}"
+    return f"{day} {value[8:10]}:{value[10:12]}" if len(value) >= 12 else day
+
+
+def _money(value: Any) -> str:
+    return "-" if value is None else f"{value:,.0f} đ".replace(",", ".")
+
+
+def _signed_time(value: datetime) -> str:
+    return value.astimezone(VIETNAM).strftime("%d/%m/%Y %H:%M")
+
+
+class CitizenPage:
+    """The flow's handlers and the state they share: sessions, templates and the identity platform."""
+
+    def __init__(self, passcode: str) -> None:
+        self.passcode = passcode
+        self.templates = Jinja2Templates(directory=HERE / "templates")
+        self.templates.env.filters.update(minute=_minute, money=_money, signed_time=_signed_time)
+        self.templates.env.globals.update(visit_types=VISIT_TYPES, treatment_results=TREATMENT_RESULTS, flags=FLAGS,
+                                          check_signature=check_visit_signature)
+        self.sessions: dict[str, Session] = {}
+        self.platform: Asker | None = None
+        self._asking = asyncio.Lock()  # one reader of the replies topic at a time
+
+    def page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        """Render a template with the request's session."""
+        return self.templates.TemplateResponse(request, name, context, status_code=status)
+
+    def session_of(self, request: Request) -> Session | None:
+        """The signed-in citizen of a request, if any."""
+        return self.sessions.get(request.cookies.get(COOKIE, ""))
+
+    def ready(self, request: Request) -> Session | None:
+        """The citizen, once they confirmed and passed the passcode check."""
+        session = self.session_of(request)
+        return session if session and session.confirmed and session.passcode_passed else None
+
+    async def ask(self, request: dict[str, Any]) -> Reply:
+        """Send a signed request to the query consumer and wait for its reply."""
+        assert self.platform is not None, "the page's identity platform is opened by the app's lifespan"
+        async with self._asking:
+            return await self.platform.ask(request, timeout=30)
+
+    async def sign_in_form(self, request: Request) -> Response:
+        return self.page(request, "sign_in.html", error=None, personal_id="")
+
+    async def sign_in(self, request: Request) -> Response:
+        form = await request.form()
+        personal_id = str(form.get("personal_id", "")).strip()
+        level = 1 if str(form.get("identity_level")) == "1" else 2
+        try:
+            rules.check_personal_id(personal_id, None, None)
+        except rules.RuleBroken as broken:
+            return self.page(request, "sign_in.html", 400, personal_id=personal_id,
+                             error=f"Số định danh cá nhân không hợp lệ: {broken.message}")
+        token = secrets.token_urlsafe(24)
+        self.sessions[token] = Session(personal_id, level)
+        response = RedirectResponse("/ho-so-suc-khoe", status_code=303)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    async def sign_out(self, request: Request) -> Response:
+        self.sessions.pop(request.cookies.get(COOKIE, ""), None)
+        response = RedirectResponse("/", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    async def health_records(self, request: Request) -> Response:
+        session = self.session_of(request)
+        if session is None:
+            return RedirectResponse("/", status_code=303)
+        return self.page(request, "health_records.html", session=session)
+
+    async def health_book(self, request: Request) -> Response:
+        session = self.session_of(request)
+        if session is None:
+            return RedirectResponse("/", status_code=303)
+        if session.confirmed and session.passcode_passed:
+            return RedirectResponse("/so-suc-khoe-dien-tu/nam", status_code=303)
+        return self.page(request, "confirm.html", session=session, confirmation_text=CONFIRMATION_TEXT)
+
+    async def confirm(self, request: Request) -> Response:
+        session = self.session_of(request)
+        if session is None:
+            return RedirectResponse("/", status_code=303)
+        session.confirmed = True
+        return RedirectResponse("/so-suc-khoe-dien-tu/passcode", status_code=303)
+
+    async def passcode_form(self, request: Request) -> Response:
+        session = self.session_of(request)
+        if session is None or not session.confirmed:
+            return RedirectResponse("/so-suc-khoe-dien-tu", status_code=303)
+        return self.page(request, "passcode.html", session=session, error=None)
+
+    async def passcode_check(self, request: Request) -> Response:
+        session = self.session_of(request)
+        if session is None or not session.confirmed:
+            return RedirectResponse("/so-suc-khoe-dien-tu", status_code=303)
+        given = str((await request.form()).get("passcode", ""))
+        if not secrets.compare_digest(given.encode(), self.passcode.encode()):
+            return self.page(request, "passcode.html", 400, session=session,
+                             error="Mã passcode không đúng. Vui lòng nhập lại.")
+        session.passcode_passed = True
+        return RedirectResponse("/so-suc-khoe-dien-tu/nam", status_code=303)
+
+    async def year_view(self, request: Request) -> Response:
+        session = self.ready(request)
+        if session is None:
+            return RedirectResponse("/so-suc-khoe-dien-tu", status_code=303)
+        year = _chosen_year(request)
+        years = list(range(datetime.now(UTC).year, FIRST_YEAR - 1, -1))
+        reply = None if year is None else await self.ask(
+            confirmation(session.personal_id, year, identity_level=session.identity_level))
+        return self.page(request, "year.html", session=session, year=year, years=years, reply=reply,
+                         level_refusal=LEVEL_REFUSAL)
+
+    async def visit_view(self, request: Request) -> Response:
+        session = self.ready(request)
+        if session is None:
+            return RedirectResponse("/so-suc-khoe-dien-tu", status_code=303)
+        year = _chosen_year(request) or datetime.now(UTC).year
+        facility, visit_code = request.path_params["facility"], request.path_params["visit_code"]
+        reply = await self.ask(confirmation(session.personal_id, year, identity_level=session.identity_level,
+                                            detail=(facility, visit_code)))
+        visit: VisitView | None = reply.visits[0] if reply.status == "ok" and reply.visits else None
+        return self.page(request, "visit.html", 200 if visit else 404, session=session, year=year, reply=reply,
+                         visit=visit, level_refusal=LEVEL_REFUSAL)
+
+
+def _chosen_year(request: Request) -> int | None:
+    text = request.query_params.get("nam", "")
+    return int(text) if text.isdigit() and FIRST_YEAR <= int(text) <= datetime.now(UTC).year else None
+
+
+def make_app(ask_factory: Callable[[], AbstractAsyncContextManager[Asker]], passcode: str) -> Starlette:
+    """The page's ASGI app; ask_factory opens the identity platform's connection for the app's lifetime."""
+    page = CitizenPage(passcode)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with ask_factory() as opened:
+            page.platform = opened
+            yield
+            page.platform = None
+
+    return Starlette(routes=[
+        Route("/", page.sign_in_form), Route("/dang-nhap", page.sign_in, methods=["POST"]),
+        Route("/dang-xuat", page.sign_out, methods=["POST"]),
+        Route("/ho-so-suc-khoe", page.health_records),
+        Route("/so-suc-khoe-dien-tu", page.health_book),
+        Route("/so-suc-khoe-dien-tu/xac-nhan", page.confirm, methods=["POST"]),
+        Route("/so-suc-khoe-dien-tu/passcode", page.passcode_form),
+        Route("/so-suc-khoe-dien-tu/passcode", page.passcode_check, methods=["POST"]),
+        Route("/so-suc-khoe-dien-tu/nam", page.year_view),
+        Route("/so-suc-khoe-dien-tu/luot-kham/{facility}/{visit_code}", page.visit_view),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ], lifespan=lifespan)

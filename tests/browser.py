@@ -1,0 +1,142 @@
+"""Headless Chromium (Debian's chromium and chromium-driver) driven by Selenium through the citizen page."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from commands.processes import ServiceProcess
+
+PHONE_WIDTH = 360
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+class BrowserMissing(RuntimeError):
+    """Chromium or its driver is not installed: 'make browser' installs Debian's chromium and chromium-driver."""
+
+
+@contextmanager
+def chromium(width: int = PHONE_WIDTH, height: int = 900) -> Iterator[WebDriver]:
+    """A headless Chromium the size of a phone screen, with no network beyond loopback and a fresh profile."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        raise BrowserMissing(f"{CHROMIUM} or {CHROMEDRIVER} is missing: run 'make browser' (Debian: apt-get install "
+                             "chromium chromium-driver)")
+    profile = tempfile.mkdtemp(prefix="healthbook-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}", "--lang=vi"):
+        options.add_argument(flag)
+    # a desktop window cannot be narrower than about 500 px; emulating the phone sets the viewport exactly
+    options.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": width, "height": height,
+                                                                           "pixelRatio": 2}})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        driver.set_page_load_timeout(90)
+        driver.implicitly_wait(30)  # each step waits for the next page's own elements to appear
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+async def start_page(page: ServiceProcess, port: int, timeout: float = 60.0) -> ServiceProcess:
+    """Start 'healthbook citizen-page' and wait until it accepts connections."""
+    page.start()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return page
+        except OSError:
+            if not page.running or time.monotonic() > deadline:
+                raise RuntimeError(f"the citizen page did not start; its log ends:\n{page.log_tail()}") from None
+            await asyncio.sleep(0.3)
+
+
+def text_of(driver: WebDriver) -> str:
+    """Everything the screen shows in the main area, as the reader sees it."""
+    return driver.find_element(By.TAG_NAME, "main").text
+
+
+def sign_in(driver: WebDriver, base: str, personal_id: str, level: int = 2) -> None:
+    """Sign in to the stand-in with a personal ID at an account level."""
+    driver.get(base + "/")
+    driver.find_element(By.ID, "personal_id").send_keys(personal_id)
+    driver.find_element(By.CSS_SELECTOR, f"input[name=identity_level][value='{level}']").click()
+    driver.find_element(By.CSS_SELECTOR, "form.card button[type=submit]").click()
+    wait_for(driver, "h1", "Hồ sơ sức khỏe")
+
+
+def confirm_and_pass(driver: WebDriver, passcode: str) -> None:
+    """From 'Hồ sơ sức khỏe': open the book, press Xác nhận, enter the passcode."""
+    driver.find_element(By.LINK_TEXT, "Sổ sức khỏe điện tử").click()
+    driver.find_element(By.XPATH, "//button[normalize-space()='Xác nhận']").click()
+    driver.find_element(By.ID, "passcode").send_keys(passcode)
+    driver.find_element(By.XPATH, "//button[normalize-space()='Tiếp tục']").click()
+
+
+def pick_year(driver: WebDriver, year: int) -> None:
+    """Choose a year in the picker and wait until its answer is on the screen."""
+    Select(driver.find_element(By.ID, "nam")).select_by_value(str(year))
+    driver.find_element(By.XPATH, "//button[normalize-space()='Xem']").click()
+    wait_for(driver, "#lich-su", f"năm {year}")
+
+
+def open_visit(driver: WebDriver, visit_code: str) -> None:
+    """Open one visit of the list and wait until its detail (or refusal) is on the screen."""
+    driver.find_element(By.CSS_SELECTOR, f"a[href*='/{visit_code}?']").click()
+    wait_for(driver, "h1", "Lượt khám")
+
+
+def wait_for(driver: WebDriver, css: str, text: str, timeout: float = 60.0) -> None:
+    """Wait until an element matching css shows text (a reply can take a moment to come back over Kafka)."""
+    WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: any(text in e.text for e in d.find_elements(By.CSS_SELECTOR, css)),
+        f"no {css} showing {text!r} within {timeout:.0f} s")
+
+
+def fits_the_screen(driver: WebDriver, width: int = PHONE_WIDTH) -> bool:
+    """Whether the page is laid out for the phone's width and readable without scrolling sideways."""
+    return driver.execute_script(
+        "return window.innerWidth === arguments[0] && document.documentElement.scrollWidth <= arguments[0]", width)
+
+
+def unlabelled_fields(driver: WebDriver) -> list[str]:
+    """Form fields a screen reader could not name: no label[for], no wrapping label, no aria-label."""
+    return driver.execute_script("""
+        return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+          .filter(f => !(f.labels && f.labels.length) && !f.getAttribute('aria-label'))
+          .map(f => f.outerHTML);""")
+
+
+def foreign_assets(driver: WebDriver) -> list[str]:
+    """Stylesheets, scripts, images and fonts the page would load from anywhere but its own server."""
+    return driver.execute_script("""
+        const own = location.origin;
+        return performance.getEntriesByType('resource').map(e => e.name).filter(u => !u.startsWith(own));""")
+
+
+def screenshot(driver: WebDriver, path: Path) -> None:
+    """Save the whole page, its full height at the phone's width, as a PNG."""
+    width = driver.execute_script("return window.innerWidth")
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 2, "mobile": True})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(path))
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

@@ -1,0 +1,126 @@
+"""The citizen page in a real headless Chromium: the identity app's flow, a year, a visit in full, refusals.
+
+The page runs as 'healthbook citizen-page' and reaches the book only through signed integration requests
+to the running query consumer. HEALTHBOOK_SCREENSHOTS=DIR (make screenshots) also saves the year view and
+one visit's detail there, for the README.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from commands.citizen_page.app import CONFIRMATION_TEXT, LEVEL_REFUSAL
+from commands.identity_standin import DEMO_PASSCODE
+from commands.processes import ServiceProcess
+from domain.replies import EMPTY_HISTORY
+from tests.browser import (
+    chromium,
+    confirm_and_pass,
+    fits_the_screen,
+    foreign_assets,
+    open_visit,
+    pick_year,
+    screenshot,
+    sign_in,
+    start_page,
+    text_of,
+    unlabelled_fields,
+    wait_for,
+)
+from tests.factories import full_visit, visit
+from tests.integration.conftest import LOGS, free_port, new_citizen, next_sequence, visible, wait_until
+
+pytestmark = pytest.mark.integration
+SCREENSHOTS = os.environ.get("HEALTHBOOK_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+async def page_url(settings, identity):
+    """The citizen page, served against the session's query consumer (the identity fixture trusts its key)."""
+    port = free_port()
+    page = ServiceProcess("citizen-page", settings, LOGS / "citizen-page.log", ("--port", str(port)))
+    await start_page(page, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        page.stop()
+
+
+def _walk_a_full_year(driver: WebDriver, base: str, personal_id: str, full_code: str, plain_code: str) -> None:
+    sign_in(driver, base, personal_id)
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Hồ sơ sức khỏe"
+    assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "vi"
+    driver.find_element(By.LINK_TEXT, "Sổ sức khỏe điện tử").click()
+    assert driver.find_element(By.ID, "xac-nhan-noi-dung").text == CONFIRMATION_TEXT
+    driver.find_element(By.XPATH, "//button[normalize-space()='Xác nhận']").click()
+    driver.find_element(By.ID, "passcode").send_keys("000000")
+    driver.find_element(By.XPATH, "//button[normalize-space()='Tiếp tục']").click()
+    wait_for(driver, ".error", "Mã passcode không đúng")
+    driver.find_element(By.ID, "passcode").send_keys(DEMO_PASSCODE)
+    driver.find_element(By.XPATH, "//button[normalize-space()='Tiếp tục']").click()
+
+    pick_year(driver, 2025)
+    listed = text_of(driver)
+    assert "2 lượt khám chữa bệnh BHYT năm 2025" in listed
+    assert listed.count("Đã ký số bởi cơ sở KCB 79001 lúc") == 2
+    assert "Chữ ký số hợp lệ (khóa k1 của cơ sở 79001)" in listed, "the plain visit's signature checks offline"
+    assert "Chữ ký số được kiểm tra khi mở chi tiết lượt khám" in listed, "the full visit withholds XML15 here"
+    assert "2RHZE" not in listed and "XML15" not in listed, "sensitive tables only in the visit's own detail"
+    assert fits_the_screen(driver) and unlabelled_fields(driver) == [] and foreign_assets(driver) == []
+    if SCREENSHOTS:
+        screenshot(driver, Path(SCREENSHOTS) / "citizen-page-year.png")
+
+    open_visit(driver, full_code)
+    detail = text_of(driver)
+    for shown in ("Thông tin chung", "Paracetamol 500mg", "Liều dùng: 1 viên/lần, 3 lần/ngày",
+                  "Cách dùng: Uống sau ăn", "Số lượng bạch cầu", "11.2 G/L", "4.0 - 10.0", "Cao hơn bình thường (Tăng nhẹ)",
+                  "Tổng phân tích tế bào máu \u00d7 1: Bạch cầu tăng nhẹ", "Tóm tắt ra viện",
+                  "Chẩn đoán ra viện: Viêm họng cấp", "Chuyển tuyến", "79004", "Khám chuyên khoa tim mạch",
+                  "Hẹn tái khám", "Quỹ BHYT trả", "Người bệnh trả", "Thông tin nhạy cảm", "PHAC_DO_DTRI_LAO",
+                  "2RHZE/4RHE", "Đã ký số bởi cơ sở KCB 79001 lúc", "Chữ ký số hợp lệ (khóa k1 của cơ sở 79001)",
+                  "J02.9, I10 · Viêm họng cấp; Tăng huyết áp", "Kết quả điều trị", "Đỡ"):
+        assert shown in detail, f"the visit's detail lacks {shown!r}:\n{detail}"
+    assert fits_the_screen(driver) and foreign_assets(driver) == []
+    if SCREENSHOTS:
+        screenshot(driver, Path(SCREENSHOTS) / "citizen-page-visit.png")
+
+    driver.find_element(By.PARTIAL_LINK_TEXT, "Danh sách năm 2025").click()
+    pick_year(driver, 2019)
+    assert driver.find_element(By.CSS_SELECTOR, "p.empty").text == EMPTY_HISTORY
+
+
+def _walk_as_level_one(driver: WebDriver, base: str, personal_id: str) -> None:
+    sign_in(driver, base, personal_id, level=1)
+    confirm_and_pass(driver, DEMO_PASSCODE)
+    pick_year(driver, 2025)
+    shown = text_of(driver)
+    assert LEVEL_REFUSAL in shown and "mức 2" in shown
+    assert "Đã ký số" not in shown, "a level-1 account sees no visit"
+
+
+async def test_a_citizen_walks_the_apps_flow_to_a_year_and_a_visit_in_full(clinics, db, identity, page_url):
+    alice = new_citizen()
+    full = full_visit(alice, next_sequence(), datetime(2025, 4, 2, 9, 0))
+    plain = visit(person=alice, sequence=next_sequence(), admitted=datetime(2025, 9, 12, 14, 30))
+    await clinics.publish(full, plain)
+    for event in (full, plain):
+        await wait_until(lambda e=event: visible(db, "79001", e["visit_code"]), "the visits", process=clinics.worker)
+    with chromium() as driver:
+        await asyncio.to_thread(_walk_a_full_year, driver, page_url, alice.personal_id, full["visit_code"],
+                                plain["visit_code"])
+
+
+async def test_a_level_one_account_is_told_it_needs_level_two(clinics, db, identity, page_url):
+    bob = new_citizen()
+    seen = visit(person=bob, sequence=next_sequence(), admitted=datetime(2025, 5, 5, 8, 0))
+    await clinics.publish(seen)
+    await wait_until(lambda: visible(db, "79001", seen["visit_code"]), "the visit", process=clinics.worker)
+    with chromium() as driver:
+        await asyncio.to_thread(_walk_as_level_one, driver, page_url, bob.personal_id)

@@ -27,7 +27,7 @@ status:
 	bash stack/stack.sh status
 
 demo: up
-	$(PY) -m commands.cli demo
+	$(PY) -m commands.cli demo $(ARGS)
 
 browser:
 	bash stack/stack.sh browser

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,13 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from domain.replies import Reply
+from domain.replies import Reply, read_reply
 from healthbook import kafka
 from healthbook.config import Settings
 from schemas import catalogue, wire
 from schemas.envelope import Signer, now_millis, seal_request
 
+log = logging.getLogger(__name__)
 KEY_ID = "vneid-demo-1"
 DEMO_PASSCODE = "123456"  # the stand-in's passcode for every demo account
 
@@ -112,7 +114,11 @@ class IdentityPlatform:
                 batches = await self._consumer.getmany(timeout_ms=200)
                 for messages in batches.values():
                     for message in messages:
-                        reply = Reply.decode(message.value)
+                        reply = read_reply(message.value)
+                        if reply is None:
+                            log.warning("skipped an unreadable reply at %s[%d]@%d", message.topic,
+                                        message.partition, message.offset)
+                            continue
                         self._replies[reply.request_id] = reply
             return self._replies[request_id]
         try:

@@ -90,6 +90,11 @@ class _Builder:
             self.entries.append({"fullUrl": url, "resource": _drop_empty(resource)})
         return {"reference": url}
 
+    def fill(self, key: str, resource: dict[str, Any]) -> None:
+        """Give the entry added under key its resource, once what it refers to is known."""
+        url = f"urn:uuid:{uuid.uuid5(_NAMESPACE, key)}"
+        next(e for e in self.entries if e["fullUrl"] == url)["resource"] = _drop_empty(resource)
+
 
 def book_bundle(personal_id: str, entries: list[BookEntry], *, detail: bool = False,
                 sensitive: SensitiveDiagnoses = DEFAULT) -> dict[str, Any]:
@@ -140,7 +145,7 @@ def _visit(builder: _Builder, patient: dict[str, str], entry: BookEntry, detail:
     facility = _organization(builder, record["facility_code"])
     codes = [record["main_diagnosis_code"], *record.get("secondary_diagnosis_codes", [])]
     masked = not detail and sensitive.any_of(codes)
-    encounter = {"reference": f"urn:uuid:{uuid.uuid5(_NAMESPACE, key)}"}
+    encounter = builder.add(key, {"resourceType": "Encounter"})  # placed before its parts, filled after them
     made: list[dict[str, str]] = [encounter]
     conditions = _conditions(builder, key, patient, encounter, record, codes, masked, sensitive)
     made += conditions
@@ -152,8 +157,8 @@ def _visit(builder: _Builder, patient: dict[str, str], entry: BookEntry, detail:
     if detail:
         made += _documents(builder, key, patient, encounter, entry.sensitive, restricted=True)
     made.append(_payments(builder, key, patient, facility, record))
-    builder.add(key, _encounter(record, patient, facility, conditions, masked or (detail and entry.has_sensitive),
-                                masked))
+    builder.fill(key, _encounter(record, patient, facility, conditions, masked or (detail and entry.has_sensitive),
+                                 masked))
     if entry.signed is not None:
         _provenance(builder, key, made, facility, entry, withheld=masked or (not detail and entry.has_sensitive))
 
@@ -199,7 +204,7 @@ def _conditions(builder: _Builder, key: str, patient: dict[str, str], encounter:
                 record: dict[str, Any], codes: list[str], masked: bool,
                 sensitive: SensitiveDiagnoses) -> list[dict[str, str]]:
     names = [n.strip() for n in record.get("discharge_diagnosis", "").split(";")]
-    named = len(names) == len(codes)
+    named = len(names) == len(codes) and not masked  # a masked list names no diagnosis: any name could be the one
     made = []
     for index, code in enumerate(codes):
         if masked and code in sensitive:

@@ -7,10 +7,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from domain.sensitive_diagnoses import DEFAULT, MASKED_NOTE, SensitiveDiagnoses
 from schemas import catalogue, wire
+from schemas.errors import ContractError
 
 EMPTY_HISTORY = "Chưa có lịch sử khám chữa bệnh theo BHYT"
 NOT_FOUND = "Không tìm thấy lượt khám này trong sổ sức khỏe của bạn (no such visit in your health book)."
@@ -117,8 +118,16 @@ class Reply(_View):
 
     @classmethod
     def decode(cls, raw: bytes) -> Reply:
-        """Read a reply from the replies topic."""
+        """Read a reply from the replies topic; raise ContractError or ValidationError when it is not one."""
         return cls.model_validate(wire.decode(raw, catalogue.INTEGRATION_REPLY))
+
+
+def read_reply(raw: bytes | None) -> Reply | None:
+    """A reply read from the replies topic, or None when the bytes are not one (they are logged, not fatal)."""
+    try:
+        return Reply.decode(raw)  # type: ignore[arg-type]
+    except (ContractError, ValidationError):
+        return None
 
 
 @dataclass(frozen=True)

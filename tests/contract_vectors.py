@@ -54,7 +54,7 @@ def compute(text: str) -> dict[str, str]:
         "visit.signature": signed["signature"].hex(),
         "visit.message": wire.encode(catalogue.SIGNED_VISIT, signed).hex(),
     }
-    for name in ("request", "request_detail"):
+    for name in ("request", "request_detail", "request_fhir"):
         request = json.loads(found[f"{name}.fields"][1])
         request_input = envelope.request_signing_input(request)
         body = dict(request, signature=signer.sign(request_input))

@@ -14,19 +14,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 from lxml import etree
 from rich.console import Console
 
 from commands import render
 from commands.local_ca import LocalCA
 from consumers.dead_letters import DeadLetterEntry
-from domain import deidentify
+from domain import deidentify, replies
 from domain.batch import Delivery, Refused
 from domain.consent import read_request
 from domain.identity import IdentityDirectory, resolve
 from domain.keyring import ClinicKey, Keyring
 from domain.registry_trust import TrustAnchors, Untrusted
+from domain.replies import BookEntry, ClinicSignature, read_reply
 from domain.rows import visit_row
+from domain.signature_check import check_visit_signature
 from domain.validation import Rejected, RejectionCode, validate
 from producers.dossier_mapping import MappingFailed, map_hoso
 from producers.giamdinhhs import DossierReader
@@ -105,12 +108,47 @@ def _request_seeds() -> list[bytes]:
     base = {"request_id": "r-1", "personal_id": "079186001234", "year": 2026, "identity_level": 2,
             "consent_confirmed": True, "requested_at": 1_773_563_400_000, "detail": None}
     detail = dict(base, detail={"facility_code": "79001", "visit_code": "79001-2026-0000001"})
-    return [envelope.seal_request(r, IDENTITY_SIGNER) for r in (base, detail)]
+    bundle = dict(base, format="fhir", every_year=True)
+    return [envelope.seal_request(r, IDENTITY_SIGNER) for r in (base, detail, bundle)]
 
 
 def check_integration_request(data: bytes) -> str:
     _, refusal = read_request(data, {"vneid-1": IDENTITY_SIGNER.public_key}, SEEDS_REQUESTED_AT)
     return "refused" if refusal else "served"
+
+
+def _reply_seeds() -> list[bytes]:
+    record = orjson.loads(Visit.of_model(read_visit(visit())).book_json())  # type: ignore[arg-type]
+    listed = replies.year_served("r-1", 2026, [BookEntry(record, _signature(_SEALED))])
+    return [listed.encode(), replies.refused("r-2", "identity_level", "mức 2").encode()]
+
+
+def check_integration_reply(data: bytes) -> str:
+    """A reply as the identity platform (or anyone holding one) reads it, its visits' signatures checked."""
+    reply = read_reply(data)
+    if reply is None:
+        return "unreadable"
+    for shown in reply.visits:
+        check_visit_signature(shown)
+    return "read"
+
+
+_SEALED = envelope.seal_visit(visit(), "79001", SIGNER)
+
+
+def _signature(sealed: bytes) -> ClinicSignature:
+    return ClinicSignature(clinic_code="79001", key_id="k1", signed_at=SEEDS_REQUESTED_AT,
+                           signature=wire.decode(sealed, catalogue.SIGNED_VISIT)["signature"],
+                           public_key=SIGNER.public_key, signed_message=sealed)
+
+
+def check_signed_message(data: bytes) -> str:
+    """Checking a reply's signed message offline: hostile bytes are 'invalid', never an exception."""
+    record = orjson.loads(Visit.of_model(read_visit(visit())).book_json())  # type: ignore[arg-type]
+    shown = replies.visit_view(record).model_copy(update={"signed": _signature(_SEALED).model_copy(
+        update={"signed_message": data})})
+    status = check_visit_signature(shown).status
+    return "read" if status == "valid" else "refused"
 
 
 def _record_seeds(entry: catalogue.SchemaEntry, records: list[dict]) -> list[bytes]:
@@ -196,4 +234,6 @@ TARGETS = {t.name: t for t in (
         check_identity_card),
     Target("dead_letter", _dead_letter_seeds, check_dead_letter),
     Target("dossier", _dossier_seeds, check_dossier),
+    Target("integration_reply", _reply_seeds, check_integration_reply),
+    Target("signed_message", lambda: [_SEALED], check_signed_message),
 )}

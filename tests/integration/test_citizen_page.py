@@ -80,7 +80,8 @@ def _walk_a_full_year(driver: WebDriver, base: str, personal_id: str, full_code:
     open_visit(driver, full_code)
     detail = text_of(driver)
     for shown in ("Thông tin chung", "Paracetamol 500mg", "Liều dùng: 1 viên/lần, 3 lần/ngày",
-                  "Cách dùng: Uống sau ăn", "Số lượng bạch cầu", "11.2 G/L", "4.0 - 10.0", "Cao hơn bình thường (Tăng nhẹ)",
+                  "Cách dùng: Uống sau ăn", "Số lượng bạch cầu", "11.2 G/L", "4.0 - 10.0",
+                  "Cao hơn bình thường (Tăng nhẹ)",
                   "Tổng phân tích tế bào máu \u00d7 1: Bạch cầu tăng nhẹ", "Tóm tắt ra viện",
                   "Chẩn đoán ra viện: Viêm họng cấp", "Chuyển tuyến", "79004", "Khám chuyên khoa tim mạch",
                   "Hẹn tái khám", "Quỹ BHYT trả", "Người bệnh trả", "Thông tin nhạy cảm", "PHAC_DO_DTRI_LAO",

@@ -8,7 +8,7 @@ import java.nio.charset.StandardCharsets;
 final class Contract {
     static final int SIGNED_VISIT_ID = 2;
     static final int VISIT_EVENT_ID = 7;
-    static final int INTEGRATION_REQUEST_ID = 9;
+    static final int INTEGRATION_REQUEST_ID = 15;
     static final String VISIT_CONTEXT = "healthbook/signed-visit/v1";
     static final String REQUEST_CONTEXT = "healthbook/integration-request/v1";
     /** Key, headers and record-batch framing the topics allow around the largest visit (section 7). */

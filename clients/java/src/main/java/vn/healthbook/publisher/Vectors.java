@@ -49,7 +49,7 @@ final class Vectors {
         out.put("visit.signing_input", HEX.formatHex(sealed.signingInput()));
         out.put("visit.signature", HEX.formatHex(sealed.signature()));
         out.put("visit.message", HEX.formatHex(sealed.value()));
-        for (String name : new String[] {"request", "request_detail"}) {
+        for (String name : new String[] {"request", "request_detail", "request_fhir"}) {
             JsonNode request = json.readTree(in.get(name + ".fields"));
             Contract.SigningInput input = new Contract.SigningInput(Contract.REQUEST_CONTEXT)
                     .text(request.get("request_id").textValue())
@@ -62,6 +62,11 @@ final class Vectors {
             JsonNode detail = request.path("detail");
             if (detail.isObject()) {
                 input.text(detail.get("facility_code").textValue()).text(detail.get("visit_code").textValue());
+            }
+            String format = request.path("format").asText("book");
+            boolean everyYear = request.path("every_year").asBoolean(false);
+            if (!format.equals("book") || everyYear) {  // version 3: signed only when not the default
+                input.text(format).integer(everyYear ? 1 : 0);
             }
             byte[] signingInput = input.toBytes();
             byte[] signature = Ed25519Keys.sign(keys.getPrivate(), signingInput);

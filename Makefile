@@ -33,7 +33,7 @@ browser:
 	bash stack/stack.sh browser
 
 screenshots: up browser
-	$(PY) -m tests.screenshots docs/images
+	HEALTHBOOK_SCREENSHOTS=docs/images $(PY) -m pytest -q tests/integration/test_citizen_page.py
 
 test: up browser
 	$(VENV)/bin/ruff check .

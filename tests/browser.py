@@ -14,6 +14,7 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -122,6 +123,40 @@ def unlabelled_fields(driver: WebDriver) -> list[str]:
         return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
           .filter(f => !(f.labels && f.labels.length) && !f.getAttribute('aria-label'))
           .map(f => f.outerHTML);""")
+
+
+def low_contrast(driver: WebDriver, least: float = 4.5) -> list[str]:
+    """Visible texts whose colour against their background is below WCAG AA's ratio (4.5:1)."""
+    return driver.execute_script("""
+        const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
+        const lum = ([r, g, b]) => [r, g, b].map(v => { v /= 255;
+            return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); })
+          .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+        const background = el => { for (; el; el = el.parentElement) {
+            const c = rgb(getComputedStyle(el).backgroundColor);
+            if (c.length === 3 || c[3] > 0) return c.slice(0, 3); } return [255, 255, 255]; };
+        const failing = [];
+        for (const el of document.querySelectorAll('body *')) {
+          const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+          if (!own || !el.offsetParent && el.tagName !== 'BODY') continue;
+          const a = lum(rgb(getComputedStyle(el).color).slice(0, 3)), b = lum(background(el));
+          const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+          if (ratio < arguments[0]) failing.push(el.tagName + ' ' + ratio.toFixed(2) + ': ' + el.textContent.trim());
+        }
+        return failing;""", least)
+
+
+def sign_in_by_keyboard(driver: WebDriver, base: str, personal_id: str, level: int) -> None:
+    """Sign in with the keyboard alone: type the ID, Tab to the account level, arrows to choose, Enter."""
+    driver.get(base + "/")
+    field = driver.find_element(By.ID, "personal_id")
+    field.click()
+    field.send_keys(personal_id, Keys.TAB)
+    if level == 1:
+        driver.switch_to.active_element.send_keys(Keys.ARROW_DOWN)
+    driver.switch_to.active_element.send_keys(Keys.TAB)
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    wait_for(driver, "h1", "Hồ sơ sức khỏe")
 
 
 def foreign_assets(driver: WebDriver) -> list[str]:

@@ -165,6 +165,13 @@ class Clinics:
         return await read_dead_letters(self.settings.kafka_bootstrap, self.settings.topics.dead_letter)
 
 
+async def publish_and_wait(clinics: Clinics, db: asyncpg.Pool, *events: dict[str, Any]) -> None:
+    """Publish visits of clinic 79001 and wait until the worker has put each in the book."""
+    await clinics.publish(*events)
+    for event in events:
+        await wait_until(lambda e=event: visible(db, "79001", e["visit_code"]), "the visits", process=clinics.worker)
+
+
 @pytest.fixture(scope="session")
 async def worker(settings: Settings, signers: dict[str, Signer], db: asyncpg.Pool) -> AsyncIterator[ServiceProcess]:
     """The stream worker, running as 'healthbook worker', proven ready by a projected canary visit."""

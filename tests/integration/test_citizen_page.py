@@ -25,17 +25,19 @@ from tests.browser import (
     confirm_and_pass,
     fits_the_screen,
     foreign_assets,
+    low_contrast,
     open_visit,
     pick_year,
     screenshot,
     sign_in,
+    sign_in_by_keyboard,
     start_page,
     text_of,
     unlabelled_fields,
     wait_for,
 )
 from tests.factories import full_visit, visit
-from tests.integration.conftest import LOGS, free_port, new_citizen, next_sequence, visible, wait_until
+from tests.integration.conftest import LOGS, free_port, new_citizen, next_sequence, publish_and_wait
 
 pytestmark = pytest.mark.integration
 SCREENSHOTS = os.environ.get("HEALTHBOOK_SCREENSHOTS")
@@ -74,6 +76,7 @@ def _walk_a_full_year(driver: WebDriver, base: str, personal_id: str, full_code:
     assert "Chữ ký số được kiểm tra khi mở chi tiết lượt khám" in listed, "the full visit withholds XML15 here"
     assert "2RHZE" not in listed and "XML15" not in listed, "sensitive tables only in the visit's own detail"
     assert fits_the_screen(driver) and unlabelled_fields(driver) == [] and foreign_assets(driver) == []
+    assert low_contrast(driver) == [] and len(driver.find_elements(By.TAG_NAME, "h1")) == 1
     if SCREENSHOTS:
         screenshot(driver, Path(SCREENSHOTS) / "citizen-page-year.png")
 
@@ -88,7 +91,7 @@ def _walk_a_full_year(driver: WebDriver, base: str, personal_id: str, full_code:
                   "2RHZE/4RHE", "Đã ký số bởi cơ sở KCB 79001 lúc", "Chữ ký số hợp lệ (khóa k1 của cơ sở 79001)",
                   "J02.9, I10 · Viêm họng cấp; Tăng huyết áp", "Kết quả điều trị", "Đỡ"):
         assert shown in detail, f"the visit's detail lacks {shown!r}:\n{detail}"
-    assert fits_the_screen(driver) and foreign_assets(driver) == []
+    assert fits_the_screen(driver) and foreign_assets(driver) == [] and low_contrast(driver) == []
     if SCREENSHOTS:
         screenshot(driver, Path(SCREENSHOTS) / "citizen-page-visit.png")
 
@@ -98,7 +101,8 @@ def _walk_a_full_year(driver: WebDriver, base: str, personal_id: str, full_code:
 
 
 def _walk_as_level_one(driver: WebDriver, base: str, personal_id: str) -> None:
-    sign_in(driver, base, personal_id, level=1)
+    sign_in_by_keyboard(driver, base, personal_id, level=1)
+    assert "(mức 1)" in driver.find_element(By.CSS_SELECTOR, ".who").text, "the arrow key chose level 1"
     confirm_and_pass(driver, DEMO_PASSCODE)
     pick_year(driver, 2025)
     shown = text_of(driver)
@@ -110,9 +114,7 @@ async def test_a_citizen_walks_the_apps_flow_to_a_year_and_a_visit_in_full(clini
     alice = new_citizen()
     full = full_visit(alice, next_sequence(), datetime(2025, 4, 2, 9, 0))
     plain = visit(person=alice, sequence=next_sequence(), admitted=datetime(2025, 9, 12, 14, 30))
-    await clinics.publish(full, plain)
-    for event in (full, plain):
-        await wait_until(lambda e=event: visible(db, "79001", e["visit_code"]), "the visits", process=clinics.worker)
+    await publish_and_wait(clinics, db, full, plain)
     with chromium() as driver:
         await asyncio.to_thread(_walk_a_full_year, driver, page_url, alice.personal_id, full["visit_code"],
                                 plain["visit_code"])
@@ -121,7 +123,6 @@ async def test_a_citizen_walks_the_apps_flow_to_a_year_and_a_visit_in_full(clini
 async def test_a_level_one_account_is_told_it_needs_level_two(clinics, db, identity, page_url):
     bob = new_citizen()
     seen = visit(person=bob, sequence=next_sequence(), admitted=datetime(2025, 5, 5, 8, 0))
-    await clinics.publish(seen)
-    await wait_until(lambda: visible(db, "79001", seen["visit_code"]), "the visit", process=clinics.worker)
+    await publish_and_wait(clinics, db, seen)
     with chromium() as driver:
         await asyncio.to_thread(_walk_as_level_one, driver, page_url, bob.personal_id)

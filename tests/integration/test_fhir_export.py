@@ -7,7 +7,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from tests.factories import full_visit, visit
-from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
+from tests.integration.conftest import new_citizen, next_sequence, publish_and_wait
 from tests.integration.test_cli import healthbook
 
 pytestmark = pytest.mark.integration
@@ -25,9 +25,7 @@ async def test_export_prints_a_valid_bundle_of_a_year_the_whole_book_and_one_vis
     carol = new_citizen()
     full = full_visit(carol, next_sequence(), datetime(2025, 4, 2, 9, 0))
     older = visit(person=carol, sequence=next_sequence(), admitted=datetime(2024, 11, 20, 10, 0))
-    await clinics.publish(full, older)
-    for event in (full, older):
-        await wait_until(lambda e=event: visible(db, "79001", e["visit_code"]), "the visits", process=clinics.worker)
+    await publish_and_wait(clinics, db, full, older)
 
     year = healthbook(settings, "export", "--personal-id", carol.personal_id, "--year", "2025")
     assert year.returncode == 0, year.stderr

@@ -8,6 +8,7 @@ integration requests to the query consumer and its replies read back from Kafka.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -23,17 +24,25 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from commands.identity_standin import confirmation
-from domain.replies import Reply, VisitView
+from commands.identity_standin import ReplyTimeout, confirmation
+from domain.replies import Reply, VisitView, refused
 from domain.signature_check import check_visit_signature
 from schemas import rules
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 CONFIRMATION_TEXT = ("Thông tin về lịch sử khám chữa bệnh BHYT của bạn sẽ được tích hợp hiển thị lên ứng dụng "
                      "VNeID. Vui lòng xác nhận để hệ thống tiếp tục xử lý")
 LEVEL_REFUSAL = ("Tài khoản của bạn là tài khoản định danh điện tử mức 1. Bạn cần tài khoản định danh điện tử "
                  "mức 2 để xem Sổ sức khỏe điện tử.")
 COOKIE = "standin_session"
+REPLY_TIMEOUT = 30.0
+NO_REPLY = ("Hệ thống sổ sức khỏe chưa phản hồi. Vui lòng thử lại sau ít phút "
+            "(no reply from the query consumer within 30 s).")
+ID_PROBLEMS = {
+    "personal_id_format": "Số định danh cá nhân gồm đúng 12 chữ số, như trên căn cước công dân.",
+    "personal_id_province": "Ba chữ số đầu của số định danh cá nhân không phải mã tỉnh, thành phố nào.",
+}
 VIETNAM = timezone(timedelta(hours=7))
 FIRST_YEAR = 2016
 VISIT_TYPES = {1: "Khám ngoại trú", 2: "Điều trị ngoại trú", 3: "Điều trị nội trú"}
@@ -100,10 +109,14 @@ class CitizenPage:
         return session if session and session.confirmed and session.passcode_passed else None
 
     async def ask(self, request: dict[str, Any]) -> Reply:
-        """Send a signed request to the query consumer and wait for its reply."""
+        """Send a signed request to the query consumer and wait for its reply; a refusal when none comes."""
         assert self.platform is not None, "the page's identity platform is opened by the app's lifespan"
         async with self._asking:
-            return await self.platform.ask(request, timeout=30)
+            try:
+                return await self.platform.ask(request, timeout=REPLY_TIMEOUT)
+            except ReplyTimeout as late:
+                log.warning("%s", late)
+                return refused(request["request_id"], "no_reply", NO_REPLY, request["year"])
 
     async def sign_in_form(self, request: Request) -> Response:
         return self.page(request, "sign_in.html", error=None, personal_id="")
@@ -116,7 +129,7 @@ class CitizenPage:
             rules.check_personal_id(personal_id, None, None)
         except rules.RuleBroken as broken:
             return self.page(request, "sign_in.html", 400, personal_id=personal_id,
-                             error=f"Số định danh cá nhân không hợp lệ: {broken.message}")
+                             error=ID_PROBLEMS.get(broken.rule, ID_PROBLEMS["personal_id_format"]))
         token = secrets.token_urlsafe(24)
         self.sessions[token] = Session(personal_id, level)
         response = RedirectResponse("/ho-so-suc-khoe", status_code=303)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from commands.citizen_page.app import CONFIRMATION_TEXT, LEVEL_REFUSAL
@@ -101,6 +102,9 @@ def _walk_a_full_year(driver: WebDriver, base: str, personal_id: str, full_code:
 
 
 def _walk_as_level_one(driver: WebDriver, base: str, personal_id: str) -> None:
+    driver.get(base + "/")
+    driver.find_element(By.ID, "personal_id").send_keys("999000000001", Keys.ENTER)  # no province 999
+    wait_for(driver, ".error", "Ba chữ số đầu của số định danh cá nhân không phải mã tỉnh")
     sign_in_by_keyboard(driver, base, personal_id, level=1)
     assert "(mức 1)" in driver.find_element(By.CSS_SELECTOR, ".who").text, "the arrow key chose level 1"
     confirm_and_pass(driver, DEMO_PASSCODE)

@@ -33,7 +33,7 @@ from healthbook.database import connect_pool, recreate_database
 from healthbook.kafka import ensure_topics
 from healthbook.store import BookReader
 from schemas import rules
-from schemas.envelope import seal_request
+from schemas.envelope import Signer, seal_request, seal_visit
 from schemas.visit import VisitEvent
 from synthetic.population import CLINICS, make_population
 
@@ -45,6 +45,8 @@ def _rows(visits: int, citizens: int) -> Any:
     """Book rows in chunks: templates repeated under fresh personal IDs and visit codes."""
     _, templates = make_population(5, TEMPLATE_VISITS // 10, TEMPLATE_VISITS, list(CLINICS), (2024, 2025, 2026))
     events = [VisitEvent.model_validate(e).model_dump(mode="json") for e in templates]
+    signer = Signer.generate("k1")  # each row carries a template's signed envelope and key, as real rows do
+    sealed = [seal_visit(VisitEvent.model_validate(e).model_dump(), e["facility_code"], signer) for e in templates]
     per_citizen = max(1, visits // citizens)
     chunk: list[tuple[Any, ...]] = []
     for n in range(visits):
@@ -59,7 +61,9 @@ def _rows(visits: int, citizens: int) -> Any:
                "year": int(record["admitted_at"][:4]), "admitted_at": rules.parse_minute(record["admitted_at"]),
                "discharged_at": rules.parse_minute(record["discharged_at"]),
                "record": json.dumps(record, ensure_ascii=False), "sensitive": "[]", "clinic_key_id": "k1",
-               "signature": bytes(64), "signed_at": datetime.now(UTC), "source_partition": 0, "source_offset": n}
+               "signature": bytes(64), "signed_at": datetime.now(UTC), "source_partition": 0, "source_offset": n,
+               "signed_message": sealed[n % len(sealed)], "clinic_public_key": signer.public_key,
+               "clinic_certificate": None}
         chunk.append(tuple(row[c] for c in BOOK_COLUMNS))
         if len(chunk) == 20_000:
             yield chunk

@@ -424,9 +424,7 @@ def _documents(builder: _Builder, key: str, patient: dict[str, str], encounter: 
 
 def _payments(builder: _Builder, key: str, patient: dict[str, str], facility: dict[str, str] | None,
               record: dict[str, Any]) -> dict[str, str]:
-    insurer = builder.add("organization/bhxh", {
-        "resourceType": "Organization", "name": "Bảo hiểm xã hội Việt Nam",
-        "identifier": [{"system": FACILITY, "value": "BHXH"}]})
+    insurer = builder.add("organization/bhxh", {"resourceType": "Organization", "name": "Bảo hiểm xã hội Việt Nam"})
     cards = record["patient"].get("insurance_card_numbers", [])
     totals = [("submitted", "http://terminology.hl7.org/CodeSystem/adjudication", "Tổng chi phí",
                record.get("total_cost")),

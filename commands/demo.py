@@ -180,6 +180,10 @@ async def run(settings: Settings, page_port: int | None = DEMO_PORT) -> int:
             reply = await platform.ask(confirmation(personal_id, 2026, identity_level=1), timeout=60)
             console.print("The same citizen from a level-1 account:")
             render.health_book(console, reply, "")
+            reply = await platform.ask(confirmation(SAMPLE_CITIZEN, 2026, answer_format="fhir", every_year=True),
+                                       timeout=60)
+            render.fhir_summary(console, reply, f"FHIR R4 Bundle of {SAMPLE_CITIZEN}'s whole book")
+            console.print(f"'healthbook export --personal-id {SAMPLE_CITIZEN}' prints it in full.")
         console.rule("Operator view")
         render.dead_letters(console, await read_dead_letters(settings.kafka_bootstrap, settings.topics.dead_letter))
         adds_up = render.outcome_summary(console, counts)

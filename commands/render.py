@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from collections import Counter
 from typing import Any
 
 from rich.console import Console
@@ -64,6 +66,20 @@ def health_book(console: Console, reply: Reply, title: str) -> None:
         )
     console.print(table)
     console.print(reply.message, markup=False)
+
+
+def fhir_summary(console: Console, reply: Reply, title: str) -> None:
+    """Print how many resources of each kind a FHIR Bundle reply holds, or the refusal."""
+    if reply.status != "ok" or reply.fhir_bundle is None:
+        console.print(f"[bold red]Từ chối[/] ({escape(str(reply.refusal_code))}): {escape(reply.message)}")
+        return
+    kinds = Counter(e["resource"]["resourceType"] for e in json.loads(reply.fhir_bundle)["entry"])
+    table = Table(title=Text(title), title_justify="left", min_width=len(title) + 4)
+    table.add_column("resource")
+    table.add_column("count", justify="right")
+    for kind, count in sorted(kinds.items()):
+        plain_row(table, kind, str(count))
+    console.print(table)
 
 
 def outcome_summary(console: Console, counts: dict[str, int]) -> bool:

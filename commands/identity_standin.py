@@ -26,6 +26,7 @@ from schemas.envelope import Signer, now_millis, seal_request
 log = logging.getLogger(__name__)
 KEY_ID = "vneid-demo-1"
 DEMO_PASSCODE = "123456"  # the stand-in's passcode for every demo account
+UNCLAIMED_REPLIES = 10_000  # replies on the topic that nobody here waits for, kept in case someone will
 
 
 class ReplyTimeout(TimeoutError):
@@ -120,7 +121,9 @@ class IdentityPlatform:
                                         message.partition, message.offset)
                             continue
                         self._replies[reply.request_id] = reply
-            return self._replies[request_id]
+                        if len(self._replies) > UNCLAIMED_REPLIES:  # others' replies: keep only the newest
+                            del self._replies[next(iter(self._replies))]
+            return self._replies.pop(request_id)
         try:
             return await asyncio.wait_for(wait(), timeout)
         except TimeoutError:

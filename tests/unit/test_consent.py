@@ -8,7 +8,7 @@ import pytest
 
 from commands.identity_standin import confirmation
 from consumers.trusted_keys import TrustedKeysMissing, load_trusted_keys
-from domain.consent import check_request
+from domain.consent import check_request, read_request
 from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer
 
@@ -77,3 +77,22 @@ def test_the_window_is_a_setting_and_a_forged_date_is_a_bad_signature_first():
     request["signature"] = PLATFORM.sign(envelope.request_signing_input(request))
     assert check_request(request, TRUSTED, NOW, timedelta(minutes=30)) is None
     assert check_request(dict(request, requested_at=NOW), TRUSTED, NOW).code == "bad_signature"
+
+
+def test_a_version_3_request_signs_its_format_and_scope_and_refuses_an_unknown_format():
+    bundle = signed(answer_format="fhir", every_year=True)
+    assert code(bundle) is None and (bundle["format"], bundle["every_year"]) == ("fhir", True)
+    assert code(dict(bundle, format="book")) == "bad_signature", "the format is part of what was signed"
+    assert code(dict(bundle, every_year=False)) == "bad_signature"
+    raw = envelope.seal_request(confirmation("079186001234", 2026, answer_format="pdf"), PLATFORM)
+    request, refusal = read_request(raw, TRUSTED)
+    assert request is None and refusal is not None and refusal.code == "malformed" and "format" in refusal.message
+
+
+def test_a_version_2_request_is_still_read_as_a_request_for_the_books_list_and_its_signature_holds():
+    body = {k: v for k, v in confirmation("079186001234", 2026).items() if k not in ("format", "every_year")}
+    body["key_id"] = PLATFORM.key_id
+    body["signature"] = PLATFORM.sign(envelope.request_signing_input(body))
+    request, refusal = read_request(wire.encode(catalogue.INTEGRATION_REQUEST_V2, body), TRUSTED)
+    assert refusal is None and request is not None
+    assert (request["format"], request["every_year"]) == ("book", False)

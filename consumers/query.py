@@ -122,6 +122,24 @@ async def answer_safely(pool: asyncpg.Pool, message: Any, policy: QueryPolicy) -
         return replies.refused(request["request_id"] if request else "", "internal_error", INTERNAL_ERROR)
 
 
+TOO_LARGE = ("Sổ sức khỏe này quá lớn để gửi trong một lần; vui lòng xem từng năm hoặc từng lượt khám "
+             "(the reply would exceed the topic's largest record).")
+
+
+def fitted(reply: Reply, limit: int) -> bytes:
+    """The reply's bytes, or a too_large refusal's when they would not fit a record of the replies topic.
+
+    A whole book with its signed envelopes can outgrow the topic's limit; sending it would fail every
+    time, so the citizen is told to ask for less instead.
+    """
+    encoded = reply.encode()
+    if len(encoded) <= limit:
+        return encoded
+    log.warning("reply to %s is %d bytes, over the %d-byte limit; answered too_large", reply.request_id,
+                len(encoded), limit)
+    return replies.refused(reply.request_id, "too_large", TOO_LARGE, reply.year).encode()
+
+
 async def _forget_old_requests(pool: asyncpg.Pool, window: timedelta, pruned_at: float) -> float:
     """Once a minute, drop served request ids too old to be fresh again, so the table stays small."""
     clock = asyncio.get_running_loop().time()
@@ -224,7 +242,8 @@ class RequestLoop:
 
     async def _reply_to(self, message: Any) -> None:
         reply = await answer_safely(self.pool, message, self.policy)
-        await (await self.producer.send(self.settings.topics.integration_replies, reply.encode(),
+        encoded = fitted(reply, kafka.largest_message())
+        await (await self.producer.send(self.settings.topics.integration_replies, encoded,
                                         key=reply.request_id.encode()))
         metrics.REQUESTS.labels(reply.refusal_code or reply.status).inc()
         log.info("request %s: %s %s", reply.request_id, reply.status, reply.refusal_code or "",

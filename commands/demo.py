@@ -123,16 +123,7 @@ async def ingest_sample(settings: Settings, console: Console) -> int:
 
 async def serve_page_until_stopped(page: ServiceProcess, port: int, citizens: list[str], console: Console) -> None:
     """Wait for the citizen page to answer, print where it is, and keep the demo up until Ctrl-C or SIGTERM."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            break
-        except OSError:
-            if not page.running or time.monotonic() > deadline:
-                raise RuntimeError(f"the citizen page did not start; its log ends:\n{page.log_tail()}") from None
-            await asyncio.sleep(0.3)
+    await page.listening(port)
     console.rule("The citizen page")
     console.print(f"Open [bold]http://127.0.0.1:{port}/[/] — sign in with a demo citizen's personal ID "
                   f"({', '.join(citizens)}), passcode [bold]{DEMO_PASSCODE}[/].")

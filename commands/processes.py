@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from healthbook.config import PROJECT_ROOT, Settings
@@ -51,6 +53,20 @@ class ServiceProcess:
     def running(self) -> bool:
         """Whether the child is alive."""
         return self.process is not None and self.process.poll() is None
+
+    async def listening(self, port: int, timeout: float = 60.0) -> ServiceProcess:
+        """Wait until the child accepts connections on 127.0.0.1:port; raise with its log if it dies or never does."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                return self
+            except OSError:
+                if not self.running or time.monotonic() > deadline:
+                    raise RuntimeError(f"'healthbook {self.command}' is not listening on port {port}; "
+                                       f"its log ends:\n{self.log_tail()}") from None
+                await asyncio.sleep(0.3)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Ask the child to stop (SIGTERM), and kill it if it does not within timeout."""

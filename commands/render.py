@@ -14,9 +14,7 @@ from rich.text import Text
 
 from consumers.dead_letters import DeadLetterEntry
 from consumers.status import Status
-from domain.replies import Reply
-
-VISIT_TYPES = {1: "Khám ngoại trú", 2: "Điều trị ngoại trú", 3: "Điều trị nội trú"}
+from domain.replies import VISIT_TYPES, Reply
 
 
 def _minute(value: str) -> str:

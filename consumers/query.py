@@ -84,9 +84,9 @@ async def answer(conn: asyncpg.Connection, raw: bytes, policy: QueryPolicy, sour
             if request["format"] == "fhir":
                 return _bundle_reply(request_id, year, personal_id, [found], policy, detail=True)
             return replies.detail_served(request_id, year, found)
-        entries = await BOOK.visits_of(conn, personal_id, None if request["every_year"] else year)
-        await BOOK.log_access(conn, request_id, personal_id, None if request["every_year"] else year, "served", None,
-                              len(entries))
+        scope = None if request["every_year"] else year  # None: every year
+        entries = await BOOK.visits_of(conn, personal_id, scope)
+        await BOOK.log_access(conn, request_id, personal_id, scope, "served", None, len(entries))
     if request["format"] == "fhir":
         return _bundle_reply(request_id, year, personal_id, entries, policy, detail=False)
     return replies.year_served(request_id, year, entries, policy.sensitive)

@@ -23,7 +23,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from domain.replies import BookEntry, result_flag
+from domain.replies import TREATMENT_RESULTS, VISIT_TYPES, BookEntry, result_flag
 from domain.sensitive_diagnoses import DEFAULT, SensitiveDiagnoses
 
 SYSTEM_BASE = "https://fhir.healthbook.vn"
@@ -36,8 +36,6 @@ VIETNAM_TZ = "+07:00"  # clinic times in QĐ 4750 are Vietnam local time, which 
 _NAMESPACE = uuid.UUID("5b0f7c8e-3d1a-4e59-9b7e-4f2b8c1d6a90")
 _SEX = {1: "male", 2: "female", 3: "other"}
 _VISIT_CLASS = {1: ("AMB", "ambulatory"), 2: ("AMB", "ambulatory"), 3: ("IMP", "inpatient encounter")}
-_VISIT_TYPES = {1: "Khám ngoại trú", 2: "Điều trị ngoại trú", 3: "Điều trị nội trú"}
-_RESULTS = {1: "Khỏi", 2: "Đỡ", 3: "Không thay đổi", 4: "Nặng hơn", 5: "Tử vong"}
 _FLAG_CODES = {"high": ("H", "High"), "low": ("L", "Low"), "normal": ("N", "Normal")}
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
@@ -175,7 +173,7 @@ def _encounter(record: dict[str, Any], patient: dict[str, str], facility: dict[s
         "identifier": [{"system": f"{SYSTEM_BASE}/sid/ma-lk/{record['facility_code']}", "value": record["visit_code"]}],
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": act, "display": display},
         "type": [{"coding": [{"system": _local("ma-loai-kcb"), "code": str(record["visit_type"]),
-                              "display": _VISIT_TYPES.get(record["visit_type"])}]}],
+                              "display": VISIT_TYPES.get(record["visit_type"])}]}],
         "subject": patient, "serviceProvider": facility,
         "period": {"start": _minute(record["admitted_at"]), "end": _minute(record["discharged_at"])},
         "length": {"value": record["treatment_days"], "unit": "d", "system": "http://unitsofmeasure.org",
@@ -191,7 +189,8 @@ def _encounter(record: dict[str, Any], patient: dict[str, str], facility: dict[s
         "extension": [
             {"url": f"{SYSTEM_BASE}/StructureDefinition/ket-qua-dieu-tri",
              "valueCodeableConcept": {"coding": [{"system": _local("ket-qua-dtri"), "code": str(result),
-                                                  "display": _RESULTS.get(result)}]}} if result is not None else None,
+                                                  "display": TREATMENT_RESULTS.get(result)}]}}
+            if result is not None else None,
             {"url": f"{SYSTEM_BASE}/StructureDefinition/ngay-vao-noi-tru",
              "valueDateTime": _minute(record.get("inpatient_at"))} if record.get("inpatient_at") else None,
             {"url": f"{SYSTEM_BASE}/StructureDefinition/ma-khoa",

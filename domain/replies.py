@@ -14,6 +14,8 @@ from schemas import catalogue, wire
 from schemas.errors import ContractError
 
 EMPTY_HISTORY = "Chưa có lịch sử khám chữa bệnh theo BHYT"
+VISIT_TYPES = {1: "Khám ngoại trú", 2: "Điều trị ngoại trú", 3: "Điều trị nội trú"}  # MA_LOAI_KCB
+TREATMENT_RESULTS = {1: "Khỏi", 2: "Đỡ", 3: "Không thay đổi", 4: "Nặng hơn", 5: "Tử vong"}  # KET_QUA_DTRI
 NOT_FOUND = "Không tìm thấy lượt khám này trong sổ sức khỏe của bạn (no such visit in your health book)."
 
 
@@ -167,8 +169,9 @@ def listed(entry: BookEntry, sensitive: SensitiveDiagnoses) -> VisitView:
     The signed message holds the whole visit, sensitive tables included, so a list entry that withholds
     anything carries the signature without it; the visit's detail carries it.
     """
-    view = masked(visit_view(entry.record), sensitive)
-    withholds = entry.has_sensitive or view.diagnosis_names == MASKED_NOTE
+    view = visit_view(entry.record)
+    withholds = entry.has_sensitive or sensitive.any_of(view.diagnosis_codes)
+    view = masked(view, sensitive)
     signed = entry.signed
     if signed is not None and withholds:
         signed = signed.model_copy(update={"signed_message": None})

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from domain.registry_trust import Untrusted, raw_ed25519
 from domain.replies import VisitView
 from schemas import catalogue, envelope, wire
 from schemas.errors import ContractError
@@ -48,9 +47,6 @@ def check_visit_signature(view: VisitView) -> SignatureCheck:
 def _certificate_key(der: bytes) -> bytes | None:
     """The raw Ed25519 key a DER certificate certifies, or None when it is not one."""
     try:
-        key = x509.load_der_x509_certificate(der).public_key()
-    except ValueError:
+        return raw_ed25519(x509.load_der_x509_certificate(der))
+    except (ValueError, Untrusted):
         return None
-    if not isinstance(key, Ed25519PublicKey):
-        return None
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)

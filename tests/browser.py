@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,8 +15,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
-
-from commands.processes import ServiceProcess
 
 PHONE_WIDTH = 360
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -52,21 +48,6 @@ def chromium(width: int = PHONE_WIDTH, height: int = 900) -> Iterator[WebDriver]
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
-
-
-async def start_page(page: ServiceProcess, port: int, timeout: float = 60.0) -> ServiceProcess:
-    """Start 'healthbook citizen-page' and wait until it accepts connections."""
-    page.start()
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return page
-        except OSError:
-            if not page.running or time.monotonic() > deadline:
-                raise RuntimeError(f"the citizen page did not start; its log ends:\n{page.log_tail()}") from None
-            await asyncio.sleep(0.3)
 
 
 def text_of(driver: WebDriver) -> str:

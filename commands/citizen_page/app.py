@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from commands.identity_standin import ReplyTimeout, confirmation
-from domain.replies import Reply, VisitView, refused
+from domain.replies import TREATMENT_RESULTS, VISIT_TYPES, Reply, VisitView, refused
 from domain.signature_check import check_visit_signature
 from schemas import rules
 
@@ -45,8 +45,6 @@ ID_PROBLEMS = {
 }
 VIETNAM = timezone(timedelta(hours=7))
 FIRST_YEAR = 2016
-VISIT_TYPES = {1: "Khám ngoại trú", 2: "Điều trị ngoại trú", 3: "Điều trị nội trú"}
-TREATMENT_RESULTS = {1: "Khỏi", 2: "Đỡ", 3: "Không thay đổi", 4: "Nặng hơn", 5: "Tử vong"}
 FLAGS = {"high": ("↑", "Cao hơn bình thường"), "low": ("↓", "Thấp hơn bình thường"), "normal": ("", "Bình thường")}
 
 

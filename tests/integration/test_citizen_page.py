@@ -32,7 +32,6 @@ from tests.browser import (
     screenshot,
     sign_in,
     sign_in_by_keyboard,
-    start_page,
     text_of,
     unlabelled_fields,
     wait_for,
@@ -49,7 +48,7 @@ async def page_url(settings, identity):
     """The citizen page, served against the session's query consumer (the identity fixture trusts its key)."""
     port = free_port()
     page = ServiceProcess("citizen-page", settings, LOGS / "citizen-page.log", ("--port", str(port)))
-    await start_page(page, port)
+    await page.start().listening(port)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -32,4 +32,3 @@ def test_a_request_answered_while_others_wait_is_not_committed_past_them():
     assert offsets.take_committable() == {}
     offsets.answered(TP0, 0)
     assert offsets.take_committable() == {TP0: 3}
-

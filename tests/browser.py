@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -87,9 +87,17 @@ def open_visit(driver: WebDriver, visit_code: str) -> None:
 
 def wait_for(driver: WebDriver, css: str, text: str, timeout: float = 60.0) -> None:
     """Wait until an element matching css shows text (a reply can take a moment to come back over Kafka)."""
-    WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(
-        lambda d: any(text in e.text for e in d.find_elements(By.CSS_SELECTOR, css)),
-        f"no {css} showing {text!r} within {timeout:.0f} s")
+    def shows(d: WebDriver) -> bool:
+        # read every match's text in one script: element handles taken while the previous page unloads go
+        # stale between finding and reading them, which Chromium reports as an inspector error, not as stale
+        try:
+            texts = d.execute_script(
+                "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText)", css)
+        except WebDriverException:  # between two documents: the next poll reads the new one
+            return False
+        return any(text in shown for shown in texts or ())
+
+    WebDriverWait(driver, timeout).until(shows, f"no {css} showing {text!r} within {timeout:.0f} s")
 
 
 def fits_the_screen(driver: WebDriver, width: int = PHONE_WIDTH) -> bool:

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_visit_bytes: int = _setting(
         DEFAULT_MAX_VISIT_BYTES, "the largest signed visit (the framed `SignedVisit` value) the topics and "
                                  "producers accept; larger visits are refused before sending")
+    worker_data_dir: Path = _setting(
+        LOCAL / "worker", "faust's folder for the worker, one subfolder per worker id (tables are in memory and "
+                          "rebuilt from their changelog; it holds faust's bookkeeping only)")
     batch_size: int = _setting(500, "the most visits the worker takes in one batch")
     batch_within_seconds: float = _setting(0.2, "how long the worker waits to fill a batch")
     key_dir: Path = _setting(LOCAL / "keys", "clinic private keys on a clinic's machine, `<clinic>/<key id>.pem`")

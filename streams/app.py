@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=credentials,
         store="memory://",
+        datadir=settings.worker_data_dir / settings.worker_app_id,  # faust's default is the current directory
         topic_partitions=partitions,
         topic_replication_factor=1,
         topic_allow_declare=True,

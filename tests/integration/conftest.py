@@ -81,6 +81,7 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         "identity_keys_file": keys / "identity-platform.json",
         "ingest_ledger": keys / "ingest-ledger.sqlite",
         "pseudonym_key_file": keys / "pseudonym.key",
+        "worker_data_dir": tmp_path_factory.mktemp("worker"),
         "trust_anchors_file": keys / "pki" / "ca.crt",
         "revocation_list_file": keys / "pki" / "ca.crl",
         "registry_key_dir": keys / "pki",

@@ -263,11 +263,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     pool = await while_unreachable("connect to PostgreSQL",
                                    partial(connect_pool, settings.database_url, min_size=1,
                                            max_size=ANSWERS_AT_ONCE))
-    consumer = kafka.consumer(settings.kafka_bootstrap, "query-consumer", settings.topics.integration_requests,
-                              group_id=settings.query_group_id)
-    producer = kafka.producer(settings.kafka_bootstrap, "query-consumer")
-    await consumer.start()
-    await producer.start()
+    consumer = await kafka.started(partial(kafka.consumer, settings.kafka_bootstrap, "query-consumer",
+                                           settings.topics.integration_requests, group_id=settings.query_group_id))
+    producer = await kafka.started(partial(kafka.producer, settings.kafka_bootstrap, "query-consumer"))
     health = await metrics.serve(settings.query_metrics_port, lambda: (True, {}), "query-consumer",
                                  settings.metrics_host)
     log.info("query consumer ready on %s", settings.topics.integration_requests)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -18,7 +20,10 @@ from aiokafka.structs import ConsumerRecord
 
 from healthbook import broker_acls
 from healthbook.config import Settings
+from healthbook.retry import is_broker_unreachable
 from schemas.topics import DEAD_LETTER, TOPICS, TopicDefinition, broker_config, max_message_bytes
+
+log = logging.getLogger(__name__)
 
 CLIENT_PREFIX = "healthbook"
 
@@ -133,6 +138,27 @@ def consumer(bootstrap: str, client: str, *topics: str, group_id: str | None = N
     options.update(overrides)
     return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=group_id,
                             client_id=f"{CLIENT_PREFIX}-{client}", **options)
+
+
+Client = TypeVar("Client", AIOKafkaConsumer, AIOKafkaProducer)
+
+
+async def started(make: Callable[[], Client], most_seconds: float = 5.0) -> Client:
+    """Start a fresh client from make(), again every 0.5 s up to every most_seconds while the broker is away."""
+    delay = 0.5
+    while True:
+        client = make()
+        try:
+            await client.start()
+            return client
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await client.stop()
+            if not is_broker_unreachable(exc):
+                raise
+            log.warning("the broker does not answer (%s); trying again in %.1f s", type(exc).__name__, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, most_seconds)
 
 
 def admin(bootstrap: str, *, as_login: Login | None = None, **overrides: Any) -> AIOKafkaAdminClient:

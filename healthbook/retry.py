@@ -11,7 +11,16 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CoordinatorNotAvailableError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    LeaderNotAvailableError,
+    NodeNotReadyError,
+    NotControllerError,
+    RequestTimedOutError,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -25,15 +34,26 @@ UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.Oper
 CONTENT_REFUSALS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
                     asyncpg.exceptions._base.DataError, UnicodeEncodeError)
 
+# The broker down, restarting, or between controllers: to wait out, unlike a missing topic or a refused login.
+BROKER_UNREACHABLE = (KafkaConnectionError, NodeNotReadyError, RequestTimedOutError, KafkaTimeoutError,
+                      LeaderNotAvailableError, NotControllerError, CoordinatorNotAvailableError, OSError,
+                      asyncio.TimeoutError)
+
 
 def is_unreachable(exc: BaseException) -> bool:
     """Whether the database cannot be reached now, as opposed to refusing what it was sent."""
     return isinstance(exc, UNREACHABLE) and not isinstance(exc, CONTENT_REFUSALS)
 
 
+def is_broker_unreachable(exc: BaseException) -> bool:
+    """Whether the broker cannot be reached now, as opposed to refusing what it was asked."""
+    # faust raises a bare Exception when the cluster metadata names no controller, as while the broker restarts
+    return isinstance(exc, BROKER_UNREACHABLE) or (type(exc) is Exception and str(exc).startswith("Controller node"))
+
+
 def is_infrastructure(exc: BaseException) -> bool:
     """Whether a failure is about the broker or the database being unavailable, not about a message."""
-    return is_unreachable(exc) or isinstance(exc, KafkaError | asyncio.TimeoutError)
+    return is_unreachable(exc) or is_broker_unreachable(exc) or isinstance(exc, KafkaError)
 
 
 async def while_unreachable(what: str, attempt: Callable[[], Awaitable[T]],

@@ -29,12 +29,14 @@ def create_app(settings: Settings | None = None) -> faust.App:
     fetch_bytes = kafka.largest_message(settings)
     credentials = None if login.protocol == "PLAINTEXT" else faust.SASLCredentials(
         username=login.user, password=login.password, ssl_context=login.tls(), mechanism="SCRAM-SHA-512")
+    datadir = settings.worker_data_dir / settings.worker_app_id  # faust's default is the current directory
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last folder
     app = faust.App(
         settings.worker_app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=credentials,
         store="memory://",
-        datadir=settings.worker_data_dir / settings.worker_app_id,  # faust's default is the current directory
+        datadir=datadir,
         topic_partitions=partitions,
         topic_replication_factor=1,
         topic_allow_declare=True,

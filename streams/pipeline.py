@@ -21,7 +21,7 @@ from healthbook import kafka
 from healthbook import observability as metrics
 from healthbook.config import Settings
 from healthbook.database import connect_pool
-from healthbook.retry import is_infrastructure, while_unreachable
+from healthbook.retry import is_broker_unreachable, is_infrastructure, while_unreachable
 from healthbook.store import BookWriter
 from healthbook.topic_follower import TopicFollower
 from streams.batch_step import BatchStep, VersionTable, topic_range_reader
@@ -59,10 +59,15 @@ class VisitPipeline(Service):
         self._health: Any = None
 
     async def on_start(self) -> None:
-        """Open every connection; a failure here stops the process (exit 70) naming what is missing."""
+        """Open every connection; a failure here stops the process (exit 70) naming what is missing.
+
+        A broker that does not answer is raised instead: streams/worker.py starts again once it does.
+        """
         try:
             await self._open()
-        except Exception:
+        except Exception as exc:
+            if is_broker_unreachable(exc):
+                raise
             stop_worker("the worker cannot start")
         self.ready.set()
 

@@ -2,18 +2,68 @@
 
 from __future__ import annotations
 
-from faust.worker import Worker
+import asyncio
+import logging
+import os
+import sys
 
+from faust.worker import Worker as FaustWorker
+
+from healthbook import kafka
 from healthbook.config import Settings
 from healthbook.gc_tuning import tune_for_service
+from healthbook.retry import is_broker_unreachable
 from streams.app import create_app
+
+log = logging.getLogger(__name__)
+
+
+class Worker(FaustWorker):
+    """faust's worker, remembering why its start failed."""
+
+    start_failure: BaseException | None = None
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except Exception as exc:
+            self.start_failure = exc
+            raise
 
 
 def main(loglevel: str = "info") -> None:
-    """Start the worker in the foreground until SIGINT or SIGTERM."""
-    app = create_app(Settings())
+    """Start the worker in the foreground until SIGINT or SIGTERM; hold while the broker is away at start."""
+    settings = Settings()
+    app = create_app(settings)
     tune_for_service()
-    Worker(app, loglevel=loglevel).execute_from_commandline()
+    worker = Worker(app, loglevel=loglevel)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        failure = worker.start_failure
+        if failure is None or not is_broker_unreachable(failure):
+            raise
+        # faust cannot start an app twice in one process; the same process starts afresh instead, so a
+        # supervisor sees no exit and nothing was consumed before the start failed
+        log.warning("the worker could not reach the broker while starting (%s); starting again once it answers",
+                    type(failure).__name__)
+        asyncio.run(until_the_broker_answers(settings))
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+async def until_the_broker_answers(settings: Settings) -> None:
+    """Return once the broker describes the visits topic, asking again every 0.5 s up to every 5 s."""
+    delay = 0.5
+    while True:
+        try:
+            await kafka.partitions_of(settings.kafka_bootstrap, settings.topics.visits)
+            return
+        except Exception as exc:
+            if not is_broker_unreachable(exc):
+                return  # the fresh start reports it
+            log.warning("the broker does not answer (%s); trying again in %.1f s", type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)  # short: the worker's recovery waits on it
 
 
 if __name__ == "__main__":

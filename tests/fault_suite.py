@@ -231,7 +231,8 @@ async def _progress_after(pool: asyncpg.Pool, since: float, baseline: int, load:
     raise RuntimeError(f"no progress within {timeout:.0f}s of recovery")
 
 
-def _stack(action: str) -> None:
+def stack(action: str) -> None:
+    """Run a stack/stack.sh action (kafka-down, pg-up, …) and raise with its output if it fails."""
     done = subprocess.run(["bash", str(STACK), action], capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"stack/stack.sh {action} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
@@ -374,19 +375,19 @@ async def _inject_faults(plan: Plan, services: Services, pool: asyncpg.Pool, loa
         workers[0] = services.start("worker", 10 + n)
         outcome.recovery_seconds.append(await _progress_after(pool, restarted, baseline, load, publishing))
     if plan.broker_restart:
-        _stack("kafka-down")
+        stack("kafka-down")
         outcome.faults.append("broker restart")
         await asyncio.sleep(3)
-        _stack("kafka-up")
+        stack("kafka-up")
         back = time.monotonic()
         outcome.recovery_seconds.append(
             await _progress_after(pool, back, (await _counts(pool)).get("consumed", 0), load, publishing))
     if plan.database_stop_seconds:
         baseline = (await _counts(pool)).get("consumed", 0)
-        _stack("pg-down")
+        stack("pg-down")
         outcome.faults.append(f"PostgreSQL stopped {plan.database_stop_seconds:.0f}s")
         await asyncio.sleep(plan.database_stop_seconds)
-        _stack("pg-up")
+        stack("pg-up")
         # Nothing can be committed while the database is down, so progress now is progress after it.
         outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline, load, publishing))
     if plan.two_workers_kill_one:

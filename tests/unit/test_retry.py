@@ -1,0 +1,38 @@
+"""Which failures the services wait out (broker or database away) and which they report."""
+
+
+import asyncpg
+import pytest
+from aiokafka.errors import (
+    KafkaConnectionError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
+
+from healthbook.kafka import TopicMissing
+from healthbook.retry import is_broker_unreachable, is_infrastructure, is_unreachable
+
+
+@pytest.mark.parametrize("failure", [
+    KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]"),
+    NodeNotReadyError("Attempt to send a request to node which is not ready (node id 1)."),
+    RequestTimedOutError(), ConnectionRefusedError(111, "Connect call failed"), TimeoutError(),
+    Exception("Controller node not found"),  # faust, when the metadata names no broker
+])
+def test_a_broker_that_does_not_answer_is_waited_for(failure):
+    assert is_broker_unreachable(failure) and is_infrastructure(failure)
+
+
+@pytest.mark.parametrize("failure", [
+    TopicAuthorizationFailedError(), UnknownTopicOrPartitionError(), TopicMissing("topic visits does not exist"),
+    Exception("anything else"), ValueError("Controller node"), KeyError("Controller node"),
+])
+def test_a_refusal_or_a_bug_is_not_mistaken_for_an_absent_broker(failure):
+    assert not is_broker_unreachable(failure)
+
+
+def test_a_database_refusing_a_value_is_content_while_a_lost_connection_is_waited_for():
+    assert is_unreachable(asyncpg.exceptions.ConnectionDoesNotExistError())
+    assert not is_unreachable(asyncpg.exceptions.CharacterNotInRepertoireError())

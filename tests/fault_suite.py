@@ -476,6 +476,11 @@ async def run_scenario(plan: Plan, base: Settings | None = None) -> Outcome:
             outcome.faults.append(f"{load.nudges} visit(s) sent after the load to observe recovery")
         outcome.requests_answered = await requests
         await _check(outcome, settings, pool, keyring, services)
+    except RuntimeError as stalled:
+        exits = services.unexpected_exits()
+        if exits:  # say so: a stall is often a service that is no longer there
+            raise RuntimeError(f"{stalled}; unexpected exits: {'; '.join(exits)}") from stalled
+        raise
     finally:
         publishing.cancel()
         requests.cancel()

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -140,25 +140,37 @@ def consumer(bootstrap: str, client: str, *topics: str, group_id: str | None = N
                             client_id=f"{CLIENT_PREFIX}-{client}", **options)
 
 
+T = TypeVar("T")
 Client = TypeVar("Client", AIOKafkaConsumer, AIOKafkaProducer)
 
 
-async def started(make: Callable[[], Client], most_seconds: float = 5.0) -> Client:
-    """Start a fresh client from make(), again every 0.5 s up to every most_seconds while the broker is away."""
+async def while_broker_away(attempt: Callable[[], Awaitable[T]], most_seconds: float = 5.0) -> T:
+    """Run attempt until the broker answers it, asking again every 0.5 s up to every most_seconds."""
     delay = 0.5
     while True:
-        client = make()
         try:
-            await client.start()
-            return client
+            return await attempt()
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                await client.stop()
             if not is_broker_unreachable(exc):
                 raise
             log.warning("the broker does not answer (%s); trying again in %.1f s", type(exc).__name__, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, most_seconds)
+
+
+async def started(make: Callable[[], Client]) -> Client:
+    """A client from make(), started once the broker answers (a client whose start failed is not reused)."""
+    async def attempt() -> Client:
+        client = make()
+        try:
+            await client.start()
+        except Exception:
+            with contextlib.suppress(Exception):
+                await client.stop()
+            raise
+        return client
+
+    return await while_broker_away(attempt)
 
 
 def admin(bootstrap: str, *, as_login: Login | None = None, **overrides: Any) -> AIOKafkaAdminClient:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -52,18 +53,9 @@ def main(loglevel: str = "info") -> None:
 
 
 async def until_the_broker_answers(settings: Settings) -> None:
-    """Return once the broker describes the visits topic, asking again every 0.5 s up to every 5 s."""
-    delay = 0.5
-    while True:
-        try:
-            await kafka.partitions_of(settings.kafka_bootstrap, settings.topics.visits)
-            return
-        except Exception as exc:
-            if not is_broker_unreachable(exc):
-                return  # the fresh start reports it
-            log.warning("the broker does not answer (%s); trying again in %.1f s", type(exc).__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)  # short: the worker's recovery waits on it
+    """Return once the broker describes the visits topic, or fails in a way the fresh start will report."""
+    with contextlib.suppress(Exception):
+        await kafka.while_broker_away(lambda: kafka.partitions_of(settings.kafka_bootstrap, settings.topics.visits))
 
 
 if __name__ == "__main__":

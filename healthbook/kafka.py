@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,10 +19,8 @@ from aiokafka.structs import ConsumerRecord
 
 from healthbook import broker_acls
 from healthbook.config import Settings
-from healthbook.retry import is_broker_unreachable
+from healthbook.retry import is_broker_unreachable, while_unreachable
 from schemas.topics import DEAD_LETTER, TOPICS, TopicDefinition, broker_config, max_message_bytes
-
-log = logging.getLogger(__name__)
 
 CLIENT_PREFIX = "healthbook"
 
@@ -144,18 +141,10 @@ T = TypeVar("T")
 Client = TypeVar("Client", AIOKafkaConsumer, AIOKafkaProducer)
 
 
-async def while_broker_away(attempt: Callable[[], Awaitable[T]], most_seconds: float = 5.0) -> T:
-    """Run attempt until the broker answers it, asking again every 0.5 s up to every most_seconds."""
-    delay = 0.5
-    while True:
-        try:
-            return await attempt()
-        except Exception as exc:
-            if not is_broker_unreachable(exc):
-                raise
-            log.warning("the broker does not answer (%s); trying again in %.1f s", type(exc).__name__, delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, most_seconds)
+async def while_broker_away(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run attempt until the broker answers it, asking again every 0.5 s up to every 5 s."""
+    return await while_unreachable(f"{what}: the broker does not answer", attempt, away=is_broker_unreachable,
+                                   most_seconds=5.0)
 
 
 async def started(make: Callable[[], Client]) -> Client:
@@ -170,7 +159,7 @@ async def started(make: Callable[[], Client]) -> Client:
             raise
         return client
 
-    return await while_broker_away(attempt)
+    return await while_broker_away("start a Kafka client", attempt)
 
 
 def admin(bootstrap: str, *, as_login: Login | None = None, **overrides: Any) -> AIOKafkaAdminClient:

@@ -57,19 +57,24 @@ def is_infrastructure(exc: BaseException) -> bool:
 
 
 async def while_unreachable(what: str, attempt: Callable[[], Awaitable[T]],
-                            on_wait: Callable[[float], None] | None = None) -> T:
-    """Run attempt until it succeeds, backing off from 0.5 s to 30 s while PostgreSQL is unreachable."""
+                            on_wait: Callable[[float], None] | None = None, *,
+                            away: Callable[[BaseException], bool] = is_unreachable,
+                            most_seconds: float = MAX_BACKOFF_SECONDS) -> T:
+    """Run attempt until it succeeds, backing off from 0.5 s to most_seconds while away(failure) holds.
+
+    By default away is PostgreSQL being unreachable, with back-off up to 30 s.
+    """
     delay = 0.5
     waited = 0.0
     while True:
         try:
             return await attempt()
-        except UNREACHABLE as exc:
-            if not is_unreachable(exc):
+        except Exception as exc:
+            if not away(exc):
                 raise
             log.warning("cannot %s (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
             if on_wait:
                 on_wait(waited)
             await asyncio.sleep(delay)
             waited += delay
-            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+            delay = min(delay * 2, most_seconds)

@@ -55,7 +55,8 @@ def main(loglevel: str = "info") -> None:
 async def until_the_broker_answers(settings: Settings) -> None:
     """Return once the broker describes the visits topic, or fails in a way the fresh start will report."""
     with contextlib.suppress(Exception):
-        await kafka.while_broker_away(lambda: kafka.partitions_of(settings.kafka_bootstrap, settings.topics.visits))
+        await kafka.while_broker_away(
+            "describe the visits topic", lambda: kafka.partitions_of(settings.kafka_bootstrap, settings.topics.visits))
 
 
 if __name__ == "__main__":

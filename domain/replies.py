@@ -104,7 +104,7 @@ class VisitView(_View):
 
 
 class Reply(_View):
-    """The answer to one integration request (integration_reply_v2.avsc)."""
+    """The answer to one integration request (integration_reply_v3.avsc)."""
 
     request_id: str
     status: str

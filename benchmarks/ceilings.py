@@ -46,11 +46,11 @@ from healthbook import kafka
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
 from healthbook.kafka import ensure_topics
-from healthbook.store import BookWriter
+from healthbook.store import BookWriter, PostgresBatchStore
 from producers.publisher import ClinicPublisher
 from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer
-from streams.batch_step import BatchStep, topic_range_reader
+from streams.batch_step import BatchStep, Checks, topic_range_reader
 from streams.outlets import KafkaOutlets
 from synthetic.population import CLINICS, make_population
 
@@ -117,12 +117,14 @@ def _work_ceiling(deliveries: list[Delivery], signers: dict[str, Signer]) -> flo
     """Decisions, row and analytics record for every message in this process; visits per second."""
     keyring = _keyring(signers)
     pseudonym_key = b"p" * 32
+    settings = Settings()
+    window, sensitive = settings.signing_window, settings.sensitive
     started = time.perf_counter()
     for d in deliveries:
-        result = validate_safely(d.key, d.value, keyring, d.timestamp_ms)
+        result = validate_safely(d.key, d.value, keyring, d.timestamp_ms, window)
         if isinstance(result, Accepted):
             visit_row(result, d.partition, d.offset)
-            if not deidentify.withheld(result.event):
+            if not deidentify.withheld(result.event, sensitive):
                 deidentify.encode(result.event, pseudonym_key)
     return len(deliveries) / (time.perf_counter() - started)
 
@@ -153,11 +155,9 @@ async def _plain_loop(base: Settings, signers: dict[str, Signer], total: int) ->
     producer = kafka.producer(settings.kafka_bootstrap, "bench-plain")
     await producer.start()
 
-    async def no_catch_up() -> None:
-        return None
-
-    step = BatchStep(settings.topics.visits, pool, BookWriter(), _keyring(signers), IdentityDirectory(None), {},
-                     KafkaOutlets(producer, settings.topics, b"p" * 32), no_catch_up,
+    step = BatchStep(settings.topics.visits, PostgresBatchStore(pool, BookWriter()),
+                     Checks(_keyring(signers), IdentityDirectory(None), settings.signing_window), {},
+                     KafkaOutlets(producer, settings.topics, b"p" * 32, settings.sensitive),
                      topic_range_reader(settings.kafka_bootstrap))
     reader, _ = await _reader_from_start(settings, "bench-plain")
     done = 0

@@ -14,11 +14,10 @@ from rich.text import Text
 
 from consumers.dead_letters import DeadLetterEntry
 from consumers.status import Status
-from domain.replies import VISIT_TYPES, Reply
-
-
-def _minute(value: str) -> str:
-    return f"{value[6:8]}/{value[4:6]}/{value[:4]} {value[8:10]}:{value[10:12]}"
+from domain.replies import Reply
+from domain.sentences import REFUSED, VISIT_TYPES, day, minute, money
+from schemas.outcomes import REJECTED_PREFIX, Outcome
+from schemas.refusal_codes import ReplyStatus
 
 
 def plain_row(table: Table, *values: object) -> None:
@@ -31,18 +30,10 @@ def console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 140)
 
 
-def _day(value: str) -> str:
-    return f"{value[6:8]}/{value[4:6]}/{value[:4]}"
-
-
-def _vnd(value: Any) -> str:
-    return "-" if value is None else f"{value:,.0f} đ".replace(",", ".")
-
-
 def health_book(console: Console, reply: Reply, title: str) -> None:
     """Print a reply as the citizen would read it: one row per visit, or the service's message."""
-    if reply.status != "ok":
-        console.print(f"[bold red]Từ chối[/] ({escape(str(reply.refusal_code))}): {escape(reply.message)}")
+    if reply.status != ReplyStatus.OK:
+        _refusal(console, reply)
         return
     if not reply.visits:
         console.print(f"[bold]{escape(title)}[/]\n  {escape(reply.message)}")
@@ -54,22 +45,26 @@ def health_book(console: Console, reply: Reply, title: str) -> None:
         plain_row(
             table,
             visit.facility_code,
-            f"{_minute(visit.admitted_at)}\n{_minute(visit.discharged_at)}"
-            + (f"\nhẹn {_day(visit.follow_up_date)}" if visit.follow_up_date else ""),
+            f"{minute(visit.admitted_at)}\n{minute(visit.discharged_at)}"
+            + (f"\nhẹn {day(visit.follow_up_date)}" if visit.follow_up_date else ""),
             VISIT_TYPES.get(visit.visit_type, str(visit.visit_type)),
             f"{', '.join(visit.diagnosis_codes)}\n{visit.diagnosis_names}",
             "\n".join(f"{m.name} {m.strength or ''}: {m.dose or ''}" for m in visit.medicines),
             "\n".join(f"{r.name}: {r.value} {r.unit or ''} ({r.conclusion or '-'})" for r in visit.results) or "-",
-            f"{_vnd(visit.insurance_paid)}\n{_vnd(visit.patient_paid)}",
+            f"{money(visit.insurance_paid)}\n{money(visit.patient_paid)}",
         )
     console.print(table)
     console.print(reply.message, markup=False)
 
 
+def _refusal(console: Console, reply: Reply) -> None:
+    console.print(f"[bold red]{REFUSED.citizen()}[/] ({escape(str(reply.refusal_code))}): {escape(reply.message)}")
+
+
 def fhir_summary(console: Console, reply: Reply, title: str) -> None:
     """Print how many resources of each kind a FHIR Bundle reply holds, or the refusal."""
-    if reply.status != "ok" or reply.fhir_bundle is None:
-        console.print(f"[bold red]Từ chối[/] ({escape(str(reply.refusal_code))}): {escape(reply.message)}")
+    if reply.status != ReplyStatus.OK or reply.fhir_bundle is None:
+        _refusal(console, reply)
         return
     kinds = Counter(e["resource"]["resourceType"] for e in json.loads(reply.fhir_bundle)["entry"])
     table = Table(title=Text(title), title_justify="left", min_width=len(title) + 4)
@@ -85,16 +80,18 @@ def outcome_summary(console: Console, counts: dict[str, int]) -> bool:
     table = Table(title="Pipeline outcomes", title_justify="left")
     table.add_column("outcome")
     table.add_column("messages", justify="right")
-    rejected = {k: v for k, v in sorted(counts.items()) if k.startswith("rejected:")}
-    for name in ("consumed", "accepted", "duplicate", "pending"):
+    rejected = {k: v for k, v in sorted(counts.items()) if k.startswith(REJECTED_PREFIX)}
+    kept = (Outcome.ACCEPTED, Outcome.DUPLICATE, Outcome.PENDING)
+    for name in (Outcome.CONSUMED, *kept):
         plain_row(table, name, str(counts.get(name, 0)))
     for name, value in rejected.items():
         plain_row(table, name, str(value))
     console.print(table)
-    total = sum(counts.get(k, 0) for k in ("accepted", "duplicate", "pending")) + sum(rejected.values())
-    adds_up = total == counts.get("consumed", 0)
+    total = sum(counts.get(k, 0) for k in kept) + sum(rejected.values())
+    consumed = counts.get(Outcome.CONSUMED, 0)
+    adds_up = total == consumed
     mark = "[green]✓[/]" if adds_up else "[red]✗[/]"
-    console.print(f"accepted + duplicate + pending + rejected = {total}, consumed = {counts.get('consumed', 0)} {mark}")
+    console.print(f"accepted + duplicate + pending + rejected = {total}, consumed = {consumed} {mark}")
     return adds_up
 
 

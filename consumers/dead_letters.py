@@ -9,7 +9,7 @@ import asyncpg
 
 from healthbook import kafka
 from healthbook.config import Settings
-from healthbook.store import BookReader
+from healthbook.store import RedriveLedger
 from healthbook.topic_follower import TopicFollower
 from schemas import catalogue, wire
 from schemas.headers import retry_header
@@ -87,8 +87,8 @@ async def retry(settings: Settings, pool: asyncpg.Pool, entries: list[DeadLetter
     dead-letters it with that reference, and such records are never re-driven, so nothing loops.
     """
     report = RetryReport()
-    book = BookReader()
-    done = await book.retried_dead_letters(pool)
+    ledger = RedriveLedger()
+    done = await ledger.retried_dead_letters(pool)
     producer = kafka.producer(settings.kafka_bootstrap, "dlq-retry")
     await producer.start()
     try:
@@ -103,7 +103,7 @@ async def retry(settings: Settings, pool: asyncpg.Pool, entries: list[DeadLetter
                 sent = await producer.send_and_wait(
                     settings.topics.visits, entry.record["original_value"], key=entry.record["original_key"],
                     headers=[retry_header(entry.partition, entry.offset)])
-                await book.record_retry(pool, (entry.partition, entry.offset), (sent.partition, sent.offset))
+                await ledger.record_retry(pool, (entry.partition, entry.offset), (sent.partition, sent.offset))
                 report.retried.append(entry)
     finally:
         await producer.stop()

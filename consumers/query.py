@@ -5,148 +5,144 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
-import asyncpg
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumers.trusted_keys import load_trusted_keys
 from domain import replies
-from domain.consent import DEFAULT_WINDOW, REPLAYED, read_request
-from domain.fhir_bundle import book_bundle
+from domain.book_entry import BookEntry
+from domain.consent import (
+    INTERNAL_ERROR,
+    NOT_FOUND,
+    REPLAYED,
+    TOO_LARGE,
+    AccessEntry,
+    Decision,
+    Refusal,
+    Refuse,
+    RequestPolicy,
+    access_entry,
+    decide,
+    requester_of,
+)
 from domain.replies import Reply
-from domain.sensitive_diagnoses import DEFAULT as DEFAULT_SENSITIVE
 from domain.sensitive_diagnoses import SensitiveDiagnoses
 from healthbook import kafka
 from healthbook import observability as metrics
 from healthbook.config import Settings
 from healthbook.database import connect_pool
 from healthbook.retry import while_unreachable
-from healthbook.store import BookReader
+from healthbook.store import PostgresQueryStore
+from schemas.refusal_codes import RefusalCode
 
 log = logging.getLogger(__name__)
-BOOK = BookReader()
-INTERNAL_ERROR = ("Hệ thống chưa xử lý được yêu cầu này; vui lòng thử lại sau "
-                  "(healthbook failed on this request and has logged it).")
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where a request was read: its partition and offset on the requests topic, and when it is judged."""
+class QueryUnit(Protocol):
+    """One request's reads and writes, in one transaction: the request id's claim, consent, the book, access."""
 
-    partition: int
-    offset: int
-    now: datetime | None = None
+    async def claim_request(self, request_id: str, requested_at: datetime, source: tuple[int, int]) -> bool: ...
+
+    async def record_consent(self, personal_id: str, confirmed_at: datetime, request_id: str) -> None: ...
+
+    async def log_access(self, entry: AccessEntry) -> None: ...
+
+    async def visits_of(self, personal_id: str, year: int | None) -> list[BookEntry]: ...
+
+    async def visit_detail(self, personal_id: str, facility_code: str, visit_code: str) -> BookEntry | None: ...
+
+
+class QueryStore(Protocol):
+    """Where the query consumer reads the book and writes its ledger (PostgreSQL, or a fake in unit tests)."""
+
+    def transaction(self) -> AbstractAsyncContextManager[QueryUnit]: ...
+
+    async def forget_requests_before(self, before: datetime) -> int: ...
 
 
 @dataclass(frozen=True)
 class QueryPolicy:
-    """What the query consumer trusts and how it answers: identity-platform keys, freshness, sensitive codes."""
+    """What the query consumer trusts and how it answers: requests' keys and freshness, sensitive codes, reply size."""
 
-    trusted: dict[str, bytes]
-    window: timedelta = DEFAULT_WINDOW
-    sensitive: SensitiveDiagnoses = DEFAULT_SENSITIVE
+    requests: RequestPolicy
+    sensitive: SensitiveDiagnoses
+    largest_reply: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QueryPolicy:
         """The policy the settings describe, reading the trusted identity-platform keys."""
-        return cls(load_trusted_keys(settings.identity_keys_file), timedelta(seconds=settings.request_window_seconds),
-                   SensitiveDiagnoses.parse(settings.sensitive_diagnoses))
+        return cls(settings.request_policy(load_trusted_keys(settings.identity_keys_file)), settings.sensitive,
+                   kafka.largest_message(settings))
 
 
-async def answer(conn: asyncpg.Connection, raw: bytes, policy: QueryPolicy, source: Source) -> Reply:
-    """Decide one request, record consent and access, and build its reply."""
-    request, refusal = read_request(raw, policy.trusted, source.now, policy.window)
-    if request is None:
-        assert refusal is not None
-        await BOOK.log_access(conn, "", None, None, "refused", refusal.code)
-        return replies.refused("", refusal.code, refusal.message)
-    request_id, personal_id, year = request["request_id"], request["personal_id"], request["year"]
-    async with conn.transaction():
-        if refusal:
-            await BOOK.log_access(conn, request_id, personal_id, year, "refused", refusal.code)
-            return replies.refused(request_id, refusal.code, refusal.message, year)
-        if not await BOOK.claim_request(conn, request_id, request["requested_at"], (source.partition, source.offset)):
-            await BOOK.log_access(conn, request_id, personal_id, year, "refused", REPLAYED.code)
-            return replies.refused(request_id, REPLAYED.code, REPLAYED.message, year)
-        await BOOK.record_consent(conn, personal_id, request["requested_at"], request_id)
-        detail = request.get("detail")
-        if detail:
-            found = await BOOK.visit_detail(conn, personal_id, detail["facility_code"], detail["visit_code"])
-            if found is None:
-                await BOOK.log_access(conn, request_id, personal_id, year, "refused", "not_found")
-                return replies.refused(request_id, "not_found", replies.NOT_FOUND, year)
-            await BOOK.log_access(conn, request_id, personal_id, year, "served_detail", None, 1)
-            if request["format"] == "fhir":
-                return _bundle_reply(request_id, year, personal_id, [found], policy, detail=True)
-            return replies.detail_served(request_id, year, found)
-        scope = None if request["every_year"] else year  # None: every year
-        entries = await BOOK.visits_of(conn, personal_id, scope)
-        await BOOK.log_access(conn, request_id, personal_id, scope, "served", None, len(entries))
-    if request["format"] == "fhir":
-        return _bundle_reply(request_id, year, personal_id, entries, policy, detail=False)
-    return replies.year_served(request_id, year, entries, policy.sensitive)
+@dataclass(frozen=True)
+class Answer:
+    """A request's reply and the bytes sent for it."""
+
+    reply: Reply
+    encoded: bytes
 
 
-def _bundle_reply(request_id: str, year: int, personal_id: str, entries: list[replies.BookEntry],
-                  policy: QueryPolicy, detail: bool) -> Reply:
-    """The answer as a FHIR R4 Bundle in the reply's fhir_bundle."""
-    bundle = book_bundle(personal_id, entries, detail=detail, sensitive=policy.sensitive)
-    message = f"FHIR R4 Bundle: {len(entries)} lượt khám" if entries else replies.EMPTY_HISTORY
-    return Reply(request_id=request_id, status="ok", message=message, year=year,
-                 fhir_bundle=orjson.dumps(bundle).decode())
+async def answer(store: QueryStore, raw: bytes | None, policy: QueryPolicy, source: tuple[int, int],
+                 now: datetime | None = None) -> Answer:
+    """Decide one request, perform what the decision names in one transaction, and log its access once."""
+    decision = decide(raw, policy.requests, now, source)
+    async with store.transaction() as unit:
+        found = await _perform(unit, decision)
+        reply = replies.refusal(decision, found) if isinstance(found, Refusal) else \
+            replies.served(decision, found, policy.sensitive)  # type: ignore[arg-type]
+        reply, encoded = replies.fitted(reply, policy.largest_reply)
+        if reply.refusal_code == RefusalCode.TOO_LARGE:
+            log.warning("reply to %s would exceed the %d-byte limit; answered too_large", reply.request_id,
+                        policy.largest_reply)
+            found = TOO_LARGE
+        await unit.log_access(access_entry(decision, found if isinstance(found, Refusal) else len(found)))
+    return Answer(reply, encoded)
 
 
-async def _answer(pool: asyncpg.Pool, message: Any, policy: QueryPolicy) -> Reply:
-    async with pool.acquire() as conn:
-        return await answer(conn, message.value, policy, Source(message.partition, message.offset))
+async def _perform(unit: QueryUnit, decision: Decision) -> Refusal | list[BookEntry]:
+    """The book's entries a decision serves, or why it is refused after all (replayed, or no such visit)."""
+    if isinstance(decision, Refuse):
+        return decision.refusal
+    if not await unit.claim_request(decision.request_id, decision.requested_at, decision.source):
+        return REPLAYED
+    await unit.record_consent(decision.personal_id, decision.requested_at, decision.request_id)
+    if decision.visit is None:
+        return await unit.visits_of(decision.personal_id, decision.year)
+    found = await unit.visit_detail(decision.personal_id, *decision.visit)
+    return NOT_FOUND if found is None else [found]
 
 
-async def answer_safely(pool: asyncpg.Pool, message: Any, policy: QueryPolicy) -> Reply:
+async def answer_safely(store: QueryStore, message: Any, policy: QueryPolicy) -> Answer:
     """Answer one request, waiting out an unreachable database; anything else it fails on gets a refusal.
 
     A request the service fails on is answered `internal_error` and logged by its place on the topic,
     never by its content, so one request can never stop the query consumer.
     """
     try:
-        return await while_unreachable("answer a request", partial(_answer, pool, message, policy))
+        return await while_unreachable("answer a request", partial(
+            answer, store, message.value, policy, (message.partition, message.offset)))
     except Exception as exc:
         log.error("failed on the request at %s[%d]@%d (%s); answered internal_error", message.topic,
                   message.partition, message.offset, type(exc).__name__,
                   extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
-        request, _ = read_request(message.value, {})  # only for the request id
-        return replies.refused(request["request_id"] if request else "", "internal_error", INTERNAL_ERROR)
+        requester = requester_of(message.value)
+        reply = replies.refused(requester.request_id, INTERNAL_ERROR.code, INTERNAL_ERROR.message, requester.year)
+        return Answer(reply, reply.encode())
 
 
-TOO_LARGE = ("Sổ sức khỏe này quá lớn để gửi trong một lần; vui lòng xem từng năm hoặc từng lượt khám "
-             "(the reply would exceed the topic's largest record).")
-
-
-def fitted(reply: Reply, limit: int) -> bytes:
-    """The reply's bytes, or a too_large refusal's when they would not fit a record of the replies topic.
-
-    A whole book with its signed envelopes can outgrow the topic's limit; sending it would fail every
-    time, so the citizen is told to ask for less instead.
-    """
-    encoded = reply.encode()
-    if len(encoded) <= limit:
-        return encoded
-    log.warning("reply to %s is %d bytes, over the %d-byte limit; answered too_large", reply.request_id,
-                len(encoded), limit)
-    return replies.refused(reply.request_id, "too_large", TOO_LARGE, reply.year).encode()
-
-
-async def _forget_old_requests(pool: asyncpg.Pool, window: timedelta, pruned_at: float) -> float:
+async def _forget_old_requests(store: QueryStore, window: timedelta, pruned_at: float) -> float:
     """Once a minute, drop served request ids too old to be fresh again, so the table stays small."""
     clock = asyncio.get_running_loop().time()
     if clock - pruned_at < 60:
         return pruned_at
     await while_unreachable("forget old request ids", partial(
-        BOOK.forget_requests_before, pool, datetime.now(UTC) - window - timedelta(minutes=1)))
+        store.forget_requests_before, datetime.now(UTC) - window - timedelta(minutes=1)))
     return clock
 
 
@@ -192,9 +188,9 @@ class AnsweredOffsets:
 class RequestLoop:
     """Reads requests, answers each as soon as it is read (side by side), and commits past those answered."""
 
-    def __init__(self, settings: Settings, policy: QueryPolicy, pool: asyncpg.Pool, consumer: AIOKafkaConsumer,
+    def __init__(self, replies_topic: str, policy: QueryPolicy, store: QueryStore, consumer: AIOKafkaConsumer,
                  producer: AIOKafkaProducer) -> None:
-        self.settings, self.policy, self.pool = settings, policy, pool
+        self.replies_topic, self.policy, self.store = replies_topic, policy, store
         self.consumer, self.producer = consumer, producer
         self.offsets = AnsweredOffsets()
         self.answering: set[asyncio.Task[None]] = set()
@@ -205,7 +201,7 @@ class RequestLoop:
         """Answer until stop is set, then finish the requests in flight and commit past them."""
         pruned_at = committed_at = 0.0
         while not stop.is_set():
-            pruned_at = await _forget_old_requests(self.pool, self.policy.window, pruned_at)
+            pruned_at = await _forget_old_requests(self.store, self.policy.requests.window, pruned_at)
             if self.failures:  # only the broker can fail a reply's send: stop, restart, answer again
                 raise self.failures[0]
             if len(self.offsets) < IN_FLIGHT_AT_MOST:
@@ -241,10 +237,9 @@ class RequestLoop:
             self.failures.append(task.exception())  # type: ignore[arg-type]
 
     async def _reply_to(self, message: Any) -> None:
-        reply = await answer_safely(self.pool, message, self.policy)
-        encoded = fitted(reply, kafka.largest_message())
-        await (await self.producer.send(self.settings.topics.integration_replies, encoded,
-                                        key=reply.request_id.encode()))
+        answered = await answer_safely(self.store, message, self.policy)
+        reply = answered.reply
+        await (await self.producer.send(self.replies_topic, answered.encoded, key=reply.request_id.encode()))
         metrics.REQUESTS.labels(reply.refusal_code or reply.status).inc()
         log.info("request %s: %s %s", reply.request_id, reply.status, reply.refusal_code or "",
                  extra={"request_id": reply.request_id, "partition": message.partition, "offset": message.offset})
@@ -269,7 +264,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     health = await metrics.serve(settings.query_metrics_port, lambda: (True, {}), "query-consumer",
                                  settings.metrics_host)
     log.info("query consumer ready on %s", settings.topics.integration_requests)
-    requests = RequestLoop(settings, policy, pool, consumer, producer)
+    requests = RequestLoop(settings.topics.integration_replies, policy, PostgresQueryStore(pool), consumer,
+                           producer)
     try:
         await requests.run(stop or asyncio.Event())
     finally:

@@ -1,15 +1,17 @@
-"""The worker's decision for one batch, pure: refused, fresh, duplicate or waiting for a card, and the counts."""
+"""The worker's decision for one batch, pure: rejected, fresh, duplicate or waiting for a card, and the counts."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from domain import dedup
-from domain.identity import IdentityDirectory, Mismatch, Pending, resolve
+from domain.identity import IdentityDirectory, Mismatch, WaitingForCard, resolve
 from domain.rows import VisitRow, WeightedRow, latest, visit_row
-from domain.validation import Accepted, Rejected, RejectionCode
+from domain.validation import Accepted, Rejected
+from schemas.dead_letter_reasons import DeadLetterReason
+from schemas.outcomes import Outcome, rejected
 from schemas.visit_record import Visit
 
 
@@ -27,7 +29,7 @@ class Delivery:
 
 
 @dataclass(frozen=True)
-class Refused:
+class RejectedDelivery:
     """A message that goes to the dead-letter topic, and why."""
 
     delivery: Delivery
@@ -49,7 +51,7 @@ class Owned:
 
 
 @dataclass(frozen=True)
-class Waiting:
+class WaitingVisit:
     """An accepted visit without a personal ID whose card is not mapped yet."""
 
     delivery: Delivery
@@ -65,19 +67,19 @@ class BatchPlan:
     """What one batch does: dead letters, fresh visits, waiting visits, duplicates, and the dedup table's updates."""
 
     deliveries: int
-    refused: list[Refused] = field(default_factory=list)
+    rejected: list[RejectedDelivery] = field(default_factory=list)
     fresh: list[Owned] = field(default_factory=list)
-    waiting: list[Waiting] = field(default_factory=list)
+    waiting: list[WaitingVisit] = field(default_factory=list)
     duplicates: int = 0
     versions: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def counts(self) -> Counter[str]:
         """Outcome counts: consumed = accepted + duplicate + pending + rejected by reason."""
-        counts: Counter[str] = Counter(consumed=self.deliveries)
-        counts.update(f"rejected:{r.rejected.code}" for r in self.refused)
-        counts["duplicate"] += self.duplicates
-        counts["accepted"] += len(self.fresh)
-        counts["pending"] += len(self.waiting)
+        counts: Counter[str] = Counter({Outcome.CONSUMED: self.deliveries})
+        counts.update(rejected(r.rejected.code) for r in self.rejected)
+        counts[Outcome.DUPLICATE] += self.duplicates
+        counts[Outcome.ACCEPTED] += len(self.fresh)
+        counts[Outcome.PENDING] += len(self.waiting)
         return counts
 
     def book_rows(self) -> list[WeightedRow]:
@@ -87,6 +89,37 @@ class BatchPlan:
     def pending_rows(self) -> list[WeightedRow]:
         """The waiting visits' rows, one per visit."""
         return latest(item.row() for item in self.waiting)
+
+    def rows_to_write(self) -> list[tuple[VisitRow, bool]]:
+        """Each fresh and waiting visit's row, in that order, marked True when it goes to the book (else pending)."""
+        return [(item.row(), True) for item in self.fresh] + [(item.row(), False) for item in self.waiting]
+
+    def without(self, refused: dict[int, str], table: Callable[[str], dict[str, int] | None]) -> BatchPlan:
+        """This plan with the rows PostgreSQL refuses dead-lettered instead, their dedup updates undone.
+
+        refused maps an index into rows_to_write() to the name of PostgreSQL's refusal; table gives the
+        versions the dedup table held before this batch, to which a refused visit's entry returns.
+        """
+        items: list[Owned | WaitingVisit] = [*self.fresh, *self.waiting]
+        versions = {person: dict(known) for person, known in self.versions.items()}
+        letters = []
+        for index, why in sorted(refused.items()):
+            item = items[index]
+            event = item.accepted.event
+            letters.append(RejectedDelivery(item.delivery, Rejected(
+                DeadLetterReason.REFUSED_BY_DATABASE, f"PostgreSQL refused this visit's values ({why}); the clinic "
+                "must correct the record", [], event.facility_code, event.event_id)))
+            person = event.personal_id or ""
+            if person in versions:
+                before = (table(person) or {}).get(event.visit_key)
+                if before is None:
+                    versions[person].pop(event.visit_key, None)
+                else:
+                    versions[person][event.visit_key] = before
+        kept = [item for index, item in enumerate(items) if index not in refused]
+        return replace(self, rejected=[*self.rejected, *letters], versions=versions,
+                       fresh=[i for i in kept if isinstance(i, Owned)],
+                       waiting=[i for i in kept if isinstance(i, WaitingVisit)])
 
     def versions_to_remember(self) -> dict[str, dict[str, int]]:
         """The dedup table entries to set once the book holds the fresh visits."""
@@ -101,14 +134,14 @@ def plan_batch(deliveries: Sequence[Delivery], verdicts: Sequence[Accepted | Rej
     owned: list[Owned] = []
     for delivery, verdict in zip(deliveries, verdicts, strict=True):
         if isinstance(verdict, Rejected):
-            plan.refused.append(Refused(delivery, verdict))
+            plan.rejected.append(RejectedDelivery(delivery, verdict))
             continue
         whose = resolve(verdict.event, identity)
         if isinstance(whose, Mismatch):
-            plan.refused.append(Refused(delivery, Rejected(RejectionCode.IDENTITY_MISMATCH, whose.reason, [],
-                                                           verdict.event.facility_code, verdict.event.event_id)))
-        elif isinstance(whose, Pending):
-            plan.waiting.append(Waiting(delivery, verdict))
+            plan.rejected.append(RejectedDelivery(delivery, whose.rejected(verdict.event.facility_code,
+                                                                          verdict.event.event_id)))
+        elif isinstance(whose, WaitingForCard):
+            plan.waiting.append(WaitingVisit(delivery, verdict))
         else:
             owned.append(Owned(delivery, verdict, whose.event, whose.from_card))
     _deduplicate(plan, owned, seen)

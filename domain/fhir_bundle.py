@@ -23,8 +23,9 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from domain.replies import TREATMENT_RESULTS, VISIT_TYPES, BookEntry, result_flag
-from domain.sensitive_diagnoses import DEFAULT, SensitiveDiagnoses
+from domain.book_entry import BookEntry, result_flag
+from domain.sensitive_diagnoses import SensitiveDiagnoses
+from domain.sentences import TREATMENT_RESULTS, VISIT_TYPES, facility_label
 
 SYSTEM_BASE = "https://fhir.healthbook.vn"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
@@ -58,7 +59,7 @@ def _day(value: str | None) -> str | None:
     return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if value else None
 
 
-def _vnd(value: Any) -> dict[str, Any]:
+def _fhir_money(value: Any) -> dict[str, Any]:
     return {"value": float(Decimal(str(value))), "currency": "VND"}
 
 
@@ -95,7 +96,7 @@ class _Builder:
 
 
 def book_bundle(personal_id: str, entries: list[BookEntry], *, detail: bool = False,
-                sensitive: SensitiveDiagnoses = DEFAULT) -> dict[str, Any]:
+                sensitive: SensitiveDiagnoses) -> dict[str, Any]:
     """The Bundle of a citizen's visits: a list's (sensitive diagnoses left out) or, with detail, one visit in full."""
     builder = _Builder()
     patient = builder.add(f"patient/{personal_id}", _patient(personal_id, entries))
@@ -133,7 +134,7 @@ def _organization(builder: _Builder, code: str | None) -> dict[str, str] | None:
         return None
     return builder.add(f"organization/{code}", {
         "resourceType": "Organization", "identifier": [{"system": FACILITY, "value": code}],
-        "name": f"Cơ sở khám bệnh, chữa bệnh {code}"})
+        "name": facility_label(code)})
 
 
 def _visit(builder: _Builder, patient: dict[str, str], entry: BookEntry, detail: bool,
@@ -441,7 +442,8 @@ def _payments(builder: _Builder, key: str, patient: dict[str, str], facility: di
                        "valuePeriod": {"start": _day(record["patient"].get("card_valid_from", "")[:8] or None),
                                        "end": _day(record["patient"].get("card_valid_to", "")[:8] or None)}}]
         if record["patient"].get("card_valid_from") or record["patient"].get("card_valid_to") else [],
-        "total": [{"category": {"coding": [{"system": system, "code": code}], "text": text}, "amount": _vnd(value)}
+        "total": [{"category": {"coding": [{"system": system, "code": code}], "text": text},
+                   "amount": _fhir_money(value)}
                   for code, system, text, value in totals if value is not None],
     })
 

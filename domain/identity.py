@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from domain.registry_trust import INSURANCE_REGISTRY, TrustAnchors, Untrusted
+from domain.validation import Rejected
 from schemas import catalogue, rules, wire
+from schemas.dead_letter_reasons import DeadLetterReason
 from schemas.envelope import identity_card_signing_input
+from schemas.visit import read_visit
 from schemas.visit_record import Visit
 
 
@@ -59,7 +63,7 @@ class Resolved:
 
 
 @dataclass(frozen=True)
-class Pending:
+class WaitingForCard:
     """The visit has no personal ID and its card is not mapped yet: keep it, neither lost nor guessed."""
 
     card_number: str
@@ -71,8 +75,12 @@ class Mismatch:
 
     reason: str
 
+    def rejected(self, facility_code: str | None, event_id: str | None) -> Rejected:
+        """The dead letter's verdict for the visit this mismatch concerns."""
+        return Rejected(DeadLetterReason.IDENTITY_MISMATCH, self.reason, [], facility_code, event_id)
 
-def resolve(event: Visit, directory: IdentityDirectory) -> Resolved | Pending | Mismatch:
+
+def resolve(event: Visit, directory: IdentityDirectory) -> Resolved | WaitingForCard | Mismatch:
     """Decide whose visit this is."""
     mapped = {card: directory.person_of(card) for card in event.patient["insurance_card_numbers"]}
     known = {card: person for card, person in mapped.items() if person}
@@ -88,11 +96,30 @@ def resolve(event: Visit, directory: IdentityDirectory) -> Resolved | Pending | 
     if len(people) > 1:
         return Mismatch("the record's BHYT cards belong to different citizens")
     if not people:
-        return Pending(event.card_number)
+        return WaitingForCard(event.card_number)
     (person,) = people
+    contradiction = _contradicts(person, event.patient["birth_date"], event.patient["sex"])
+    return contradiction or Resolved(event.with_person(person), from_card=True)
+
+
+def _contradicts(person: str, birth_date: str, sex: int) -> Mismatch | None:
+    """Why a card's citizen cannot be the record's patient (the ID's birth century or sex), or None."""
     try:
-        rules.check_personal_id(person, int(event.patient["birth_date"][:4]), event.patient["sex"])
+        rules.check_personal_id(person, int(birth_date[:4]), sex)
     except rules.RuleBroken as broken:
         return Mismatch(f"the BHYT card is mapped to a personal ID that contradicts the record's birth date or sex "
                         f"[{broken.rule}]; the insurance registry must correct the mapping or the clinic the record")
-    return Resolved(event.with_person(person), from_card=True)
+    return None
+
+
+def resolve_waiting(record: dict[str, Any], person: str) -> Visit | Mismatch:
+    """A waiting visit's stored record once its card is mapped to person: the visit, or why it cannot be theirs."""
+    patient = record["patient"]
+    contradiction = _contradicts(person, patient["birth_date"], patient["sex"])
+    if contradiction:
+        return contradiction
+    event = read_visit({**record, "patient": {**patient, "personal_id": person}})
+    if isinstance(event, list):
+        return Mismatch("the BHYT card's citizen contradicts the record: "
+                        + "; ".join(problem.sentence() for problem in event))
+    return Visit.of_model(event)

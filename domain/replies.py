@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+import orjson
+from pydantic import Field, ValidationError
 
-from domain.sensitive_diagnoses import DEFAULT, MASKED_NOTE, SensitiveDiagnoses
+from domain import sentences
+from domain.book_entry import BookEntry, ClinicSignature, View, result_flag
+from domain.consent import Decision, Refusal, Serve
+from domain.fhir_bundle import book_bundle
+from domain.sensitive_diagnoses import SensitiveDiagnoses
 from schemas import catalogue, wire
 from schemas.errors import ContractError
-
-EMPTY_HISTORY = "Chưa có lịch sử khám chữa bệnh theo BHYT"
-VISIT_TYPES = {1: "Khám ngoại trú", 2: "Điều trị ngoại trú", 3: "Điều trị nội trú"}  # MA_LOAI_KCB
-TREATMENT_RESULTS = {1: "Khỏi", 2: "Đỡ", 3: "Không thay đổi", 4: "Nặng hơn", 5: "Tử vong"}  # KET_QUA_DTRI
-NOT_FOUND = "Không tìm thấy lượt khám này trong sổ sức khỏe của bạn (no such visit in your health book)."
+from schemas.refusal_codes import RefusalCode, ReplyStatus
 
 
-class _View(BaseModel):
-    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
-
-
-class MedicineLine(_View):
+class MedicineLine(View):
     """A medicine as the citizen reads it (XML2)."""
 
     name: str
@@ -32,7 +27,7 @@ class MedicineLine(_View):
     instructions: str | None = None
 
 
-class ResultLine(_View):
+class ResultLine(View):
     """A paraclinical result (XML4) with its reference flag."""
 
     name: str
@@ -43,7 +38,7 @@ class ResultLine(_View):
     description: str | None = None
 
 
-class ServiceLine(_View):
+class ServiceLine(View):
     """A technical service or supply (XML3)."""
 
     name: str
@@ -51,7 +46,7 @@ class ServiceLine(_View):
     result: str | None = None
 
 
-class ReferralView(_View):
+class ReferralView(View):
     """Where the citizen was referred (XML13)."""
 
     to_facility: str | None = None
@@ -60,26 +55,14 @@ class ReferralView(_View):
     issued_on: str | None = None
 
 
-class SensitiveTable(_View):
+class SensitiveTable(View):
     """An XML6 or XML15 table, only in the detail of one visit, only to its citizen."""
 
     table: str
     records: list[dict[str, str]]
 
 
-class ClinicSignature(_View):
-    """Who signed a visit, when, and what anyone needs to verify that signature offline."""
-
-    clinic_code: str
-    key_id: str
-    signed_at: datetime
-    signature: bytes
-    public_key: bytes
-    certificate: bytes | None = None
-    signed_message: bytes | None = None
-
-
-class VisitView(_View):
+class VisitView(View):
     """One visit of the health book as the reply shows it."""
 
     facility_code: str
@@ -91,19 +74,19 @@ class VisitView(_View):
     diagnosis_codes: list[str]
     diagnosis_names: str
     treatment_result: int | None = None
-    medicines: list[MedicineLine] = []
-    results: list[ResultLine] = []
-    services: list[ServiceLine] = []
+    medicines: list[MedicineLine] = Field(default_factory=list)
+    results: list[ResultLine] = Field(default_factory=list)
+    services: list[ServiceLine] = Field(default_factory=list)
     discharge_summary: str | None = None
     referral: ReferralView | None = None
     follow_up_date: str | None = None
     insurance_paid: Decimal | None = None
     patient_paid: Decimal | None = None
-    sensitive: list[SensitiveTable] = []
+    sensitive: list[SensitiveTable] = Field(default_factory=list)
     signed: ClinicSignature | None = None
 
 
-class Reply(_View):
+class Reply(View):
     """The answer to one integration request (integration_reply_v3.avsc)."""
 
     request_id: str
@@ -111,7 +94,7 @@ class Reply(_View):
     refusal_code: str | None = None
     message: str
     year: int | None = None
-    visits: list[VisitView] = []
+    visits: list[VisitView] = Field(default_factory=list)
     fhir_bundle: str | None = None
 
     def encode(self) -> bytes:
@@ -132,35 +115,64 @@ def read_reply(raw: bytes | None) -> Reply | None:
         return None
 
 
-@dataclass(frozen=True)
-class BookEntry:
-    """One stored visit as the query consumer reads it: its record, signature and, for its detail, sensitive tables."""
-
-    record: dict[str, Any]
-    signed: ClinicSignature | None = None
-    has_sensitive: bool = False
-    sensitive: list[dict[str, Any]] = field(default_factory=list)
-
-
-def refused(request_id: str, code: str, message: str, year: int | None = None) -> Reply:
+def refused(request_id: str, code: RefusalCode, message: str, year: int | None = None) -> Reply:
     """A reply that serves nothing."""
-    return Reply(request_id=request_id, status="refused", refusal_code=code, message=message, year=year)
+    return Reply(request_id=request_id, status=ReplyStatus.REFUSED, refusal_code=code, message=message, year=year)
 
 
-def year_served(request_id: str, year: int, entries: list[BookEntry],
-                sensitive: SensitiveDiagnoses = DEFAULT) -> Reply:
+def refusal(decision: Decision, why: Refusal) -> Reply:
+    """The refusal of a request, echoing what could be read of it."""
+    return refused(decision.requester.request_id, why.code, why.message, decision.requester.year)
+
+
+def served(decision: Serve, entries: list[BookEntry], sensitive: SensitiveDiagnoses) -> Reply:
+    """What a served request gets: a year or every year as a list, one visit in full, or either as FHIR."""
+    request_id, year = decision.request_id, decision.requester.year
+    detail = decision.visit is not None
+    if decision.fhir:
+        bundle = book_bundle(decision.personal_id, entries, detail=detail, sensitive=sensitive)
+        message = sentences.FHIR_SERVED.said(count=len(entries)) if entries else sentences.EMPTY_HISTORY.said()
+        return Reply(request_id=request_id, status=ReplyStatus.OK, message=message, year=year,
+                     fhir_bundle=orjson.dumps(bundle).decode())
+    if detail:
+        return detail_served(request_id, year, entries[0])
+    visits = [listed(entry, sensitive) for entry in entries]
+    if not visits:
+        message = sentences.EMPTY_HISTORY.said()
+    elif decision.year is None:
+        message = sentences.EVERY_YEAR_SERVED.said(count=len(visits))
+    else:
+        message = sentences.YEAR_SERVED.said(count=len(visits), year=year)
+    return Reply(request_id=request_id, status=ReplyStatus.OK, message=message, year=year, visits=visits)
+
+
+def year_served(request_id: str, year: int, entries: list[BookEntry], sensitive: SensitiveDiagnoses) -> Reply:
     """The citizen's visits of a year, sensitive diagnoses masked, or the empty-state text when there are none."""
     visits = [listed(entry, sensitive) for entry in entries]
-    message = f"{len(visits)} lượt khám chữa bệnh BHYT năm {year}" if visits else EMPTY_HISTORY
-    return Reply(request_id=request_id, status="ok", message=message, year=year, visits=visits)
+    message = sentences.YEAR_SERVED.said(count=len(visits), year=year) if visits else sentences.EMPTY_HISTORY.said()
+    return Reply(request_id=request_id, status=ReplyStatus.OK, message=message, year=year, visits=visits)
 
 
 def detail_served(request_id: str, year: int | None, entry: BookEntry) -> Reply:
     """One visit in full, its sensitive tables and its whole signed message included."""
     view = visit_view(entry.record).model_copy(update={
         "sensitive": [SensitiveTable(**s) for s in entry.sensitive], "signed": entry.signed})
-    return Reply(request_id=request_id, status="ok", year=year, visits=[view],
-                 message=f"Chi tiết lượt khám {entry.record['visit_code']} tại cơ sở {entry.record['facility_code']}")
+    return Reply(request_id=request_id, status=ReplyStatus.OK, year=year, visits=[view],
+                 message=sentences.DETAIL_SERVED.said(visit_code=entry.record["visit_code"],
+                                                     facility_code=entry.record["facility_code"]))
+
+
+def fitted(reply: Reply, limit: int) -> tuple[Reply, bytes]:
+    """The reply and its bytes, or a too_large refusal's when they would not fit a record of the replies topic.
+
+    A whole book with its signed envelopes can outgrow the topic's limit; sending it would fail every
+    time, so the citizen is told to ask for less instead.
+    """
+    encoded = reply.encode()
+    if len(encoded) <= limit:
+        return reply, encoded
+    too_large = refused(reply.request_id, RefusalCode.TOO_LARGE, sentences.TOO_LARGE.said(), reply.year)
+    return too_large, too_large.encode()
 
 
 def listed(entry: BookEntry, sensitive: SensitiveDiagnoses) -> VisitView:
@@ -183,7 +195,8 @@ def masked(view: VisitView, sensitive: SensitiveDiagnoses) -> VisitView:
     if not sensitive.any_of(view.diagnosis_codes):
         return view
     return view.model_copy(update={"diagnosis_codes": sensitive.mask(view.diagnosis_codes),
-                                   "diagnosis_names": MASKED_NOTE, "reason": None, "discharge_summary": None})
+                                   "diagnosis_names": sentences.MASKED_DIAGNOSIS.citizen(), "reason": None,
+                                   "discharge_summary": None})
 
 
 def visit_view(record: dict[str, Any]) -> VisitView:
@@ -208,18 +221,8 @@ def visit_view(record: dict[str, Any]) -> VisitView:
             to_facility=referral.get("to_facility"), reason=referral.get("reason_code"),
             direction=referral.get("direction"), issued_on=referral.get("issued_on")),
         follow_up_date=follow_up.get("appointment_date") or record.get("follow_up_date"),
-        insurance_paid=_money(record.get("insurance_paid")), patient_paid=_money(record.get("patient_paid")),
+        insurance_paid=_amount(record.get("insurance_paid")), patient_paid=_amount(record.get("patient_paid")),
     )
-
-
-_FLAG_WORDS = (("bình thường", "normal"), ("âm tính", "normal"), ("tăng", "high"), ("cao", "high"),
-               ("giảm", "low"), ("thấp", "low"))
-
-
-def result_flag(conclusion: str | None) -> str | None:
-    """high, low or normal when the clinic's conclusion (KET_LUAN) says so in words, else None."""
-    text = (conclusion or "").casefold()
-    return next((flag for word, flag in _FLAG_WORDS if word in text), None)
 
 
 def _discharge_summary(record: dict[str, Any]) -> str | None:
@@ -235,5 +238,5 @@ def _discharge_summary(record: dict[str, Any]) -> str | None:
     return text or None
 
 
-def _money(value: Any) -> Decimal | None:
+def _amount(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value)).quantize(Decimal("0.01"))

@@ -6,10 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-DEFAULT_RANGES = "A15-A19,B20-B24,Z21"
 MASK = "***"
-MASKED_NOTE = ("Chẩn đoán thuộc nhóm thông tin nhạy cảm nên được ẩn trong danh sách; "
-               "bạn xem đầy đủ khi mở chi tiết lượt khám này.")
 _CATEGORY = re.compile(r"^([A-Z])(\d{2})")
 _RANGE = re.compile(r"^([A-Z])(\d{2})(?:-([A-Z])(\d{2}))?$")
 
@@ -55,5 +52,3 @@ class SensitiveDiagnoses:
         """The codes with each sensitive one replaced by the mask, order kept."""
         return [MASK if code in self else code for code in codes]
 
-
-DEFAULT = SensitiveDiagnoses.parse(DEFAULT_RANGES)

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from cryptography import x509
 
+from domain import sentences
 from domain.registry_trust import Untrusted, raw_ed25519
 from domain.replies import VisitView
 from schemas import catalogue, envelope, wire
 from schemas.errors import ContractError
 
 
+class SignatureState(StrEnum):
+    """What checking one visit's clinic signature found (the page styles each differently)."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    IN_DETAIL = "in_detail"  # a list entry that withholds its signed message: checked in the visit's detail
+    NOT_KEPT = "unsigned"  # written before the book kept signed messages
+
+
 @dataclass(frozen=True)
 class SignatureCheck:
-    """The outcome of checking one visit's clinic signature: valid, invalid, in_detail or unsigned, with a sentence."""
+    """The outcome of checking one visit's clinic signature, with the sentence the citizen reads."""
 
-    status: str
+    status: SignatureState
     sentence: str
 
 
@@ -24,24 +35,25 @@ def check_visit_signature(view: VisitView) -> SignatureCheck:
     """Verify the visit's signed message with the key the reply names, and that the message is this visit."""
     signed = view.signed
     if signed is None:
-        return SignatureCheck("unsigned", "Lượt khám này được ghi trước khi sổ lưu chữ ký số kèm theo.")
+        return SignatureCheck(SignatureState.NOT_KEPT, sentences.SIGNATURE_NOT_KEPT.citizen())
     if signed.signed_message is None:
-        return SignatureCheck("in_detail", "Chữ ký số được kiểm tra khi mở chi tiết lượt khám.")
+        return SignatureCheck(SignatureState.IN_DETAIL, sentences.SIGNATURE_IN_DETAIL.citizen())
     try:
         sealed = wire.decode(signed.signed_message, catalogue.SIGNED_VISIT)
         payload = wire.decode(sealed["payload"], catalogue.VISIT_EVENT)
     except ContractError as exc:
-        return SignatureCheck("invalid", f"Thông điệp đã ký không đọc được ({exc}).")
+        return SignatureCheck(SignatureState.INVALID, sentences.SIGNED_MESSAGE_UNREADABLE.citizen(problem=exc))
     if signed.certificate is not None and _certificate_key(signed.certificate) != bytes(signed.public_key):
-        return SignatureCheck("invalid", "Khóa công khai không khớp với chứng thư số của cơ sở.")
+        return SignatureCheck(SignatureState.INVALID, sentences.KEY_NOT_CERTIFIED.citizen())
     claims = ((sealed["clinic_code"], signed.clinic_code), (sealed["key_id"], signed.key_id),
               (sealed["signature"], signed.signature), (payload["facility_code"], view.facility_code),
               (payload["visit_code"], view.visit_code))
     if any(a != b for a, b in claims):
-        return SignatureCheck("invalid", "Thông điệp đã ký không phải của lượt khám này.")
+        return SignatureCheck(SignatureState.INVALID, sentences.NOT_THIS_VISIT.citizen())
     if not envelope.verify(signed.public_key, sealed["signature"], envelope.visit_signing_input(sealed)):
-        return SignatureCheck("invalid", "Chữ ký số KHÔNG hợp lệ: nội dung đã bị thay đổi sau khi ký.")
-    return SignatureCheck("valid", f"Chữ ký số hợp lệ (khóa {signed.key_id} của cơ sở {signed.clinic_code}).")
+        return SignatureCheck(SignatureState.INVALID, sentences.SIGNATURE_BROKEN.citizen())
+    return SignatureCheck(SignatureState.VALID, sentences.SIGNATURE_VALID.citizen(key_id=signed.key_id,
+                                                                            clinic_code=signed.clinic_code))
 
 
 def _certificate_key(der: bytes) -> bytes | None:

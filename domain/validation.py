@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from domain.keyring import ClinicKey, KeyLookupFailed, Keyring
 from schemas import catalogue, envelope, fast_check, wire
+from schemas.dead_letter_reasons import DeadLetterReason
 from schemas.errors import MalformedMessage, UnsupportedSchema, without_content
 from schemas.problems import Problem
 from schemas.visit import read_visit
@@ -17,35 +17,12 @@ from schemas.visit_record import Visit
 log = logging.getLogger(__name__)
 
 
-class RejectionCode(StrEnum):
-    """Why a message went to the dead-letter topic."""
-
-    MALFORMED = "malformed"
-    UNSUPPORTED_SCHEMA = "unsupported_schema"
-    UNKNOWN_CLINIC = "unknown_clinic"
-    UNKNOWN_KEY = "unknown_key"
-    KEY_REVOKED = "key_revoked"
-    CERTIFICATE_EXPIRED = "certificate_expired"
-    SIGNED_AT_OUT_OF_RANGE = "signed_at_out_of_range"
-    BAD_SIGNATURE = "bad_signature"
-    CLINIC_MISMATCH = "clinic_mismatch"
-    WRONG_KEY = "wrong_key"
-    INVALID_EVENT = "invalid_event"
-    IDENTITY_MISMATCH = "identity_mismatch"
-    REFUSED_BY_DATABASE = "refused_by_database"
-    INTERNAL_ERROR = "internal_error"
-
-
-# Rejections that a registry record published a moment ago may turn into acceptance.
-RETRY_AFTER_REGISTRY_CATCH_UP = frozenset({RejectionCode.UNKNOWN_CLINIC, RejectionCode.UNKNOWN_KEY})
-
-
 @dataclass(frozen=True)
 class SigningWindow:
     """How far a visit's signed_at may lie from the broker's append time: behind by max_delay, ahead by max_ahead."""
 
-    max_delay_ms: int = 3_600_000
-    max_ahead_ms: int = 300_000
+    max_delay_ms: int
+    max_ahead_ms: int
 
     def refusal(self, signed_at_ms: int, appended_at_ms: int) -> str | None:
         """Why this signing time cannot be believed for a message the broker appended then, or None."""
@@ -78,7 +55,7 @@ class Accepted:
 class Rejected:
     """A message refused with a machine code, a sentence and, for rule failures, each problem."""
 
-    code: RejectionCode
+    code: DeadLetterReason
     reason: str
     problems: list[Problem] = field(default_factory=list)
     clinic_code: str | None = None
@@ -86,28 +63,29 @@ class Rejected:
 
 
 def validate(key: bytes | None, value: bytes | None, keyring: Keyring, appended_at_ms: int | None = None,
-             window: SigningWindow = SigningWindow()) -> Accepted | Rejected:
-    """Decode, verify and check one visits-topic message, its signing time against appended_at_ms when given."""
+             window: SigningWindow | None = None) -> Accepted | Rejected:
+    """Decode, verify and check one visits-topic message; its signing time too, given appended_at_ms and window."""
     try:
         env = wire.decode(value, catalogue.SIGNED_VISIT)
     except MalformedMessage as exc:
-        return Rejected(RejectionCode.MALFORMED, f"not a signed visit envelope: {exc}")
+        return Rejected(DeadLetterReason.MALFORMED, f"not a signed visit envelope: {exc}")
     except UnsupportedSchema as exc:
-        return Rejected(RejectionCode.UNSUPPORTED_SCHEMA, str(exc))
+        return Rejected(DeadLetterReason.UNSUPPORTED_SCHEMA, str(exc))
     clinic, event_id = env["clinic_code"], env["event_id"]
     clinic_key = _signature_refusal(env, keyring)
     if isinstance(clinic_key, tuple):
         return Rejected(clinic_key[0], clinic_key[1], clinic_code=clinic, event_id=event_id)
-    late = None if appended_at_ms is None else window.refusal(envelope.to_millis(env["signed_at"]), appended_at_ms)
+    late = None if appended_at_ms is None or window is None else \
+        window.refusal(envelope.to_millis(env["signed_at"]), appended_at_ms)
     if late:
-        return Rejected(RejectionCode.SIGNED_AT_OUT_OF_RANGE, late, clinic_code=clinic, event_id=event_id)
+        return Rejected(DeadLetterReason.SIGNED_AT_OUT_OF_RANGE, late, clinic_code=clinic, event_id=event_id)
     checked = _signed_event(env)
     if isinstance(checked, tuple):
         code, reason, problems = checked
         return Rejected(code, reason, problems, clinic, event_id)
     if key is None or key.decode("utf-8", "replace") != checked.partition_key:
         return Rejected(
-            RejectionCode.WRONG_KEY,
+            DeadLetterReason.WRONG_KEY,
             "message key must be the patient's personal ID (or 'card:' and the BHYT card number when the "
             "record has none) so one citizen's visits share a partition",
             [], clinic, event_id,
@@ -116,37 +94,37 @@ def validate(key: bytes | None, value: bytes | None, keyring: Keyring, appended_
                     clinic_key.public_key, clinic_key.certificate)
 
 
-def _signature_refusal(env: dict[str, Any], keyring: Keyring) -> tuple[RejectionCode, str] | ClinicKey:
+def _signature_refusal(env: dict[str, Any], keyring: Keyring) -> tuple[DeadLetterReason, str] | ClinicKey:
     """Why the envelope's signature cannot vouch for it, or the registered key that verifies it."""
     clinic = env["clinic_code"]
     try:
         clinic_key = keyring.key_for(clinic, env["key_id"], envelope.to_millis(env["signed_at"]))
     except KeyLookupFailed as exc:
-        return RejectionCode(exc.code), exc.message
+        return DeadLetterReason(exc.code), exc.message
     if not envelope.verify(clinic_key.public_key, env["signature"], envelope.visit_signing_input(env)):
-        return RejectionCode.BAD_SIGNATURE, (
+        return DeadLetterReason.BAD_SIGNATURE, (
             f"signature does not verify with key '{env['key_id']}' of clinic {clinic}: "
             "the message was altered or signed with another key")
     return clinic_key
 
 
-def _signed_event(env: dict[str, Any]) -> Visit | tuple[RejectionCode, str, list[Problem]]:
+def _signed_event(env: dict[str, Any]) -> Visit | tuple[DeadLetterReason, str, list[Problem]]:
     """The visit event inside a verified envelope, or why it cannot be one."""
     try:
         record = wire.decode(env["payload"], catalogue.VISIT_EVENT)
     except MalformedMessage as exc:
-        return RejectionCode.MALFORMED, f"signed payload is not a visit event: {exc}", []
+        return DeadLetterReason.MALFORMED, f"signed payload is not a visit event: {exc}", []
     except UnsupportedSchema as exc:
-        return RejectionCode.UNSUPPORTED_SCHEMA, str(exc), []
+        return DeadLetterReason.UNSUPPORTED_SCHEMA, str(exc), []
     mismatch = _envelope_mismatch(env, record)
     if mismatch:
-        return RejectionCode.CLINIC_MISMATCH, mismatch, []
+        return DeadLetterReason.CLINIC_MISMATCH, mismatch, []
     fast = fast_check.accepted(record)
     if fast is not None:
         return fast
     event = read_visit(record)  # the full model decides, and names every broken rule
     if isinstance(event, list):
-        return RejectionCode.INVALID_EVENT, f"{len(event)} rule(s) broken: " + "; ".join(
+        return DeadLetterReason.INVALID_EVENT, f"{len(event)} rule(s) broken: " + "; ".join(
             p.sentence() for p in event), event
     return Visit.of_model(event)
 
@@ -163,11 +141,11 @@ def _envelope_mismatch(env: dict[str, Any], record: dict[str, Any]) -> str | Non
 
 
 def validate_safely(key: bytes | None, value: bytes | None, keyring: Keyring, appended_at_ms: int | None = None,
-                    window: SigningWindow = SigningWindow()) -> Accepted | Rejected:
+                    window: SigningWindow | None = None) -> Accepted | Rejected:
     """validate(), turning a bug met on one message into a rejection so the message is kept, not lost."""
     try:
         return validate(key, value, keyring, appended_at_ms, window)
     except Exception as exc:
         log.error("validation failed unexpectedly: %s", without_content(exc))
-        return Rejected(RejectionCode.INTERNAL_ERROR,
+        return Rejected(DeadLetterReason.INTERNAL_ERROR,
                         f"healthbook failed on this message ({type(exc).__name__}: {exc}); retry it once fixed")

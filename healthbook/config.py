@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -9,7 +10,9 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.consent import RequestPolicy
 from domain.registry_trust import TrustAnchors
+from domain.sensitive_diagnoses import SensitiveDiagnoses
 from domain.validation import SigningWindow
 from schemas.topics import DEDUP_TABLE, DEFAULT_MAX_VISIT_BYTES, TopicNames
 
@@ -97,6 +100,15 @@ class Settings(BaseSettings):
     def signing_window(self) -> SigningWindow:
         """How far a visit's signed_at may lie from the broker's append time."""
         return SigningWindow(self.signed_at_max_delay_seconds * 1000, self.signed_at_max_ahead_seconds * 1000)
+
+    @property
+    def sensitive(self) -> SensitiveDiagnoses:
+        """The diagnoses masked in year lists and kept off analytics."""
+        return SensitiveDiagnoses.parse(self.sensitive_diagnoses)
+
+    def request_policy(self, trusted: dict[str, bytes]) -> RequestPolicy:
+        """How integration requests are judged, given the identity-platform keys trusted."""
+        return RequestPolicy(trusted, timedelta(seconds=self.request_window_seconds))
 
     def trust_anchors(self) -> TrustAnchors:
         """The CAs this deployment trusts for clinic and registry certificates, read now."""

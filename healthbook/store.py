@@ -1,4 +1,4 @@
-"""The health-book store: all of healthbook's SQL, a writer for the worker and a reader for everyone else.
+"""The health-book store: all of healthbook's SQL: the worker's writer, the book's reader, the consent ledger.
 
 Both work on one PostgreSQL schema's tables (`public` for the live book); replay writes a whole
 book into a schema of its own with the same writer and then swaps its table in.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,9 +17,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+from domain.consent import AccessEntry
 from domain.replies import BookEntry, ClinicSignature
 from domain.rows import BOOK_COLUMNS, PENDING_COLUMNS, VisitRow, WeightedRow, resolved_row
 from healthbook.retry import CONTENT_REFUSALS
+from schemas.outcomes import Outcome
 
 LIVE = "public"
 _TYPES = {
@@ -132,11 +136,11 @@ class BookWriter(_Tables):
         async with conn.transaction():
             await self._advance_offsets(conn, topic, expected, advanced)
             stale = await self._upsert(conn, self._book_upsert, BOOK_COLUMNS, book)
-            counts["accepted"] -= stale
-            counts["duplicate"] += stale
+            counts[Outcome.ACCEPTED] -= stale
+            counts[Outcome.DUPLICATE] += stale
             stale = await self._upsert(conn, self._pending_upsert, PENDING_COLUMNS, pending)
-            counts["pending"] -= stale
-            counts["duplicate"] += stale
+            counts[Outcome.PENDING] -= stale
+            counts[Outcome.DUPLICATE] += stale
             await self.add_counts(conn, counts)
         return counts
 
@@ -150,7 +154,7 @@ class BookWriter(_Tables):
 
     async def add_counts(self, conn: asyncpg.Connection, counts: Counter[str]) -> None:
         """Add outcome counts (negative values subtract)."""
-        outcomes = [k for k, v in counts.items() if v]
+        outcomes = [str(k) for k, v in counts.items() if v]
         if outcomes:
             await conn.execute(self._add_counts, outcomes, [counts[k] for k in outcomes])
 
@@ -179,7 +183,8 @@ class BookWriter(_Tables):
                 return counts
             rows = [WeightedRow(resolved_row(dict(found), card_number, personal_id), 1) for found in taken]
             stale = await self._upsert(conn, self._book_upsert, BOOK_COLUMNS, rows)
-            counts.update({"pending": -len(rows), "accepted": len(rows) - stale, "duplicate": stale})
+            counts.update({Outcome.PENDING: -len(rows), Outcome.ACCEPTED: len(rows) - stale,
+                           Outcome.DUPLICATE: stale})
             await self.add_counts(conn, counts)
         return counts
 
@@ -198,7 +203,7 @@ class BookWriter(_Tables):
                 "where p.card_number = $1 and p.facility_code = v.facility_code and p.visit_code = v.visit_code "
                 "returning 1", card_number, [f for f, _ in visit_keys], [v for _, v in visit_keys])
             if removed:
-                await self.add_counts(conn, Counter({"pending": -len(removed), outcome: len(removed)}))
+                await self.add_counts(conn, Counter({Outcome.PENDING: -len(removed), outcome: len(removed)}))
         return len(removed)
 
     async def pending_cards(self, conn: asyncpg.Connection) -> list[str]:
@@ -269,8 +274,43 @@ class BookWriter(_Tables):
         await conn.execute("insert into worker_errors (worker_id, message) values ($1, $2)", worker_id, message)
 
 
+
+class PostgresBatchStore:
+    """The batch step's store: the writer's statements, each on a pooled connection."""
+
+    def __init__(self, pool: asyncpg.Pool, writer: BookWriter) -> None:
+        self.pool, self.writer = pool, writer
+
+    async def applied_offsets(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        """Each partition's next offset to apply."""
+        async with self.pool.acquire() as conn:
+            return await self.writer.applied_offsets(conn, topic, partitions)
+
+    async def write_batch(self, book: list[WeightedRow], pending: list[WeightedRow], counts: Counter[str],
+                          topic: str, expected: dict[int, int], advanced: dict[int, int]) -> Counter[str]:
+        """Write one batch atomically with its offsets (BookWriter.write_batch)."""
+        async with self.pool.acquire() as conn:
+            return await self.writer.write_batch(conn, book, pending, counts, topic, expected, advanced)
+
+    async def refused_rows(self, rows: list[tuple[VisitRow, bool]]) -> dict[int, str]:
+        """Which rows PostgreSQL refuses, writing nothing (BookWriter.refused_rows)."""
+        async with self.pool.acquire() as conn:
+            return await self.writer.refused_rows(conn, rows)
+
+    async def versions_of(self, visits: list[tuple[str, str]]) -> list[tuple[str, str, str, int]]:
+        """The book's versions of these visits."""
+        return await self.writer.versions_of(self.pool, visits)
+
+    async def record_suspect_batch(self, topic: str, ranges: dict[int, tuple[int, int]], error: str) -> None:
+        """Remember a batch the step failed on with a bug."""
+        await self.writer.record_suspect_batch(self.pool, topic, ranges, error)
+
+    async def clear_suspect_batches(self, topic: str, applied: dict[int, int]) -> None:
+        """Forget suspect ranges now wholly applied."""
+        await self.writer.clear_suspect_batches(self.pool, topic, applied)
+
 class BookReader(_Tables):
-    """Reads a citizen's year or one visit, records consent and access, and reports on the pipeline."""
+    """Reads a citizen's year or one visit, and reports on the pipeline; it writes nothing."""
 
     async def visits_of(self, conn: asyncpg.Connection, personal_id: str, year: int | None) -> list[BookEntry]:
         """The citizen's visits admitted in the year (every year when None), oldest first, with their signatures."""
@@ -292,6 +332,24 @@ class BookReader(_Tables):
             return None
         sensitive = orjson.loads(row["sensitive"])
         return BookEntry(orjson.loads(row["record"]), _signed(row), bool(sensitive), sensitive)
+
+    async def row_count(self, conn: asyncpg.Connection) -> int:
+        """How many visits the health book holds."""
+        return await conn.fetchval(f"select count(*) from {self.visits}")
+
+    async def pending_count(self, conn: asyncpg.Connection) -> int:
+        """How many visits wait for their BHYT card to be mapped."""
+        return await conn.fetchval(f"select count(*) from {self.pending}")
+
+    async def last_error(self, conn: asyncpg.Connection) -> dict[str, Any] | None:
+        """The worker's last recorded error."""
+        row = await conn.fetchrow("select at, worker_id, message from worker_errors order by id desc limit 1")
+        return dict(row) if row else None
+
+
+
+class ConsentLedger:
+    """The query side's writes: each citizen's consent, each request id claimed once, and every access logged."""
 
     async def record_consent(self, conn: asyncpg.Connection, personal_id: str, confirmed_at: Any,
                              request_id: str) -> None:
@@ -316,25 +374,60 @@ class BookReader(_Tables):
         done = await conn.execute("delete from served_requests where requested_at < $1", before)
         return int(done.split()[-1])
 
-    async def log_access(self, conn: asyncpg.Connection, request_id: str, personal_id: str | None,
-                         year: int | None, outcome: str, refusal_code: str | None, visits: int = 0) -> None:
+    async def log_access(self, conn: asyncpg.Connection, entry: AccessEntry) -> None:
         """Log one access to a citizen's health data, served or refused (Decree 13/2023)."""
         await conn.execute(
             "insert into access_log (request_id, personal_id, year, outcome, refusal_code, visits) "
-            "values ($1, $2, $3, $4, $5, $6)", request_id, personal_id, year, outcome, refusal_code, visits)
+            "values ($1, $2, $3, $4, $5, $6)", entry.request_id, entry.personal_id, entry.year, str(entry.outcome),
+            None if entry.refusal_code is None else str(entry.refusal_code), entry.visits)
 
-    async def row_count(self, conn: asyncpg.Connection) -> int:
-        """How many visits the health book holds."""
-        return await conn.fetchval(f"select count(*) from {self.visits}")
 
-    async def pending_count(self, conn: asyncpg.Connection) -> int:
-        """How many visits wait for their BHYT card to be mapped."""
-        return await conn.fetchval(f"select count(*) from {self.pending}")
+class QueryUnit:
+    """One request's reads and writes on one connection, inside one transaction."""
 
-    async def last_error(self, conn: asyncpg.Connection) -> dict[str, Any] | None:
-        """The worker's last recorded error."""
-        row = await conn.fetchrow("select at, worker_id, message from worker_errors order by id desc limit 1")
-        return dict(row) if row else None
+    def __init__(self, conn: asyncpg.Connection, book: BookReader, ledger: ConsentLedger) -> None:
+        self.conn, self.book, self.ledger = conn, book, ledger
+
+    async def claim_request(self, request_id: str, requested_at: Any, source: tuple[int, int]) -> bool:
+        """Claim the request id for the record at source; False when another record holds it."""
+        return await self.ledger.claim_request(self.conn, request_id, requested_at, source)
+
+    async def record_consent(self, personal_id: str, confirmed_at: Any, request_id: str) -> None:
+        """Remember the citizen's first confirmation."""
+        await self.ledger.record_consent(self.conn, personal_id, confirmed_at, request_id)
+
+    async def log_access(self, entry: AccessEntry) -> None:
+        """Log the request's one access record."""
+        await self.ledger.log_access(self.conn, entry)
+
+    async def visits_of(self, personal_id: str, year: int | None) -> list[BookEntry]:
+        """The citizen's visits of a year, or of every year when None."""
+        return await self.book.visits_of(self.conn, personal_id, year)
+
+    async def visit_detail(self, personal_id: str, facility_code: str, visit_code: str) -> BookEntry | None:
+        """One visit in full, or None when it is not the citizen's."""
+        return await self.book.visit_detail(self.conn, personal_id, facility_code, visit_code)
+
+
+class PostgresQueryStore:
+    """The query consumer's store: a transaction per request on a pooled connection."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool, self.book, self.ledger = pool, BookReader(), ConsentLedger()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[QueryUnit]:
+        """One request's unit of work, committed when the block ends without an error."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield QueryUnit(conn, self.book, self.ledger)
+
+    async def forget_requests_before(self, before: Any) -> int:
+        """Drop served request ids too old to be fresh again."""
+        return await self.ledger.forget_requests_before(self.pool, before)
+
+
+class RedriveLedger:
+    """Which dead letters an operator re-drove, and where their messages went."""
 
     async def retried_dead_letters(self, conn: asyncpg.Connection | asyncpg.Pool) -> set[tuple[int, int]]:
         """The dead-letter records already re-driven, by dead-letter partition and offset."""

@@ -22,25 +22,20 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
-import asyncpg
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from domain.batch import BatchPlan, Delivery, Owned, Refused, Waiting, plan_batch
+from domain.batch import BatchPlan, Delivery, plan_batch
 from domain.identity import IdentityDirectory
 from domain.keyring import Keyring
-from domain.validation import (
-    RETRY_AFTER_REGISTRY_CATCH_UP,
-    Accepted,
-    Rejected,
-    RejectionCode,
-    SigningWindow,
-    validate_safely,
-)
+from domain.rows import VisitRow, WeightedRow
+from domain.validation import Accepted, Rejected, SigningWindow, validate_safely
 from healthbook import kafka
 from healthbook.retry import CONTENT_REFUSALS, is_infrastructure, while_unreachable
-from healthbook.store import BookWriter, OffsetsMoved
+from healthbook.store import OffsetsMoved
+from schemas.dead_letter_reasons import RETRY_AFTER_REGISTRY_CATCH_UP, DeadLetterReason
 from schemas.headers import retry_of
+from schemas.outcomes import Outcome
 from streams.dead_letters import original_append_time
 from streams.outlets import Outlets
 
@@ -67,6 +62,23 @@ class GapUnfilled(KafkaError):
     """Messages a batch skipped could not be read back from the broker: hold, as for an unreachable broker."""
 
 
+class BatchStore(Protocol):
+    """Where a batch is written with its offsets (PostgreSQL's PostgresBatchStore, or a fake in unit tests)."""
+
+    async def applied_offsets(self, topic: str, partitions: list[int]) -> dict[int, int]: ...
+
+    async def write_batch(self, book: list[WeightedRow], pending: list[WeightedRow], counts: Counter[str],
+                          topic: str, expected: dict[int, int], advanced: dict[int, int]) -> Counter[str]: ...
+
+    async def refused_rows(self, rows: list[tuple[VisitRow, bool]]) -> dict[int, str]: ...
+
+    async def versions_of(self, visits: list[tuple[str, str]]) -> list[tuple[str, str, str, int]]: ...
+
+    async def record_suspect_batch(self, topic: str, ranges: dict[int, tuple[int, int]], error: str) -> None: ...
+
+    async def clear_suspect_batches(self, topic: str, applied: dict[int, int]) -> None: ...
+
+
 class VersionTable(Protocol):
     """The deduplication table: personal ID -> {facility/MA_LK: version} (a faust table, or a dict in replay)."""
 
@@ -90,24 +102,41 @@ class StepResult:
         return StepResult(counts, self.applied + other.applied, self.seconds + other.seconds)
 
 
+async def _nothing_to_catch_up() -> None:
+    return None
+
+
+@dataclass
+class Checks:
+    """What each message is checked against: clinic keys, card mappings, the signing window."""
+
+    keyring: Keyring
+    identity: IdentityDirectory
+    signing_window: SigningWindow
+    registry_catch_up: Callable[[], Awaitable[None]] = _nothing_to_catch_up  # read registry records published since
+
+
+@dataclass
+class StepHooks:
+    """What the worker is told while a batch runs: held for the database, resumed, cards visits wait for."""
+
+    on_hold: Callable[[float], None] = lambda waited: None
+    on_resumed: Callable[[float], Awaitable[None]] | None = None
+    on_waiting: Callable[[set[str]], None] = lambda cards: None
+
+
 @dataclass
 class BatchStep:
     """Everything one batch needs: where it is written, what it is checked against, where side records go."""
 
     topic: str
-    pool: asyncpg.Pool
-    writer: BookWriter
-    keyring: Keyring
-    identity: IdentityDirectory
+    store: BatchStore
+    checks: Checks
     versions: VersionTable
     outlets: Outlets
-    registry_catch_up: Callable[[], Awaitable[None]]
     read_range: RangeReader
-    on_hold: Callable[[float], None] = lambda waited: None
-    on_resumed: Callable[[float], Awaitable[None]] | None = None
-    on_waiting: Callable[[set[str]], None] = lambda cards: None
+    hooks: StepHooks = field(default_factory=StepHooks)
     isolate_at_once: bool = False  # replay has no restart to wait for
-    signing_window: SigningWindow = field(default_factory=SigningWindow)
     dead_letter_topic: str | None = None  # where re-driven messages' original append times are read
     suspects: list[tuple[int, int, int]] = field(default_factory=list)  # (partition, first, last) that failed before
 
@@ -143,7 +172,7 @@ class BatchStep:
             if replayed and failure is None:
                 self._remember(*await self._plan(replayed, await self._verdicts(replayed)))
             if not todo:
-                return StepResult(Counter(replayed=len(replayed)))
+                return StepResult(Counter({Outcome.REPLAYED: len(replayed)}))
             started = time.monotonic()
             try:
                 counts = await self._apply(todo, expected, failure)
@@ -156,16 +185,16 @@ class BatchStep:
                      failure: Exception | None) -> Counter[str]:
         verdicts = await self._verdicts(messages) if failure is None else [_internal_error(failure)] * len(messages)
         plan, from_book = await self._plan(messages, verdicts)
-        await self.outlets.dead_letters(plan.refused)
+        await self.outlets.dead_letters(plan.rejected)
         await self.outlets.deidentified([item.event for item in plan.fresh])
         advanced = {p: max(m.offset for m in messages if m.partition == p) + 1 for p in {m.partition for m in messages}}
         try:
             counts = await self._write_waiting_out_the_database(plan, expected, advanced)
         except CONTENT_REFUSALS:
-            await self._set_aside_refused_rows(plan)
+            plan = await self._without_refused_rows(plan)
             counts = await self._write_waiting_out_the_database(plan, expected, advanced)
         self._remember(plan, from_book)
-        self.on_waiting({item.accepted.event.card_number for item in plan.waiting})
+        self.hooks.on_waiting({item.accepted.event.card_number for item in plan.waiting})
         return counts
 
     async def _without_gaps(self, todo: list[Delivery], expected: dict[int, int]) -> list[Delivery]:
@@ -199,63 +228,40 @@ class BatchStep:
 
         def holding(waited: float) -> None:
             waited_for.append(waited)
-            self.on_hold(waited)
+            self.hooks.on_hold(waited)
             log.warning("holding %d messages at %s for %.0fs until PostgreSQL answers; nothing is committed",
                         plan.deliveries, {p: expected[p] for p in advanced}, waited)
 
         counts = await while_unreachable("write the health book", partial(self._write, plan, expected, advanced),
                                          holding)
-        if waited_for and self.on_resumed:
-            await self.on_resumed(max(waited_for))
+        if waited_for and self.hooks.on_resumed:
+            await self.hooks.on_resumed(max(waited_for))
         return counts
 
-    async def _set_aside_refused_rows(self, plan: BatchPlan) -> None:
+    async def _without_refused_rows(self, plan: BatchPlan) -> BatchPlan:
         """Find the visits whose values PostgreSQL refuses, dead-letter them, and keep the rest of the batch."""
-        items: list[Owned | Waiting] = [*plan.fresh, *plan.waiting]
-        async with self.pool.acquire() as conn:
-            refused = await self.writer.refused_rows(conn, [(i.row(), isinstance(i, Owned)) for i in items])
-        letters = []
-        for index, why in refused.items():
-            item = items[index]
-            event = item.accepted.event
-            letters.append(Refused(item.delivery, Rejected(
-                RejectionCode.REFUSED_BY_DATABASE, f"PostgreSQL refused this visit's values ({why}); the clinic "
-                "must correct the record", [], event.facility_code, event.event_id)))
-            self._forget_version(plan, event.personal_id, event.visit_key)
-        gone = {id(items[index]) for index in refused}
-        plan.fresh = [i for i in plan.fresh if id(i) not in gone]
-        plan.waiting = [i for i in plan.waiting if id(i) not in gone]
-        plan.refused += letters
-        await self.outlets.dead_letters(letters)
-
-    def _forget_version(self, plan: BatchPlan, person: str | None, visit_key: str) -> None:
-        """Undo the dedup table update of a visit that will not be in the book."""
-        versions = plan.versions.get(person or "")
-        if versions is None:
-            return
-        before = (self.versions.get(person or "") or {}).get(visit_key)
-        if before is None:
-            versions.pop(visit_key, None)
-        else:
-            versions[visit_key] = before
+        refused = await while_unreachable("find the rows PostgreSQL refuses", partial(
+            self.store.refused_rows, plan.rows_to_write()))
+        kept = plan.without(refused, self.versions.get)
+        await self.outlets.dead_letters(kept.rejected[len(plan.rejected):])
+        return kept
 
     async def _write(self, plan: BatchPlan, expected: dict[int, int], advanced: dict[int, int]) -> Counter[str]:
-        async with self.pool.acquire() as conn:
-            return await self.writer.write_batch(conn, plan.book_rows(), plan.pending_rows(), plan.counts(),
-                                                 self.topic, expected, advanced)
+        return await self.store.write_batch(plan.book_rows(), plan.pending_rows(), plan.counts(), self.topic,
+                                            expected, advanced)
 
     async def _applied(self, messages: list[Delivery]) -> dict[int, int]:
-        async with self.pool.acquire() as conn:
-            return await self.writer.applied_offsets(conn, self.topic, sorted({m.partition for m in messages}))
+        return await self.store.applied_offsets(self.topic, sorted({m.partition for m in messages}))
 
     async def _verdicts(self, messages: list[Delivery]) -> list[Accepted | Rejected]:
         appended = [await self._appended_at(m) for m in messages]
-        results = [validate_safely(m.key, m.value, self.keyring, at, self.signing_window)
+        checks = self.checks
+        results = [validate_safely(m.key, m.value, checks.keyring, at, checks.signing_window)
                    for m, at in zip(messages, appended, strict=True)]
         if any(isinstance(r, Rejected) and r.code in RETRY_AFTER_REGISTRY_CATCH_UP for r in results):
-            await self.registry_catch_up()
+            await checks.registry_catch_up()
             results = [
-                validate_safely(m.key, m.value, self.keyring, at, self.signing_window)
+                validate_safely(m.key, m.value, checks.keyring, at, checks.signing_window)
                 if isinstance(r, Rejected) and r.code in RETRY_AFTER_REGISTRY_CATCH_UP else r
                 for m, r, at in zip(messages, results, appended, strict=True)
             ]
@@ -284,7 +290,7 @@ class BatchStep:
         committed those offsets, so the messages never come again. The book's versions fill such gaps.
         """
         from_book = await self._book_versions(verdicts)
-        plan = plan_batch(messages, verdicts, self.identity,
+        plan = plan_batch(messages, verdicts, self.checks.identity,
                           lambda person: merged(self.versions.get(person), from_book.get(person)))
         return plan, from_book
 
@@ -298,8 +304,7 @@ class BatchStep:
                 wanted[(event.facility_code, event.visit_code)] = event.personal_id
         if not wanted:
             return {}
-        rows = await while_unreachable("read the book's versions", partial(
-            self.writer.versions_of, self.pool, list(wanted)))
+        rows = await while_unreachable("read the book's versions", partial(self.store.versions_of, list(wanted)))
         found: dict[str, dict[str, int]] = {}
         for facility, code, person, version in rows:
             if wanted.get((facility, code)) == person:
@@ -322,16 +327,16 @@ class BatchStep:
         """Remember a batch the step failed on with a bug, so the restarted worker isolates it."""
         ranges = {p: (min(d.offset for d in deliveries if d.partition == p),
                       max(d.offset for d in deliveries if d.partition == p)) for p in {d.partition for d in deliveries}}
-        await self.writer.record_suspect_batch(self.pool, self.topic, ranges, type(exc).__name__)
+        await self.store.record_suspect_batch(self.topic, ranges, type(exc).__name__)
 
     async def _clear_suspects(self, messages: list[Delivery]) -> None:
         applied = await while_unreachable("read applied offsets", partial(self._applied, messages))
-        await self.writer.clear_suspect_batches(self.pool, self.topic, applied)
+        await self.store.clear_suspect_batches(self.topic, applied)
         self.suspects = [(p, first, last) for p, first, last in self.suspects if last >= applied.get(p, 0)]
 
 
 def _internal_error(failure: Exception) -> Rejected:
-    return Rejected(RejectionCode.INTERNAL_ERROR,
+    return Rejected(DeadLetterReason.INTERNAL_ERROR,
                     f"healthbook failed on this message ({type(failure).__name__}) and set it aside so the rest of "
                     "its partition goes on: report it, and re-drive it once fixed")
 

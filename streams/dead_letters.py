@@ -1,17 +1,17 @@
-"""Dead-letter records as the worker writes them: what was refused, why, where it was read, and its original bytes."""
+"""Dead-letter records as the worker writes them: what was rejected, why, where it was read, and its original bytes."""
 
 from __future__ import annotations
 
-from domain.batch import Refused
+from domain.batch import RejectedDelivery
 from schemas import catalogue, envelope, wire
 from schemas.errors import ContractError
 from schemas.problems import Problem
 from schemas.topics import MAX_LISTED_PROBLEMS, MAX_PROBLEM_VALUE_CHARS
 
 
-def dead_letter(refused: Refused) -> bytes:
-    """Encode the dead-letter record of a refused message."""
-    rejected, source = refused.rejected, refused.delivery
+def dead_letter(item: RejectedDelivery) -> bytes:
+    """Encode the dead-letter record of a rejected message."""
+    rejected, source = item.rejected, item.delivery
     return wire.encode(
         catalogue.DEAD_LETTER,
         {

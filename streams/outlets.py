@@ -10,8 +10,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from domain import deidentify
-from domain.batch import Refused
-from domain.sensitive_diagnoses import DEFAULT, SensitiveDiagnoses
+from domain.batch import RejectedDelivery
+from domain.sensitive_diagnoses import SensitiveDiagnoses
 from healthbook import observability as metrics
 from schemas.topics import TopicNames
 from schemas.visit_record import Visit
@@ -25,13 +25,13 @@ class KafkaOutlets:
     """Sends dead letters and analytics records and waits for the broker, so none is lost by a later commit."""
 
     def __init__(self, producer: AIOKafkaProducer, topics: TopicNames, pseudonym_key: bytes,
-                 sensitive: SensitiveDiagnoses = DEFAULT) -> None:
+                 sensitive: SensitiveDiagnoses) -> None:
         self.producer, self.topics, self.pseudonym_key, self.sensitive = producer, topics, pseudonym_key, sensitive
 
-    async def dead_letters(self, refused: list[Refused]) -> None:
-        """Dead-letter each refused message, logging where it was read and why (never its content)."""
+    async def dead_letters(self, rejected: list[RejectedDelivery]) -> None:
+        """Dead-letter each rejected message, logging where it was read and why (never its content)."""
         sends = []
-        for item in refused:
+        for item in rejected:
             message, result = item.delivery, item.rejected
             log.warning("rejected %s[%d]@%d: %s (clinic %s)", message.topic, message.partition, message.offset,
                         result.code, result.clinic_code,
@@ -76,7 +76,7 @@ async def send_keyed(producer: AIOKafkaProducer, topic: str, records: list[tuple
 class NoOutlets:
     """For a replay: what the live worker already sent is not sent again."""
 
-    async def dead_letters(self, refused: list[Refused]) -> None:
+    async def dead_letters(self, rejected: list[RejectedDelivery]) -> None:
         """Send nothing."""
 
     async def deidentified(self, events: list[Visit]) -> None:

@@ -9,13 +9,12 @@ from functools import partial
 
 import asyncpg
 
-from domain.batch import Delivery, Refused
-from domain.identity import IdentityDirectory
-from domain.validation import Rejected, RejectionCode
+from domain.batch import Delivery, RejectedDelivery
+from domain.identity import IdentityDirectory, Mismatch, resolve_waiting
 from healthbook.retry import while_unreachable
 from healthbook.store import BookWriter, PendingRecord
-from schemas.visit import read_visit
-from schemas.visit_record import Visit
+from schemas.dead_letter_reasons import DeadLetterReason
+from schemas.outcomes import rejected
 from streams.batch_step import RangeReader
 from streams.fail_stop import stop_worker
 from streams.outlets import Outlets
@@ -76,33 +75,31 @@ class PendingResolver:
                 return Counter()
             events, contradicting = [], []
             for pending in waiting:
-                pending.record["patient"]["personal_id"] = person
-                event = read_visit(pending.record)
-                if isinstance(event, list):
-                    contradicting.append(pending)
+                whose = resolve_waiting(pending.record, person)
+                if isinstance(whose, Mismatch):
+                    contradicting.append((pending, whose))
                 else:
-                    events.append(Visit.of_model(event))
+                    events.append(whose)
             counts: Counter[str] = Counter()
             if contradicting:
-                counts["rejected:identity_mismatch"] = await self._set_aside(conn, card, contradicting)
+                counts[rejected(DeadLetterReason.IDENTITY_MISMATCH)] = await self._set_aside(conn, card, contradicting)
             # Analytics first: a crash after it only repeats a record downstream keeps once.
             await self.outlets.deidentified(events)
             checked = [(event.facility_code, event.visit_code) for event in events]
             counts.update(await self.writer.resolve_pending(conn, card, person, checked))
             return counts
 
-    async def _set_aside(self, conn: asyncpg.Connection, card: str, contradicting: list[PendingRecord]) -> int:
+    async def _set_aside(self, conn: asyncpg.Connection, card: str,
+                         contradicting: list[tuple[PendingRecord, Mismatch]]) -> int:
         """Dead-letter waiting visits the card's citizen contradicts (birth year or sex), with their original bytes."""
         letters = []
-        for pending in contradicting:
+        for pending, mismatch in contradicting:
             originals = await self.read_range(self.topic, pending.source_partition, pending.source_offset,
                                               pending.source_offset + 1)
             delivery = originals[0] if originals else Delivery(
                 self.topic, pending.source_partition, pending.source_offset, 0, None, None)
-            letters.append(Refused(delivery, Rejected(
-                RejectionCode.IDENTITY_MISMATCH, "the BHYT card was mapped to a personal ID that contradicts the "
-                "record's birth date or sex; the insurance registry must correct the mapping or the clinic the record",
-                [], pending.record.get("facility_code"), pending.record.get("event_id"))))
+            letters.append(RejectedDelivery(delivery, mismatch.rejected(pending.record.get("facility_code"),
+                                                                        pending.record.get("event_id"))))
         await self.outlets.dead_letters(letters)
-        keys = [(p.record["facility_code"], p.record["visit_code"]) for p in contradicting]
-        return await self.writer.set_aside_pending(conn, card, keys, "rejected:identity_mismatch")
+        keys = [(p.record["facility_code"], p.record["visit_code"]) for p, _ in contradicting]
+        return await self.writer.set_aside_pending(conn, card, keys, rejected(DeadLetterReason.IDENTITY_MISMATCH))

@@ -16,15 +16,14 @@ from mode import Service
 from domain.batch import Delivery
 from domain.identity import IdentityDirectory
 from domain.keyring import Keyring
-from domain.sensitive_diagnoses import SensitiveDiagnoses
 from healthbook import kafka
 from healthbook import observability as metrics
 from healthbook.config import Settings
 from healthbook.database import connect_pool
 from healthbook.retry import is_broker_unreachable, is_infrastructure, while_unreachable
-from healthbook.store import BookWriter
+from healthbook.store import BookWriter, PostgresBatchStore
 from healthbook.topic_follower import TopicFollower
-from streams.batch_step import BatchStep, VersionTable, topic_range_reader
+from streams.batch_step import BatchStep, Checks, StepHooks, VersionTable, topic_range_reader
 from streams.fail_stop import stop_worker
 from streams.outlets import KafkaOutlets
 from streams.pending_visits import PendingResolver
@@ -80,18 +79,19 @@ class VisitPipeline(Service):
         self.producer = kafka.producer(settings.kafka_bootstrap, f"{settings.worker_app_id}-outlets")
         await self.producer.start()
         outlets = KafkaOutlets(self.producer, settings.topics, load_or_create_key(settings.pseudonym_key_file),
-                               SensitiveDiagnoses.parse(settings.sensitive_diagnoses))
+                               settings.sensitive)
         await self.registry.start()
         await self.cards.start()
         read_range = topic_range_reader(settings.kafka_bootstrap)
         self.resolver = PendingResolver(self.pool, self.writer, self.identity, outlets, read_range,
                                         settings.topics.visits)
         await self.resolver.start()
-        self.step = BatchStep(settings.topics.visits, self.pool, self.writer, self.keyring, self.identity,
-                              self.versions, outlets, self.registry.catch_up, read_range, on_hold=self._holding,
-                              on_resumed=self._resumed, on_waiting=self._on_waiting,
+        self.step = BatchStep(settings.topics.visits, PostgresBatchStore(self.pool, self.writer),
+                              Checks(self.keyring, self.identity, settings.signing_window, self.registry.catch_up),
+                              self.versions, outlets, read_range,
+                              StepHooks(on_hold=self._holding, on_resumed=self._resumed, on_waiting=self._on_waiting),
                               suspects=await self.writer.suspect_batches(self.pool, settings.topics.visits),
-                              signing_window=settings.signing_window, dead_letter_topic=settings.topics.dead_letter)
+                              dead_letter_topic=settings.topics.dead_letter)
         self._health = await metrics.serve(settings.worker_metrics_port, self.health, "worker", settings.metrics_host)
 
     async def on_stop(self) -> None:

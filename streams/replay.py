@@ -29,13 +29,14 @@ from healthbook.store import (
     WRITE_CLOCK_MARGIN,
     BookReader,
     BookWriter,
+    PostgresBatchStore,
     create_rebuild,
     database_now,
     drop_rebuild,
     swap_in_rebuild,
 )
 from healthbook.topic_follower import TopicFollower
-from streams.batch_step import BatchStep, delivery_of_record, topic_range_reader
+from streams.batch_step import BatchStep, Checks, delivery_of_record, topic_range_reader
 from streams.outlets import NoOutlets
 
 REBUILD_SCHEMA = "replay_rebuild"
@@ -107,10 +108,11 @@ async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Con
         if partitions is None:
             async with pool.acquire() as conn:
                 await create_rebuild(conn, schema)
-        step = BatchStep(settings.topics.visits, pool, BookWriter(schema), keyring, identity,
+        step = BatchStep(settings.topics.visits, PostgresBatchStore(pool, BookWriter(schema)),
+                         Checks(keyring, identity, settings.signing_window, registry.catch_up),
                          RecentVersions() if versions is None else versions, NoOutlets(),
-                         registry.catch_up, topic_range_reader(settings.kafka_bootstrap), isolate_at_once=True,
-                         signing_window=settings.signing_window, dead_letter_topic=settings.topics.dead_letter)
+                         topic_range_reader(settings.kafka_bootstrap), isolate_at_once=True,
+                         dead_letter_topic=settings.topics.dead_letter)
         async for batch in _batches(settings, console, partitions):
             await step.run(batch)
             report.messages += len(batch)

@@ -8,7 +8,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from healthbook.config import Settings
 from synthetic.population import Citizen, make_citizen, make_visit
+
+SENSITIVE = Settings().sensitive  # the deployment default, HEALTHBOOK_SENSITIVE_DIAGNOSES
 
 
 def citizen(seed: int = 7, province: str = "079") -> Citizen:

@@ -30,7 +30,7 @@ from commands.identity_standin import IdentityPlatform, confirmation, ensure_ide
 from commands.local_ca import local_ca
 from commands.processes import ServiceProcess
 from consumers.dead_letters import read_dead_letters
-from domain.identity import IdentityDirectory, Mismatch, Pending, resolve
+from domain.identity import IdentityDirectory, Mismatch, WaitingForCard, resolve
 from domain.keyring import ClinicKey, Keyring
 from domain.validation import Accepted, validate
 from healthbook import kafka
@@ -268,7 +268,7 @@ async def expected_from_topic(settings: Settings, keyring: Keyring) -> tuple[dic
                         dead.add((m.partition, m.offset))
                         counts["rejected:identity_mismatch"] += 1
                         continue
-                    if isinstance(whose, Pending):
+                    if isinstance(whose, WaitingForCard):
                         counts["pending"] += 1
                         continue
                     event = whose.event

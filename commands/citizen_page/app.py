@@ -25,27 +25,20 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from commands.identity_standin import ReplyTimeout, confirmation
-from domain.replies import TREATMENT_RESULTS, VISIT_TYPES, Reply, VisitView, refused
+from domain import sentences
+from domain.replies import Reply, VisitView, refused
 from domain.signature_check import check_visit_signature
 from schemas import rules
+from schemas.refusal_codes import RefusalCode, ReplyStatus
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
-CONFIRMATION_TEXT = ("Thông tin về lịch sử khám chữa bệnh BHYT của bạn sẽ được tích hợp hiển thị lên ứng dụng "
-                     "VNeID. Vui lòng xác nhận để hệ thống tiếp tục xử lý")
-LEVEL_REFUSAL = ("Tài khoản của bạn là tài khoản định danh điện tử mức 1. Bạn cần tài khoản định danh điện tử "
-                 "mức 2 để xem Sổ sức khỏe điện tử.")
 COOKIE = "standin_session"
-REPLY_TIMEOUT = 30.0
-NO_REPLY = ("Hệ thống sổ sức khỏe chưa phản hồi. Vui lòng thử lại sau ít phút "
-            "(no reply from the query consumer within 30 s).")
-ID_PROBLEMS = {
-    "personal_id_format": "Số định danh cá nhân gồm đúng 12 chữ số, như trên căn cước công dân.",
-    "personal_id_province": "Ba chữ số đầu của số định danh cá nhân không phải mã tỉnh, thành phố nào.",
-}
+REPLY_TIMEOUT = 30
+ID_PROBLEMS = {"personal_id_format": sentences.PERSONAL_ID_FORMAT,
+               "personal_id_province": sentences.PERSONAL_ID_PROVINCE}
 VIETNAM = timezone(timedelta(hours=7))
 FIRST_YEAR = 2016
-FLAGS = {"high": ("↑", "Cao hơn bình thường"), "low": ("↓", "Thấp hơn bình thường"), "normal": ("", "Bình thường")}
 
 
 class Asker(Protocol):
@@ -64,18 +57,6 @@ class Session:
     passcode_passed: bool = False
 
 
-def _minute(value: str | None) -> str:
-    """yyyyMMddHHmm as dd/MM/yyyy HH:mm."""
-    if not value:
-        return "-"
-    day = f"{value[6:8]}/{value[4:6]}/{value[:4]}"
-    return f"{day} {value[8:10]}:{value[10:12]}" if len(value) >= 12 else day
-
-
-def _money(value: Any) -> str:
-    return "-" if value is None else f"{value:,.0f} đ".replace(",", ".")
-
-
 def _signed_time(value: datetime) -> str:
     return value.astimezone(VIETNAM).strftime("%d/%m/%Y %H:%M")
 
@@ -86,9 +67,11 @@ class CitizenPage:
     def __init__(self, passcode: str) -> None:
         self.passcode = passcode
         self.templates = Jinja2Templates(directory=HERE / "templates")
-        self.templates.env.filters.update(minute=_minute, money=_money, signed_time=_signed_time)
-        self.templates.env.globals.update(visit_types=VISIT_TYPES, treatment_results=TREATMENT_RESULTS, flags=FLAGS,
-                                          check_signature=check_visit_signature)
+        self.templates.env.filters.update(minute=sentences.minute, money=sentences.money, signed_time=_signed_time)
+        self.templates.env.globals.update(visit_types=sentences.VISIT_TYPES, flags=sentences.RESULT_FLAGS,
+                                          treatment_results=sentences.TREATMENT_RESULTS, refusal_codes=RefusalCode,
+                                          reply_status=ReplyStatus, check_signature=check_visit_signature,
+                                          level_refusal=sentences.LEVEL_ONE_ACCOUNT.citizen())
         self.sessions: dict[str, Session] = {}
         self.platform: Asker | None = None
         self._asking = asyncio.Lock()  # one reader of the replies topic at a time
@@ -114,7 +97,8 @@ class CitizenPage:
                 return await self.platform.ask(request, timeout=REPLY_TIMEOUT)
             except ReplyTimeout as late:
                 log.warning("%s", late)
-                return refused(request["request_id"], "no_reply", NO_REPLY, request["year"])
+                return refused(request["request_id"], RefusalCode.NO_REPLY,
+                               sentences.NO_REPLY.said(seconds=REPLY_TIMEOUT), request["year"])
 
     async def sign_in_form(self, request: Request) -> Response:
         return self.page(request, "sign_in.html", error=None, personal_id="")
@@ -127,7 +111,7 @@ class CitizenPage:
             rules.check_personal_id(personal_id, None, None)
         except rules.RuleBroken as broken:
             return self.page(request, "sign_in.html", 400, personal_id=personal_id,
-                             error=ID_PROBLEMS.get(broken.rule, ID_PROBLEMS["personal_id_format"]))
+                             error=ID_PROBLEMS.get(broken.rule, sentences.PERSONAL_ID_FORMAT).citizen())
         token = secrets.token_urlsafe(24)
         self.sessions[token] = Session(personal_id, level)
         response = RedirectResponse("/ho-so-suc-khoe", status_code=303)
@@ -152,7 +136,8 @@ class CitizenPage:
             return RedirectResponse("/", status_code=303)
         if session.confirmed and session.passcode_passed:
             return RedirectResponse("/so-suc-khoe-dien-tu/nam", status_code=303)
-        return self.page(request, "confirm.html", session=session, confirmation_text=CONFIRMATION_TEXT)
+        return self.page(request, "confirm.html", session=session,
+                         confirmation_text=sentences.CONFIRMATION.citizen())
 
     async def confirm(self, request: Request) -> Response:
         session = self.session_of(request)
@@ -174,7 +159,7 @@ class CitizenPage:
         given = str((await request.form()).get("passcode", ""))
         if not secrets.compare_digest(given.encode(), self.passcode.encode()):
             return self.page(request, "passcode.html", 400, session=session,
-                             error="Mã passcode không đúng. Vui lòng nhập lại.")
+                             error=sentences.WRONG_PASSCODE.citizen())
         session.passcode_passed = True
         return RedirectResponse("/so-suc-khoe-dien-tu/nam", status_code=303)
 
@@ -186,8 +171,7 @@ class CitizenPage:
         years = list(range(datetime.now(UTC).year, FIRST_YEAR - 1, -1))
         reply = None if year is None else await self.ask(
             confirmation(session.personal_id, year, identity_level=session.identity_level))
-        return self.page(request, "year.html", session=session, year=year, years=years, reply=reply,
-                         level_refusal=LEVEL_REFUSAL)
+        return self.page(request, "year.html", session=session, year=year, years=years, reply=reply)
 
     async def visit_view(self, request: Request) -> Response:
         session = self.ready(request)
@@ -197,9 +181,9 @@ class CitizenPage:
         facility, visit_code = request.path_params["facility"], request.path_params["visit_code"]
         reply = await self.ask(confirmation(session.personal_id, year, identity_level=session.identity_level,
                                             detail=(facility, visit_code)))
-        visit: VisitView | None = reply.visits[0] if reply.status == "ok" and reply.visits else None
+        visit: VisitView | None = reply.visits[0] if reply.status == ReplyStatus.OK and reply.visits else None
         return self.page(request, "visit.html", 200 if visit else 404, session=session, year=year, reply=reply,
-                         visit=visit, level_refusal=LEVEL_REFUSAL)
+                         visit=visit)
 
 
 def _chosen_year(request: Request) -> int | None:

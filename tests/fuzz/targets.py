@@ -11,7 +11,7 @@ import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -22,20 +22,24 @@ from commands import render
 from commands.local_ca import LocalCA
 from consumers.dead_letters import DeadLetterEntry
 from domain import deidentify, replies
-from domain.batch import Delivery, Refused
-from domain.consent import read_request
+from domain.batch import Delivery, RejectedDelivery
+from domain.book_entry import BookEntry, ClinicSignature
+from domain.consent import Refuse, RequestPolicy, decide
 from domain.identity import IdentityDirectory, resolve
 from domain.keyring import ClinicKey, Keyring
 from domain.registry_trust import TrustAnchors, Untrusted
-from domain.replies import BookEntry, ClinicSignature, read_reply
+from domain.replies import read_reply
 from domain.rows import visit_row
 from domain.signature_check import check_visit_signature
-from domain.validation import Rejected, RejectionCode, validate
+from domain.validation import Rejected, validate
+from healthbook.config import Settings
 from producers.dossier_mapping import MappingFailed, map_hoso
 from producers.giamdinhhs import DossierReader
 from schemas import catalogue, envelope, wire
+from schemas.dead_letter_reasons import DeadLetterReason
 from schemas.envelope import Signer
 from schemas.errors import ContractError
+from schemas.refusal_codes import RefusalCode
 from schemas.visit import read_visit
 from schemas.visit_record import Visit
 from streams.dead_letters import dead_letter
@@ -101,6 +105,7 @@ def check_visit_envelope(data: bytes) -> str:
     return "accepted"
 
 
+_SENSITIVE = Settings().sensitive
 SEEDS_REQUESTED_AT = datetime.fromtimestamp(1_773_563_400, UTC)
 
 
@@ -113,14 +118,15 @@ def _request_seeds() -> list[bytes]:
 
 
 def check_integration_request(data: bytes) -> str:
-    _, refusal = read_request(data, {"vneid-1": IDENTITY_SIGNER.public_key}, SEEDS_REQUESTED_AT)
-    return "refused" if refusal else "served"
+    decision = decide(data, RequestPolicy({"vneid-1": IDENTITY_SIGNER.public_key}, timedelta(minutes=5)),
+                      SEEDS_REQUESTED_AT)
+    return "refused" if isinstance(decision, Refuse) else "served"
 
 
 def _reply_seeds() -> list[bytes]:
     record = orjson.loads(Visit.of_model(read_visit(visit())).book_json())  # type: ignore[arg-type]
-    listed = replies.year_served("r-1", 2026, [BookEntry(record, _signature(_SEALED))])
-    return [listed.encode(), replies.refused("r-2", "identity_level", "mức 2").encode()]
+    listed = replies.year_served("r-1", 2026, [BookEntry(record, _signature(_SEALED))], _SENSITIVE)
+    return [listed.encode(), replies.refused("r-2", RefusalCode.IDENTITY_LEVEL, "mức 2").encode()]
 
 
 def check_integration_reply(data: bytes) -> str:
@@ -185,8 +191,8 @@ def check_identity_card(data: bytes) -> str:
 
 def _dead_letter_seeds() -> list[bytes]:
     source = Delivery("visits", 2, 41, 1_773_563_400_000, b"079186001234", _visit_seeds()[0], (0, 7))
-    return [dead_letter(Refused(source, Rejected(RejectionCode.BAD_SIGNATURE, "signature does not verify", [],
-                                                 "79001", "e-1")))]
+    return [dead_letter(RejectedDelivery(source, Rejected(DeadLetterReason.BAD_SIGNATURE, "signature does not verify",
+                                                          [], "79001", "e-1")))]
 
 
 def check_dead_letter(data: bytes) -> str:

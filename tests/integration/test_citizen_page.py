@@ -17,10 +17,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from commands.citizen_page.app import CONFIRMATION_TEXT, LEVEL_REFUSAL
 from commands.identity_standin import DEMO_PASSCODE
 from commands.processes import ServiceProcess
-from domain.replies import EMPTY_HISTORY
+from domain import sentences
 from tests.browser import (
     chromium,
     confirm_and_pass,
@@ -60,7 +59,7 @@ def _walk_a_full_year(driver: WebDriver, base: str, personal_id: str, full_code:
     assert driver.find_element(By.TAG_NAME, "h1").text == "Hồ sơ sức khỏe"
     assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "vi"
     driver.find_element(By.LINK_TEXT, "Sổ sức khỏe điện tử").click()
-    assert driver.find_element(By.ID, "xac-nhan-noi-dung").text == CONFIRMATION_TEXT
+    assert driver.find_element(By.ID, "xac-nhan-noi-dung").text == sentences.CONFIRMATION.citizen()
     driver.find_element(By.XPATH, "//button[normalize-space()='Xác nhận']").click()
     driver.find_element(By.ID, "passcode").send_keys("000000")
     driver.find_element(By.XPATH, "//button[normalize-space()='Tiếp tục']").click()
@@ -97,7 +96,7 @@ def _walk_a_full_year(driver: WebDriver, base: str, personal_id: str, full_code:
 
     driver.find_element(By.PARTIAL_LINK_TEXT, "Danh sách năm 2025").click()
     pick_year(driver, 2019)
-    assert driver.find_element(By.CSS_SELECTOR, "p.empty").text == EMPTY_HISTORY
+    assert driver.find_element(By.CSS_SELECTOR, "p.empty").text == sentences.EMPTY_HISTORY.citizen()
 
 
 def _walk_as_level_one(driver: WebDriver, base: str, personal_id: str) -> None:
@@ -109,7 +108,7 @@ def _walk_as_level_one(driver: WebDriver, base: str, personal_id: str) -> None:
     confirm_and_pass(driver, DEMO_PASSCODE)
     pick_year(driver, 2025)
     shown = text_of(driver)
-    assert LEVEL_REFUSAL in shown and "mức 2" in shown
+    assert sentences.LEVEL_ONE_ACCOUNT.citizen() in shown and "mức 2" in shown
     assert "Đã ký số" not in shown, "a level-1 account sees no visit"
 
 

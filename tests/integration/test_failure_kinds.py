@@ -10,12 +10,13 @@ from domain.batch import Delivery
 from domain.identity import IdentityDirectory
 from domain.keyring import ClinicKey, Keyring
 from healthbook import kafka
+from healthbook.config import Settings
 from healthbook.kafka import ensure_topics
-from healthbook.store import BookReader, BookWriter, create_rebuild, drop_rebuild
+from healthbook.store import BookReader, BookWriter, PostgresBatchStore, create_rebuild, drop_rebuild
 from schemas.envelope import Signer, now_millis, seal_visit
 from schemas.visit import VisitEvent
 from schemas.visit_record import Visit
-from streams.batch_step import BatchStep, topic_range_reader
+from streams.batch_step import BatchStep, Checks, topic_range_reader
 from tests.factories import visit, with_patient
 from tests.integration.conftest import certified, map_cards, new_citizen, next_sequence, register, visible, wait_until
 from tests.unit.test_hostile_input import _contradicting, _corpus
@@ -60,14 +61,12 @@ def step_on(db, schema, versions, outlets) -> BatchStep:
     keyring = Keyring(None)
     keyring.put(ClinicKey("79001", "k1", SIGNER.public_key, 0))
 
-    async def nothing_to_catch_up() -> None:
-        return None
-
     async def no_gaps_expected(topic, partition, start, end):
         raise AssertionError(f"these batches start at their applied offsets; nothing to read at {start}-{end}")
 
-    return BatchStep("visits", db, BookWriter(schema), keyring, IdentityDirectory(None), versions, outlets,
-                     nothing_to_catch_up, no_gaps_expected)
+    return BatchStep("visits", PostgresBatchStore(db, BookWriter(schema)),
+                     Checks(keyring, IdentityDirectory(None), Settings().signing_window), versions, outlets,
+                     no_gaps_expected)
 
 
 async def test_a_row_postgresql_refuses_is_dead_lettered_and_the_rest_of_its_batch_is_written(db):
@@ -191,7 +190,7 @@ async def test_a_batch_that_skips_offsets_reads_the_skipped_messages_from_the_to
         async with db.acquire() as conn:
             counts = await BookReader(schema).counts_of(conn)
             rows = await BookReader(schema).row_count(conn)
-            applied = await step.writer.applied_offsets(conn, topic, [0])
+            applied = await BookWriter(schema).applied_offsets(conn, topic, [0])
     finally:
         async with db.acquire() as conn:
             await drop_rebuild(conn, schema)

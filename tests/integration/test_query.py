@@ -6,7 +6,8 @@ import pytest
 
 from commands.identity_standin import confirmation
 from domain.replies import EMPTY_HISTORY
-from domain.sensitive_diagnoses import MASK, MASKED_NOTE
+from domain.sensitive_diagnoses import MASK
+from domain.sentences import MASKED_DIAGNOSIS
 from schemas.envelope import Signer, seal_request
 from tests.factories import visit
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
@@ -125,7 +126,7 @@ async def test_a_sensitive_diagnosis_is_masked_in_the_year_list_and_shown_in_the
     await clinics.publish(hiv)
     await wait_until(lambda: visible(db, "79001", hiv["visit_code"]), "the visit", process=clinics.worker)
     (listed,) = (await identity.ask(confirmation(alice.personal_id, 2025))).visits
-    assert listed.diagnosis_codes == [MASK, "J06.9"] and listed.diagnosis_names == MASKED_NOTE
+    assert listed.diagnosis_codes == [MASK, "J06.9"] and listed.diagnosis_names == MASKED_DIAGNOSIS.citizen()
     shown = listed.model_dump_json(exclude={"signed"})  # the signature's own bytes are random base64
     assert "B20" not in shown and hiv["discharge_diagnosis"] not in shown
     assert listed.signed is not None and listed.signed.signed_message is None, "the envelope would name B20"

@@ -8,12 +8,14 @@ import pytest
 
 from commands.identity_standin import confirmation
 from consumers.trusted_keys import TrustedKeysMissing, load_trusted_keys
-from domain.consent import check_request, read_request
+from domain.consent import Refuse, RequestPolicy, Serve, check_request, decide
+from healthbook.config import Settings
 from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer
 
 PLATFORM = Signer.generate("vneid-1")
 TRUSTED = {"vneid-1": PLATFORM.public_key}
+POLICY = Settings().request_policy(TRUSTED)  # the default five-minute window
 
 
 def signed(**changes) -> dict:
@@ -22,7 +24,7 @@ def signed(**changes) -> dict:
 
 
 def code(request) -> str | None:
-    refusal = check_request(request, TRUSTED)
+    refusal = check_request(request, POLICY)
     return refusal.code if refusal else None
 
 
@@ -66,7 +68,7 @@ NOW = datetime(2026, 3, 15, 8, 30, tzinfo=UTC)
 def test_a_request_must_be_dated_within_the_window_of_the_consumers_clock(requested_at, refused):
     request = dict(signed(), requested_at=requested_at)
     request["signature"] = PLATFORM.sign(envelope.request_signing_input(request))
-    refusal = check_request(request, TRUSTED, NOW)
+    refusal = check_request(request, POLICY, NOW)
     assert (refusal.code if refusal else None) == ("stale_request" if refused else None)
     if refused:
         assert "window" in refusal.message and "requested_at" in refusal.message
@@ -75,8 +77,8 @@ def test_a_request_must_be_dated_within_the_window_of_the_consumers_clock(reques
 def test_the_window_is_a_setting_and_a_forged_date_is_a_bad_signature_first():
     request = dict(signed(), requested_at=NOW - timedelta(minutes=20))
     request["signature"] = PLATFORM.sign(envelope.request_signing_input(request))
-    assert check_request(request, TRUSTED, NOW, timedelta(minutes=30)) is None
-    assert check_request(dict(request, requested_at=NOW), TRUSTED, NOW).code == "bad_signature"
+    assert check_request(request, RequestPolicy(TRUSTED, timedelta(minutes=30)), NOW) is None
+    assert check_request(dict(request, requested_at=NOW), POLICY, NOW).code == "bad_signature"
 
 
 def test_a_version_3_request_signs_its_format_and_scope_and_refuses_an_unknown_format():
@@ -85,14 +87,39 @@ def test_a_version_3_request_signs_its_format_and_scope_and_refuses_an_unknown_f
     assert code(dict(bundle, format="book")) == "bad_signature", "the format is part of what was signed"
     assert code(dict(bundle, every_year=False)) == "bad_signature"
     raw = envelope.seal_request(confirmation("079186001234", 2026, answer_format="pdf"), PLATFORM)
-    request, refusal = read_request(raw, TRUSTED)
-    assert request is None and refusal is not None and refusal.code == "malformed" and "format" in refusal.message
+    decision = decide(raw, POLICY)
+    assert isinstance(decision, Refuse) and decision.refusal.code == "malformed"
+    assert "format" in decision.refusal.message
+    assert decision.requester.personal_id is None, "nothing of a malformed request is stored"
 
 
 def test_a_version_2_request_is_still_read_as_a_request_for_the_books_list_and_its_signature_holds():
     body = {k: v for k, v in confirmation("079186001234", 2026).items() if k not in ("format", "every_year")}
     body["key_id"] = PLATFORM.key_id
     body["signature"] = PLATFORM.sign(envelope.request_signing_input(body))
-    request, refusal = read_request(wire.encode(catalogue.INTEGRATION_REQUEST_V2, body), TRUSTED)
-    assert refusal is None and request is not None
-    assert (request["format"], request["every_year"]) == ("book", False)
+    decision = decide(wire.encode(catalogue.INTEGRATION_REQUEST_V2, body), POLICY)
+    assert isinstance(decision, Serve)
+    assert (decision.fhir, decision.year, decision.visit) == (False, 2026, None)
+
+
+def test_a_malformed_request_is_answered_with_every_field_that_could_be_read():
+    raw = envelope.seal_request(dict(confirmation("079186001234", 2026), personal_id="12345"), PLATFORM)
+    decision = decide(raw, POLICY)
+    assert isinstance(decision, Refuse) and decision.refusal.code == "malformed"
+    assert decision.requester.request_id and decision.requester.year == 2026
+    unreadable_id = envelope.seal_request(dict(confirmation("079186001234", 2026), request_id="r\x00"), PLATFORM)
+    assert decide(unreadable_id, POLICY).requester.request_id == ""
+    assert decide(b"\x00garbage", POLICY).requester.request_id == ""
+
+
+@pytest.mark.parametrize(("changes", "scope"), [
+    ({}, (2026, None, False)),
+    ({"every_year": True}, (None, None, False)),
+    ({"answer_format": "fhir", "every_year": True}, (None, None, True)),
+    ({"detail": ("79001", "79001-2026-1")}, (2026, ("79001", "79001-2026-1"), False)),
+])
+def test_a_served_request_names_its_scope_and_form(changes, scope):
+    decision = decide(envelope.seal_request(confirmation("079186001234", 2026, **changes), PLATFORM), POLICY,
+                      source=(3, 41))
+    assert isinstance(decision, Serve) and (decision.year, decision.visit, decision.fhir) == scope
+    assert decision.source == (3, 41) and decision.personal_id == "079186001234"

@@ -12,8 +12,8 @@ import orjson
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from domain.book_entry import BookEntry, ClinicSignature
 from domain.fhir_bundle import ICD10, book_bundle
-from domain.replies import BookEntry, ClinicSignature
 from healthbook.config import PROJECT_ROOT
 from producers.dossier_mapping import map_hoso
 from producers.giamdinhhs import DossierReader
@@ -21,7 +21,7 @@ from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer, seal_visit
 from schemas.visit import VisitEvent
 from schemas.visit_record import Visit
-from tests.factories import citizen, full_visit, visit
+from tests.factories import SENSITIVE, citizen, full_visit, visit
 
 SAMPLE = PROJECT_ROOT / "tests" / "fixtures" / "giamdinhhs-sample.xml"
 SIGNER = Signer.generate("his-1")
@@ -106,7 +106,7 @@ def test_every_element_of_the_sample_dossier_that_belongs_in_a_book_reaches_its_
     entries = sample_entries()
     assert len(entries) == 2
     for entry in entries:
-        bundle = book_bundle(entry.record["patient"]["personal_id"], [entry], detail=True)
+        bundle = book_bundle(entry.record["patient"]["personal_id"], [entry], detail=True, sensitive=SENSITIVE)
         validated(bundle)
         assert missing_from(bundle, entry, with_sensitive=True) == []
 
@@ -126,7 +126,7 @@ def test_a_visit_with_every_part_filled_reaches_its_bundle_and_each_resource_has
                      card_valid_from="20250101", card_valid_to="20251231"),
     )
     entry = stored(event)
-    bundle = book_bundle(entry.record["patient"]["personal_id"], [entry], detail=True)
+    bundle = book_bundle(entry.record["patient"]["personal_id"], [entry], detail=True, sensitive=SENSITIVE)
     validated(bundle)
     assert missing_from(bundle, entry, with_sensitive=True) == []
     kinds = {e["resource"]["resourceType"] for e in bundle["entry"]}
@@ -151,7 +151,7 @@ def test_a_visit_with_every_part_filled_reaches_its_bundle_and_each_resource_has
 
 def test_the_provenance_carries_a_signature_anyone_can_verify_from_the_bundle_alone():
     entry = stored(visit(person=citizen(5), sequence=51))
-    bundle = book_bundle(entry.record["patient"]["personal_id"], [entry])
+    bundle = book_bundle(entry.record["patient"]["personal_id"], [entry], sensitive=SENSITIVE)
     validated(bundle)
     (provenance,) = resources(bundle, "Provenance")
     binaries = {e["fullUrl"]: e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Binary"}
@@ -174,7 +174,7 @@ def test_a_list_bundle_leaves_sensitive_diagnoses_and_tables_out_and_the_detail_
     event.update(main_diagnosis_code=main, secondary_diagnosis_codes=secondary,
                  discharge_diagnosis="Bệnh nhạy cảm; Bệnh khác")
     entry = stored(event)
-    listed = book_bundle(entry.record["patient"]["personal_id"], [entry])
+    listed = book_bundle(entry.record["patient"]["personal_id"], [entry], sensitive=SENSITIVE)
     validated(listed)
     said = everything_said(listed)
     sensitive_code = main if main.startswith("B") else secondary[0]
@@ -184,7 +184,7 @@ def test_a_list_bundle_leaves_sensitive_diagnoses_and_tables_out_and_the_detail_
     assert encounter["meta"]["security"][0]["code"] == "MASKED"
     assert all(b["contentType"] != "application/vnd.healthbook.signed-visit+avro"
                for b in resources(listed, "Binary")), "the signed message holds the whole visit"
-    detail = book_bundle(entry.record["patient"]["personal_id"], [entry], detail=True)
+    detail = book_bundle(entry.record["patient"]["personal_id"], [entry], detail=True, sensitive=SENSITIVE)
     validated(detail)
     said = everything_said(detail)
     assert sensitive_code in said and "2RHZE/4RHE" in said
@@ -193,14 +193,14 @@ def test_a_list_bundle_leaves_sensitive_diagnoses_and_tables_out_and_the_detail_
 
 
 def test_a_year_without_visits_is_a_bundle_with_the_citizen_only():
-    bundle = book_bundle("079186001234", [])
+    bundle = book_bundle("079186001234", [], sensitive=SENSITIVE)
     validated(bundle)
     assert [e["resource"]["resourceType"] for e in bundle["entry"]] == ["Patient"]
 
 
 def test_a_broken_resource_fails_validation():
     entry = stored(visit(person=citizen(8), sequence=81))
-    bundle = book_bundle(entry.record["patient"]["personal_id"], [entry])
+    bundle = book_bundle(entry.record["patient"]["personal_id"], [entry], sensitive=SENSITIVE)
     resources(bundle, "Encounter")[0]["period"]["start"] = "202603150830"  # a QĐ 4750 time, not a FHIR dateTime
     with pytest.raises(ValueError, match=r"period\.start"):
         validated(bundle)

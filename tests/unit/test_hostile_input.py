@@ -8,8 +8,9 @@ import pytest
 from domain.identity import IdentityDirectory, Mismatch, Resolved, resolve
 from domain.keyring import ClinicKey, Keyring
 from domain.rows import visit_row
-from domain.validation import Accepted, Rejected, RejectionCode, validate
+from domain.validation import Accepted, Rejected, validate
 from schemas import catalogue, envelope, wire
+from schemas.dead_letter_reasons import DeadLetterReason
 from schemas.envelope import Signer
 from schemas.errors import MalformedMessage
 from schemas.visit import VisitEvent, read_visit
@@ -36,7 +37,7 @@ def test_an_out_of_range_avro_timestamp_is_a_malformed_message_not_a_crash():
 def test_a_signed_nul_character_in_any_text_field_is_a_named_rule_violation():
     event = with_patient(visit(discharge_diagnosis="Viêm họng\x00cấp"), full_name="Nguyễn\x00Lan")
     result = validate(*signed(event), KEYRING)
-    assert isinstance(result, Rejected) and result.code is RejectionCode.INVALID_EVENT
+    assert isinstance(result, Rejected) and result.code is DeadLetterReason.INVALID_EVENT
     assert {(p.field, p.rule) for p in result.problems} == {
         ("discharge_diagnosis", "control_character"), ("patient.full_name", "control_character")}
     assert "U+0000" in result.reason
@@ -103,19 +104,22 @@ def test_lag_is_skipped_not_fatal_for_a_partition_revoked_by_a_rebalance():
 
 
 def test_a_request_with_a_nul_in_its_personal_id_is_refused_before_anything_is_stored():
-    from domain.consent import read_request
+    from datetime import timedelta
+
+    from domain.consent import Refuse, RequestPolicy, Serve, decide
     from schemas.envelope import now_millis, seal_request
 
+    policy = RequestPolicy({"k1": SIGNER.public_key}, timedelta(minutes=5))
     request = {"request_id": "r-1", "personal_id": "0791860\x0001234", "year": 2026, "identity_level": 2,
                "consent_confirmed": True, "requested_at": 0, "detail": None}
-    decoded, refusal = read_request(seal_request(request, SIGNER), {"k1": SIGNER.public_key})
-    assert decoded is None and refusal is not None and refusal.code == "malformed"
-    assert "personal_id" in refusal.message
-    decoded, refusal = read_request(bytes.fromhex(_corpus("integration_request")), {})
-    assert decoded is None and refusal.code == "malformed"
+    decision = decide(seal_request(request, SIGNER), policy)
+    assert isinstance(decision, Refuse) and decision.refusal.code == "malformed"
+    assert "personal_id" in decision.refusal.message and decision.requester.personal_id is None
+    decision = decide(bytes.fromhex(_corpus("integration_request")), RequestPolicy({}, timedelta(minutes=5)))
+    assert isinstance(decision, Refuse) and decision.refusal.code == "malformed"
     good = dict(request, personal_id="079186001234", requested_at=now_millis())
-    decoded, refusal = read_request(seal_request(good, SIGNER), {"k1": SIGNER.public_key})
-    assert refusal is None and decoded["personal_id"] == "079186001234"
+    decision = decide(seal_request(good, SIGNER), policy)
+    assert isinstance(decision, Serve) and decision.personal_id == "079186001234"
 
 
 def test_operator_tables_show_what_senders_wrote_and_never_read_it_as_markup():
@@ -146,7 +150,7 @@ def test_a_bug_met_in_validation_is_logged_without_the_data_it_failed_on(caplog)
             raise ValueError(" ".join(quoted))
 
     result = validate_safely(*signed(visit()), ExplodingKeyring(None))
-    assert isinstance(result, Rejected) and result.code is RejectionCode.INTERNAL_ERROR
+    assert isinstance(result, Rejected) and result.code is DeadLetterReason.INTERNAL_ERROR
     assert "ValueError" in caplog.text and "key_for" in caplog.text
     assert "079186001234" not in caplog.text and "Nguyễn" not in caplog.text
 

@@ -3,11 +3,14 @@
 import pytest
 
 from domain import deidentify, replies
-from domain.replies import BookEntry
-from domain.sensitive_diagnoses import DEFAULT, MASK, MASKED_NOTE, BadSensitiveRanges, SensitiveDiagnoses
+from domain.book_entry import BookEntry
+from domain.sensitive_diagnoses import MASK, BadSensitiveRanges, SensitiveDiagnoses
+from domain.sentences import MASKED_DIAGNOSIS
 from schemas.visit import VisitEvent
 from schemas.visit_record import Visit
-from tests.factories import visit
+from tests.factories import SENSITIVE, visit
+
+MASKED_NOTE = MASKED_DIAGNOSIS.citizen()
 
 
 @pytest.mark.parametrize(("code", "sensitive"), [
@@ -16,7 +19,7 @@ from tests.factories import visit
     ("B2", False), (None, False),
 ])
 def test_the_default_list_covers_hiv_b20_b24_z21_and_tuberculosis_a15_a19(code, sensitive):
-    assert (code in DEFAULT) is sensitive
+    assert (code in SENSITIVE) is sensitive
 
 
 def test_the_list_is_a_setting_and_a_wrong_one_says_which_part():
@@ -34,7 +37,7 @@ def _record(main: str, secondary: list[str]) -> dict:
 
 def test_a_year_list_masks_a_sensitive_diagnosis_and_every_text_that_could_name_it():
     record = _record("B20.1", ["J06.9"])
-    listed = replies.year_served("r-1", 2026, [BookEntry(record), BookEntry(_record("J20.9", []))]).visits
+    listed = replies.year_served("r-1", 2026, [BookEntry(record), BookEntry(_record("J20.9", []))], SENSITIVE).visits
     assert listed[0].diagnosis_codes == [MASK, "J06.9"]
     assert listed[0].diagnosis_names == MASKED_NOTE and listed[0].reason is None
     assert listed[0].discharge_summary is None
@@ -45,5 +48,6 @@ def test_a_year_list_masks_a_sensitive_diagnosis_and_every_text_that_could_name_
 
 def test_a_secondary_sensitive_diagnosis_withholds_the_visit_from_analytics():
     assert deidentify.withheld(Visit.of_model(VisitEvent.model_validate(visit(
-        main_diagnosis_code="J06.9", secondary_diagnosis_codes=["A15.0"]))))
-    assert not deidentify.withheld(Visit.of_model(VisitEvent.model_validate(visit(main_diagnosis_code="J06.9"))))
+        main_diagnosis_code="J06.9", secondary_diagnosis_codes=["A15.0"]))), SENSITIVE)
+    plain = Visit.of_model(VisitEvent.model_validate(visit(main_diagnosis_code="J06.9")))
+    assert not deidentify.withheld(plain, SENSITIVE)

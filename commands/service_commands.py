@@ -18,6 +18,7 @@ from consumers.query import run as run_query_consumer
 from domain.replies import Reply
 from healthbook.config import Settings
 from healthbook.observability import use_json_logs
+from schemas.refusal_codes import ReplyStatus
 
 
 def query_consumer(settings: Settings, _: argparse.Namespace) -> None:
@@ -64,7 +65,7 @@ def export(settings: Settings, args: argparse.Namespace) -> None:
             return await platform.ask(request)
 
     reply = asyncio.run(run())
-    if reply.status != "ok" or reply.fhir_bundle is None:
+    if reply.status != ReplyStatus.OK or reply.fhir_bundle is None:
         sys.exit(f"refused ({reply.refusal_code}): {reply.message}")
     text = json.dumps(json.loads(reply.fhir_bundle), ensure_ascii=False, indent=2)
     if args.out:

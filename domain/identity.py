@@ -10,6 +10,7 @@ from domain.validation import Rejected
 from schemas import catalogue, rules, wire
 from schemas.dead_letter_reasons import DeadLetterReason
 from schemas.envelope import identity_card_signing_input
+from schemas.registry_reasons import IgnoredBecause
 from schemas.visit import read_visit
 from schemas.visit_record import Visit
 
@@ -35,7 +36,7 @@ class IdentityDirectory:
             if key is None:
                 return None
             if self.trust is not None:
-                raise Untrusted("unsigned_tombstone",
+                raise Untrusted(IgnoredBecause.UNSIGNED_TOMBSTONE,
                                 "a tombstone cannot be signed; the registry remaps a card instead")
             card = wire.text_key(key)
             self._by_card.pop(card, None)
@@ -45,7 +46,7 @@ class IdentityDirectory:
             self.trust.signed_by(record.get("registry_certificate"), INSURANCE_REGISTRY,
                                  record.get("registry_signature"), identity_card_signing_input(record))
             if key is None or wire.text_key(key) != record["card_number"]:
-                raise Untrusted("wrong_record_key", "the record's topic key is not its card number")
+                raise Untrusted(IgnoredBecause.WRONG_RECORD_KEY, "the record's topic key is not its card number")
         self._by_card[record["card_number"]] = record["personal_id"]
         return record["card_number"]
 

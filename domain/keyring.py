@@ -8,7 +8,9 @@ from typing import Any
 
 from domain.registry_trust import CLINIC_PREFIX, KEY_REGISTRY, TrustAnchors, Untrusted, raw_ed25519
 from schemas import catalogue, wire
+from schemas.dead_letter_reasons import DeadLetterReason
 from schemas.envelope import clinic_key_signing_input, to_millis
+from schemas.registry_reasons import IgnoredBecause
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def registry_key(clinic_code: str, key_id: str) -> bytes:
 class KeyLookupFailed(Exception):
     """The envelope's clinic or key cannot vouch for it; code is the dead-letter reason."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: DeadLetterReason, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -77,7 +79,8 @@ def verified_entry(record: dict[str, Any], trust: TrustAnchors) -> ClinicKey:
     entry = ClinicKey.from_record(record)
     issued = trust.certificate(entry.certificate, CLINIC_PREFIX + entry.clinic_code, datetime.now(UTC))
     if raw_ed25519(issued) != entry.public_key:
-        raise Untrusted("key_not_certified", f"the certificate of clinic {entry.clinic_code} key '{entry.key_id}' "
+        raise Untrusted(IgnoredBecause.KEY_NOT_CERTIFIED,
+                        f"the certificate of clinic {entry.clinic_code} key '{entry.key_id}' "
                         "certifies another public key")
     return ClinicKey(entry.clinic_code, entry.key_id, entry.public_key, entry.registered_at_ms, entry.revoked_at_ms,
                      entry.certificate, to_millis(issued.not_valid_before_utc), to_millis(issued.not_valid_after_utc))
@@ -106,7 +109,8 @@ class Keyring:
             if key is None:
                 return
             if self.trust is not None:
-                raise Untrusted("unsigned_tombstone", "a tombstone cannot be signed; retire a key by revoking it")
+                raise Untrusted(IgnoredBecause.UNSIGNED_TOMBSTONE,
+                                "a tombstone cannot be signed; retire a key by revoking it")
             clinic_code, _, key_id = wire.text_key(key).partition("/")
             self._remove(clinic_code, key_id)
             return
@@ -116,7 +120,7 @@ class Keyring:
             return
         entry = verified_entry(record, self.trust)
         if key is None or wire.text_key(key) != registry_key(entry.clinic_code, entry.key_id).decode():
-            raise Untrusted("wrong_record_key", "the record's topic key is not its clinic_code/key_id")
+            raise Untrusted(IgnoredBecause.WRONG_RECORD_KEY, "the record's topic key is not its clinic_code/key_id")
         self.put(entry)
 
     def put(self, entry: ClinicKey) -> None:
@@ -149,7 +153,7 @@ class Keyring:
         """Return the key that may verify a signature made at signed_at_ms, or raise KeyLookupFailed."""
         if clinic_code not in self._clinics:
             raise KeyLookupFailed(
-                "unknown_clinic",
+                DeadLetterReason.UNKNOWN_CLINIC,
                 f"clinic {clinic_code} has no registered signing key: the clinic makes its key pair and certificate "
                 f"request on its own machine ('healthbook clinic keygen --clinic {clinic_code}'), a trusted CA "
                 "certifies it, the operator registers the certificate ('healthbook clinic register --clinic "
@@ -159,19 +163,19 @@ class Keyring:
         entry = self._keys.get((clinic_code, key_id))
         if entry is None:
             raise KeyLookupFailed(
-                "unknown_key",
+                DeadLetterReason.UNKNOWN_KEY,
                 f"clinic {clinic_code} has no registered key '{key_id}'",
             )
         if entry.revoked_at_ms is not None and signed_at_ms >= entry.revoked_at_ms:
             revoked = datetime.fromtimestamp(entry.revoked_at_ms / 1000).isoformat(timespec="seconds")
             raise KeyLookupFailed(
-                "key_revoked",
+                DeadLetterReason.KEY_REVOKED,
                 f"key '{key_id}' of clinic {clinic_code} was revoked at {revoked}, before this signature",
             )
         if (entry.valid_from_ms is not None and signed_at_ms < entry.valid_from_ms) or (
                 entry.valid_until_ms is not None and signed_at_ms > entry.valid_until_ms):
             raise KeyLookupFailed(
-                "certificate_expired",
+                DeadLetterReason.CERTIFICATE_EXPIRED,
                 f"the certificate of key '{key_id}' of clinic {clinic_code} is not valid at the signing time; "
                 "the clinic needs a renewed certificate registered",
             )

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
 from schemas.envelope import verify
+from schemas.registry_reasons import IgnoredBecause
 
 CLINIC_PREFIX = "MA_CSKCB:"
 KEY_REGISTRY = "ROLE:key-registry"
@@ -28,7 +29,7 @@ INSURANCE_REGISTRY = "ROLE:insurance-registry"
 class Untrusted(Exception):
     """A certificate or registry record that cannot be verified; kind is a short label for counting."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: IgnoredBecause, message: str) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -59,9 +60,10 @@ def raw_ed25519(certificate: x509.Certificate) -> bytes:
     try:
         key = certificate.public_key()
     except (ValueError, TypeError) as exc:
-        raise Untrusted("bad_certificate", f"the certificate's public key cannot be read: {exc}") from None
+        raise Untrusted(IgnoredBecause.BAD_CERTIFICATE, f"the certificate's public key cannot be read: {exc}") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise Untrusted("key_type", "the certificate's key is not Ed25519, the only signing algorithm accepted")
+        raise Untrusted(IgnoredBecause.KEY_TYPE,
+                        "the certificate's key is not Ed25519, the only signing algorithm accepted")
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -86,26 +88,27 @@ class TrustAnchors:
     def certificate(self, der: bytes | None, uid: str, at: datetime) -> x509.Certificate:
         """Parse a DER certificate and check its issuer, subject UID, validity at `at` and revocation."""
         if not der:
-            raise Untrusted("no_certificate", f"no certificate is attached (one naming {uid} is required)")
+            raise Untrusted(IgnoredBecause.NO_CERTIFICATE, f"no certificate is attached (one naming {uid} is required)")
         try:  # cryptography parses fields lazily: a malformed one raises ValueError or TypeError when first read
             certificate = x509.load_der_x509_certificate(der)
             self._check(certificate, uid, at)
         except (ValueError, TypeError, x509.InvalidVersion) as exc:
-            raise Untrusted("bad_certificate", f"the certificate cannot be read: {exc}") from None
+            raise Untrusted(IgnoredBecause.BAD_CERTIFICATE, f"the certificate cannot be read: {exc}") from None
         return certificate
 
     def _check(self, certificate: x509.Certificate, uid: str, at: datetime) -> None:
         self._check_issuer(certificate)
         if subject_uid(certificate) != uid:
-            raise Untrusted("wrong_subject", f"the certificate names {subject_uid(certificate)!r}, not {uid!r}")
+            raise Untrusted(IgnoredBecause.WRONG_SUBJECT,
+                            f"the certificate names {subject_uid(certificate)!r}, not {uid!r}")
         if not certificate.not_valid_before_utc <= at <= certificate.not_valid_after_utc:
-            raise Untrusted("outside_validity", (
+            raise Untrusted(IgnoredBecause.OUTSIDE_VALIDITY, (
                 f"the certificate is valid from {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} to "
                 f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not at {at:%Y-%m-%d %H:%M} UTC"))
         for crl in self.revocation_lists:
             if crl.issuer == certificate.issuer and crl.get_revoked_certificate_by_serial_number(
                     certificate.serial_number) is not None:
-                raise Untrusted("certificate_revoked",
+                raise Untrusted(IgnoredBecause.CERTIFICATE_REVOKED,
                                 f"certificate {certificate.serial_number:x} is revoked by its CA")
 
     def _check_issuer(self, certificate: x509.Certificate) -> None:
@@ -117,7 +120,7 @@ class TrustAnchors:
                 return
             except (ValueError, TypeError, InvalidSignature):
                 continue
-        raise Untrusted("untrusted_issuer", "the certificate was not issued by a trusted CA "
+        raise Untrusted(IgnoredBecause.UNTRUSTED_ISSUER, "the certificate was not issued by a trusted CA "
                         f"(issuer {certificate.issuer.rfc4514_string()})")
 
     def signed_by(self, der: bytes | None, uid: str, signature: bytes | None, message: bytes,
@@ -125,5 +128,6 @@ class TrustAnchors:
         """Check that a certificate for uid, valid now, signed message; return the certificate or raise Untrusted."""
         certificate = self.certificate(der, uid, at or datetime.now(UTC))
         if not signature or not verify(raw_ed25519(certificate), signature, message):
-            raise Untrusted("bad_signature", f"the record's signature does not verify with the {uid} certificate")
+            raise Untrusted(IgnoredBecause.BAD_SIGNATURE,
+                            f"the record's signature does not verify with the {uid} certificate")
         return certificate

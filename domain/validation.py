@@ -100,7 +100,7 @@ def _signature_refusal(env: dict[str, Any], keyring: Keyring) -> tuple[DeadLette
     try:
         clinic_key = keyring.key_for(clinic, env["key_id"], envelope.to_millis(env["signed_at"]))
     except KeyLookupFailed as exc:
-        return DeadLetterReason(exc.code), exc.message
+        return exc.code, exc.message
     if not envelope.verify(clinic_key.public_key, env["signature"], envelope.visit_signing_input(env)):
         return DeadLetterReason.BAD_SIGNATURE, (
             f"signature does not verify with key '{env['key_id']}' of clinic {clinic}: "

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from domain.registry_trust import Untrusted
 from healthbook import kafka, observability
 from schemas.errors import ContractError
+from schemas.registry_reasons import IgnoredBecause
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +103,14 @@ class TopicFollower:
                         message.offset, exc.message,
                         extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
         except ContractError as exc:
-            self.ignored["unreadable"] += 1
-            observability.UNREADABLE.labels(message.topic, "unreadable").inc()
+            self.ignored[IgnoredBecause.UNREADABLE] += 1
+            observability.UNREADABLE.labels(message.topic, IgnoredBecause.UNREADABLE).inc()
             log.warning("skipping unreadable record at %s[%d]@%d (%s)", message.topic, message.partition,
                         message.offset, type(exc).__name__,
                         extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
         except Exception as exc:  # a bug met on one record must not stop every later key revocation
-            self.ignored["failed"] += 1
-            observability.UNREADABLE.labels(message.topic, "failed").inc()
+            self.ignored[IgnoredBecause.FAILED] += 1
+            observability.UNREADABLE.labels(message.topic, IgnoredBecause.FAILED).inc()
             log.error("skipping a record healthbook failed on at %s[%d]@%d (%s)", message.topic, message.partition,
                       message.offset, type(exc).__name__,
                       extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})

@@ -105,16 +105,17 @@ async def test_a_request_dated_outside_the_window_is_refused_as_stale(clinics, d
 
 
 async def test_a_redelivered_request_is_answered_again_not_refused(clinics, db):
-    from consumers.query import QueryPolicy, Source, answer
+    from consumers.query import QueryPolicy, answer
+    from healthbook.config import Settings
+    from healthbook.store import PostgresQueryStore
 
     alice, *_ = await _two_citizens_with_visits(clinics, db)
     raw = seal_request(confirmation(alice.personal_id, 2025), SIGNER)
-    policy = QueryPolicy({SIGNER.key_id: SIGNER.public_key})
-    async with db.acquire() as conn:
-        first = await answer(conn, raw, policy, Source(0, 10**12))
-        again = await answer(conn, raw, policy, Source(0, 10**12))
-        elsewhere = await answer(conn, raw, policy, Source(1, 10**12))
-    assert [(r.status, r.refusal_code, len(r.visits)) for r in (first, again, elsewhere)] == [
+    settings = Settings()
+    policy = QueryPolicy(settings.request_policy({SIGNER.key_id: SIGNER.public_key}), settings.sensitive, 10**6)
+    store = PostgresQueryStore(db)
+    answers = [await answer(store, raw, policy, source) for source in ((0, 10**12), (0, 10**12), (1, 10**12))]
+    assert [(a.reply.status, a.reply.refusal_code, len(a.reply.visits)) for a in answers] == [
         ("ok", None, 2), ("ok", None, 2), ("refused", "replayed_request", 0)]
 
 

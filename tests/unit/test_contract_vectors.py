@@ -5,7 +5,6 @@ import re
 
 import pytest
 
-from healthbook.config import PROJECT_ROOT
 from schemas import catalogue, envelope, wire
 from schemas.dead_letter_reasons import DeadLetterReason
 from schemas.refusal_codes import ANSWERED_BY_HEALTHBOOK, RefusalCode

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from commands.identity_standin import confirmation
-from domain.replies import EMPTY_HISTORY
+from domain.sentences import EMPTY_HISTORY
 from domain.sensitive_diagnoses import MASK
 from domain.sentences import MASKED_DIAGNOSIS
 from schemas.envelope import Signer, seal_request
@@ -49,7 +49,7 @@ async def test_a_year_without_visits_shows_the_empty_state_text(clinics, identit
     reply = await identity.ask(confirmation(new_citizen().personal_id, 2019))
     assert reply.status == "ok"
     assert reply.visits == []
-    assert reply.message == "Chưa có lịch sử khám chữa bệnh theo BHYT" == EMPTY_HISTORY
+    assert reply.message == "Chưa có lịch sử khám chữa bệnh theo BHYT" == EMPTY_HISTORY.citizen()
 
 
 @pytest.mark.parametrize(("changes", "sign", "refusal"), [

@@ -45,7 +45,7 @@ from domain.validation import Accepted, validate_safely
 from healthbook import kafka
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
-from healthbook.kafka import ensure_topics
+from healthbook.kafka import Broker, clinic_broker, ensure_topics
 from healthbook.store import BookWriter, PostgresBatchStore
 from producers.publisher import ClinicPublisher
 from schemas import catalogue, envelope, wire
@@ -74,7 +74,7 @@ async def _publish(settings: Settings, events_n: int, citizens_n: int) -> dict[s
     await ca.register(settings, [ca.entry(code, s) for code, s in signers.items()])
     _, events = make_population(7, citizens_n, events_n, list(CLINICS), (2025, 2026))
     for code, signer in signers.items():
-        async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, code, signer) as pub:
+        async with ClinicPublisher(clinic_broker(settings, code), settings.topics.visits, code, signer) as pub:
             await pub.publish_all([e for e in events if e["facility_code"] == code])
     return signers
 
@@ -82,8 +82,8 @@ async def _publish(settings: Settings, events_n: int, citizens_n: int) -> dict[s
 async def _reader_from_start(settings: Settings, client: str) -> tuple[AIOKafkaConsumer, int]:
     """A started consumer assigned every visits partition at its beginning, and how many messages they hold."""
     topic = settings.topics.visits
-    ends = await kafka.end_offsets(settings.kafka_bootstrap, topic)
-    reader = kafka.consumer(settings.kafka_bootstrap, client)
+    ends = await kafka.end_offsets(Broker.of(settings), topic)
+    reader = kafka.consumer(Broker.of(settings), client)
     await reader.start()
     partitions = [TopicPartition(topic, p) for p in ends]
     reader.assign(partitions)
@@ -152,13 +152,13 @@ async def _plain_loop(base: Settings, signers: dict[str, Signer], total: int) ->
     """aiokafka getmany batches into the worker's batch step, without faust; visits per second."""
     settings = await _own_database(base, "healthbook_bench_plain")
     pool = await connect_pool(settings.database_url, min_size=1, max_size=4)
-    producer = kafka.producer(settings.kafka_bootstrap, "bench-plain")
+    producer = kafka.producer(Broker.of(settings), "bench-plain")
     await producer.start()
 
     step = BatchStep(settings.topics.visits, PostgresBatchStore(pool, BookWriter()),
                      Checks(_keyring(signers), IdentityDirectory(None), settings.signing_window), {},
                      KafkaOutlets(producer, settings.topics, b"p" * 32, settings.sensitive),
-                     topic_range_reader(settings.kafka_bootstrap))
+                     topic_range_reader(Broker.of(settings)))
     reader, _ = await _reader_from_start(settings, "bench-plain")
     done = 0
     started = time.perf_counter()
@@ -181,7 +181,7 @@ async def _plain_loop(base: Settings, signers: dict[str, Signer], total: int) ->
 async def _worker(base: Settings, name: str, total: int, processes: int) -> tuple[float, str, Settings]:
     """A worker (or a supervisor of several) from its first row to the backlog's last; rate, resources, settings."""
     settings = await _own_database(base, name)
-    await ensure_topics(settings)  # ACLs for this worker id
+    await ensure_topics(settings, Broker.of(settings))  # ACLs for this worker id
     pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
     args = ("--processes", str(processes)) if processes > 1 else ()
     service = ServiceProcess("worker", settings, LOGS / f"bench-{name}.log", args).start()
@@ -238,7 +238,7 @@ async def run(events_n: int, citizens_n: int) -> None:
     console = Console(width=150)
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
     base = Settings().model_copy(update={"topic_prefix": f"bench-ceil-{stamp}."})
-    await ensure_topics(base)
+    await ensure_topics(base, Broker.of(base))
     console.print(f"publishing {events_n:,} signed visits of {citizens_n:,} citizens ...")
     signers = await _publish(base, events_n, citizens_n)
     deliveries, transport_seconds = await _read_all(base)

@@ -26,7 +26,7 @@ from commands.local_ca import local_ca
 from commands.processes import ServiceProcess
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
-from healthbook.kafka import ensure_topics
+from healthbook.kafka import Broker, clinic_broker, ensure_topics
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer
 from synthetic.population import CLINICS, make_population
@@ -84,7 +84,7 @@ async def measure(events_n: int, citizens_n: int, rate: float, console: Console)
         "topic_prefix": f"bench-{stamp}.",
         "database_url": await recreate_database(base.database_url, "healthbook_bench"),
     })
-    await ensure_topics(settings)
+    await ensure_topics(settings, Broker.of(settings))
     pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
     signers = {code: Signer.generate("k1") for code in CLINICS}
     ca = local_ca(settings)
@@ -96,7 +96,7 @@ async def measure(events_n: int, citizens_n: int, rate: float, console: Console)
     worker = ServiceProcess("worker", settings, PROJECT_ROOT / ".local" / "logs" / "bench-worker.log").start()
     try:
         code = warmup["facility_code"]
-        async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, code, signers[code]) as pub:
+        async with ClinicPublisher(clinic_broker(settings, code), settings.topics.visits, code, signers[code]) as pub:
             await pub.publish_all([warmup])
         while not await pool.fetchval("select count(*) from health_book_visits"):
             if not worker.running:
@@ -105,7 +105,7 @@ async def measure(events_n: int, citizens_n: int, rate: float, console: Console)
 
         cpu_at_start = cpu_seconds(worker.process.pid)  # type: ignore[union-attr]
         published_at: dict[tuple[str, str], float] = {}
-        publishers = {code: ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, code, s)
+        publishers = {code: ClinicPublisher(clinic_broker(settings, code), settings.topics.visits, code, s)
                       for code, s in signers.items()}
         for pub in publishers.values():
             await pub.__aenter__()

@@ -23,7 +23,7 @@ from rich.table import Table
 from commands.local_ca import local_ca
 from commands.processes import settings_env
 from healthbook.config import PROJECT_ROOT, Settings
-from healthbook.kafka import ensure_topics
+from healthbook.kafka import Broker, ensure_topics
 from producers.clinic_keys import save_signer
 from schemas.envelope import Signer
 from schemas.visit import VisitEvent
@@ -87,7 +87,7 @@ def main() -> None:
         "ingest_ledger": BENCH_DIR / f"ledger-{stamp}.sqlite"})
     signer = Signer.generate("k1")
     save_signer(settings.key_dir, "79001", signer)
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings, Broker.of(settings)))
     ca = local_ca(settings)
     asyncio.run(ca.register(settings, [ca.entry("79001", signer)]))
 

@@ -30,7 +30,7 @@ from domain.rows import BOOK_COLUMNS
 from healthbook import kafka
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
-from healthbook.kafka import ensure_topics
+from healthbook.kafka import Broker, ensure_topics
 from healthbook.store import BookReader
 from schemas import rules
 from schemas.envelope import Signer, seal_request, seal_visit
@@ -108,8 +108,8 @@ async def _database_time(settings: Settings, citizens: list[str], n: int) -> lis
 async def _ask_at_rate(settings: Settings, citizens: list[str], rate: float, seconds: float) -> tuple[list[float], int]:
     """Send signed requests at rate for seconds; the send-to-reply wait of each, and how many went unanswered."""
     signer = ensure_identity_key(settings)
-    producer = kafka.producer(settings.kafka_bootstrap, "bench-identity", linger_ms=0)
-    replies = kafka.consumer(settings.kafka_bootstrap, "bench-identity", settings.topics.integration_replies)
+    producer = kafka.producer(Broker.of(settings), "bench-identity", linger_ms=0)
+    replies = kafka.consumer(Broker.of(settings), "bench-identity", settings.topics.integration_replies)
     await producer.start()
     await replies.start()
     sent: dict[str, float] = {}
@@ -154,7 +154,7 @@ async def run(visits: int, citizens: int, rate: float, seconds: float) -> None:
         "topic_prefix": f"bench-query-{stamp}.", "query_metrics_port": 0,
         "identity_keys_file": PROJECT_ROOT / ".local" / "bench" / f"identity-{stamp}.json",
         "database_url": await recreate_database(base.database_url, "healthbook_bench_query")})
-    await ensure_topics(settings)
+    await ensure_topics(settings, Broker.of(settings))
     ids = await _load(settings, visits, citizens, console)
     database = await _database_time(settings, ids, 2_000)
     trust_identity_key(settings.identity_keys_file, ensure_identity_key(settings))

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
+import sys
 
 from commands.identity_standin import DEMO_PASSCODE
+from consumers.trusted_keys import TrustedKeysMissing
+from domain.registry_trust import TrustAnchorsMissing
+from domain.sensitive_diagnoses import BadSensitiveRanges
 from healthbook.config import Settings
+from healthbook.database import MigrationError
+from healthbook.kafka import NoKafkaLogin, TopicMissing
+from producers.clinic_keys import KeyFileMissing, KeyLifecycleError
+from producers.registry_signing import RegistryKeyMissing
+from streams.pseudonym_key import PseudonymKeyError
+
+SETUP_ERRORS = (NoKafkaLogin, TopicMissing, TrustedKeysMissing, TrustAnchorsMissing, BadSensitiveRanges,
+                MigrationError, KeyFileMissing, KeyLifecycleError, RegistryKeyMissing, PseudonymKeyError)
 
 # Each subcommand names its function as "module.function" under commands/ and is imported only when
 # run, so a worker process does not load the XML, signing and rendering stack of the other commands.
 
 # The broker principal each command logs in as unless HEALTHBOOK_KAFKA_USER says otherwise: each role
-# holds only its own ACLs. Clinics publish as clinic-<MA_CSKCB> when this machine holds that login.
+# holds only its own ACLs. Clinics publish (publish, ingest) as clinic-<MA_CSKCB> (kafka.clinic_broker).
 PRINCIPALS = {
     "worker_command.worker": "worker",
     "service_commands.query_consumer": "query",
@@ -35,6 +46,13 @@ PRINCIPALS = {
     "operator_commands.dlq_show": "operator",
     "operator_commands.dlq_retry": "operator",
 }
+
+
+def _days(text: str) -> int:
+    """A positive whole number of days, or an error argparse prints as one line."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number of days")
+    return int(text)
 
 
 def _clinic_parsers(sub: argparse._SubParsersAction) -> None:
@@ -77,7 +95,7 @@ def _publishing_parsers(sub: argparse._SubParsersAction) -> None:
     issue = ca.add_parser("issue", help="certify a clinic's certificate request (local stack; production uses a CA)")
     issue.add_argument("request", help="the .csr file 'healthbook clinic keygen' made")
     issue.add_argument("--out", help="where to write the certificate (default: beside the request, .crt)")
-    issue.add_argument("--days", type=int, default=730)
+    issue.add_argument("--days", type=_days, default=730, help="how long the certificate is valid (730)")
     issue.set_defaults(run="clinic_commands.ca_issue")
     withdraw = ca.add_parser("revoke", help="put a certificate on the CA's revocation list")
     withdraw.add_argument("certificate", help="PEM certificate to revoke")
@@ -85,7 +103,8 @@ def _publishing_parsers(sub: argparse._SubParsersAction) -> None:
     ca.add_parser("init", help="make the local CA and registry keys (idempotent)").set_defaults(
         run="clinic_commands.ca_init")
     broker = sub.add_parser("broker", help="broker principals").add_subparsers(dest="action", required=True)
-    add_clinic = broker.add_parser("add-clinic", help="give a clinic its own broker login (it may only write visits)")
+    add_clinic = broker.add_parser("add-clinic", help="give a clinic its own broker login, allowed only to write this "
+                                   "deployment's visits topic (HEALTHBOOK_TOPIC_PREFIX); idempotent")
     add_clinic.add_argument("--clinic", required=True, help="facility code (MA_CSKCB)")
     add_clinic.set_defaults(run="clinic_commands.broker_add_clinic")
     identity = sub.add_parser("identity", help="identity mappings").add_subparsers(dest="action", required=True)
@@ -177,10 +196,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the healthbook command."""
     args = parser().parse_args(argv)
-    if args.run in PRINCIPALS:
-        os.environ.setdefault("HEALTHBOOK_KAFKA_USER", PRINCIPALS[args.run])
+    settings = Settings()
+    if args.run in PRINCIPALS and not settings.kafka_user:
+        settings = settings.model_copy(update={"kafka_user": PRINCIPALS[args.run]})
     module, _, function = args.run.rpartition(".")
-    getattr(importlib.import_module(f"commands.{module}"), function)(Settings(), args)
+    try:
+        getattr(importlib.import_module(f"commands.{module}"), function)(settings, args)
+    except SETUP_ERRORS as exc:  # a missing login, key, topic or file: one sentence, not a traceback
+        sys.exit(f"healthbook {args.command}: {exc}")
 
 
 if __name__ == "__main__":

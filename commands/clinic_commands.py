@@ -104,9 +104,10 @@ def _checked_entry(settings: Settings, clinic: str, key_id: str, certificate: x5
 
 def clinic_register(settings: Settings, args: argparse.Namespace) -> None:
     """Register a clinic key certified by a trusted CA, signed by the key registry."""
+    broker = kafka.Broker.of(settings)
     entry = _checked_entry(settings, _clinic_code(args.clinic), args.key_id, _certificate(settings, args))
     registry = RegistrySigner.load(settings.registry_key_dir, KEY_REGISTRY_NAME)
-    asyncio.run(publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [entry], registry))
+    asyncio.run(publish_keys(broker, settings.topics.clinic_keys, [entry], registry))
     print(f"registered key '{args.key_id}' of clinic {args.clinic}; re-drive what waited for it with "
           "'healthbook dlq retry --reason unknown_clinic'")
 
@@ -121,15 +122,16 @@ def _run_key_change(change: Coroutine[Any, Any, None]) -> None:
 
 def clinic_rotate(settings: Settings, args: argparse.Namespace) -> None:
     """Switch a clinic to a new certified key; the old one stays valid for the grace period."""
+    broker = kafka.Broker.of(settings)
     new = _checked_entry(settings, _clinic_code(args.clinic), args.to_key, _certificate(settings, args))
     registry = RegistrySigner.load(settings.registry_key_dir, KEY_REGISTRY_NAME)
 
     async def run() -> None:
-        keyring = await registered_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
+        keyring = await registered_keys(broker, settings.topics.clinic_keys,
                                         settings.trust_anchors())
         entries = rotation(keyring.get(args.clinic, args.from_key), args.clinic, new, now_millis(),
                            int(args.grace_hours * 3_600_000))
-        await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, entries, registry)
+        await publish_keys(broker, settings.topics.clinic_keys, entries, registry)
 
     _run_key_change(run())
     print(f"clinic {args.clinic} now signs with '{args.to_key}'; '{args.from_key}' stays valid for "
@@ -138,14 +140,15 @@ def clinic_rotate(settings: Settings, args: argparse.Namespace) -> None:
 
 def clinic_revoke(settings: Settings, args: argparse.Namespace) -> None:
     """Reject signatures made with a key from a time on."""
+    broker = kafka.Broker.of(settings)
     at_ms = since_ms(args.at) or now_millis()
     registry = RegistrySigner.load(settings.registry_key_dir, KEY_REGISTRY_NAME)
 
     async def run() -> None:
-        keyring = await registered_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
+        keyring = await registered_keys(broker, settings.topics.clinic_keys,
                                         settings.trust_anchors())
         entry = revocation(keyring.get(args.clinic, args.key_id), at_ms)
-        await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, [entry], registry)
+        await publish_keys(broker, settings.topics.clinic_keys, [entry], registry)
 
     _run_key_change(run())
     print(f"key '{args.key_id}' of clinic {args.clinic}: signatures made from {_when(at_ms)} on are rejected")
@@ -153,15 +156,17 @@ def clinic_revoke(settings: Settings, args: argparse.Namespace) -> None:
 
 def broker_add_clinic(settings: Settings, args: argparse.Namespace) -> None:
     """Give a clinic its own broker principal on the local stack, allowed only to write the visits topic."""
+    broker = kafka.Broker.of(settings)
     principal = clinic_principal(_clinic_code(args.clinic))
     made = subprocess.run(["bash", str(PROJECT_ROOT / "stack" / "stack.sh"), "add-principal", principal],
                           capture_output=True, text=True)
     if made.returncode:
         sys.exit(made.stderr.strip() or made.stdout.strip())
-    asyncio.run(kafka.grant(settings.kafka_bootstrap, clinic_grants(settings, args.clinic)))
+    asyncio.run(kafka.grant(broker, clinic_grants(settings, args.clinic)))
     print(f"clinic {args.clinic} logs in to the broker as {principal} (password in "
           f"{settings.kafka_credentials_dir / principal}; hand it to the clinic only) and may write "
-          f"{settings.topics.visits}, nothing else")
+          f"{settings.topics.visits}, nothing else. Running this again keeps the password and the grant; run it "
+          "once per topic prefix the clinic publishes to")
 
 
 def ca_init(settings: Settings, args: argparse.Namespace) -> None:
@@ -206,7 +211,8 @@ def clinic_certificate(settings: Settings, args: argparse.Namespace) -> None:
 
 def clinic_list(settings: Settings, args: argparse.Namespace) -> None:
     """Show every registered key and its state."""
-    keyring = asyncio.run(registered_keys(settings.kafka_bootstrap, settings.topics.clinic_keys,
+    broker = kafka.Broker.of(settings)
+    keyring = asyncio.run(registered_keys(broker, settings.topics.clinic_keys,
                                        settings.trust_anchors()))
     table = Table(title="Registered clinic keys", title_justify="left")
     for column in ("clinic", "key id", "registered", "revoked from"):
@@ -220,12 +226,13 @@ def clinic_list(settings: Settings, args: argparse.Namespace) -> None:
 
 def identity_map(settings: Settings, args: argparse.Namespace) -> None:
     """Record which citizen a BHYT card belongs to."""
+    broker = kafka.Broker.of(settings)
     try:
         check_personal_id(args.personal_id, None, None)
     except RuleBroken as exc:
         sys.exit(f"personal ID {args.personal_id!r} {exc.message}")
     registry = RegistrySigner.load(settings.registry_key_dir, INSURANCE_REGISTRY_NAME)
-    asyncio.run(publish_identity_cards(settings.kafka_bootstrap, settings.topics.identity_cards,
+    asyncio.run(publish_identity_cards(broker, settings.topics.identity_cards,
                                        [(args.card, args.personal_id)], registry))
     print(f"BHYT card {args.card} belongs to {args.personal_id}; visits waiting for it will be projected")
 
@@ -240,10 +247,11 @@ def publish(settings: Settings, args: argparse.Namespace) -> None:
     else:
         sys.exit("give a JSON-lines FILE of visit events or --synthetic N")
     signer = load_signer(settings.key_dir, args.clinic, args.key_id)
+    broker = kafka.clinic_broker(settings, args.clinic)
 
     async def run() -> tuple[int, int]:
         failed = 0
-        async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, args.clinic, signer,
+        async with ClinicPublisher(broker, settings.topics.visits, args.clinic, signer,
                                    max_visit_bytes=settings.max_visit_bytes) as pub:
             pending = []
             for line, event in enumerate(events, 1):

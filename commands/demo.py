@@ -26,7 +26,7 @@ from consumers.analytics import read_deidentified, visits_per_diagnosis_province
 from consumers.dead_letters import read_dead_letters
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
-from healthbook.kafka import ensure_topics
+from healthbook.kafka import Broker, clinic_broker, ensure_topics
 from healthbook.store import BookReader
 from producers.clinic_keys import save_signer
 from producers.ingest import ingest
@@ -69,7 +69,7 @@ async def publish_batch(settings: Settings, console: Console) -> tuple[int, str]
     citizens, events = make_population(SEED, CITIZENS, VISITS, list(CLINICS), YEARS)
     sent = 0
     for code, signer in signers.items():
-        async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, code, signer) as publisher:
+        async with ClinicPublisher(clinic_broker(settings, code), settings.topics.visits, code, signer) as publisher:
             mine = [e for e in events if e["facility_code"] == code]
             sent += await publisher.publish_all(mine)
             resend = [e for e in rng.sample(mine, RESENT * len(mine) // VISITS + 1)]
@@ -88,7 +88,7 @@ async def publish_batch(settings: Settings, console: Console) -> tuple[int, str]
         discharge_diagnosis=original["discharge_diagnosis"] + "; theo dõi thêm",
     )
     code = original["facility_code"]
-    async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, code, signers[code]) as publisher:
+    async with ClinicPublisher(clinic_broker(settings, code), settings.topics.visits, code, signers[code]) as publisher:
         await (await publisher.publish(corrected))
         invalid = dict(
             make_visit(rng, make_citizen(rng), code, 900_001, datetime(2026, 5, 2, 9, 0)), discharged_at="202605010800"
@@ -101,7 +101,8 @@ async def publish_batch(settings: Settings, console: Console) -> tuple[int, str]
         await (await publisher.publish_raw(featured.personal_id.encode(), bytes(forged)))
         await (await publisher.publish_raw(b"not-a-person", b"<TONG_HOP>this is not an envelope</TONG_HOP>"))
     stranger = Signer.generate("k1")
-    async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, "92001", stranger) as publisher:
+    unregistered = clinic_broker(settings, "92001")
+    async with ClinicPublisher(unregistered, settings.topics.visits, "92001", stranger) as publisher:
         await (await publisher.publish(make_visit(rng, featured, "92001", 900_003, datetime(2026, 7, 1, 8, 0))))
     console.print(
         "also published: 1 corrected version, 1 visit breaking the rules, 1 forged signature, "
@@ -149,7 +150,8 @@ async def run(settings: Settings, page_port: int | None = DEMO_PORT) -> int:
     )
     console.rule("[bold]healthbook demo")
     console.print(f"topics prefixed [bold]{settings.topic_prefix}[/], database [bold]healthbook_demo[/] (fresh)")
-    await ensure_topics(settings)
+    broker = Broker.of(settings)
+    await ensure_topics(settings, broker)
     pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
     trust_identity_key(settings.identity_keys_file, ensure_identity_key(settings))  # the demo is the deployer
     logs = PROJECT_ROOT / ".local" / "logs"
@@ -176,9 +178,9 @@ async def run(settings: Settings, page_port: int | None = DEMO_PORT) -> int:
             render.fhir_summary(console, reply, f"FHIR R4 Bundle of {SAMPLE_CITIZEN}'s whole book")
             console.print(f"'healthbook export --personal-id {SAMPLE_CITIZEN}' prints it in full.")
         console.rule("Operator view")
-        render.dead_letters(console, await read_dead_letters(settings.kafka_bootstrap, settings.topics.dead_letter))
+        render.dead_letters(console, await read_dead_letters(broker, settings.topics.dead_letter))
         adds_up = render.outcome_summary(console, counts)
-        records = await read_deidentified(settings.kafka_bootstrap, settings.topics.deidentified)
+        records = await read_deidentified(broker, settings.topics.deidentified)
         render.analytics(console, visits_per_diagnosis_province_month(records), top=8,
                          title=f"Analytics subscribers see {len(records)} de-identified visits; the most frequent:")
         if page is not None:

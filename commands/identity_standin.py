@@ -80,9 +80,9 @@ class IdentityPlatform:
     def __init__(self, settings: Settings, signer: Signer) -> None:
         self.settings = settings
         self.signer = signer
-        self._producer = kafka.producer(settings.kafka_bootstrap, "identity-standin")
-        self._consumer = kafka.consumer(settings.kafka_bootstrap, "identity-standin",
-                                        settings.topics.integration_replies)
+        broker = kafka.Broker.of(settings)  # the stand-in logs in as the identity platform
+        self._producer = kafka.producer(broker, "identity-standin")
+        self._consumer = kafka.consumer(broker, "identity-standin", settings.topics.integration_replies)
         self._replies: dict[str, Reply] = {}
 
     async def __aenter__(self) -> IdentityPlatform:

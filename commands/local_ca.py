@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from domain.keyring import ClinicKey
 from domain.registry_trust import INSURANCE_REGISTRY, KEY_REGISTRY, clinic_subject, subject_name
 from healthbook.config import Settings
+from healthbook.kafka import Broker
 from producers.clinic_keys import certified_entry, publish_keys
 from producers.identity_cards import publish_identity_cards
 from producers.registry_signing import INSURANCE_REGISTRY_NAME, KEY_REGISTRY_NAME, RegistrySigner
@@ -139,11 +140,11 @@ class LocalCA:
 
     async def register(self, settings: Settings, entries: list[ClinicKey]) -> None:
         """Publish clinic-key entries signed by this stack's key registry."""
-        await publish_keys(settings.kafka_bootstrap, settings.topics.clinic_keys, entries, self.key_registry())
+        await publish_keys(Broker.of(settings), settings.topics.clinic_keys, entries, self.key_registry())
 
     async def map_cards(self, settings: Settings, mappings: list[tuple[str, str]]) -> None:
         """Publish card mappings signed by this stack's insurance registry."""
-        await publish_identity_cards(settings.kafka_bootstrap, settings.topics.identity_cards, mappings,
+        await publish_identity_cards(Broker.of(settings), settings.topics.identity_cards, mappings,
                                      self.insurance_registry())
 
 

@@ -16,13 +16,13 @@ from consumers.dead_letters import DeadLetterEntry, RetryReport, read_entries, r
 from consumers.status import status
 from healthbook.config import Settings
 from healthbook.database import connect_pool, migrate
-from healthbook.kafka import ensure_topics, topic_names
+from healthbook.kafka import Broker, ensure_topics, topic_names
 from healthbook.store import BookReader
 
 
 def topics(settings: Settings, _: argparse.Namespace) -> None:
     """Create the missing topics of the catalogue and list them all."""
-    created = asyncio.run(ensure_topics(settings))
+    created = asyncio.run(ensure_topics(settings, Broker.of(settings)))
     for name, topic in topic_names(settings).items():
         state = "created" if name in created else "exists"
         print(f"{name:32} {topic.partitions_for(settings.visit_partitions):>2} partitions  {state:7}  {topic.purpose}")
@@ -65,11 +65,11 @@ def counts(settings: Settings, _: argparse.Namespace) -> None:
 
 def pipeline_status(settings: Settings, _: argparse.Namespace) -> None:
     """Lag per partition, outcome counts, visits waiting for a card, the worker's last error."""
-    render.status(render.console(), settings.topics.visits, asyncio.run(status(settings)))
+    render.status(render.console(), settings.topics.visits, asyncio.run(status(settings, Broker.of(settings))))
 
 
 def _dlq_entries(settings: Settings, args: argparse.Namespace) -> list[DeadLetterEntry]:
-    entries = asyncio.run(read_entries(settings.kafka_bootstrap, settings.topics.dead_letter))
+    entries = asyncio.run(read_entries(Broker.of(settings), settings.topics.dead_letter))
     return select(entries, reason=args.reason, clinic=args.clinic, since_ms=since_ms(args.since),
                   offsets=set(args.offset) if getattr(args, "offset", None) else None)
 
@@ -101,7 +101,7 @@ def dlq_retry(settings: Settings, args: argparse.Namespace) -> None:
     async def run() -> RetryReport:
         pool = await connect_pool(settings.database_url, min_size=1, max_size=1)
         try:
-            return await retry(settings, pool, entries)
+            return await retry(settings, Broker.of(settings), pool, entries)
         finally:
             await pool.close()
 
@@ -114,5 +114,5 @@ def dlq_retry(settings: Settings, args: argparse.Namespace) -> None:
 def analytics(settings: Settings, args: argparse.Namespace) -> None:
     """The example analytics subscriber: visits per diagnosis, province and month."""
     found = visits_per_diagnosis_province_month(
-        asyncio.run(read_deidentified(settings.kafka_bootstrap, settings.topics.deidentified)))
+        asyncio.run(read_deidentified(Broker.of(settings), settings.topics.deidentified)))
     render.analytics(render.console(), found, args.top, "Visits per diagnosis, province and month (de-identified)")

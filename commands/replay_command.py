@@ -32,11 +32,12 @@ def replay_book(settings: Settings, args: argparse.Namespace) -> None:
     """Rebuild the health book from the visits topic and swap it in."""
     if args.partitions:
         only = [int(p) for p in args.partitions.split(",")]
-        part = asyncio.run(rebuild(settings, console=Console(quiet=True), partitions=only))
+        part = asyncio.run(rebuild(settings, kafka.Broker.of(settings), console=Console(quiet=True),
+                                   partitions=only))
         print(f"rebuilt partitions {args.partitions}: {part.messages} messages")
         return
     console = render.console()
-    report = asyncio.run(replay(settings, console) if args.processes == 1 else
+    report = asyncio.run(replay(settings, kafka.Broker.of(settings), console) if args.processes == 1 else
                          _replay_in_processes(settings, args.processes, console))
     print(f"replayed {report.messages} messages into {report.rows} health-book rows "
           f"({report.merged_from_live} newer rows kept from the live table) and swapped it in")
@@ -44,7 +45,7 @@ def replay_book(settings: Settings, args: argparse.Namespace) -> None:
 
 async def _replay_in_processes(settings: Settings, processes: int, console: Console) -> ReplayReport:
     """One rebuild filled by N processes, each over every N-th partition, then merged and swapped in once."""
-    partitions = sorted(await kafka.partitions_of(settings.kafka_bootstrap, settings.topics.visits))
+    partitions = sorted(await kafka.partitions_of(kafka.Broker.of(settings), settings.topics.visits))
     shares = [partitions[i::processes] for i in range(processes) if partitions[i::processes]]
     since = await begin_rebuild(settings)
     console.print(f"replaying {settings.topics.visits} in {len(shares)} processes over partitions "

@@ -23,7 +23,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> None:
     if processes > 1:
         sys.exit(Supervisor(settings, processes).run())
     sys.argv = [sys.argv[0], "worker"]
-    worker_main()
+    worker_main(settings)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from healthbook.kafka import Broker
 from healthbook.topic_follower import TopicFollower
 from schemas import catalogue, wire
 
@@ -25,9 +26,9 @@ def visits_per_diagnosis_province_month(records: list[dict[str, Any]]) -> Counte
                    for r in latest_versions(records).values())
 
 
-async def read_deidentified(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+async def read_deidentified(broker: Broker, topic: str) -> list[dict[str, Any]]:
     """Everything on the de-identified topic now."""
     records: list[dict[str, Any]] = []
-    await TopicFollower(bootstrap, topic,
+    await TopicFollower(broker, topic,
                         lambda _k, value: records.append(wire.decode(value, catalogue.DEIDENTIFIED_VISIT))).snapshot()
     return records

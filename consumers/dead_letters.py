@@ -29,7 +29,7 @@ class DeadLetterEntry:
         return self.record.get("retry_of") is not None
 
 
-async def read_entries(bootstrap: str, topic: str, *, distinct: bool = True) -> list[DeadLetterEntry]:
+async def read_entries(broker: kafka.Broker, topic: str, *, distinct: bool = True) -> list[DeadLetterEntry]:
     """The dead-letter records on the topic, with their coordinates; by default one per refused message.
 
     The topic is at-least-once: a worker stopped between sending a dead letter and committing its
@@ -41,7 +41,7 @@ async def read_entries(bootstrap: str, topic: str, *, distinct: bool = True) -> 
         entries.append(DeadLetterEntry(message.partition, message.offset,
                                        wire.decode(message.value, catalogue.DEAD_LETTER)))
 
-    await TopicFollower(bootstrap, topic, keep, whole_message=True).snapshot()
+    await TopicFollower(broker, topic, keep, whole_message=True).snapshot()
     return first_per_source(entries) if distinct else entries
 
 
@@ -80,7 +80,8 @@ class RetryReport:
     not_visits: list[DeadLetterEntry] = field(default_factory=list)
 
 
-async def retry(settings: Settings, pool: asyncpg.Pool, entries: list[DeadLetterEntry]) -> RetryReport:
+async def retry(settings: Settings, broker: kafka.Broker, pool: asyncpg.Pool,
+                entries: list[DeadLetterEntry]) -> RetryReport:
     """Put the original bytes of dead-lettered visits back on the visits topic, each record at most once.
 
     A re-driven message carries a header naming its dead-letter record; if it fails again the worker
@@ -89,7 +90,7 @@ async def retry(settings: Settings, pool: asyncpg.Pool, entries: list[DeadLetter
     report = RetryReport()
     ledger = RedriveLedger()
     done = await ledger.retried_dead_letters(pool)
-    producer = kafka.producer(settings.kafka_bootstrap, "dlq-retry")
+    producer = kafka.producer(broker, "dlq-retry")
     await producer.start()
     try:
         for entry in entries:
@@ -110,6 +111,6 @@ async def retry(settings: Settings, pool: asyncpg.Pool, entries: list[DeadLetter
     return report
 
 
-async def read_dead_letters(bootstrap: str, topic: str, *, distinct: bool = True) -> list[dict[str, Any]]:
+async def read_dead_letters(broker: kafka.Broker, topic: str, *, distinct: bool = True) -> list[dict[str, Any]]:
     """The dead-letter records currently on the topic, oldest first per partition (one per message by default)."""
-    return [entry.record for entry in await read_entries(bootstrap, topic, distinct=distinct)]
+    return [entry.record for entry in await read_entries(broker, topic, distinct=distinct)]

@@ -74,10 +74,10 @@ class QueryPolicy:
     largest_reply: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> QueryPolicy:
+    def from_settings(cls, settings: Settings, broker: kafka.Broker) -> QueryPolicy:
         """The policy the settings describe, reading the trusted identity-platform keys."""
         return cls(settings.request_policy(load_trusted_keys(settings.identity_keys_file)), settings.sensitive,
-                   kafka.largest_message(settings))
+                   broker.largest_message)
 
 
 @dataclass(frozen=True)
@@ -254,13 +254,14 @@ class RequestLoop:
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Consume integration requests and produce replies until stop is set."""
-    policy = QueryPolicy.from_settings(settings)
+    broker = kafka.Broker.of(settings)
+    policy = QueryPolicy.from_settings(settings, broker)
     pool = await while_unreachable("connect to PostgreSQL",
                                    partial(connect_pool, settings.database_url, min_size=1,
                                            max_size=ANSWERS_AT_ONCE))
-    consumer = await kafka.started(partial(kafka.consumer, settings.kafka_bootstrap, "query-consumer",
+    consumer = await kafka.started(partial(kafka.consumer, broker, "query-consumer",
                                            settings.topics.integration_requests, group_id=settings.query_group_id))
-    producer = await kafka.started(partial(kafka.producer, settings.kafka_bootstrap, "query-consumer"))
+    producer = await kafka.started(partial(kafka.producer, broker, "query-consumer"))
     health = await metrics.serve(settings.query_metrics_port, lambda: (True, {}), "query-consumer",
                                  settings.metrics_host)
     log.info("query consumer ready on %s", settings.topics.integration_requests)

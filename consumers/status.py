@@ -40,22 +40,22 @@ class Status:
     ignored: dict[str, dict[str, int]] = field(default_factory=dict)  # registry topic -> why -> records
 
 
-async def ignored_registry_records(settings: Settings) -> dict[str, dict[str, int]]:
+async def ignored_registry_records(settings: Settings, broker: kafka.Broker) -> dict[str, dict[str, int]]:
     """What a worker ignores on each registry topic, read and verified now exactly as a worker does, by why."""
     trust = settings.trust_anchors()
     found = {}
     for topic, apply in ((settings.topics.clinic_keys, Keyring(trust).apply),
                          (settings.topics.identity_cards, IdentityDirectory(trust).apply)):
-        follower = TopicFollower(settings.kafka_bootstrap, topic, apply)
+        follower = TopicFollower(broker, topic, apply)
         await follower.snapshot()
         found[topic] = dict(follower.ignored)
     return found
 
 
-async def status(settings: Settings) -> Status:
+async def status(settings: Settings, broker: kafka.Broker) -> Status:
     """Lag per partition, outcome counts, visits waiting for identity, ignored registry records, the last error."""
-    ends = await kafka.end_offsets(settings.kafka_bootstrap, settings.topics.visits)
-    ignored = await ignored_registry_records(settings)
+    ends = await kafka.end_offsets(broker, settings.topics.visits)
+    ignored = await ignored_registry_records(settings, broker)
     book = BookReader()
     conn = await asyncpg.connect(settings.database_url)
     try:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,56 +85,60 @@ def _tls(ca_file: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_file))
 
 
-_login: Login | None = None
+@dataclass(frozen=True)
+class Broker:
+    """How one process reaches Kafka, built once where the process starts: where, as whom, the largest record."""
+
+    bootstrap: str
+    login: Login
+    largest_message: int  # the largest record any healthbook topic accepts: a dead letter of the largest visit
+
+    @classmethod
+    def of(cls, settings: Settings, user: str | None = None) -> Broker:
+        """The broker as the settings name it, logged in as user (default: HEALTHBOOK_KAFKA_USER)."""
+        return cls(settings.kafka_bootstrap, Login.of(settings, user),
+                   max_message_bytes(DEAD_LETTER, settings.max_visit_bytes))
+
+    def as_user(self, user: str) -> Broker | None:
+        """The same broker as another principal whose password this machine holds, or None."""
+        held = self.login.held(user)
+        return None if held is None else replace(self, login=held)
+
+    def options(self) -> dict[str, Any]:
+        """aiokafka options every client of this process shares."""
+        return {"bootstrap_servers": self.bootstrap, **self.login.options()}
 
 
-def login(settings: Settings | None = None) -> Login:
-    """This process's broker login, read from the settings once (HEALTHBOOK_KAFKA_USER and its password file)."""
-    global _login
-    if settings is not None:
-        _login = Login.of(settings)
-    if _login is None:
-        _login = Login.of(Settings())
-    return _login
+def clinic_broker(settings: Settings, clinic_code: str) -> Broker:
+    """The broker as a clinic's publisher reaches it: as clinic-<MA_CSKCB> where this machine holds that login.
 
-
-def _security(as_login: Login | None) -> dict[str, Any]:
-    return (as_login or login()).options()
-
-
-_max_visit_bytes: int | None = None
-
-
-def largest_message(settings: Settings | None = None) -> int:
-    """The largest record any healthbook topic accepts (a dead letter of the largest visit), read once.
-
-    Producers may send and consumers fetch that much, so a record the broker took is never stuck
-    behind a client default (aiokafka would skip a record larger than its fetch size).
+    An operator's machine without it publishes as the principal HEALTHBOOK_KAFKA_USER names, if any.
     """
-    global _max_visit_bytes
-    if settings is not None:
-        _max_visit_bytes = settings.max_visit_bytes
-    if _max_visit_bytes is None:
-        _max_visit_bytes = Settings().max_visit_bytes
-    return max_message_bytes(DEAD_LETTER, _max_visit_bytes)
+    principal = f"clinic-{clinic_code}"
+    if settings.kafka_security_protocol == "PLAINTEXT" or (settings.kafka_credentials_dir / principal).exists():
+        return Broker.of(settings, principal)
+    if settings.kafka_user:
+        return Broker.of(settings)
+    raise NoKafkaLogin(f"this machine holds no broker login for clinic {clinic_code} (no password file "
+                       f"{settings.kafka_credentials_dir / principal}); on the local stack run 'healthbook broker "
+                       f"add-clinic --clinic {clinic_code}', elsewhere ask the operator for the clinic's login")
 
 
-def producer(bootstrap: str, client: str, *, as_login: Login | None = None, **overrides: Any) -> AIOKafkaProducer:
+def producer(broker: Broker, client: str, **overrides: Any) -> AIOKafkaProducer:
     """An idempotent, acks=all producer named healthbook-<client>; overrides tune batching or timeouts."""
     options: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 5,
-                               "max_request_size": largest_message(), **_security(as_login)}
+                               "max_request_size": broker.largest_message, **broker.options()}
     options.update(overrides)
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=f"{CLIENT_PREFIX}-{client}", **options)
+    return AIOKafkaProducer(client_id=f"{CLIENT_PREFIX}-{client}", **options)
 
 
-def consumer(bootstrap: str, client: str, *topics: str, group_id: str | None = None, as_login: Login | None = None,
+def consumer(broker: Broker, client: str, *topics: str, group_id: str | None = None,
              **overrides: Any) -> AIOKafkaConsumer:
     """A consumer that never commits on its own and starts from the earliest offset; no group unless given."""
     options: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest",
-                               "max_partition_fetch_bytes": largest_message(), **_security(as_login)}
+                               "max_partition_fetch_bytes": broker.largest_message, **broker.options()}
     options.update(overrides)
-    return AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=group_id,
-                            client_id=f"{CLIENT_PREFIX}-{client}", **options)
+    return AIOKafkaConsumer(*topics, group_id=group_id, client_id=f"{CLIENT_PREFIX}-{client}", **options)
 
 
 T = TypeVar("T")
@@ -162,10 +166,9 @@ async def started(make: Callable[[], Client]) -> Client:
     return await while_broker_away("start a Kafka client", attempt)
 
 
-def admin(bootstrap: str, *, as_login: Login | None = None, **overrides: Any) -> AIOKafkaAdminClient:
+def admin(broker: Broker, **overrides: Any) -> AIOKafkaAdminClient:
     """An admin client for topic creation and description."""
-    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{CLIENT_PREFIX}-admin",
-                               **_security(as_login), **overrides)
+    return AIOKafkaAdminClient(client_id=f"{CLIENT_PREFIX}-admin", **broker.options(), **overrides)
 
 
 def topic_names(settings: Settings) -> dict[str, TopicDefinition]:
@@ -173,12 +176,12 @@ def topic_names(settings: Settings) -> dict[str, TopicDefinition]:
     return {settings.topic_prefix + topic.name: topic for topic in TOPICS}
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
+async def ensure_topics(settings: Settings, broker: Broker) -> list[str]:
     """Create any missing topic of the catalogue and grant each role its ACLs; return the names created.
 
     Clinics whose broker login this machine holds (the local stack's) may write these visits.
     """
-    client = admin(settings.kafka_bootstrap)
+    client = admin(broker)
     await client.start()
     try:
         existing = set(await client.list_topics())
@@ -205,9 +208,9 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await client.close()
 
 
-async def grant(bootstrap: str, grants: list[broker_acls.Grant]) -> None:
+async def grant(broker: Broker, grants: list[broker_acls.Grant]) -> None:
     """Record ACLs on the broker, as this process's (admin) principal."""
-    client = admin(bootstrap)
+    client = admin(broker)
     await client.start()
     try:
         await broker_acls.grant(client, grants)
@@ -242,22 +245,23 @@ async def _wait_for_leaders(client: AIOKafkaAdminClient, names: list[str], timeo
         await asyncio.sleep(0.2)
 
 
-async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+async def partitions_of(broker: Broker, topic: str) -> list[int]:
     """The partition numbers of a topic, or raise TopicMissing."""
-    client = admin(bootstrap)
+    client = admin(broker)
     await client.start()
     try:
         (described,) = await client.describe_topics([topic])
     finally:
         await client.close()
     if described["error_code"] or not described["partitions"]:
-        raise TopicMissing(f"topic {topic} does not exist on {bootstrap}; create the topics with 'healthbook topics'")
+        raise TopicMissing(f"topic {topic} does not exist on {broker.bootstrap}; create the topics with "
+                           "'healthbook topics'")
     return sorted(p["partition"] for p in described["partitions"])
 
 
-async def send_all(bootstrap: str, client: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+async def send_all(broker: Broker, client: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
     """Send (key, value) records in order and wait until the broker acknowledged each one."""
-    sender = producer(bootstrap, client)
+    sender = producer(broker, client)
     await sender.start()
     try:
         for key, value in records:
@@ -266,10 +270,10 @@ async def send_all(bootstrap: str, client: str, topic: str, records: list[tuple[
         await sender.stop()
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+async def end_offsets(broker: Broker, topic: str) -> dict[int, int]:
     """The next offset to be written on each partition of a topic."""
-    partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
-    reader = consumer(bootstrap, "end-offsets")
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(broker, topic)]
+    reader = consumer(broker, "end-offsets")
     await reader.start()
     try:
         return {tp.partition: offset for tp, offset in (await reader.end_offsets(partitions)).items()}
@@ -277,9 +281,9 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         await reader.stop()
 
 
-async def read_range(bootstrap: str, topic: str, partition: int, start: int, end: int) -> list[ConsumerRecord]:
+async def read_range(broker: Broker, topic: str, partition: int, start: int, end: int) -> list[ConsumerRecord]:
     """The records of one partition from offset start up to (not including) end, as the topic still holds them."""
-    reader = consumer(bootstrap, "read-range")
+    reader = consumer(broker, "read-range")
     await reader.start()
     found: list[ConsumerRecord] = []
     try:

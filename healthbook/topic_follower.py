@@ -21,12 +21,12 @@ log = logging.getLogger(__name__)
 class TopicFollower:
     """Reads every partition of a topic without a consumer group, so each worker sees every entry."""
 
-    def __init__(self, bootstrap: str, topic: str, apply: Callable[[bytes | None, bytes | None], object],
+    def __init__(self, broker: kafka.Broker, topic: str, apply: Callable[[bytes | None, bytes | None], object],
                  *, whole_message: bool = False) -> None:
         self.topic = topic
         self.apply = apply
         self._whole = whole_message  # apply(message) instead of apply(key, value)
-        self._bootstrap = bootstrap
+        self._broker = broker
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
         self._lock = asyncio.Lock()
@@ -41,9 +41,9 @@ class TopicFollower:
         self._task = asyncio.create_task(self._follow())
 
     async def _open(self) -> None:
-        partitions = await kafka.partitions_of(self._bootstrap, self.topic)
+        partitions = await kafka.partitions_of(self._broker, self.topic)
         self._partitions = [TopicPartition(self.topic, p) for p in partitions]
-        consumer = kafka.consumer(self._bootstrap, "follower")
+        consumer = kafka.consumer(self._broker, "follower")
         await consumer.start()
         self._consumer = consumer
         consumer.assign(self._partitions)

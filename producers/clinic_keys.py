@@ -72,11 +72,11 @@ def load_signer(key_dir: Path, clinic_code: str, key_id: str) -> Signer:
     return Signer(key_id, key)
 
 
-async def publish_keys(bootstrap: str, topic: str, entries: list[ClinicKey], registry: RegistrySigner) -> None:
+async def publish_keys(broker: kafka.Broker, topic: str, entries: list[ClinicKey], registry: RegistrySigner) -> None:
     """Write clinic keys, signed by the key registry, to the compacted registry topic and wait for the broker."""
     records = [(entry.registry_key, wire.encode(catalogue.CLINIC_KEY, registry.clinic_key(entry.to_record())))
                for entry in entries]
-    await kafka.send_all(bootstrap, "clinic-keys", topic, records)
+    await kafka.send_all(broker, "clinic-keys", topic, records)
 
 
 def certified_entry(clinic_code: str, key_id: str, certificate: x509.Certificate) -> ClinicKey:
@@ -111,8 +111,8 @@ def revocation(entry: ClinicKey | None, at_ms: int) -> ClinicKey:
                      entry.certificate)
 
 
-async def registered_keys(bootstrap: str, topic: str, trust: TrustAnchors | None) -> Keyring:
+async def registered_keys(broker: kafka.Broker, topic: str, trust: TrustAnchors | None) -> Keyring:
     """The registry as it stands now, as a worker trusting these anchors sees it."""
     keyring = Keyring(trust)
-    await TopicFollower(bootstrap, topic, keyring.apply).snapshot()
+    await TopicFollower(broker, topic, keyring.apply).snapshot()
     return keyring

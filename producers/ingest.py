@@ -15,6 +15,7 @@ from lxml import etree
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from healthbook import kafka
 from healthbook.config import Settings
 from producers.clinic_keys import load_signer
 from producers.dossier_mapping import MappingFailed, map_hoso, source_of
@@ -144,8 +145,8 @@ async def ingest_file(path: Path, settings: Settings, ledger: IngestLedger, *, k
         hoso_stream = chain([first] if first else [], hosos)
     task = progress.add_task(path.name, total=reader.size, hoso=0)
     publisher = None if check_only else ClinicPublisher(
-        settings.kafka_bootstrap, settings.topics.visits, facility, load_signer(settings.key_dir, facility, key_id),
-        max_visit_bytes=settings.max_visit_bytes)
+        kafka.clinic_broker(settings, facility), settings.topics.visits, facility,
+        load_signer(settings.key_dir, facility, key_id), max_visit_bytes=settings.max_visit_bytes)
     size = SizeCheck(facility, key_id, settings.max_visit_bytes)
     async with publisher or contextlib.nullcontext():
         try:
@@ -226,6 +227,8 @@ async def ingest(settings: Settings, target: Path, *, key_id: str = "k1", versio
                 try:
                     reports.append(await ingest_file(path, settings, ledger, key_id=key_id, version=version,
                                                      progress=progress, check_only=check_only))
+                except kafka.NoKafkaLogin:
+                    raise  # about this machine, not the file: no later file could be published either
                 except Exception as exc:  # one unreadable file is one report line; the next file goes on
                     reports.append(FileReport(str(path), file_error=_file_error(exc)))
     finally:

@@ -40,7 +40,7 @@ def size_problem(size: int, limit: int) -> Problem | None:
 class ClinicPublisher:
     """An idempotent, acks=all producer that signs each visit of one clinic before sending it."""
 
-    def __init__(self, bootstrap: str, topic: str, clinic_code: str, signer: Signer, *,
+    def __init__(self, broker: kafka.Broker, topic: str, clinic_code: str, signer: Signer, *,
                  max_visit_bytes: int = DEFAULT_MAX_VISIT_BYTES, **producer_options: Any) -> None:
         self.topic = topic
         self.clinic_code = clinic_code
@@ -48,9 +48,8 @@ class ClinicPublisher:
         self.max_visit_bytes = max_visit_bytes
         options: dict[str, Any] = {"linger_ms": 10, "max_batch_size": 256 * 1024}
         options.update(producer_options)
-        # A clinic publishes as its own principal (allowed only to write visits) when this machine holds it.
-        self._producer = kafka.producer(bootstrap, f"clinic-{clinic_code}",
-                                        as_login=kafka.login().held(f"clinic-{clinic_code}"), **options)
+        # broker is the clinic's own login (kafka.clinic_broker), allowed only to write visits
+        self._producer = kafka.producer(broker, f"clinic-{clinic_code}", **options)
 
     async def __aenter__(self) -> ClinicPublisher:
         await self._producer.start()

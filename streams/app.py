@@ -21,19 +21,18 @@ from streams.pipeline import VisitPipeline
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> faust.App:
-    """Build the worker's faust app from settings."""
-    settings = settings or Settings()
+def create_app(settings: Settings, broker: kafka.Broker) -> faust.App:
+    """Build the worker's faust app from settings and the broker it reaches."""
     partitions = topics.VISITS.partitions_for(settings.visit_partitions)
-    login = kafka.login(settings)
-    fetch_bytes = kafka.largest_message(settings)
+    login = broker.login
+    fetch_bytes = broker.largest_message
     credentials = None if login.protocol == "PLAINTEXT" else faust.SASLCredentials(
         username=login.user, password=login.password, ssl_context=login.tls(), mechanism="SCRAM-SHA-512")
     datadir = settings.worker_data_dir / settings.worker_app_id  # faust's default is the current directory
     datadir.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last folder
     app = faust.App(
         settings.worker_app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=f"kafka://{broker.bootstrap}",
         broker_credentials=credentials,
         store="memory://",
         datadir=datadir,
@@ -58,7 +57,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     # partition holds exactly the citizens of the matching visits partition.
     versions = app.Table(topics.DEDUP_TABLE, default=None, partitions=partitions, use_partitioner=True,
                          key_type=bytes)
-    pipeline = VisitPipeline(settings, _KeyedTable(versions),
+    pipeline = VisitPipeline(settings, broker, _KeyedTable(versions),
                              lambda partition: app.consumer.highwater(TP(settings.topics.visits, partition)))
     app.add_dependency(pipeline)
     # Each batch sets up to batch_size changelog entries at once; faust's default buffer of 100 makes

@@ -51,10 +51,10 @@ def delivery_of_record(record: ConsumerRecord) -> Delivery:
                     retry_of(record.headers))
 
 
-def topic_range_reader(bootstrap: str) -> RangeReader:
+def topic_range_reader(broker: kafka.Broker) -> RangeReader:
     """Reads the deliveries of one partition's offsets [start, end) back from the broker."""
     async def read(topic: str, partition: int, start: int, end: int) -> list[Delivery]:
-        return [delivery_of_record(r) for r in await kafka.read_range(bootstrap, topic, partition, start, end)]
+        return [delivery_of_record(r) for r in await kafka.read_range(broker, topic, partition, start, end)]
     return read
 
 

@@ -35,18 +35,18 @@ log = logging.getLogger(__name__)
 class VisitPipeline(Service):
     """PostgreSQL, the side-record producer, the key registry and identity cards, and the batch step over them."""
 
-    def __init__(self, settings: Settings, versions: VersionTable,
+    def __init__(self, settings: Settings, broker: kafka.Broker, versions: VersionTable,
                  highwater: Callable[[int], int | None] = lambda partition: None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.settings = settings
+        self.settings, self.broker = settings, broker
         self.versions = versions
         self.highwater = highwater
         trust = settings.trust_anchors()
         self.keyring = Keyring(trust)
         self.identity = IdentityDirectory(trust)
         self.writer = BookWriter()
-        self.registry = TopicFollower(settings.kafka_bootstrap, settings.topics.clinic_keys, self.keyring.apply)
-        self.cards = TopicFollower(settings.kafka_bootstrap, settings.topics.identity_cards, self._on_card)
+        self.registry = TopicFollower(broker, settings.topics.clinic_keys, self.keyring.apply)
+        self.cards = TopicFollower(broker, settings.topics.identity_cards, self._on_card)
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
         self.step: BatchStep | None = None
@@ -73,16 +73,16 @@ class VisitPipeline(Service):
     async def _open(self) -> None:
         settings = self.settings
         for topic in (settings.topics.dead_letter, settings.topics.deidentified):
-            await kafka.partitions_of(settings.kafka_bootstrap, topic)  # fail fast, naming the missing topic
+            await kafka.partitions_of(self.broker, topic)  # fail fast, naming the missing topic
         self.pool = await while_unreachable(
             "connect to PostgreSQL", lambda: connect_pool(settings.database_url, min_size=1, max_size=3))
-        self.producer = kafka.producer(settings.kafka_bootstrap, f"{settings.worker_app_id}-outlets")
+        self.producer = kafka.producer(self.broker, f"{settings.worker_app_id}-outlets")
         await self.producer.start()
         outlets = KafkaOutlets(self.producer, settings.topics, load_or_create_key(settings.pseudonym_key_file),
                                settings.sensitive)
         await self.registry.start()
         await self.cards.start()
-        read_range = topic_range_reader(settings.kafka_bootstrap)
+        read_range = topic_range_reader(self.broker)
         self.resolver = PendingResolver(self.pool, self.writer, self.identity, outlets, read_range,
                                         settings.topics.visits)
         await self.resolver.start()

@@ -89,8 +89,9 @@ class RecentVersions:
             self._versions.popitem(last=False)
 
 
-async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Console | None = None,
-                  versions: RecentVersions | None = None, partitions: list[int] | None = None) -> ReplayReport:
+async def rebuild(settings: Settings, broker: kafka.Broker, schema: str = REBUILD_SCHEMA,
+                  console: Console | None = None, versions: RecentVersions | None = None,
+                  partitions: list[int] | None = None) -> ReplayReport:
     """Run the visits topic, as it stands now, through the batch step into `schema`'s new tables.
 
     With partitions, only those, into tables another process made (`begin_rebuild`): N processes over
@@ -99,9 +100,9 @@ async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Con
     console = console or Console(stderr=True)
     trust = settings.trust_anchors()
     keyring, identity = Keyring(trust), IdentityDirectory(trust)
-    registry = TopicFollower(settings.kafka_bootstrap, settings.topics.clinic_keys, keyring.apply)
+    registry = TopicFollower(broker, settings.topics.clinic_keys, keyring.apply)
     await registry.start()
-    await TopicFollower(settings.kafka_bootstrap, settings.topics.identity_cards, identity.apply).snapshot()
+    await TopicFollower(broker, settings.topics.identity_cards, identity.apply).snapshot()
     pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
     report = ReplayReport()
     try:
@@ -111,9 +112,9 @@ async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Con
         step = BatchStep(settings.topics.visits, PostgresBatchStore(pool, BookWriter(schema)),
                          Checks(keyring, identity, settings.signing_window, registry.catch_up),
                          RecentVersions() if versions is None else versions, NoOutlets(),
-                         topic_range_reader(settings.kafka_bootstrap), isolate_at_once=True,
+                         topic_range_reader(broker), isolate_at_once=True,
                          dead_letter_topic=settings.topics.dead_letter)
-        async for batch in _batches(settings, console, partitions):
+        async for batch in _batches(settings, broker, console, partitions):
             await step.run(batch)
             report.messages += len(batch)
         reader = BookReader(schema)
@@ -126,12 +127,13 @@ async def rebuild(settings: Settings, schema: str = REBUILD_SCHEMA, console: Con
     return report
 
 
-async def _batches(settings: Settings, console: Console, only: list[int] | None) -> AsyncIterator[list[Delivery]]:
+async def _batches(settings: Settings, broker: kafka.Broker, console: Console,
+                   only: list[int] | None) -> AsyncIterator[list[Delivery]]:
     """The visits topic (or only some partitions) from its beginning to its current end, in batches of deliveries."""
     topic = settings.topics.visits
-    partitions = [TopicPartition(topic, p) for p in await kafka.partitions_of(settings.kafka_bootstrap, topic)
+    partitions = [TopicPartition(topic, p) for p in await kafka.partitions_of(broker, topic)
                   if only is None or p in only]
-    reader = kafka.consumer(settings.kafka_bootstrap, "replay")
+    reader = kafka.consumer(broker, "replay")
     await reader.start()
     columns = (TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                TimeRemainingColumn())
@@ -152,14 +154,14 @@ async def _batches(settings: Settings, console: Console, only: list[int] | None)
         await reader.stop()
 
 
-async def replay(settings: Settings, console: Console | None = None) -> ReplayReport:
+async def replay(settings: Settings, broker: kafka.Broker, console: Console | None = None) -> ReplayReport:
     """Rebuild while the live book keeps serving, merge what the worker wrote meanwhile, swap the book in.
 
     The merge keeps, per visit, the higher version of the two tables, so a visit the worker applied
     during the rebuild is not lost; at equal versions the rebuilt row wins.
     """
     since = await _database_clock(settings)
-    report = await rebuild(settings, REBUILD_SCHEMA, console)
+    report = await rebuild(settings, broker, REBUILD_SCHEMA, console)
     return await swap_in(settings, since, report)
 
 

@@ -32,10 +32,11 @@ class Worker(FaustWorker):
             raise
 
 
-def main(loglevel: str = "info") -> None:
+def main(settings: Settings | None = None, loglevel: str = "info") -> None:
     """Start the worker in the foreground until SIGINT or SIGTERM; hold while the broker is away at start."""
-    settings = Settings()
-    app = create_app(settings)
+    settings = settings or Settings()
+    broker = kafka.Broker.of(settings)
+    app = create_app(settings, broker)
     tune_for_service()
     worker = Worker(app, loglevel=loglevel)
     try:
@@ -48,15 +49,14 @@ def main(loglevel: str = "info") -> None:
         # supervisor sees no exit and nothing was consumed before the start failed
         log.warning("the worker could not reach the broker while starting (%s); starting again once it answers",
                     type(failure).__name__)
-        asyncio.run(until_the_broker_answers(settings))
+        asyncio.run(until_the_broker_answers(broker, settings.topics.visits))
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
-async def until_the_broker_answers(settings: Settings) -> None:
+async def until_the_broker_answers(broker: kafka.Broker, visits: str) -> None:
     """Return once the broker describes the visits topic, or fails in a way the fresh start will report."""
     with contextlib.suppress(Exception):
-        await kafka.while_broker_away(
-            "describe the visits topic", lambda: kafka.partitions_of(settings.kafka_bootstrap, settings.topics.visits))
+        await kafka.while_broker_away("describe the visits topic", lambda: kafka.partitions_of(broker, visits))
 
 
 if __name__ == "__main__":

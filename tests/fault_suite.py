@@ -36,7 +36,7 @@ from domain.validation import Accepted, validate
 from healthbook import kafka
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
-from healthbook.kafka import ensure_topics, partitions_of
+from healthbook.kafka import Broker, clinic_broker, ensure_topics, partitions_of
 from healthbook.retry import while_unreachable
 from healthbook.topic_follower import TopicFollower
 from producers.publisher import ClinicPublisher
@@ -151,9 +151,9 @@ class Load:
         cards = self.cards[len(self.cards) // 2:] if late else self.cards[: len(self.cards) // 2]
         await local_ca(self.settings).map_cards(self.settings, [(card, wrong) for card, _, wrong in cards])
         if not late:
-            await kafka.send_all(self.settings.kafka_bootstrap, "fault-suite", self.settings.topics.clinic_keys,
+            await kafka.send_all(Broker.of(self.settings), "fault-suite", self.settings.topics.clinic_keys,
                                  [(b"79001/unreadable", UNREADABLE_CLINIC_KEY)])
-            await kafka.send_all(self.settings.kafka_bootstrap, "fault-suite", self.settings.topics.identity_cards,
+            await kafka.send_all(Broker.of(self.settings), "fault-suite", self.settings.topics.identity_cards,
                                  [(b"TE1-unreadable", UNREADABLE_IDENTITY_CARD)])
 
     def _message(self, i: int, history: list[dict[str, Any]]) -> tuple[bytes, bytes, str]:
@@ -181,14 +181,14 @@ class Load:
         person = self.rng.choice(self.people)
         event = make_visit(self.rng, person, "79001", 20_000_000 + self.nudges, datetime(2026, 2, 2, 9))
         self.nudges += 1
-        async with ClinicPublisher(self.settings.kafka_bootstrap, self.settings.topics.visits, "79001",
+        async with ClinicPublisher(clinic_broker(self.settings, "79001"), self.settings.topics.visits, "79001",
                                    self.signers["79001"]) as publisher:
             await publisher.publish_all([event], validate=False)
 
     async def run(self) -> None:
         """Publish plan.events messages at plan.rate per second, retrying sends the broker refused."""
         history: list[dict[str, Any]] = []
-        publishers = {code: ClinicPublisher(self.settings.kafka_bootstrap, self.settings.topics.visits, code, s,
+        publishers = {code: ClinicPublisher(clinic_broker(self.settings, code), self.settings.topics.visits, code, s,
                                             request_timeout_ms=60_000)
                       for code, s in self.signers.items()}
         for publisher in publishers.values():
@@ -242,10 +242,10 @@ async def expected_from_topic(settings: Settings, keyring: Keyring) -> tuple[dic
                                                                             set[tuple[int, int]], Counter[str], int]:
     """Read the visits topic back and derive the health book, dead letters and counts it must give."""
     identity = IdentityDirectory(None)
-    await TopicFollower(settings.kafka_bootstrap, settings.topics.identity_cards, identity.apply).snapshot()
+    await TopicFollower(Broker.of(settings), settings.topics.identity_cards, identity.apply).snapshot()
     partitions = [TopicPartition(settings.topics.visits, p)
-                  for p in await partitions_of(settings.kafka_bootstrap, settings.topics.visits)]
-    consumer = kafka.consumer(settings.kafka_bootstrap, "fault-suite")
+                  for p in await partitions_of(Broker.of(settings), settings.topics.visits)]
+    consumer = kafka.consumer(Broker.of(settings), "fault-suite")
     await consumer.start()
     book: dict[tuple[str, str], tuple[Any, ...]] = {}
     dead: set[tuple[int, int]] = set()
@@ -302,7 +302,7 @@ async def changelog_versions(settings: Settings) -> dict[str, int]:
         if key is not None:
             latest[key] = json.loads(value) if value else {}
 
-    await TopicFollower(settings.kafka_bootstrap, settings.dedup_changelog, apply).snapshot()
+    await TopicFollower(Broker.of(settings), settings.dedup_changelog, apply).snapshot()
     return {visit_key: version for versions in latest.values() for visit_key, version in versions.items()}
 
 
@@ -442,7 +442,7 @@ async def _check(outcome: Outcome, settings: Settings, pool: asyncpg.Pool, keyri
     outcome.counts_match = {k: v for k, v in counts.items() if v} == dict(expected_counts)
     if not outcome.counts_match:
         outcome.faults.append(f"counts {counts} expected {dict(expected_counts)}")
-    letters = await read_dead_letters(settings.kafka_bootstrap, settings.topics.dead_letter, distinct=False)
+    letters = await read_dead_letters(Broker.of(settings), settings.topics.dead_letter, distinct=False)
     distinct = {(d["source_partition"], d["source_offset"]) for d in letters}
     outcome.dead_lettered, outcome.expected_dead = len(distinct & dead), len(dead)
     outcome.dead_letter_repeats = len(letters) - len(distinct)
@@ -457,7 +457,7 @@ async def run_scenario(plan: Plan, base: Settings | None = None) -> Outcome:
     settings = await _scenario_settings(plan, base or Settings())
     outcome = Outcome(plan)
     started = time.monotonic()
-    await ensure_topics(settings)
+    await ensure_topics(settings, Broker.of(settings))
     pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
     signers, keyring = await _register_clinics(settings)
     trust_identity_key(settings.identity_keys_file, ensure_identity_key(settings))  # the suite is the deployer

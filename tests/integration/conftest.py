@@ -24,7 +24,7 @@ from domain.keyring import ClinicKey
 from healthbook import kafka
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
-from healthbook.kafka import ensure_topics
+from healthbook.kafka import Broker, clinic_broker, ensure_topics
 from producers.clinic_keys import save_signer
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer
@@ -65,7 +65,7 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings for this run: its own topics, worker id and an empty database."""
     base = Settings()
     try:
-        admin = kafka.admin(base.kafka_bootstrap, request_timeout_ms=5000)
+        admin = kafka.admin(Broker.of(base), request_timeout_ms=5000)
         await admin.start()
         await admin.close()
         conn = await asyncpg.connect(base.database_url, timeout=5)
@@ -89,7 +89,7 @@ async def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         "query_metrics_port": free_port(),
         "batch_within_seconds": 0.05,
     })
-    await ensure_topics(settings)
+    await ensure_topics(settings, Broker.of(settings))
     local_ca(settings)
     return settings
 
@@ -145,7 +145,7 @@ class Clinics:
         self.settings, self.signers, self.pool, self.worker = settings, signers, pool, worker
 
     def publisher(self, clinic: str = "79001", signer: Signer | None = None) -> ClinicPublisher:
-        return ClinicPublisher(self.settings.kafka_bootstrap, self.settings.topics.visits, clinic,
+        return ClinicPublisher(clinic_broker(self.settings, clinic), self.settings.topics.visits, clinic,
                                signer or self.signers[clinic])
 
     async def publish(self, *events: dict[str, Any], clinic: str = "79001") -> None:
@@ -163,7 +163,7 @@ class Clinics:
         return {r["outcome"]: r["count"] for r in await self.pool.fetch("select outcome, count from pipeline_counts")}
 
     async def dead_letters(self) -> list[dict[str, Any]]:
-        return await read_dead_letters(self.settings.kafka_bootstrap, self.settings.topics.dead_letter)
+        return await read_dead_letters(Broker.of(self.settings), self.settings.topics.dead_letter)
 
 
 async def publish_and_wait(clinics: Clinics, db: asyncpg.Pool, *events: dict[str, Any]) -> None:
@@ -179,7 +179,8 @@ async def worker(settings: Settings, signers: dict[str, Signer], db: asyncpg.Poo
     process = ServiceProcess("worker", settings, LOGS / f"{settings.worker_app_id}.log").start()
     try:
         canary = visit(person=citizen(1), sequence=next_sequence())
-        async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, "79001", signers["79001"]) as pub:
+        async with ClinicPublisher(clinic_broker(settings, "79001"), settings.topics.visits, "79001",
+                                   signers["79001"]) as pub:
             await pub.publish_all([canary])
         await wait_until(lambda: visible(db, "79001", canary["visit_code"]), "the worker to project a canary visit",
                          timeout=120, process=process)
@@ -230,10 +231,10 @@ async def deployment_with_backlog(settings: Settings, name: str, seed: int, citi
     own = settings.model_copy(update={
         "topic_prefix": f"test-{name}-{uuid.uuid4().hex[:8]}.", "worker_metrics_port": 0,
         "database_url": await recreate_database(settings.database_url, f"healthbook_test_{name}")})
-    await ensure_topics(own)
+    await ensure_topics(own, Broker.of(own))
     signer = Signer.generate("k1")
     await register(own, certified(own, "79001", signer))
     _, events = make_population(seed, citizens, visits, ["79001"], (2025, 2026))
-    async with ClinicPublisher(own.kafka_bootstrap, own.topics.visits, "79001", signer) as publisher:
+    async with ClinicPublisher(clinic_broker(own, "79001"), own.topics.visits, "79001", signer) as publisher:
         await publisher.publish_all(events)
     return own

@@ -5,6 +5,7 @@ from datetime import datetime
 import pytest
 
 from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
+from healthbook.kafka import Broker
 from healthbook.topic_follower import TopicFollower
 from tests.factories import visit, with_patient
 from tests.integration.conftest import map_cards, new_citizen, next_sequence, visible, wait_until
@@ -32,7 +33,7 @@ async def test_no_direct_identifier_reaches_the_analytics_topic(clinics, db, set
         await wait_until(lambda e=event: visible(db, "79001", e["visit_code"]), "the visits", process=clinics.worker)
 
     raw: list[bytes] = []
-    await TopicFollower(settings.kafka_bootstrap, settings.topics.deidentified,
+    await TopicFollower(Broker.of(settings), settings.topics.deidentified,
                         lambda key, value: raw.extend([key or b"", value or b""])).snapshot()
     everything = b"\n".join(raw)
     identifiers = {"0903123456", "ARV-777", card}
@@ -48,7 +49,7 @@ async def test_no_direct_identifier_reaches_the_analytics_topic(clinics, db, set
     assert leaked == set()
     assert b"B20" not in everything and b"A15" not in everything, "a sensitive diagnosis never reaches analytics"
 
-    records = [r for r in await read_deidentified(settings.kafka_bootstrap, settings.topics.deidentified)
+    records = [r for r in await read_deidentified(Broker.of(settings), settings.topics.deidentified)
                if r["main_diagnosis_code"] == "J20.9" and r["admitted_month"] == "202602"]
     mine = {r["pseudonym"] for r in records}
     assert len(mine) >= 4, "one stable pseudonym per citizen, the child's included once resolved"

@@ -8,7 +8,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from healthbook import kafka
-from healthbook.kafka import Login
+from healthbook.kafka import Broker
 from tests.factories import visit
 from tests.integration.conftest import map_cards, new_citizen, next_sequence, visible, wait_until
 from tests.integration.test_cli import healthbook
@@ -16,11 +16,10 @@ from tests.integration.test_cli import healthbook
 pytestmark = pytest.mark.integration
 
 
-async def _can_write(settings, login: Login, topic: str) -> bool:
-    """Whether login gets one record onto topic (checked by the admin reading the topic's end, not by the client)."""
-    before = await kafka.end_offsets(settings.kafka_bootstrap, topic)
-    sender = kafka.producer(settings.kafka_bootstrap, "security-probe", as_login=login, request_timeout_ms=4000,
-                            enable_idempotence=False)
+async def _can_write(settings, principal: Broker, topic: str) -> bool:
+    """Whether a principal gets one record onto topic (checked by the admin reading the topic's end)."""
+    before = await kafka.end_offsets(Broker.of(settings), topic)
+    sender = kafka.producer(principal, "security-probe", request_timeout_ms=4000, enable_idempotence=False)
     try:
         await sender.start()
         await asyncio.wait_for(sender.send_and_wait(topic, b"probe", key=b"probe"), 8)
@@ -28,15 +27,15 @@ async def _can_write(settings, login: Login, topic: str) -> bool:
         pass
     finally:
         await sender.stop()
-    return await kafka.end_offsets(settings.kafka_bootstrap, topic) != before
+    return await kafka.end_offsets(Broker.of(settings), topic) != before
 
 
-async def _read(settings, login: Login | None, topic: str) -> str:
+async def _read(settings, principal: Broker | None, topic: str) -> str:
     """Try to fetch from a partition of topic that holds records: 'read', or 'denied' with the broker's error."""
-    ends = await kafka.end_offsets(settings.kafka_bootstrap, topic)
+    ends = await kafka.end_offsets(Broker.of(settings), topic)
     holding = [p for p, end in ends.items() if end > 0]
     assert holding, f"{topic} must hold a record for this probe to mean anything"
-    reader = kafka.consumer(settings.kafka_bootstrap, "security-probe", as_login=login, request_timeout_ms=4000)
+    reader = kafka.consumer(principal or Broker.of(settings), "security-probe", request_timeout_ms=4000)
     try:
         await reader.start()
         partition = TopicPartition(topic, holding[0])
@@ -50,16 +49,16 @@ async def _read(settings, login: Login | None, topic: str) -> str:
         await reader.stop()
 
 
-async def _can_read(settings, login: Login, topic: str) -> bool:
+async def _can_read(settings, principal: Broker, topic: str) -> bool:
     assert await _read(settings, None, topic) == "read", "the admin reads it, so a refusal below is the ACL's"
-    return await _read(settings, login, topic) == "read"  # aiokafka logs a refused fetch and returns nothing
+    return await _read(settings, principal, topic) == "read"  # aiokafka logs a refused fetch and returns nothing
 
 
 @pytest.fixture(scope="module")
-async def clinic_login(settings, signers) -> Login:
+async def clinic_login(settings, signers) -> Broker:
     added = healthbook(settings, "broker", "add-clinic", "--clinic", "79001")
     assert added.returncode == 0, added.stderr
-    login = kafka.login().held("clinic-79001")
+    login = Broker.of(settings).as_user("clinic-79001")
     assert login is not None
     return login
 
@@ -87,7 +86,7 @@ async def _records_on_every_topic(settings, clinics) -> None:
 
 
 async def _holds(settings, topic: str) -> bool:
-    return any((await kafka.end_offsets(settings.kafka_bootstrap, topic)).values())
+    return any((await kafka.end_offsets(Broker.of(settings), topic)).values())
 
 
 async def test_analytics_reads_only_the_deidentified_topic(settings, clinics, identity):
@@ -95,7 +94,7 @@ async def test_analytics_reads_only_the_deidentified_topic(settings, clinics, id
 
     await _records_on_every_topic(settings, clinics)
     await identity.ask(confirmation(new_citizen().personal_id, 2026))
-    analytics = kafka.login().held("analytics")
+    analytics = Broker.of(settings).as_user("analytics")
     assert analytics is not None
     assert await _can_read(settings, analytics, settings.topics.deidentified)
     for topic in (settings.topics.visits, settings.topics.dead_letter, settings.topics.identity_cards,
@@ -105,7 +104,8 @@ async def test_analytics_reads_only_the_deidentified_topic(settings, clinics, id
 
 
 async def test_the_registries_write_only_their_own_topic(settings):
-    keys, cards = kafka.login().held("key-registry"), kafka.login().held("insurance-registry")
+    admin = Broker.of(settings)
+    keys, cards = admin.as_user("key-registry"), admin.as_user("insurance-registry")
     assert keys and cards
     assert not await _can_write(settings, keys, settings.topics.identity_cards)
     assert not await _can_write(settings, cards, settings.topics.clinic_keys)
@@ -124,7 +124,7 @@ async def _connects(settings, **options) -> bool:
 
 
 async def test_no_plaintext_no_unknown_ca_no_wrong_password(settings):
-    admin = kafka.login()
+    admin = Broker.of(settings).login
     assert await _connects(settings, **admin.options())
     assert not await _connects(settings)  # PLAINTEXT
     untrusting = dict(admin.options(), ssl_context=ssl.create_default_context())

@@ -11,7 +11,7 @@ from domain.identity import IdentityDirectory
 from domain.keyring import ClinicKey, Keyring
 from healthbook import kafka
 from healthbook.config import Settings
-from healthbook.kafka import ensure_topics
+from healthbook.kafka import Broker, ensure_topics
 from healthbook.store import BookReader, BookWriter, PostgresBatchStore, create_rebuild, drop_rebuild
 from schemas.envelope import Signer, now_millis, seal_visit
 from schemas.visit import VisitEvent
@@ -109,12 +109,12 @@ async def test_a_bug_that_repeats_on_one_message_is_isolated_after_the_restart_a
         outlets = RecordingOutlets()
         restarted = step_on(db, schema, BuggyVersions(people[4].personal_id), outlets)
         restarted.topic = batch[0].topic
-        restarted.suspects = await restarted.writer.suspect_batches(db, restarted.topic)
+        restarted.suspects = await BookWriter(schema).suspect_batches(db, restarted.topic)
         assert restarted.suspects == [(0, 0, 5)]
         result = await restarted.run(batch)
         async with db.acquire() as conn:
             counts = await BookReader(schema).counts_of(conn)
-        left = await restarted.writer.suspect_batches(db, restarted.topic)
+        left = await BookWriter(schema).suspect_batches(db, restarted.topic)
     finally:
         async with db.acquire() as conn:
             await drop_rebuild(conn, schema)
@@ -149,7 +149,7 @@ async def test_a_card_mapped_to_a_contradicting_personal_id_dead_letters_the_wai
 
 async def test_unreadable_registry_records_and_requests_are_skipped_and_the_services_go_on(clinics, db, settings,
                                                                                          identity):
-    await kafka.send_all(settings.kafka_bootstrap, "test-harness", settings.topics.clinic_keys,
+    await kafka.send_all(Broker.of(settings), "test-harness", settings.topics.clinic_keys,
                          [(b"79001/k1", bytes.fromhex(_corpus("clinic_key")))])
     newcomer = Signer.generate("k1")
     await register(settings, certified(settings, "56020", newcomer))
@@ -171,14 +171,14 @@ async def test_unreadable_registry_records_and_requests_are_skipped_and_the_serv
 async def test_a_batch_that_skips_offsets_reads_the_skipped_messages_from_the_topic_and_applies_all(db, settings,
                                                                                                    delivered):
     own = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}gap-{next_sequence()}."})
-    await ensure_topics(own)
+    await ensure_topics(own, Broker.of(own))
     topic = own.topics.visits
     events = [visit(person=new_citizen(), sequence=next_sequence()) for _ in range(10)]
-    async with kafka.producer(own.kafka_bootstrap, "test-gap") as sender:
+    async with kafka.producer(Broker.of(own), "test-gap") as sender:
         for event in events:
             await sender.send_and_wait(topic, seal_visit(event, "79001", SIGNER),
                                        key=event["patient"]["personal_id"].encode(), partition=0)
-    read = topic_range_reader(own.kafka_bootstrap)
+    read = topic_range_reader(Broker.of(own))
     batch = [d for d in await read(topic, 0, 0, 10) if d.offset in delivered]  # what a skipping consumer hands over
     schema = "failure_gap"
     async with db.acquire() as conn:

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from healthbook.kafka import Broker
 from producers.clinic_keys import revocation, rotation
 from schemas.envelope import Signer, now_millis, seal_visit
 from tests.factories import visit, with_patient
@@ -147,12 +148,12 @@ async def test_unsigned_or_wrongly_signed_registry_records_change_nothing_and_st
     card = f"TE1{next_sequence():012d}"
     rerouted = ca.key_registry().identity_card({"card_number": card, "personal_id": attacker.personal_id,
                                                 "updated_at": now_millis()})  # signed, but not by insurance
-    await kafka.send_all(settings.kafka_bootstrap, "intruder", settings.topics.clinic_keys, [
+    await kafka.send_all(Broker.of(settings), "intruder", settings.topics.clinic_keys, [
         (b"56030/k1", wire.encode(catalogue.CLINIC_KEY_V1, {k: unsigned_key[k] for k in (
             "clinic_code", "key_id", "algorithm", "public_key", "registered_at", "revoked_at")})),
         (b"56030/k1", wire.encode(catalogue.CLINIC_KEY, foreign_ca_key)),
         (b"79001/k1", None)])
-    await kafka.send_all(settings.kafka_bootstrap, "intruder", settings.topics.identity_cards,
+    await kafka.send_all(Broker.of(settings), "intruder", settings.topics.identity_cards,
                          [(card.encode(), wire.encode(catalogue.IDENTITY_CARD, rerouted))])
     planted = visit(person=attacker, facility="56030", sequence=next_sequence())
     waiting = with_patient(visit(person=child, sequence=next_sequence()), personal_id=None,

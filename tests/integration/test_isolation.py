@@ -11,7 +11,7 @@ from commands.processes import ServiceProcess
 from healthbook import kafka
 from healthbook.config import Settings
 from healthbook.database import connect_pool, recreate_database
-from healthbook.kafka import ensure_topics
+from healthbook.kafka import Broker, clinic_broker, ensure_topics
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer
 from tests.factories import visit
@@ -27,12 +27,12 @@ async def _deployment(settings: Settings, name: str, run: str) -> Settings:
         "identity_keys_file": keys / "identity-platform.json",
         "database_url": await recreate_database(settings.database_url, f"healthbook_test_{name}")})
     assert own.worker_id == "" and own.query_group == ""
-    await ensure_topics(own)
+    await ensure_topics(own, Broker.of(own))
     return own
 
 
 async def _broker_names() -> tuple[set[str], set[str]]:
-    admin = kafka.admin(Settings().kafka_bootstrap)
+    admin = kafka.admin(Broker.of(Settings()))
     await admin.start()
     try:
         groups = {group[0] for group in await admin.list_consumer_groups()}
@@ -58,7 +58,7 @@ async def test_two_prefixed_deployments_on_one_broker_share_nothing(settings):
             query = ServiceProcess("query-consumer", own, LOGS / f"{own.query_group_id}.log").start()
             stack.callback(query.stop)
             # the very same signed visit goes to both: with shared dedup state the second would be a duplicate
-            async with ClinicPublisher(own.kafka_bootstrap, own.topics.visits, "79001", signer) as pub:
+            async with ClinicPublisher(clinic_broker(own, "79001"), own.topics.visits, "79001", signer) as pub:
                 await pub.publish_all([same])
             pool = await connect_pool(own.database_url, min_size=1, max_size=2)
             stack.push_async_callback(pool.close)

@@ -5,9 +5,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from commands.identity_standin import confirmation
-from domain.sentences import EMPTY_HISTORY
 from domain.sensitive_diagnoses import MASK
-from domain.sentences import MASKED_DIAGNOSIS
+from domain.sentences import EMPTY_HISTORY, MASKED_DIAGNOSIS
 from schemas.envelope import Signer, seal_request
 from tests.factories import visit
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until

@@ -7,7 +7,7 @@ import pytest
 
 from commands.processes import ServiceProcess
 from healthbook.database import connect_pool, recreate_database
-from healthbook.kafka import ensure_topics
+from healthbook.kafka import Broker, clinic_broker, ensure_topics
 from healthbook.store import create_rebuild, database_now, swap_in_rebuild
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer, seal_visit
@@ -41,7 +41,7 @@ async def _publish_history(settings, signer, pool, worker):
     plain = visit(person=bob, sequence=next_sequence())
     late = _card_only(late_child, late_card)
     never = _card_only(unknown_child, f"TE1{next_sequence():012d}")
-    async with ClinicPublisher(settings.kafka_bootstrap, settings.topics.visits, "79001", signer) as pub:
+    async with ClinicPublisher(clinic_broker(settings, "79001"), settings.topics.visits, "79001", signer) as pub:
         await pub.publish_all([*versions, plain, plain, _card_only(early_child, early_card), late, never],
                               validate=False)
         forged = seal_visit(visit(person=bob, sequence=next_sequence()), "79001", Signer.generate("k1"))
@@ -60,7 +60,7 @@ async def test_a_replay_into_new_tables_gives_the_live_workers_rows_counts_and_p
         "topic_prefix": f"test-replay-{run}.",
         "database_url": await recreate_database(settings.database_url, "healthbook_test_replay_step"),
         "worker_metrics_port": 0})
-    await ensure_topics(own)
+    await ensure_topics(own, Broker.of(own))
     signer = Signer.generate("k1")
     await register(own, certified(own, "79001", signer))
     pool = await connect_pool(own.database_url, min_size=1, max_size=2)
@@ -69,12 +69,12 @@ async def test_a_replay_into_new_tables_gives_the_live_workers_rows_counts_and_p
         published = await _publish_history(own, signer, pool, worker)
         await wait_until(lambda: pool.fetchval("select count >= $1 from pipeline_counts where outcome = 'consumed'",
                                                published), "the worker to consume everything", process=worker)
-        report = await rebuild(own, REBUILD)
+        report = await rebuild(own, Broker.of(own), REBUILD)
         live = {q: [tuple(r) for r in await pool.fetch(q.format(schema="public"))] for q in (BOOK, PENDING, COUNTS)}
         rebuilt = {q: [tuple(r) for r in await pool.fetch(q.format(schema=REBUILD))] for q in (BOOK, PENDING, COUNTS)}
         # A table holding one citizen at a time looks the rest up in the rebuilt book, and decides the same.
         small = RecentVersions(citizens=1)
-        await rebuild(own, REBUILD, versions=small)
+        await rebuild(own, Broker.of(own), REBUILD, versions=small)
         from_small = {q: [tuple(r) for r in await pool.fetch(q.format(schema=REBUILD))] for q in (BOOK, PENDING,
                                                                                                  COUNTS)}
         assert len(small) == 1

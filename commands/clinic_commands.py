@@ -35,11 +35,11 @@ from producers.clinic_keys import (
     revocation,
     rotation,
 )
-from producers.dossier_signature import certificate_path
 from producers.identity_cards import publish_identity_cards
-from producers.ingest import IngestError, ingest
 from producers.publisher import ClinicPublisher, InvalidVisit
 from producers.registry_signing import INSURANCE_REGISTRY_NAME, KEY_REGISTRY_NAME, RegistrySigner
+from producers.xml_ingest.dossier_signature import certificate_path
+from producers.xml_ingest.ingest import IngestError, ingest
 from schemas.envelope import now_millis
 from schemas.rules import RuleBroken, check_facility_code, check_personal_id
 from synthetic.population import make_population

@@ -29,8 +29,8 @@ from healthbook.database import connect_pool, recreate_database
 from healthbook.kafka import Broker, clinic_broker, ensure_topics
 from healthbook.store import BookReader
 from producers.clinic_keys import save_signer
-from producers.ingest import ingest
 from producers.publisher import ClinicPublisher
+from producers.xml_ingest.ingest import ingest
 from schemas.envelope import Signer, seal_visit
 from synthetic.population import CLINICS, make_citizen, make_population, make_visit
 

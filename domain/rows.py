@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 from domain.validation import Accepted
-from schemas import rules
+from schemas import keys, rules
 from schemas.visit_record import Visit
 
 
@@ -40,7 +40,7 @@ class VisitRow:
     @property
     def visit_key(self) -> str:
         """facility code / MA_LK."""
-        return f"{self.facility_code}/{self.visit_code}"
+        return keys.visit_key(self.facility_code, self.visit_code)
 
 
 ROW_COLUMNS = [f.name for f in fields(VisitRow)]

@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any
 
 from healthbook import kafka
+from schemas import keys
 from schemas.envelope import Signer, seal_payload, seal_visit
 from schemas.problems import Problem
 from schemas.topics import DEFAULT_MAX_VISIT_BYTES
@@ -80,7 +81,7 @@ class ClinicPublisher:
             record, key = model.model_dump(), model.partition_key
         else:
             patient = event["patient"]
-            record, key = event, patient.get("personal_id") or f"card:{patient['insurance_card_numbers'][0]}"
+            record, key = event, keys.partition_key(patient.get("personal_id"), patient["insurance_card_numbers"])
         value = (seal_visit(record, self.clinic_code, self.signer) if payload is None
                  else seal_payload(payload, record, self.clinic_code, self.signer))
         if (problem := size_problem(len(value), self.max_visit_bytes)) is not None:

@@ -14,6 +14,9 @@ from typing import Any
 
 import fastavro
 
+from schemas import topic_names as names
+from schemas.topic_names import value_subject
+
 AVRO_DIR = Path(__file__).with_name("avro")
 
 
@@ -32,22 +35,22 @@ class SchemaEntry:
 
 
 _ENTRIES = (
-    SchemaEntry(1, "visits-payload-value", AVRO_DIR / "visit_event_v1.avsc"),
-    SchemaEntry(2, "visits-value", AVRO_DIR / "signed_visit.avsc"),
-    SchemaEntry(3, "clinic.keys-value", AVRO_DIR / "clinic_key.avsc"),
-    SchemaEntry(4, "visits.dlq-value", AVRO_DIR / "dead_letter.avsc"),
-    SchemaEntry(5, "integration.requests-value", AVRO_DIR / "integration_request.avsc"),
-    SchemaEntry(6, "integration.replies-value", AVRO_DIR / "integration_reply.avsc"),
-    SchemaEntry(7, "visits-payload-value", AVRO_DIR / "visit_event_v2.avsc"),
-    SchemaEntry(8, "identity.cards-value", AVRO_DIR / "identity_card.avsc"),
-    SchemaEntry(9, "integration.requests-value", AVRO_DIR / "integration_request_v2.avsc"),
-    SchemaEntry(10, "integration.replies-value", AVRO_DIR / "integration_reply_v2.avsc"),
-    SchemaEntry(11, "visits.deidentified-value", AVRO_DIR / "deidentified_visit.avsc"),
-    SchemaEntry(12, "visits.dlq-value", AVRO_DIR / "dead_letter_v2.avsc"),
-    SchemaEntry(13, "clinic.keys-value", AVRO_DIR / "clinic_key_v2.avsc"),
-    SchemaEntry(14, "identity.cards-value", AVRO_DIR / "identity_card_v2.avsc"),
-    SchemaEntry(15, "integration.requests-value", AVRO_DIR / "integration_request_v3.avsc"),
-    SchemaEntry(16, "integration.replies-value", AVRO_DIR / "integration_reply_v3.avsc"),
+    SchemaEntry(1, value_subject(names.VISIT_PAYLOAD), AVRO_DIR / "visit_event_v1.avsc"),
+    SchemaEntry(2, value_subject(names.VISITS), AVRO_DIR / "signed_visit.avsc"),
+    SchemaEntry(3, value_subject(names.CLINIC_KEYS), AVRO_DIR / "clinic_key.avsc"),
+    SchemaEntry(4, value_subject(names.DEAD_LETTER), AVRO_DIR / "dead_letter.avsc"),
+    SchemaEntry(5, value_subject(names.INTEGRATION_REQUESTS), AVRO_DIR / "integration_request.avsc"),
+    SchemaEntry(6, value_subject(names.INTEGRATION_REPLIES), AVRO_DIR / "integration_reply.avsc"),
+    SchemaEntry(7, value_subject(names.VISIT_PAYLOAD), AVRO_DIR / "visit_event_v2.avsc"),
+    SchemaEntry(8, value_subject(names.IDENTITY_CARDS), AVRO_DIR / "identity_card.avsc"),
+    SchemaEntry(9, value_subject(names.INTEGRATION_REQUESTS), AVRO_DIR / "integration_request_v2.avsc"),
+    SchemaEntry(10, value_subject(names.INTEGRATION_REPLIES), AVRO_DIR / "integration_reply_v2.avsc"),
+    SchemaEntry(11, value_subject(names.DEIDENTIFIED), AVRO_DIR / "deidentified_visit.avsc"),
+    SchemaEntry(12, value_subject(names.DEAD_LETTER), AVRO_DIR / "dead_letter_v2.avsc"),
+    SchemaEntry(13, value_subject(names.CLINIC_KEYS), AVRO_DIR / "clinic_key_v2.avsc"),
+    SchemaEntry(14, value_subject(names.IDENTITY_CARDS), AVRO_DIR / "identity_card_v2.avsc"),
+    SchemaEntry(15, value_subject(names.INTEGRATION_REQUESTS), AVRO_DIR / "integration_request_v3.avsc"),
+    SchemaEntry(16, value_subject(names.INTEGRATION_REPLIES), AVRO_DIR / "integration_reply_v3.avsc"),
 )
 
 BY_ID = {entry.schema_id: entry for entry in _ENTRIES}

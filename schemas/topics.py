@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schemas import catalogue
+from schemas import topic_names as names
 from schemas.catalogue import SchemaEntry
 
 DAY_MS = 24 * 3600 * 1000
@@ -43,29 +44,30 @@ class TopicDefinition:
 
 VISITS = TopicDefinition(
     # The broker stamps each visit with its append time: a clinic's signed_at is judged against it.
-    "visits", "visits", FOLLOWS_VISITS, {**_FOREVER, "message.timestamp.type": "LogAppendTime"}, "forever (replayable)",
+    "visits", names.VISITS, FOLLOWS_VISITS, {**_FOREVER, "message.timestamp.type": "LogAppendTime"},
+    "forever (replayable)",
     "personal ID, or `card:` and the BHYT card number for a record without one", catalogue.SIGNED_VISIT,
     "`SignedVisit`", "signed visit events from clinics; kept forever so the book can be replayed")
 DEAD_LETTER = TopicDefinition(
-    "dead_letter", "visits.dlq", 1, _days(90), "90 days", "original key", catalogue.DEAD_LETTER,
+    "dead_letter", names.DEAD_LETTER, 1, _days(90), "90 days", "original key", catalogue.DEAD_LETTER,
     "`DeadLetter`: reason code, sentence, problems, source topic/partition/offset, original key and bytes",
     "rejected messages with reason and original bytes")
 CLINIC_KEYS = TopicDefinition(
-    "clinic_keys", "clinic.keys", 1, _COMPACTED, "compacted", "`clinic_code/key_id`", catalogue.CLINIC_KEY,
+    "clinic_keys", names.CLINIC_KEYS, 1, _COMPACTED, "compacted", "`clinic_code/key_id`", catalogue.CLINIC_KEY,
     "`ClinicKey`; a tombstone removes a key", "clinic public keys")
 IDENTITY_CARDS = TopicDefinition(
-    "identity_cards", "identity.cards", 1, _COMPACTED, "compacted", "card number", catalogue.IDENTITY_CARD,
+    "identity_cards", names.IDENTITY_CARDS, 1, _COMPACTED, "compacted", "card number", catalogue.IDENTITY_CARD,
     "`IdentityCard`: which citizen a BHYT card belongs to", "BHYT card to personal ID")
 DEIDENTIFIED = TopicDefinition(
-    "deidentified", "visits.deidentified", FOLLOWS_VISITS, _days(365), "1 year", "pseudonym",
+    "deidentified", names.DEIDENTIFIED, FOLLOWS_VISITS, _days(365), "1 year", "pseudonym",
     catalogue.DEIDENTIFIED_VISIT, "`DeidentifiedVisit` for analytics subscribers",
     "visits without identities for analytics")
 INTEGRATION_REQUESTS = TopicDefinition(
-    "integration_requests", "integration.requests", 2, _days(7), "7 days", "personal ID",
+    "integration_requests", names.INTEGRATION_REQUESTS, 2, _days(7), "7 days", "personal ID",
     catalogue.INTEGRATION_REQUEST, "`IntegrationRequest`, signed by the identity platform",
     "citizen confirmations signed by the identity platform")
 INTEGRATION_REPLIES = TopicDefinition(
-    "integration_replies", "integration.replies", 2, _days(1), "1 day", "request id", catalogue.INTEGRATION_REPLY,
+    "integration_replies", names.INTEGRATION_REPLIES, 2, _days(1), "1 day", "request id", catalogue.INTEGRATION_REPLY,
     "`IntegrationReply`", "health-book answers")
 
 DEFAULT_MAX_VISIT_BYTES = 4 * 1024 * 1024

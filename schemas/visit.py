@@ -17,7 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from schemas import rules
+from schemas import keys, rules
 from schemas.problems import Problem, problems_of
 from schemas.text import clean_text
 
@@ -265,7 +265,7 @@ class VisitEvent(_Model):
     @property
     def partition_key(self) -> str:
         """The message key: the personal ID, or the BHYT card while the person is not yet resolved."""
-        return self.personal_id or f"card:{self.card_number}"
+        return keys.partition_key(self.personal_id, self.patient.insurance_card_numbers)
 
     @property
     def card_number(self) -> str:
@@ -275,7 +275,7 @@ class VisitEvent(_Model):
     @property
     def visit_key(self) -> str:
         """The visit's identity across versions: facility code and MA_LK."""
-        return f"{self.facility_code}/{self.visit_code}"
+        return keys.visit_key(self.facility_code, self.visit_code)
 
     @property
     def year(self) -> int:

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from schemas import keys
 from schemas.visit import VisitEvent
 
 
@@ -87,12 +88,12 @@ class Visit:
     @property
     def partition_key(self) -> str:
         """The message key: the personal ID, or the BHYT card while the person is not yet resolved."""
-        return self.personal_id or f"card:{self.card_number}"
+        return keys.partition_key(self.personal_id, self.record["patient"]["insurance_card_numbers"])
 
     @property
     def visit_key(self) -> str:
         """The visit's identity across versions: facility code and MA_LK."""
-        return f"{self.record['facility_code']}/{self.record['visit_code']}"
+        return keys.visit_key(self.record["facility_code"], self.record["visit_code"])
 
     @property
     def year(self) -> int:

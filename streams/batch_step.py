@@ -33,6 +33,7 @@ from domain.validation import Accepted, Rejected, SigningWindow, validate_safely
 from healthbook import kafka
 from healthbook.retry import CONTENT_REFUSALS, is_infrastructure, while_unreachable
 from healthbook.store import OffsetsMoved
+from schemas import keys
 from schemas.dead_letter_reasons import RETRY_AFTER_REGISTRY_CATCH_UP, DeadLetterReason
 from schemas.headers import retry_of
 from schemas.outcomes import Outcome
@@ -308,7 +309,7 @@ class BatchStep:
         found: dict[str, dict[str, int]] = {}
         for facility, code, person, version in rows:
             if wanted.get((facility, code)) == person:
-                found.setdefault(person, {})[f"{facility}/{code}"] = version
+                found.setdefault(person, {})[keys.visit_key(facility, code)] = version
         return found
 
     def _remember(self, plan: BatchPlan, from_book: dict[str, dict[str, int]] | None = None) -> None:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
-from producers.dossier_mapping import LISTS, PAPERS, PATIENT, SUMMARY
+from producers.xml_ingest.dossier_mapping import LISTS, PAPERS, PATIENT, SUMMARY
 
 LIST_RECORDS = {"XML2": ("DSACH_CHI_TIET_THUOC", "CHI_TIET_THUOC"), "XML3": ("DSACH_CHI_TIET_DVKT", "CHI_TIET_DVKT"),
                 "XML4": ("DSACH_CHI_TIET_CLS", "CHI_TIET_CLS"), "XML5": ("DSACH_CHI_TIET_DIEN_BIEN_BENH",

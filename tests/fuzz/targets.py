@@ -33,8 +33,8 @@ from domain.rows import visit_row
 from domain.signature_check import check_visit_signature
 from domain.validation import Rejected, validate
 from healthbook.config import Settings
-from producers.dossier_mapping import MappingFailed, map_hoso
-from producers.giamdinhhs import DossierReader
+from producers.xml_ingest.dossier_mapping import MappingFailed, map_hoso
+from producers.xml_ingest.giamdinhhs import DossierReader
 from schemas import catalogue, envelope, wire
 from schemas.dead_letter_reasons import DeadLetterReason
 from schemas.envelope import Signer

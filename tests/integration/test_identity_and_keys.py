@@ -170,6 +170,6 @@ async def test_unsigned_or_wrongly_signed_registry_records_change_nothing_and_st
     assert letters[planted["event_id"]] == "unknown_clinic"
     assert await db.fetchval("select count(*) from pending_visits where visit_code = $1", waiting["visit_code"]) == 1
     assert await visible(db, "79001", waiting["visit_code"]) is None, "the card is not routed to the attacker"
-    ignored = (await status(settings)).ignored
+    ignored = (await status(settings, Broker.of(settings))).ignored
     keys, cards = ignored[settings.topics.clinic_keys], ignored[settings.topics.identity_cards]
     assert keys["no_certificate"] >= 2 and keys["unsigned_tombstone"] >= 1 and cards["wrong_subject"] >= 1

@@ -13,6 +13,7 @@ from healthbook.config import Settings
 from schemas import catalogue, wire
 from schemas.dead_letter_reasons import DeadLetterReason
 from schemas.envelope import Signer, now_millis, seal_visit
+from schemas.keys import partition_key
 from schemas.outcomes import Outcome, rejected
 from streams.batch_step import BatchStep, Checks, GapUnfilled
 from tests.factories import citizen, visit, with_patient
@@ -35,7 +36,7 @@ def _events(n: int, seed: int = 11) -> list[dict]:
 
 def _delivered(events: list[dict], first_offset: int = 0, partition: int = 0) -> list[Delivery]:
     return [Delivery(TOPIC, partition, first_offset + i, now_millis(),
-                     (e["patient"]["personal_id"] or f"card:{e['patient']['insurance_card_numbers'][0]}").encode(),
+                     partition_key(e["patient"]["personal_id"], e["patient"]["insurance_card_numbers"]).encode(),
                      seal_visit(e, "79001", SIGNER)) for i, e in enumerate(events)]
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.dossier_signature import SignatureStatus, check_signature
+from producers.xml_ingest.dossier_signature import SignatureStatus, check_signature
 from synthetic.dossiers import write_dossier
 from tests.dossier_signing import facility_certificate, sign_dossier
 from tests.unit.test_giamdinhhs import events
@@ -96,7 +96,7 @@ def test_a_signature_over_one_element_is_refused_as_partial(tmp_path, facility):
 
 
 def test_the_visits_are_read_from_the_tree_that_was_verified(signed, facility):
-    from producers.giamdinhhs import DossierReader
+    from producers.xml_ingest.giamdinhhs import DossierReader
 
     check = check_signature(signed, facility[1], MAX)
     assert check.status is SignatureStatus.VERIFIED and check.verified is not None

@@ -15,8 +15,8 @@ from fhir.resources.R4B.bundle import Bundle
 from domain.book_entry import BookEntry, ClinicSignature
 from domain.fhir_bundle import ICD10, book_bundle
 from healthbook.config import PROJECT_ROOT
-from producers.dossier_mapping import map_hoso
-from producers.giamdinhhs import DossierReader
+from producers.xml_ingest.dossier_mapping import map_hoso
+from producers.xml_ingest.giamdinhhs import DossierReader
 from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer, seal_visit
 from schemas.visit import VisitEvent

@@ -14,7 +14,7 @@ MAX_FUNCTION_LINES = 60
 SQL = re.compile(r"\b(select\s.+\sfrom|insert\s+into|delete\s+from|update\s+\w+\s+set|create\s+table|alter\s+table)\b",
                  re.IGNORECASE | re.DOTALL)
 # The health book's SQL, its migrations, and the clinic-side SQLite ledger of what ingest published.
-SQL_HOMES = {"healthbook/store.py", "healthbook/database.py", "producers/ingest_ledger.py"}
+SQL_HOMES = {"healthbook/store.py", "healthbook/database.py", "producers/xml_ingest/ingest_ledger.py"}
 KAFKA_CLIENTS = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"}
 
 

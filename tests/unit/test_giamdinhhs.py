@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from healthbook.config import PROJECT_ROOT
-from producers.dossier_mapping import MappingFailed, map_hoso, source_of
-from producers.giamdinhhs import DossierReader
+from producers.xml_ingest.dossier_mapping import MappingFailed, map_hoso, source_of
+from producers.xml_ingest.giamdinhhs import DossierReader
 from schemas.visit import VisitEvent
 from synthetic.dossiers import Quirks, write_dossier
 from synthetic.population import make_population

@@ -18,11 +18,11 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from healthbook import kafka
 from healthbook.config import Settings
 from producers.clinic_keys import load_signer
-from producers.dossier_mapping import MappingFailed, map_hoso, source_of
-from producers.dossier_signature import SignatureStatus, check_signature, load_certificate
-from producers.giamdinhhs import DossierReader, Hoso
-from producers.ingest_ledger import IngestLedger, Seen
 from producers.publisher import ClinicPublisher, size_problem
+from producers.xml_ingest.dossier_mapping import MappingFailed, map_hoso, source_of
+from producers.xml_ingest.dossier_signature import SignatureStatus, check_signature, load_certificate
+from producers.xml_ingest.giamdinhhs import DossierReader, Hoso
+from producers.xml_ingest.ingest_ledger import IngestLedger, Seen
 from schemas.envelope import encode_visit, sealed_size
 from schemas.problems import Problem
 from schemas.rules import RuleBroken, check_facility_code, parse_day

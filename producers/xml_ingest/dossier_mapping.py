@@ -8,7 +8,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from producers.giamdinhhs import Hoso
+from producers.xml_ingest.giamdinhhs import Hoso
 from schemas.problems import Problem
 
 EVENT_NAMESPACE = uuid.UUID("6f1c3e2a-6b1d-4c55-9a57-3d3c1f0e4b21")

@@ -1,0 +1,22 @@
+"""The base name of every topic healthbook owns, and the schema subject of a topic's values, written once.
+
+`schemas/topics.py` defines each topic around its name; `schemas/catalogue.py` derives each
+schema's subject from it.
+"""
+
+from __future__ import annotations
+
+VISITS = "visits"
+DEAD_LETTER = "visits.dlq"
+CLINIC_KEYS = "clinic.keys"
+IDENTITY_CARDS = "identity.cards"
+DEIDENTIFIED = "visits.deidentified"
+INTEGRATION_REQUESTS = "integration.requests"
+INTEGRATION_REPLIES = "integration.replies"
+VISIT_PAYLOAD = "visits-payload"  # not a topic: the visit event inside a signed visit's payload
+
+
+def value_subject(topic: str) -> str:
+    """The schema-registry subject of a topic's values (TopicNameStrategy)."""
+    return f"{topic}-value"
+

@@ -86,3 +86,38 @@ async def test_register_a_public_key_the_clinic_already_holds(clinics, db, setti
     async with clinics.publisher("56007", held) as pub:
         await (await pub.publish(event))
     await wait_until(lambda: visible(db, "56007", event["visit_code"]), "the visit", process=clinics.worker)
+
+
+def as_a_clinic(settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command run on a clinic's machine: no HEALTHBOOK_KAFKA_USER, only the clinic's own password file."""
+    env = settings_env(settings)
+    env.pop("HEALTHBOOK_KAFKA_USER", None)
+    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+async def test_a_clinic_publishes_as_its_own_principal_without_being_told_and_is_told_in_one_line_when_it_has_none(
+        clinics, db, settings):
+    made = healthbook(settings, "clinic", "keygen", "--clinic", "56012", "--key-id", "k1")
+    assert made.returncode == 0, made.stderr
+    request = settings.key_dir / "56012" / "k1.csr"
+    assert healthbook(settings, "ca", "issue", str(request)).returncode == 0
+    assert healthbook(settings, "clinic", "register", "--clinic", "56012", "--certificate",
+                      str(request.with_suffix(".crt"))).returncode == 0
+
+    refused = as_a_clinic(settings, "publish", "--clinic", "56012", "--synthetic", "2")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert refused.stderr.count("\n") == 1 and "broker add-clinic --clinic 56012" in refused.stderr
+
+    assert healthbook(settings, "broker", "add-clinic", "--clinic", "56012").returncode == 0
+    published = as_a_clinic(settings, "publish", "--clinic", "56012", "--synthetic", "2")
+    assert published.returncode == 0, published.stderr
+    assert "published 2 visit(s) for clinic 56012" in published.stdout
+    await wait_until(lambda: db.fetchval("select count(*) from health_book_visits where facility_code = '56012'"),
+                     "the clinic's visits", process=clinics.worker)
+
+
+def test_a_certificate_for_a_negative_number_of_days_is_refused_in_one_line(settings):
+    result = healthbook(settings, "ca", "issue", "--days", "-1", "nothing.csr")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "'-1' is not a positive whole number of days" in result.stderr

@@ -51,7 +51,7 @@ class Owned:
 
 
 @dataclass(frozen=True)
-class WaitingVisit:
+class VisitWaitingForCard:
     """An accepted visit without a personal ID whose card is not mapped yet."""
 
     delivery: Delivery
@@ -69,7 +69,7 @@ class BatchPlan:
     deliveries: int
     rejected: list[RejectedDelivery] = field(default_factory=list)
     fresh: list[Owned] = field(default_factory=list)
-    waiting: list[WaitingVisit] = field(default_factory=list)
+    waiting: list[VisitWaitingForCard] = field(default_factory=list)
     duplicates: int = 0
     versions: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -100,7 +100,7 @@ class BatchPlan:
         refused maps an index into rows_to_write() to the name of PostgreSQL's refusal; table gives the
         versions the dedup table held before this batch, to which a refused visit's entry returns.
         """
-        items: list[Owned | WaitingVisit] = [*self.fresh, *self.waiting]
+        items: list[Owned | VisitWaitingForCard] = [*self.fresh, *self.waiting]
         versions = {person: dict(known) for person, known in self.versions.items()}
         letters = []
         for index, why in sorted(refused.items()):
@@ -119,7 +119,7 @@ class BatchPlan:
         kept = [item for index, item in enumerate(items) if index not in refused]
         return replace(self, rejected=[*self.rejected, *letters], versions=versions,
                        fresh=[i for i in kept if isinstance(i, Owned)],
-                       waiting=[i for i in kept if isinstance(i, WaitingVisit)])
+                       waiting=[i for i in kept if isinstance(i, VisitWaitingForCard)])
 
     def versions_to_remember(self) -> dict[str, dict[str, int]]:
         """The dedup table entries to set once the book holds the fresh visits."""
@@ -141,7 +141,7 @@ def plan_batch(deliveries: Sequence[Delivery], verdicts: Sequence[Accepted | Rej
             plan.rejected.append(RejectedDelivery(delivery, whose.rejected(verdict.event.facility_code,
                                                                           verdict.event.event_id)))
         elif isinstance(whose, WaitingForCard):
-            plan.waiting.append(WaitingVisit(delivery, verdict))
+            plan.waiting.append(VisitWaitingForCard(delivery, verdict))
         else:
             owned.append(Owned(delivery, verdict, whose.event, whose.from_card))
     _deduplicate(plan, owned, seen)

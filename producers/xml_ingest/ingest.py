@@ -32,7 +32,7 @@ ACK_EVERY = 1000
 
 
 @dataclass(frozen=True)
-class Rejection:
+class RejectedHoso:
     """One HOSO that was not published, and exactly where (file, HOSO, MA_LK) and why (the problem)."""
 
     file: str
@@ -54,7 +54,7 @@ class FileReport:
     valid: int = 0
     published: int = 0
     already_published: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
+    rejected: list[RejectedHoso] = field(default_factory=list)
     file_error: str | None = None
     signature: SignatureStatus | None = None
 
@@ -96,7 +96,7 @@ def version_from(created_on: str | None) -> int:
 def _validated(event: dict[str, Any], report: FileReport, index: int) -> VisitEvent | None:
     checked = read_visit(event)
     if isinstance(checked, list):
-        report.rejected += [Rejection(report.file, index, event.get("visit_code"), p.at(source_of(p.field)))
+        report.rejected += [RejectedHoso(report.file, index, event.get("visit_code"), p.at(source_of(p.field)))
                             for p in checked]
         return None
     return checked
@@ -177,10 +177,10 @@ async def _publish_all(hosos: Iterable[Hoso], reader: DossierReader, facility: s
             try:
                 event = map_hoso(hoso, facility, visit_version)
             except MappingFailed as failed:
-                report.rejected += [Rejection(report.file, hoso.index, hoso.visit_code, p) for p in failed.problems]
+                report.rejected += [RejectedHoso(report.file, hoso.index, hoso.visit_code, p) for p in failed.problems]
                 continue
             if event["facility_code"] != facility:
-                report.rejected.append(Rejection(report.file, hoso.index, hoso.visit_code, Problem(
+                report.rejected.append(RejectedHoso(report.file, hoso.index, hoso.visit_code, Problem(
                     "XML1.MA_CSKCB", event["facility_code"], "facility_mismatch",
                     f"the dossier is from facility {facility}; its key cannot sign another's")))
                 continue
@@ -190,12 +190,12 @@ async def _publish_all(hosos: Iterable[Hoso], reader: DossierReader, facility: s
             record = model.model_dump()
             payload = encode_visit(record)
             if (too_large := size.problem(record, payload)) is not None:
-                report.rejected.append(Rejection(report.file, hoso.index, model.visit_code, too_large))
+                report.rejected.append(RejectedHoso(report.file, hoso.index, model.visit_code, too_large))
                 continue
             digest = hashlib.sha256(model.model_dump_json().encode()).hexdigest()
             seen = ledger.seen(facility, model.visit_code, visit_version, digest)
             if seen is Seen.CHANGED:
-                report.rejected.append(Rejection(report.file, hoso.index, model.visit_code, Problem(
+                report.rejected.append(RejectedHoso(report.file, hoso.index, model.visit_code, Problem(
                     "GIAMDINHHS.NGAYLAP", str(visit_version), "changed_without_new_version",
                     "this visit was published with other content at the same version; export it with a later "
                     "NGAYLAP or pass a higher --version, or the pipeline would keep the old content")))

@@ -74,6 +74,21 @@ def test_a_card_mapped_to_a_personal_id_contradicting_birth_year_or_sex_is_a_mis
     assert isinstance(resolve(event, directory), Resolved)
 
 
+def test_a_waiting_visit_is_resolved_or_mismatched_by_the_same_decision_as_a_fresh_one():
+    from domain.identity import resolve_waiting
+
+    child = citizen(13)
+    waiting = with_patient(visit(person=child), personal_id=None, insurance_card_numbers=["TE1000000000002"])
+    stored = Visit.of_model(VisitEvent.model_validate(waiting)).record
+    joined = resolve_waiting(stored, child.personal_id)
+    assert isinstance(joined, Visit) and joined.personal_id == child.personal_id
+    assert stored["patient"]["personal_id"] is None, "the stored record is not changed"
+    contradicted = resolve_waiting(stored, _contradicting(child.personal_id, joined))
+    assert isinstance(contradicted, Mismatch) and "[personal_id_" in contradicted.reason
+    rejected = contradicted.rejected(stored["facility_code"], stored["event_id"])
+    assert rejected.code is DeadLetterReason.IDENTITY_MISMATCH and rejected.reason == contradicted.reason
+
+
 def _contradicting(personal_id: str, event: Visit) -> str:
     """A well-formed personal ID whose birth-year digits differ from the visit's patient."""
     year = int(event.patient["birth_date"][2:4])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from contextlib import AbstractAsyncContextManager
@@ -26,6 +27,7 @@ from domain.consent import (
     Refusal,
     Refuse,
     RequestPolicy,
+    Serve,
     access_entry,
     decide,
     requester_of,
@@ -94,8 +96,11 @@ async def answer(store: QueryStore, raw: bytes | None, policy: QueryPolicy, sour
     decision = decide(raw, policy.requests, now, source)
     async with store.transaction() as unit:
         found = await _perform(unit, decision)
-        reply = replies.refusal(decision, found) if isinstance(found, Refusal) else \
-            replies.served(decision, found, policy.sensitive)  # type: ignore[arg-type]
+        if isinstance(found, Refusal):
+            reply = replies.refusal(decision, found)
+        else:
+            assert isinstance(decision, Serve), "only a request decided servable reads the book"
+            reply = replies.served(decision, found, policy.sensitive)
         reply, encoded = replies.fitted(reply, policy.largest_reply)
         if reply.refusal_code == RefusalCode.TOO_LARGE:
             log.warning("reply to %s would exceed the %d-byte limit; answered too_large", reply.request_id,
@@ -131,8 +136,11 @@ async def answer_safely(store: QueryStore, message: Any, policy: QueryPolicy) ->
         log.error("failed on the request at %s[%d]@%d (%s); answered internal_error", message.topic,
                   message.partition, message.offset, type(exc).__name__,
                   extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
-        requester = requester_of(message.value)
-        reply = replies.refused(requester.request_id, INTERNAL_ERROR.code, INTERNAL_ERROR.message, requester.year)
+        failed = Refuse(requester_of(message.value), INTERNAL_ERROR)
+        with contextlib.suppress(Exception):  # the access is still logged where the database lets it be
+            async with store.transaction() as unit:
+                await unit.log_access(access_entry(failed, INTERNAL_ERROR))
+        reply = replies.refusal(failed, INTERNAL_ERROR)
         return Answer(reply, reply.encode())
 
 

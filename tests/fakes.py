@@ -39,6 +39,8 @@ class FakeQueryUnit:
         self.access.append(entry)
 
     async def visits_of(self, personal_id: str, year: int | None) -> list[BookEntry]:
+        if self.store.fail_reads_with is not None:
+            raise self.store.fail_reads_with
         return [e for e in self.store.book.get(personal_id, [])
                 if year is None or e.record["admitted_at"].startswith(str(year))]
 
@@ -55,13 +57,11 @@ class FakeQueryStore:
     claims: dict[str, tuple[int, int]] = field(default_factory=dict)
     consents: list[tuple[str, str]] = field(default_factory=list)
     access: list[AccessEntry] = field(default_factory=list)
-    fail_reads_with: Exception | None = None
+    fail_reads_with: Exception | None = None  # a bug met reading the book
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeQueryUnit]:
         unit = FakeQueryUnit(self)
-        if self.fail_reads_with is not None:
-            raise self.fail_reads_with
         yield unit
         self.claims.update(unit.claims)
         self.consents += unit.consents

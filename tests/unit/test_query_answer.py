@@ -116,4 +116,7 @@ async def test_a_request_the_service_fails_on_is_answered_internal_error_with_it
     message = SimpleNamespace(topic="integration.requests", partition=0, offset=3, value=raw)
     answered = await answer_safely(store, message, POLICY)
     assert answered.reply.refusal_code == RefusalCode.INTERNAL_ERROR and answered.reply.request_id
-    assert store.access == [] and store.claims == {}, "nothing of a failed transaction is kept"
+    assert store.claims == {} and store.consents == [], "nothing of the failed transaction is kept"
+    (logged,) = store.access
+    assert (logged.request_id, logged.outcome, logged.refusal_code) == (
+        answered.reply.request_id, AccessOutcome.REFUSED, RefusalCode.INTERNAL_ERROR)

@@ -4,6 +4,7 @@
 import asyncpg
 import pytest
 from aiokafka.errors import (
+    InvalidReplicationFactorError,
     KafkaConnectionError,
     NodeNotReadyError,
     RequestTimedOutError,
@@ -20,6 +21,8 @@ from healthbook.retry import is_broker_unreachable, is_infrastructure, is_unreac
     NodeNotReadyError("Attempt to send a request to node which is not ready (node id 1)."),
     RequestTimedOutError(), ConnectionRefusedError(111, "Connect call failed"), TimeoutError(),
     Exception("Controller node not found"),  # faust, when the metadata names no broker
+    InvalidReplicationFactorError("Cannot create topic: x-__assignor-__leader (38): Unable to replicate the "
+                                  "partition 1 time(s): All brokers are currently fenced."),  # a restarting broker
 ])
 def test_a_broker_that_does_not_answer_is_waited_for(failure):
     assert is_broker_unreachable(failure) and is_infrastructure(failure)
@@ -28,6 +31,7 @@ def test_a_broker_that_does_not_answer_is_waited_for(failure):
 @pytest.mark.parametrize("failure", [
     TopicAuthorizationFailedError(), UnknownTopicOrPartitionError(), TopicMissing("topic visits does not exist"),
     Exception("anything else"), ValueError("Controller node"), KeyError("Controller node"),
+    InvalidReplicationFactorError("Replication factor: 3 larger than available brokers: 1."),
 ])
 def test_a_refusal_or_a_bug_is_not_mistaken_for_an_absent_broker(failure):
     assert not is_broker_unreachable(failure)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
@@ -19,6 +20,14 @@ from streams.dead_letters import dead_letter
 
 log = logging.getLogger(__name__)
 _PARTITIONER = DefaultPartitioner()  # murmur2 of the key, as every producer of the topic places records
+
+
+class Outlets(Protocol):
+    """Where a batch's side records go: Kafka for the worker, nowhere for a replay, a list in unit tests."""
+
+    async def dead_letters(self, rejected: list[RejectedDelivery]) -> None: ...
+
+    async def deidentified(self, events: list[Visit]) -> None: ...
 
 
 class KafkaOutlets:
@@ -81,6 +90,3 @@ class NoOutlets:
 
     async def deidentified(self, events: list[Visit]) -> None:
         """Send nothing."""
-
-
-Outlets = KafkaOutlets | NoOutlets

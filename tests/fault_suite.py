@@ -448,7 +448,12 @@ async def _check(outcome: Outcome, settings: Settings, pool: asyncpg.Pool, keyri
     outcome.dead_letter_repeats = len(letters) - len(distinct)
     outcome.doubled += len(distinct - dead)
     versions = await changelog_versions(settings)
-    outcome.dedup_state_agrees = all(versions.get(f"{f}/{v}") == entry[0] for (f, v), entry in book.items())
+    disagreeing = {f"{f}/{v}": (versions.get(f"{f}/{v}"), entry[0]) for (f, v), entry in book.items()
+                   if versions.get(f"{f}/{v}") != entry[0]}
+    outcome.dedup_state_agrees = not disagreeing
+    if disagreeing:  # (changelog, book) versions of the first few, so the race can be chased
+        outcome.faults.append(f"dedup table disagrees with the book for {len(disagreeing)} visits: "
+                              f"{dict(list(disagreeing.items())[:5])}")
     outcome.unexpected_exits = services.unexpected_exits()
 
 

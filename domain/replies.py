@@ -136,20 +136,19 @@ def served(decision: Serve, entries: list[BookEntry], sensitive: SensitiveDiagno
                      fhir_bundle=orjson.dumps(bundle).decode())
     if detail:
         return detail_served(request_id, year, entries[0])
+    return year_served(request_id, year, entries, sensitive, every_year=decision.year is None)
+
+
+def year_served(request_id: str, year: int | None, entries: list[BookEntry], sensitive: SensitiveDiagnoses, *,
+                every_year: bool = False) -> Reply:
+    """The citizen's visits of a year (or every year), sensitive diagnoses masked, or the empty-state text."""
     visits = [listed(entry, sensitive) for entry in entries]
     if not visits:
         message = sentences.EMPTY_HISTORY.said()
-    elif decision.year is None:
+    elif every_year:
         message = sentences.EVERY_YEAR_SERVED.said(count=len(visits))
     else:
         message = sentences.YEAR_SERVED.said(count=len(visits), year=year)
-    return Reply(request_id=request_id, status=ReplyStatus.OK, message=message, year=year, visits=visits)
-
-
-def year_served(request_id: str, year: int, entries: list[BookEntry], sensitive: SensitiveDiagnoses) -> Reply:
-    """The citizen's visits of a year, sensitive diagnoses masked, or the empty-state text when there are none."""
-    visits = [listed(entry, sensitive) for entry in entries]
-    message = sentences.YEAR_SERVED.said(count=len(visits), year=year) if visits else sentences.EMPTY_HISTORY.said()
     return Reply(request_id=request_id, status=ReplyStatus.OK, message=message, year=year, visits=visits)
 
 

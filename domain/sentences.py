@@ -56,7 +56,6 @@ UNREADABLE_REQUEST = Sentence("Yêu cầu không đọc được ({problem}).")
 MALFORMED_REQUEST = Sentence("Yêu cầu không hợp lệ ({problem}).")
 
 # A visit's clinic signature, as the citizen page shows it
-SIGNED_BY = Sentence("Đã ký số bởi cơ sở KCB {facility} lúc {signed_at}")
 SIGNATURE_NOT_KEPT = Sentence("Lượt khám này được ghi trước khi sổ lưu chữ ký số kèm theo.")
 SIGNATURE_IN_DETAIL = Sentence("Chữ ký số được kiểm tra khi mở chi tiết lượt khám.")
 SIGNED_MESSAGE_UNREADABLE = Sentence("Thông điệp đã ký không đọc được ({problem}).")

@@ -70,6 +70,7 @@ def create_app(settings: Settings, broker: kafka.Broker) -> faust.App:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
                 try:
                     counts = await pipeline.process([delivery_of(event.message) for event in events])
+                    await changelog_written(app)
                 except asyncio.CancelledError:
                     leave_mid_batch()
                 log.info("batch %s", dict(counts), extra={"worker_id": settings.worker_app_id})
@@ -78,6 +79,20 @@ def create_app(settings: Settings, broker: kafka.Broker) -> faust.App:
 
     app.healthbook_pipeline = pipeline  # type: ignore[attr-defined]
     return app
+
+
+async def changelog_written(app: faust.App) -> None:
+    """Wait until every table write so far is on the changelog, before the batch's offsets can be committed.
+
+    faust acks a batch's events when the agent asks for the next batch, and flushes its producer before
+    committing them; but that flush gives up after 0.1 s without a send, which a busy event loop
+    easily causes, and offsets were then committed with table writes still buffered. A worker
+    SIGKILLed at that moment left the table behind the book for visits that never came again.
+    """
+    buffer = app.producer.buffer
+    while buffer.size:
+        await buffer.flush()
+    await app.producer.flush()
 
 
 def delivery_of(message: Any) -> Delivery:

@@ -284,11 +284,12 @@ class BatchStep:
 
     async def _plan(self, messages: list[Delivery],
                     verdicts: list[Accepted | Rejected]) -> tuple[BatchPlan, dict[str, dict[str, int]]]:
-        """Decide the batch against the table and, for visits the table does not hold, against the book.
+        """Decide the batch against the table and, for visits the table would call fresh, against the book.
 
-        The table is a cache of the book: a worker killed after its batch's commit but before its table
-        writes reached the changelog leaves the book ahead of the table, and faust may already have
-        committed those offsets, so the messages never come again. The book's versions fill such gaps.
+        The table is a cache of the book and may lag it: a worker killed after its batch's commit but
+        before its table writes reached the changelog (the agent waits for them before faust may commit
+        the batch's offsets, so the batch comes again and its replay heals the table), and visits the
+        pending resolver moved into the book. The book's versions fill such gaps.
         """
         from_book = await self._book_versions(verdicts)
         plan = plan_batch(messages, verdicts, self.checks.identity,
@@ -296,12 +297,16 @@ class BatchStep:
         return plan, from_book
 
     async def _book_versions(self, verdicts: Sequence[Accepted | Rejected]) -> dict[str, dict[str, int]]:
-        """The book's versions of this batch's visits that the table does not know, by citizen."""
+        """The book's versions of this batch's visits that the table would call new or newer, by citizen.
+
+        The table is written only after the book, so it is never ahead: when it says duplicate, so would the
+        book; when it says fresh, the book is asked.
+        """
         wanted: dict[tuple[str, str], str] = {}
         for verdict in verdicts:
             event = verdict.event if isinstance(verdict, Accepted) else None
             if event is not None and event.personal_id and \
-                    event.visit_key not in (self.versions.get(event.personal_id) or {}):
+                    (self.versions.get(event.personal_id) or {}).get(event.visit_key, -1) < event.version:
                 wanted[(event.facility_code, event.visit_code)] = event.personal_id
         if not wanted:
             return {}

@@ -16,6 +16,7 @@ import os
 import random
 import re
 import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -568,10 +569,16 @@ message it did not apply. See README.md, "Effectively once".
 async def main_async(args: argparse.Namespace) -> int:
     outcomes = []
     for plan in plans(args.events, args.citizens, args.rate):
+        if args.only and plan.name not in args.only:
+            continue
         print(f"scenario: {plan.name} ...", flush=True)
         outcome = await run_scenario(plan)
         print(table_markdown([outcome]).splitlines()[-1], flush=True)
         outcomes.append(outcome)
+    if not outcomes:
+        names = ", ".join(repr(plan.name) for plan in plans(args.events, args.citizens, args.rate))
+        print(f"no scenario is named {args.only}; the scenarios are {names}", file=sys.stderr)
+        return 2
     print(table_markdown(outcomes))
     if args.docs:
         write_docs(PROJECT_ROOT / args.docs, outcomes, args.events, args.citizens, args.rate, args.run_note)
@@ -584,6 +591,7 @@ def main() -> None:
     parser.add_argument("--citizens", type=int, default=1_000)
     parser.add_argument("--rate", type=float, default=700.0)
     parser.add_argument("--docs", help="Markdown file to rewrite with the figures")
+    parser.add_argument("--only", action="append", help="run only this scenario (repeatable), e.g. 'worker killed'")
     parser.add_argument("--run-note", default="", help="a sentence on which run this was, for the docs")
     raise SystemExit(asyncio.run(main_async(parser.parse_args())))
 

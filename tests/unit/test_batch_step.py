@@ -172,3 +172,21 @@ async def test_card_only_visits_wait_join_their_citizen_or_are_dead_lettered_whe
     assert (joined.visit_code, joined.personal_id) == (card_only[1]["visit_code"], child.personal_id)
     assert outlets.reasons() == [(2, DeadLetterReason.IDENTITY_MISMATCH)]
     assert result.counts[Outcome.PENDING] == 1 and result.counts[Outcome.ACCEPTED] == 1
+
+
+async def test_a_table_behind_the_book_is_trusted_only_when_it_says_duplicate_and_is_healed_from_the_book():
+    store, outlets = FakeBatchStore(), FakeOutlets()
+    person = citizen(5)
+    versions = [visit(person=person, sequence=9, version=v) for v in (1, 2, 3)]
+    step = _step(store, outlets)
+    await step.run(_delivered(versions))
+    visit_key = f"79001/{versions[0]['visit_code']}"
+    assert step.versions[person.personal_id] == {visit_key: 3}
+    step.versions[person.personal_id] = {visit_key: 1}  # the changelog lost the table's last writes
+    analytics_before = len(outlets.analytics)
+
+    again = await step.run(_delivered([versions[1]], first_offset=3))
+
+    assert again.counts[Outcome.DUPLICATE] == 1 and again.counts[Outcome.ACCEPTED] == 0
+    assert len(outlets.analytics) == analytics_before, "an old version is not sent to analytics a second time"
+    assert step.versions[person.personal_id] == {visit_key: 3}, "the table holds the book's version again"

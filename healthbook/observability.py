@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 
 # Only these attributes of a log record are copied into the JSON line: identifiers of events and
 # their place in Kafka, never content. Personal IDs, names and record content are never passed.
-CONTEXT_FIELDS = ("event_id", "clinic", "topic", "partition", "offset", "reason", "request_id", "worker_id")
+CONTEXT_FIELDS = ("event_id", "clinic", "topic", "partition", "offset", "offsets", "reason", "request_id", "worker_id")
 
 EVENTS = Counter("healthbook_events_total", "Visit messages by outcome", ["outcome"])
 BATCH_SIZE = Histogram("healthbook_batch_messages", "Messages per processed batch",

@@ -55,8 +55,8 @@ def create_app(settings: Settings, broker: kafka.Broker) -> faust.App:
                        value_serializer="raw", partitions=partitions)
     # Keyed like the visits topic and placed by the same partitioner, so each changelog
     # partition holds exactly the citizens of the matching visits partition.
-    versions = app.Table(topics.DEDUP_TABLE, default=None, partitions=partitions, use_partitioner=True,
-                         key_type=bytes)
+    versions = app.tables.add(VersionsTable(app, name=topics.DEDUP_TABLE, default=None, beacon=app.tables.beacon,
+                                            partitions=partitions, use_partitioner=True, key_type=bytes))
     pipeline = VisitPipeline(settings, broker, _KeyedTable(versions),
                              lambda partition: app.consumer.highwater(TP(settings.topics.visits, partition)))
     app.add_dependency(pipeline)
@@ -68,12 +68,14 @@ def create_app(settings: Settings, broker: kafka.Broker) -> faust.App:
     async def project_visits(stream: faust.StreamT) -> None:
         try:
             async for events in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
+                deliveries = [delivery_of(event.message) for event in events]
                 try:
-                    counts = await pipeline.process([delivery_of(event.message) for event in events])
-                    await changelog_written(app)
+                    counts = await pipeline.process(deliveries)
+                    await versions.written()
                 except asyncio.CancelledError:
                     leave_mid_batch()
-                log.info("batch %s", dict(counts), extra={"worker_id": settings.worker_app_id})
+                log.info("batch %s", dict(counts), extra={"worker_id": settings.worker_app_id,
+                                                         "offsets": offset_ranges(deliveries)})
         except Exception:
             stop_worker("the worker cannot go on; stopping without committing the current batch")
 
@@ -81,18 +83,40 @@ def create_app(settings: Settings, broker: kafka.Broker) -> faust.App:
     return app
 
 
-async def changelog_written(app: faust.App) -> None:
-    """Wait until every table write so far is on the changelog, before the batch's offsets can be committed.
+class VersionsTable(faust.Table):  # type: ignore[misc]
+    """The deduplication table, which keeps each changelog write it sends until the agent waits for it.
 
     faust acks a batch's events when the agent asks for the next batch, and flushes its producer before
-    committing them; but that flush gives up after 0.1 s without a send, which a busy event loop
-    easily causes, and offsets were then committed with table writes still buffered. A worker
-    SIGKILLed at that moment left the table behind the book for visits that never came again.
+    committing them; but that flush gives up after 0.1 s without a send, and misses a message taken from
+    its buffer but not yet handed to the Kafka client. Offsets were then committed with table writes
+    unsent, and a worker SIGKILLed at that moment left the table behind the book for good. The agent
+    waits for each write's own acknowledgement instead.
     """
-    buffer = app.producer.buffer
-    while buffer.size:
-        await buffer.flush()
-    await app.producer.flush()
+
+    _unconfirmed: list[Any] | None = None
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        """Send a table write to the changelog, as faust does, and keep its future."""
+        sent = super().send_changelog(*args, **kwargs)
+        if self._unconfirmed is None:
+            self._unconfirmed = []
+        self._unconfirmed.append(sent)
+        return sent
+
+    async def written(self) -> None:
+        """Wait until the broker has acknowledged every table write sent so far."""
+        pending, self._unconfirmed = self._unconfirmed or [], []
+        if pending:
+            await asyncio.gather(*pending)
+
+
+def offset_ranges(deliveries: list[Delivery]) -> dict[int, list[int]]:
+    """The first and last offset of each partition in a batch, for the operator reading the log."""
+    ranges: dict[int, list[int]] = {}
+    for d in deliveries:
+        first, last = ranges.setdefault(d.partition, [d.offset, d.offset])
+        ranges[d.partition] = [min(first, d.offset), max(last, d.offset)]
+    return ranges
 
 
 def delivery_of(message: Any) -> Delivery:

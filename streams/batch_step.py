@@ -171,7 +171,9 @@ class BatchStep:
             replayed = [m for m in messages if m.offset < expected[m.partition]]
             todo = await self._without_gaps([m for m in messages if m.offset >= expected[m.partition]], expected)
             if replayed and failure is None:
-                self._remember(*await self._plan(replayed, await self._verdicts(replayed)))
+                healed = self._remember(*await self._plan(replayed, await self._verdicts(replayed)))
+                log.info("%d messages were applied before (below the book's offsets %s); %d table entries refreshed",
+                         len(replayed), {p: expected[p] for p in sorted({m.partition for m in replayed})}, healed)
             if not todo:
                 return StepResult(Counter({Outcome.REPLAYED: len(replayed)}))
             started = time.monotonic()
@@ -317,13 +319,14 @@ class BatchStep:
                 found.setdefault(person, {})[keys.visit_key(facility, code)] = version
         return found
 
-    def _remember(self, plan: BatchPlan, from_book: dict[str, dict[str, int]] | None = None) -> None:
+    def _remember(self, plan: BatchPlan, from_book: dict[str, dict[str, int]] | None = None) -> int:
         """Record in the table the versions of what the health book now holds, healing what it had lost."""
         entries = plan.versions_to_remember()
         for person, versions in (from_book or {}).items():
             entries.setdefault(person, merged(self.versions.get(person), versions))
         for person, versions in entries.items():
             self.versions[person] = versions
+        return len(entries)
 
     def _suspected(self, messages: list[Delivery]) -> bool:
         return any(p == m.partition and first <= m.offset <= last

@@ -10,6 +10,7 @@ from commands.identity_standin import DEMO_PASSCODE
 from consumers.trusted_keys import TrustedKeysMissing
 from domain.registry_trust import TrustAnchorsMissing
 from domain.sensitive_diagnoses import BadSensitiveRanges
+from domain.sensitive_visit import BadSensitiveList
 from healthbook.config import Settings
 from healthbook.database import MigrationError
 from healthbook.kafka import NoKafkaLogin, TopicMissing
@@ -18,7 +19,8 @@ from producers.registry_signing import RegistryKeyMissing
 from streams.pseudonym_key import PseudonymKeyError
 
 SETUP_ERRORS = (NoKafkaLogin, TopicMissing, TrustedKeysMissing, TrustAnchorsMissing, BadSensitiveRanges,
-                MigrationError, KeyFileMissing, KeyLifecycleError, RegistryKeyMissing, PseudonymKeyError)
+                BadSensitiveList, MigrationError, KeyFileMissing, KeyLifecycleError, RegistryKeyMissing,
+                PseudonymKeyError)
 
 # Each subcommand names its function as "module.function" under commands/ and is imported only when
 # run, so a worker process does not load the XML, signing and rendering stack of the other commands.

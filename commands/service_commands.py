@@ -47,7 +47,7 @@ def citizen_page(settings: Settings, args: argparse.Namespace) -> None:
     from commands.citizen_page.app import make_app
 
     signer = ensure_identity_key(settings)
-    app = make_app(lambda: IdentityPlatform(settings, signer), args.passcode)
+    app = make_app(lambda: IdentityPlatform(settings, signer), args.passcode, settings.trust_anchors())
     print(f"citizen page (identity-app stand-in): http://127.0.0.1:{args.port}/  demo passcode: {args.passcode}",
           flush=True)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")

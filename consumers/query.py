@@ -33,7 +33,7 @@ from domain.consent import (
     requester_of,
 )
 from domain.replies import Reply
-from domain.sensitive_diagnoses import SensitiveDiagnoses
+from domain.sensitive_visit import SensitivePolicy
 from healthbook import kafka
 from healthbook import observability as metrics
 from healthbook.config import Settings
@@ -69,10 +69,10 @@ class QueryStore(Protocol):
 
 @dataclass(frozen=True)
 class QueryPolicy:
-    """What the query consumer trusts and how it answers: requests' keys and freshness, sensitive codes, reply size."""
+    """What the query consumer trusts and how it answers: request keys and freshness, what is sensitive, reply size."""
 
     requests: RequestPolicy
-    sensitive: SensitiveDiagnoses
+    sensitive: SensitivePolicy
     largest_reply: int
 
     @classmethod

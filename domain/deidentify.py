@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from domain.sensitive_diagnoses import SensitiveDiagnoses
+from domain.sensitive_visit import SensitivePolicy
 from schemas import catalogue, wire
 from schemas.visit_record import Visit
 
@@ -39,10 +39,9 @@ def deidentified(event: Visit, key: bytes) -> dict[str, Any]:
     }
 
 
-def withheld(event: Visit, sensitive: SensitiveDiagnoses) -> bool:
-    """Whether a visit stays off the analytics topic: any sensitive diagnosis, since its drugs and place would
-    still tell even with the code masked."""
-    return sensitive.any_of(event.diagnosis_codes)
+def withheld(event: Visit, sensitive: SensitivePolicy) -> bool:
+    """Whether a visit stays off the analytics topic: a sensitive visit, whatever part of it makes it so."""
+    return sensitive.of_visit(event.record)
 
 
 def encode(event: Visit, key: bytes) -> tuple[bytes, bytes]:

@@ -8,8 +8,9 @@ referral as a ServiceRequest (XML13), the follow-up Appointment (XML14), certifi
 DocumentReferences, what insurance and the patient paid as an ExplanationOfBenefit, and a
 Provenance carrying the clinic's signature with the signed message and key as Binary resources.
 
-A year's or a whole book's Bundle is what the list shows: sensitive diagnoses are left out and their
-Encounter is labelled MASKED; the sensitive tables (XML6, XML15) appear only in the Bundle of one
+A year's or a whole book's Bundle is what the list shows: a sensitive visit (domain/sensitive_visit.py)
+is there only as a sealed Encounter, labelled MASKED, with its dates, its facility and a neutral
+sentence; everything else of it, sensitive tables (XML6, XML15) included, is only in the Bundle of that
 visit's detail, labelled restricted (R). Codes without a published FHIR system use healthbook's own
 systems under `SYSTEM_BASE`, named in docs/contract.md.
 """
@@ -25,7 +26,8 @@ from typing import Any
 
 from domain.book_entry import BookEntry, result_flag
 from domain.sensitive_diagnoses import SensitiveDiagnoses
-from domain.sentences import TREATMENT_RESULTS, VISIT_TYPES, facility_label
+from domain.sensitive_visit import SensitivePolicy
+from domain.sentences import SEALED_VISIT, TREATMENT_RESULTS, VISIT_TYPES, facility_label
 
 SYSTEM_BASE = "https://fhir.healthbook.vn"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
@@ -96,22 +98,28 @@ class _Builder:
 
 
 def book_bundle(personal_id: str, entries: list[BookEntry], *, detail: bool = False,
-                sensitive: SensitiveDiagnoses) -> dict[str, Any]:
-    """The Bundle of a citizen's visits: a list's (sensitive diagnoses left out) or, with detail, one visit in full."""
+                sensitive: SensitivePolicy) -> dict[str, Any]:
+    """The Bundle of a citizen's visits: a list's (sensitive visits sealed) or, with detail, one visit in full."""
     builder = _Builder()
-    patient = builder.add(f"patient/{personal_id}", _patient(personal_id, entries))
-    for entry in entries:
-        _visit(builder, patient, entry, detail, sensitive)
+    sealed = [not detail and sensitive.of_visit(e.record, has_sensitive_tables=e.has_sensitive) for e in entries]
+    patient = builder.add(f"patient/{personal_id}", _patient(
+        personal_id, entries, [e for e, hidden in zip(entries, sealed, strict=True) if not hidden]))
+    for entry, hidden in zip(entries, sealed, strict=True):
+        if hidden:
+            _sealed_visit(builder, patient, entry)
+        else:
+            _visit(builder, patient, entry, detail, sensitive.diagnoses)
     return {"resourceType": "Bundle", "type": "collection",
             "meta": {"tag": [{"system": _local("healthbook-view"), "code": "detail" if detail else "list"}]},
             "entry": builder.entries}
 
 
-def _patient(personal_id: str, entries: list[BookEntry]) -> dict[str, Any]:
+def _patient(personal_id: str, entries: list[BookEntry], shown: list[BookEntry]) -> dict[str, Any]:
+    """The citizen, with the patient codes (MA_BN) of the visits shown: a sealed visit's stays in its detail."""
     person = entries[-1].record["patient"] if entries else {}
     identifiers = [{"use": "official", "system": CCCD, "value": personal_id}]
     identifiers += [{"system": BHYT_CARD, "value": card} for card in person.get("insurance_card_numbers", [])]
-    for entry in entries:
+    for entry in shown:
         code = entry.record["patient"].get("patient_code")
         identifiers.append({"system": f"{SYSTEM_BASE}/sid/ma-bn/{entry.record['facility_code']}", "value": code})
     unique = list({(i["system"], i["value"]): i for i in identifiers}.values())
@@ -137,38 +145,50 @@ def _organization(builder: _Builder, code: str | None) -> dict[str, str] | None:
         "name": facility_label(code)})
 
 
+def _sealed_visit(builder: _Builder, patient: dict[str, str], entry: BookEntry) -> None:
+    """A sensitive visit in a list: its dates, its facility and a neutral sentence, nothing else of it."""
+    record = entry.record
+    builder.add(f"visit/{record['facility_code']}/{record['visit_code']}", {
+        "resourceType": "Encounter", "status": "finished",
+        "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                               "code": "MASKED"}]},
+        "text": {"status": "generated",
+                 "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{SEALED_VISIT.citizen()}</div>'},
+        "identifier": [{"system": f"{SYSTEM_BASE}/sid/ma-lk/{record['facility_code']}", "value": record["visit_code"]}],
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": patient, "serviceProvider": _organization(builder, record["facility_code"]),
+        "period": {"start": _minute(record["admitted_at"]), "end": _minute(record["discharged_at"])},
+    })
+
+
 def _visit(builder: _Builder, patient: dict[str, str], entry: BookEntry, detail: bool,
            sensitive: SensitiveDiagnoses) -> None:
     record = entry.record
     key = f"visit/{record['facility_code']}/{record['visit_code']}"
     facility = _organization(builder, record["facility_code"])
     codes = [record["main_diagnosis_code"], *record.get("secondary_diagnosis_codes", [])]
-    masked = not detail and sensitive.any_of(codes)
     encounter = builder.add(key, {"resourceType": "Encounter"})  # placed before its parts, filled after them
     made: list[dict[str, str]] = [encounter]
-    conditions = _conditions(builder, key, patient, encounter, record, codes, masked, sensitive)
+    conditions = _conditions(builder, key, patient, encounter, record, codes, sensitive)
     made += conditions
     made += _medicines(builder, key, patient, encounter, record)
     made += _observations(builder, key, patient, encounter, record)
     made += _procedures(builder, key, patient, encounter, record)
-    made += _papers(builder, key, patient, encounter, record, masked, facility)
+    made += _papers(builder, key, patient, encounter, record, facility)
     made += _documents(builder, key, patient, encounter, record.get("certificates", []), restricted=False)
     if detail:
         made += _documents(builder, key, patient, encounter, entry.sensitive, restricted=True)
     made.append(_payments(builder, key, patient, facility, record))
-    builder.fill(key, _encounter(record, patient, facility, conditions, masked or (detail and entry.has_sensitive),
-                                 masked))
+    builder.fill(key, _encounter(record, patient, facility, conditions, labelled=detail and entry.has_sensitive))
     if entry.signed is not None:
-        _provenance(builder, key, made, facility, entry, withheld=masked or (not detail and entry.has_sensitive))
+        _provenance(builder, key, made, facility, entry)
 
 
 def _encounter(record: dict[str, Any], patient: dict[str, str], facility: dict[str, str] | None,
-               conditions: list[dict[str, str]], labelled: bool, masked: bool) -> dict[str, Any]:
+               conditions: list[dict[str, str]], labelled: bool) -> dict[str, Any]:
     act, display = _VISIT_CLASS.get(record["visit_type"], ("AMB", "ambulatory"))
     result = record.get("treatment_result")
-    security = [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "MASKED"}
-                ] if masked else ([{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
-                                    "code": "R"}] if labelled else [])
+    security = [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}] if labelled else []
     return {
         "resourceType": "Encounter", "status": "finished", "meta": {"security": security},
         "identifier": [{"system": f"{SYSTEM_BASE}/sid/ma-lk/{record['facility_code']}", "value": record["visit_code"]}],
@@ -179,7 +199,7 @@ def _encounter(record: dict[str, Any], patient: dict[str, str], facility: dict[s
         "period": {"start": _minute(record["admitted_at"]), "end": _minute(record["discharged_at"])},
         "length": {"value": record["treatment_days"], "unit": "d", "system": "http://unitsofmeasure.org",
                    "code": "d"} if record.get("treatment_days") is not None else None,
-        "reasonCode": [] if masked else [{"text": record.get("reason")}, {"text": record.get("admission_diagnosis")}],
+        "reasonCode": [{"text": record.get("reason")}, {"text": record.get("admission_diagnosis")}],
         "diagnosis": [{"condition": ref, "rank": rank} for rank, ref in enumerate(conditions, 1)],
         "hospitalization": {
             "admitOrigin": None,
@@ -201,14 +221,11 @@ def _encounter(record: dict[str, Any], patient: dict[str, str], facility: dict[s
 
 
 def _conditions(builder: _Builder, key: str, patient: dict[str, str], encounter: dict[str, str],
-                record: dict[str, Any], codes: list[str], masked: bool,
-                sensitive: SensitiveDiagnoses) -> list[dict[str, str]]:
+                record: dict[str, Any], codes: list[str], sensitive: SensitiveDiagnoses) -> list[dict[str, str]]:
     names = [n.strip() for n in record.get("discharge_diagnosis", "").split(";")]
-    named = len(names) == len(codes) and not masked  # a masked list names no diagnosis: any name could be the one
+    named = len(names) == len(codes)
     made = []
     for index, code in enumerate(codes):
-        if masked and code in sensitive:
-            continue
         made.append(builder.add(f"{key}/condition/{code}", {
             "resourceType": "Condition", "subject": patient, "encounter": encounter,
             "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]}
@@ -218,7 +235,7 @@ def _conditions(builder: _Builder, key: str, patient: dict[str, str], encounter:
             "code": {"coding": [{"system": ICD10, "code": code, "display": names[index] if named else None}],
                      "text": names[index] if named else None},
             "recordedDate": _minute(record["discharged_at"]),
-            "note": [{"text": record["discharge_diagnosis"]}] if index == 0 and not named and not masked else [],
+            "note": [{"text": record["discharge_diagnosis"]}] if index == 0 and not named else [],
         }))
     for code in record.get("traditional_diagnosis_codes", []):
         made.append(builder.add(f"{key}/condition/yhct/{code}", {
@@ -322,20 +339,20 @@ def _procedures(builder: _Builder, key: str, patient: dict[str, str], encounter:
 
 
 def _papers(builder: _Builder, key: str, patient: dict[str, str], encounter: dict[str, str], record: dict[str, Any],
-            masked: bool, facility: dict[str, str] | None) -> list[dict[str, str]]:
+            facility: dict[str, str] | None) -> list[dict[str, str]]:
     """The discharge paper and record summary (XML7, XML8, XML5), the referral (XML13), the follow-up (XML14)."""
-    made = _impression(builder, key, patient, encounter, record, masked)
-    made += _referral(builder, key, patient, encounter, record, masked, facility)
-    made += _follow_up(builder, key, patient, encounter, record, masked)
+    made = _impression(builder, key, patient, encounter, record)
+    made += _referral(builder, key, patient, encounter, record, facility)
+    made += _follow_up(builder, key, patient, encounter, record)
     return made
 
 
 def _impression(builder: _Builder, key: str, patient: dict[str, str], encounter: dict[str, str],
-                record: dict[str, Any], masked: bool) -> list[dict[str, str]]:
+                record: dict[str, Any]) -> list[dict[str, str]]:
     made = []
     paper, summary = record.get("discharge_paper") or {}, record.get("record_summary") or {}
     notes = record.get("progress_notes", [])
-    if (paper or summary or notes) and not masked:
+    if paper or summary or notes:
         parts = [("Chẩn đoán vào viện", summary.get("admission_diagnosis")),
                  ("Chẩn đoán ra viện", paper.get("diagnosis")),
                  ("Chẩn đoán ra viện", summary.get("discharge_diagnosis")),
@@ -359,7 +376,7 @@ def _impression(builder: _Builder, key: str, patient: dict[str, str], encounter:
 
 
 def _referral(builder: _Builder, key: str, patient: dict[str, str], encounter: dict[str, str],
-              record: dict[str, Any], masked: bool, facility: dict[str, str] | None) -> list[dict[str, str]]:
+              record: dict[str, Any], facility: dict[str, str] | None) -> list[dict[str, str]]:
     made = []
     referral = record.get("referral")
     if referral:
@@ -375,7 +392,7 @@ def _referral(builder: _Builder, key: str, patient: dict[str, str], encounter: d
             if referral.get("to_facility") else [],
             "reasonCode": [{"coding": [{"system": _local("ma-lydo-ct"), "code": referral.get("reason_code")}]}]
             if referral.get("reason_code") else [],
-            "note": [] if masked else [{"text": f"{label}: {referral[field]}"} for label, field in (
+            "note": [{"text": f"{label}: {referral[field]}"} for label, field in (
                 ("Chẩn đoán", "diagnosis"), ("Quá trình bệnh lý", "clinical_course"),
                 ("Tóm tắt kết quả", "results_summary"), ("Phương pháp điều trị", "treatment")) if referral.get(field)],
         }))
@@ -383,7 +400,7 @@ def _referral(builder: _Builder, key: str, patient: dict[str, str], encounter: d
 
 
 def _follow_up(builder: _Builder, key: str, patient: dict[str, str], encounter: dict[str, str],
-               record: dict[str, Any], masked: bool) -> list[dict[str, str]]:
+               record: dict[str, Any]) -> list[dict[str, str]]:
     made = []
     follow_up = record.get("follow_up") or {}
     day = follow_up.get("appointment_date") or record.get("follow_up_date")
@@ -391,8 +408,7 @@ def _follow_up(builder: _Builder, key: str, patient: dict[str, str], encounter: 
         made.append(builder.add(f"{key}/follow-up", {
             "resourceType": "Appointment", "status": "proposed",
             "identifier": [{"system": f"{SYSTEM_BASE}/sid/so-giay-hen", "value": follow_up.get("appointment_no")}],
-            "description": "Hẹn khám lại" + ("" if masked or not follow_up.get("diagnosis")
-                                              else f": {follow_up['diagnosis']}"),
+            "description": "Hẹn khám lại" + (f": {follow_up['diagnosis']}" if follow_up.get("diagnosis") else ""),
             "requestedPeriod": [{"start": _day(day), "end": _day(day)}],
             "created": _day(follow_up.get("issued_on")),
             "supportingInformation": [encounter],
@@ -449,7 +465,7 @@ def _payments(builder: _Builder, key: str, patient: dict[str, str], facility: di
 
 
 def _provenance(builder: _Builder, key: str, targets: list[dict[str, str]], facility: dict[str, str] | None,
-                entry: BookEntry, withheld: bool) -> None:
+                entry: BookEntry) -> None:
     """The clinic's signature of the visit, with the signed message and the key (or certificate) that verifies it."""
     signed = entry.signed
     assert signed is not None
@@ -459,7 +475,7 @@ def _provenance(builder: _Builder, key: str, targets: list[dict[str, str]], faci
         "resourceType": "Binary", "data": base64.b64encode(material).decode(),
         "contentType": "application/pkix-cert" if signed.certificate else "application/octet-stream"})
     entities = []
-    if signed.signed_message and not withheld:
+    if signed.signed_message:
         message = builder.add(f"{key}/signed-message", {
             "resourceType": "Binary", "contentType": "application/vnd.healthbook.signed-visit+avro",
             "data": base64.b64encode(signed.signed_message).decode()})

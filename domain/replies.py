@@ -12,7 +12,7 @@ from domain import sentences
 from domain.book_entry import BookEntry, ClinicSignature, View, result_flag
 from domain.consent import Decision, Refusal, Serve
 from domain.fhir_bundle import book_bundle
-from domain.sensitive_diagnoses import SensitiveDiagnoses
+from domain.sensitive_visit import SensitivePolicy
 from schemas import catalogue, wire
 from schemas.errors import ContractError
 from schemas.refusal_codes import RefusalCode, ReplyStatus
@@ -62,6 +62,9 @@ class SensitiveTable(View):
     records: list[dict[str, str]]
 
 
+SEALED_VISIT_TYPE = 0  # MA_LOAI_KCB is 1 to 9: 0 marks a sensitive visit's list entry, which shows only dates and place
+
+
 class VisitView(View):
     """One visit of the health book as the reply shows it."""
 
@@ -84,6 +87,11 @@ class VisitView(View):
     patient_paid: Decimal | None = None
     sensitive: list[SensitiveTable] = Field(default_factory=list)
     signed: ClinicSignature | None = None
+
+    @property
+    def sealed(self) -> bool:
+        """Whether this is a sensitive visit's list entry, whose content is only in the visit's detail."""
+        return self.visit_type == SEALED_VISIT_TYPE
 
 
 class Reply(View):
@@ -125,7 +133,7 @@ def refusal(decision: Decision, why: Refusal) -> Reply:
     return refused(decision.requester.request_id, why.code, why.message, decision.requester.year)
 
 
-def served(decision: Serve, entries: list[BookEntry], sensitive: SensitiveDiagnoses) -> Reply:
+def served(decision: Serve, entries: list[BookEntry], sensitive: SensitivePolicy) -> Reply:
     """What a served request gets: a year or every year as a list, one visit in full, or either as FHIR."""
     request_id, year = decision.request_id, decision.requester.year
     detail = decision.visit is not None
@@ -139,9 +147,9 @@ def served(decision: Serve, entries: list[BookEntry], sensitive: SensitiveDiagno
     return year_served(request_id, year, entries, sensitive, every_year=decision.year is None)
 
 
-def year_served(request_id: str, year: int | None, entries: list[BookEntry], sensitive: SensitiveDiagnoses, *,
+def year_served(request_id: str, year: int | None, entries: list[BookEntry], sensitive: SensitivePolicy, *,
                 every_year: bool = False) -> Reply:
-    """The citizen's visits of a year (or every year), sensitive diagnoses masked, or the empty-state text."""
+    """The citizen's visits of a year (or every year), sensitive visits sealed, or the empty-state text."""
     visits = [listed(entry, sensitive) for entry in entries]
     if not visits:
         message = sentences.EMPTY_HISTORY.said()
@@ -174,28 +182,19 @@ def fitted(reply: Reply, limit: int) -> tuple[Reply, bytes]:
     return too_large, too_large.encode()
 
 
-def listed(entry: BookEntry, sensitive: SensitiveDiagnoses) -> VisitView:
-    """A visit as a year's list shows it: masked where sensitive, its signed message only if the list hides nothing.
-
-    The signed message holds the whole visit, sensitive tables included, so a list entry that withholds
-    anything carries the signature without it; the visit's detail carries it.
-    """
-    view = visit_view(entry.record)
-    withholds = entry.has_sensitive or sensitive.any_of(view.diagnosis_codes)
-    view = masked(view, sensitive)
-    signed = entry.signed
-    if signed is not None and withholds:
-        signed = signed.model_copy(update={"signed_message": None})
-    return view.model_copy(update={"signed": signed})
+def listed(entry: BookEntry, sensitive: SensitivePolicy) -> VisitView:
+    """A visit as a year's list shows it: in full with its signed message, or sealed when the visit is sensitive."""
+    if sensitive.of_visit(entry.record, has_sensitive_tables=entry.has_sensitive):
+        return sealed(entry.record)
+    return visit_view(entry.record).model_copy(update={"signed": entry.signed})
 
 
-def masked(view: VisitView, sensitive: SensitiveDiagnoses) -> VisitView:
-    """A list entry with sensitive diagnoses hidden: codes masked, and the texts that could name them left out."""
-    if not sensitive.any_of(view.diagnosis_codes):
-        return view
-    return view.model_copy(update={"diagnosis_codes": sensitive.mask(view.diagnosis_codes),
-                                   "diagnosis_names": sentences.MASKED_DIAGNOSIS.citizen(), "reason": None,
-                                   "discharge_summary": None})
+def sealed(record: dict[str, Any]) -> VisitView:
+    """A sensitive visit's list entry: its dates, its facility and a neutral sentence; its detail holds the rest."""
+    return VisitView(facility_code=record["facility_code"], visit_code=record["visit_code"],
+                     visit_type=SEALED_VISIT_TYPE, admitted_at=record["admitted_at"],
+                     discharged_at=record["discharged_at"], diagnosis_codes=[],
+                     diagnosis_names=sentences.SEALED_VISIT.citizen())
 
 
 def visit_view(record: dict[str, Any]) -> VisitView:

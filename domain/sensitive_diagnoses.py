@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-MASK = "***"
 _CATEGORY = re.compile(r"^([A-Z])(\d{2})")
 _RANGE = re.compile(r"^([A-Z])(\d{2})(?:-([A-Z])(\d{2}))?$")
 
@@ -43,12 +41,3 @@ class SensitiveDiagnoses:
             return False
         category = found[1] + found[2]
         return any(first <= category <= last for first, last in self.ranges)
-
-    def any_of(self, codes: Iterable[str | None]) -> bool:
-        """Whether any of these codes is sensitive."""
-        return any(code in self for code in codes)
-
-    def mask(self, codes: Iterable[str]) -> list[str]:
-        """The codes with each sensitive one replaced by the mask, order kept."""
-        return [MASK if code in self else code for code in codes]
-

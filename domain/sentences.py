@@ -35,8 +35,8 @@ YEAR_SERVED = Sentence("{count} lượt khám chữa bệnh BHYT năm {year}")
 EVERY_YEAR_SERVED = Sentence("{count} lượt khám chữa bệnh BHYT qua các năm")
 DETAIL_SERVED = Sentence("Chi tiết lượt khám {visit_code} tại cơ sở {facility_code}")
 FHIR_SERVED = Sentence("FHIR R4 Bundle: {count} lượt khám")
-MASKED_DIAGNOSIS = Sentence("Chẩn đoán thuộc nhóm thông tin nhạy cảm nên được ẩn trong danh sách; "
-                            "bạn xem đầy đủ khi mở chi tiết lượt khám này.")
+SEALED_VISIT = Sentence("Lượt khám có thông tin nhạy cảm nên được ẩn trong danh sách; "
+                        "bạn xem đầy đủ khi mở chi tiết lượt khám này.")
 
 # Refusals (integration replies), one per refusal code
 NOT_FOUND = Sentence("Không tìm thấy lượt khám này trong sổ sức khỏe của bạn", "no such visit in your health book")
@@ -58,10 +58,14 @@ MALFORMED_REQUEST = Sentence("Yêu cầu không hợp lệ ({problem}).")
 # A visit's clinic signature, as the citizen page shows it
 SIGNATURE_NOT_KEPT = Sentence("Lượt khám này được ghi trước khi sổ lưu chữ ký số kèm theo.")
 SIGNATURE_IN_DETAIL = Sentence("Chữ ký số được kiểm tra khi mở chi tiết lượt khám.")
-SIGNED_MESSAGE_UNREADABLE = Sentence("Thông điệp đã ký không đọc được ({problem}).")
-KEY_NOT_CERTIFIED = Sentence("Khóa công khai không khớp với chứng thư số của cơ sở.")
-NOT_THIS_VISIT = Sentence("Thông điệp đã ký không phải của lượt khám này.")
-SIGNATURE_BROKEN = Sentence("Chữ ký số KHÔNG hợp lệ: nội dung đã bị thay đổi sau khi ký.")
+SIGNATURE_FAILED = Sentence("Chữ ký số KHÔNG hợp lệ: {why}")
+SIGNED_MESSAGE_UNREADABLE = Sentence("thông điệp đã ký không đọc được ({problem}).")
+KEY_NOT_CERTIFIED = Sentence("khóa ký không có chứng thư số hợp lệ của cơ sở do tổ chức chứng thực tin cậy cấp "
+                             "({problem}).")
+NOT_THIS_VISIT = Sentence("thông điệp đã ký không phải của lượt khám này.")
+SIGNATURE_BROKEN = Sentence("nội dung đã bị thay đổi sau khi ký.")
+CONTENT_NOT_SIGNED = Sentence("nội dung được gửi tới khác nội dung cơ sở đã ký ({fields}); nội dung dưới đây "
+                              "không được xác thực.")
 SIGNATURE_VALID = Sentence("Chữ ký số hợp lệ (khóa {key_id} của cơ sở {clinic_code}).")
 
 # The identity app's flow (the citizen page)

@@ -1,64 +1,85 @@
-"""Checking a reply's visit signature offline: what anyone holding the reply can do without healthbook."""
+"""Checking a reply's visit signature offline, as the identity app does: what anyone holding the reply can verify.
+
+A visit counts as signed only when all of these hold: its signed message decodes; the certificate carried
+with it chains to a CA the verifier itself trusts (never one the reply brings along), names the visit's
+facility in its subject UID and is valid, unrevoked, at the signing time; the signature over the message
+verifies with that certificate's key; the message is this visit; and every field the reply shows is the
+field the clinic signed. What is then shown as signed is decoded from the signed bytes themselves.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
-from cryptography import x509
-
 from domain import sentences
-from domain.registry_trust import Untrusted, raw_ed25519
-from domain.replies import VisitView
+from domain.registry_trust import CLINIC_PREFIX, TrustAnchors, Untrusted, raw_ed25519
+from domain.replies import SensitiveTable, VisitView, visit_view
 from schemas import catalogue, envelope, wire
 from schemas.errors import ContractError
 
 
 class SignatureState(StrEnum):
-    """What checking one visit's clinic signature found (the page styles each differently)."""
+    """What checking one visit's clinic signature found (the page shows each differently)."""
 
-    VALID = "valid"
-    INVALID = "invalid"
-    IN_DETAIL = "in_detail"  # a list entry that withholds its signed message: checked in the visit's detail
-    NOT_KEPT = "unsigned"  # written before the book kept signed messages
+    VERIFIED = "verified"
+    NOT_VERIFIABLE = "not_verifiable"  # nothing to check here: a sealed list entry, or a visit kept unsigned
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
 class SignatureCheck:
-    """The outcome of checking one visit's clinic signature, with the sentence the citizen reads."""
+    """The outcome of checking one visit's signature, the sentence the citizen reads, and the signed visit itself."""
 
     status: SignatureState
     sentence: str
+    signed: VisitView | None = None  # decoded from the bytes whose signature checked; set only when VERIFIED
 
 
-def check_visit_signature(view: VisitView) -> SignatureCheck:
-    """Verify the visit's signed message with the key the reply names, and that the message is this visit."""
+def _failed(sentence: sentences.Sentence, **values: object) -> SignatureCheck:
+    return SignatureCheck(SignatureState.FAILED, sentences.SIGNATURE_FAILED.citizen(why=sentence.citizen(**values)))
+
+
+def check_visit_signature(view: VisitView, anchors: TrustAnchors) -> SignatureCheck:
+    """Verify one visit of a reply against the verifier's own trust anchors, and return what the clinic signed."""
+    if view.sealed:
+        return SignatureCheck(SignatureState.NOT_VERIFIABLE, sentences.SIGNATURE_IN_DETAIL.citizen())
     signed = view.signed
-    if signed is None:
-        return SignatureCheck(SignatureState.NOT_KEPT, sentences.SIGNATURE_NOT_KEPT.citizen())
-    if signed.signed_message is None:
-        return SignatureCheck(SignatureState.IN_DETAIL, sentences.SIGNATURE_IN_DETAIL.citizen())
+    if signed is None or signed.signed_message is None:
+        return SignatureCheck(SignatureState.NOT_VERIFIABLE, sentences.SIGNATURE_NOT_KEPT.citizen())
     try:
         sealed = wire.decode(signed.signed_message, catalogue.SIGNED_VISIT)
         payload = wire.decode(sealed["payload"], catalogue.VISIT_EVENT)
-    except ContractError as exc:
-        return SignatureCheck(SignatureState.INVALID, sentences.SIGNED_MESSAGE_UNREADABLE.citizen(problem=exc))
-    if signed.certificate is not None and _certificate_key(signed.certificate) != bytes(signed.public_key):
-        return SignatureCheck(SignatureState.INVALID, sentences.KEY_NOT_CERTIFIED.citizen())
-    claims = ((sealed["clinic_code"], signed.clinic_code), (sealed["key_id"], signed.key_id),
-              (sealed["signature"], signed.signature), (payload["facility_code"], view.facility_code),
-              (payload["visit_code"], view.visit_code))
-    if any(a != b for a, b in claims):
-        return SignatureCheck(SignatureState.INVALID, sentences.NOT_THIS_VISIT.citizen())
-    if not envelope.verify(signed.public_key, sealed["signature"], envelope.visit_signing_input(sealed)):
-        return SignatureCheck(SignatureState.INVALID, sentences.SIGNATURE_BROKEN.citizen())
-    return SignatureCheck(SignatureState.VALID, sentences.SIGNATURE_VALID.citizen(key_id=signed.key_id,
-                                                                            clinic_code=signed.clinic_code))
-
-
-def _certificate_key(der: bytes) -> bytes | None:
-    """The raw Ed25519 key a DER certificate certifies, or None when it is not one."""
+        as_signed = signed.model_copy(update={"clinic_code": sealed["clinic_code"], "key_id": sealed["key_id"],
+                                              "signed_at": sealed["signed_at"], "signature": sealed["signature"]})
+        shown = visit_view(payload).model_copy(update={
+            "sensitive": [SensitiveTable(**table) for table in payload.get("sensitive") or []], "signed": as_signed})
+    except (ContractError, KeyError, TypeError, ValueError) as exc:
+        return _failed(sentences.SIGNED_MESSAGE_UNREADABLE, problem=exc)
+    signed_at: datetime = sealed["signed_at"]
     try:
-        return raw_ed25519(x509.load_der_x509_certificate(der))
-    except (ValueError, Untrusted):
-        return None
+        certificate = anchors.certificate(signed.certificate, CLINIC_PREFIX + sealed["clinic_code"], signed_at)
+        key = raw_ed25519(certificate)
+    except Untrusted as why:
+        return _failed(sentences.KEY_NOT_CERTIFIED, problem=why.message)
+    if (sealed["clinic_code"], payload["facility_code"], payload["visit_code"]) != \
+            (view.facility_code, view.facility_code, view.visit_code):
+        return _failed(sentences.NOT_THIS_VISIT)
+    if not envelope.verify(key, sealed["signature"], envelope.visit_signing_input(sealed)):
+        return _failed(sentences.SIGNATURE_BROKEN)
+    changed = _changed_fields(view, shown)
+    if changed:
+        return _failed(sentences.CONTENT_NOT_SIGNED, fields=", ".join(changed))
+    return SignatureCheck(SignatureState.VERIFIED, sentences.SIGNATURE_VALID.citizen(
+        key_id=sealed["key_id"], clinic_code=sealed["clinic_code"]), shown)
+
+
+def _changed_fields(reply: VisitView, signed: VisitView) -> list[str]:
+    """The fields the reply shows otherwise than the clinic signed them, its claims of who signed and when included."""
+    theirs, ours = reply.model_dump(exclude={"signed"}), signed.model_dump(exclude={"signed"})
+    changed = [name for name in theirs if theirs[name] != ours[name]]
+    claims = ("clinic_code", "key_id", "signed_at", "signature")
+    assert reply.signed is not None and signed.signed is not None
+    return changed + [f"signed.{name}" for name in claims
+                      if getattr(reply.signed, name) != getattr(signed.signed, name)]

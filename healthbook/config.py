@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from domain.consent import RequestPolicy
 from domain.registry_trust import TrustAnchors
 from domain.sensitive_diagnoses import SensitiveDiagnoses
+from domain.sensitive_visit import SensitivePolicy, parse_list
 from domain.validation import SigningWindow
 from schemas.topics import DEDUP_TABLE, DEFAULT_MAX_VISIT_BYTES, TopicNames
 
@@ -68,7 +69,18 @@ class Settings(BaseSettings):
     signed_at_max_delay_seconds: int = _setting(3600, "how long before the broker's append time a visit may be signed")
     signed_at_max_ahead_seconds: int = _setting(300, "how far after the broker's append time signed_at may lie")
     sensitive_diagnoses: str = _setting(
-        "A15-A19,B20-B24,Z21", "ICD-10 categories and ranges masked in the year list and kept off analytics")
+        "A15-A19,B20-B24,Z21", "ICD-10 categories and ranges that make a visit sensitive, wherever they are written")
+    sensitive_medicines: str = _setting(
+        "J05AR,RHZE,HRZE", "drug codes (XML2 MA_THUOC) that make a visit sensitive: a part of the code starting "
+        "with one (ATC J05AR antiretrovirals, TB regimens)")
+    sensitive_services: str = _setting(
+        "24.0117,24.0118,24.0119,24.0263", "service and test codes (XML3/XML4 MA_DICH_VU, MA_CHI_SO) that make a "
+        "visit sensitive, by prefix; the defaults are the synthetic data's HIV and TB tests: set the national codes")
+    sensitive_words: str = _setting(
+        "HIV,AIDS,ARV,OPC,PrEP,CD4,tải lượng virus,lao phổi,bệnh lao,kháng lao,điều trị lao,nhiễm lao,lao hạch,"
+        "lao màng,lao kháng thuốc,DTRI LAO,Xpert,MTB,AFB,tenofovir,lamivudine,dolutegravir,efavirenz,zidovudine,"
+        "nevirapine,isoniazid,rifampicin,pyrazinamide,ethambutol",
+        "words or phrases (any case) that make a visit sensitive wherever they are written, field names included")
     metrics_host: str = _setting("127.0.0.1", "where /metrics and /health listen")
     worker_metrics_port: int = _setting(9108, "the worker's metrics port (0: off)")
     query_metrics_port: int = _setting(9109, "the query consumer's metrics port (0: off)")
@@ -102,9 +114,13 @@ class Settings(BaseSettings):
         return SigningWindow(self.signed_at_max_delay_seconds * 1000, self.signed_at_max_ahead_seconds * 1000)
 
     @property
-    def sensitive(self) -> SensitiveDiagnoses:
-        """The diagnoses masked in year lists and kept off analytics."""
-        return SensitiveDiagnoses.parse(self.sensitive_diagnoses)
+    def sensitive(self) -> SensitivePolicy:
+        """What makes a visit sensitive: sealed in every list and kept off analytics."""
+        return SensitivePolicy(
+            SensitiveDiagnoses.parse(self.sensitive_diagnoses),
+            parse_list("HEALTHBOOK_SENSITIVE_MEDICINES", self.sensitive_medicines),
+            parse_list("HEALTHBOOK_SENSITIVE_SERVICES", self.sensitive_services),
+            parse_list("HEALTHBOOK_SENSITIVE_WORDS", self.sensitive_words))
 
     def request_policy(self, trusted: dict[str, bytes]) -> RequestPolicy:
         """How integration requests are judged, given the identity-platform keys trusted."""

@@ -26,7 +26,7 @@ IGNORED = Counter("healthbook_ignored_registry_records_total",
                   "Registry records ignored because their signature or certificate cannot be verified",
                   ["topic", "kind"])
 ANALYTICS_WITHHELD = Counter("healthbook_analytics_withheld_total",
-                             "Accepted visits kept off the analytics topic for a sensitive diagnosis")
+                             "Accepted visits kept off the analytics topic as sensitive")
 REQUESTS = Counter("healthbook_integration_requests_total", "Integration requests by outcome", ["outcome"])
 UNREADABLE = Counter("healthbook_unreadable_records_total", "Registry and topic records skipped as unreadable",
                      ["topic", "kind"])

@@ -12,7 +12,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from domain import deidentify
 from domain.batch import RejectedDelivery
-from domain.sensitive_diagnoses import SensitiveDiagnoses
+from domain.sensitive_visit import SensitivePolicy
 from healthbook import observability as metrics
 from schemas.topics import TopicNames
 from schemas.visit_record import Visit
@@ -34,7 +34,7 @@ class KafkaOutlets:
     """Sends dead letters and analytics records and waits for the broker, so none is lost by a later commit."""
 
     def __init__(self, producer: AIOKafkaProducer, topics: TopicNames, pseudonym_key: bytes,
-                 sensitive: SensitiveDiagnoses) -> None:
+                 sensitive: SensitivePolicy) -> None:
         self.producer, self.topics, self.pseudonym_key, self.sensitive = producer, topics, pseudonym_key, sensitive
 
     async def dead_letters(self, rejected: list[RejectedDelivery]) -> None:
@@ -52,7 +52,7 @@ class KafkaOutlets:
             await asyncio.gather(*sends)
 
     async def deidentified(self, events: list[Visit]) -> None:
-        """Send the analytics records of these visits, none with a sensitive diagnosis, and wait for the broker."""
+        """Send the analytics records of these visits, none of a sensitive visit, and wait for the broker."""
         sends = []
         for event in events:
             if deidentify.withheld(event, self.sensitive):

@@ -26,8 +26,9 @@ from starlette.templating import Jinja2Templates
 
 from commands.identity_standin import ReplyTimeout, confirmation
 from domain import sentences
+from domain.registry_trust import TrustAnchors
 from domain.replies import Reply, VisitView, refused
-from domain.signature_check import check_visit_signature
+from domain.signature_check import SignatureCheck, check_visit_signature
 from schemas import rules
 from schemas.refusal_codes import RefusalCode, ReplyStatus
 
@@ -64,13 +65,13 @@ def _signed_time(value: datetime) -> str:
 class CitizenPage:
     """The flow's handlers and the state they share: sessions, templates and the identity platform."""
 
-    def __init__(self, passcode: str) -> None:
-        self.passcode = passcode
+    def __init__(self, passcode: str, anchors: TrustAnchors) -> None:
+        self.passcode, self.anchors = passcode, anchors
         self.templates = Jinja2Templates(directory=HERE / "templates")
         self.templates.env.filters.update(minute=sentences.minute, money=sentences.money, signed_time=_signed_time)
         self.templates.env.globals.update(visit_types=sentences.VISIT_TYPES, flags=sentences.RESULT_FLAGS,
                                           treatment_results=sentences.TREATMENT_RESULTS, refusal_codes=RefusalCode,
-                                          reply_status=ReplyStatus, check_signature=check_visit_signature,
+                                          reply_status=ReplyStatus,
                                           level_refusal=sentences.LEVEL_ONE_ACCOUNT.citizen())
         self.sessions: dict[str, Session] = {}
         self.platform: Asker | None = None
@@ -88,6 +89,14 @@ class CitizenPage:
         """The citizen, once they confirmed and passed the passcode check."""
         session = self.session_of(request)
         return session if session and session.confirmed and session.passcode_passed else None
+
+    def checked(self, visit: VisitView) -> tuple[VisitView, SignatureCheck]:
+        """The visit as the page shows it, with its signature checked against the page's own trust anchors.
+
+        A verified visit is shown as decoded from the bytes the clinic signed, never from the reply's fields.
+        """
+        check = check_visit_signature(visit, self.anchors)
+        return check.signed or visit, check
 
     async def ask(self, request: dict[str, Any]) -> Reply:
         """Send a signed request to the query consumer and wait for its reply; a refusal when none comes."""
@@ -171,7 +180,8 @@ class CitizenPage:
         years = list(range(datetime.now(UTC).year, FIRST_YEAR - 1, -1))
         reply = None if year is None else await self.ask(
             confirmation(session.personal_id, year, identity_level=session.identity_level))
-        return self.page(request, "year.html", session=session, year=year, years=years, reply=reply)
+        shown = [self.checked(visit) for visit in reply.visits] if reply else []
+        return self.page(request, "year.html", session=session, year=year, years=years, reply=reply, shown=shown)
 
     async def visit_view(self, request: Request) -> Response:
         session = self.ready(request)
@@ -181,9 +191,10 @@ class CitizenPage:
         facility, visit_code = request.path_params["facility"], request.path_params["visit_code"]
         reply = await self.ask(confirmation(session.personal_id, year, identity_level=session.identity_level,
                                             detail=(facility, visit_code)))
-        visit: VisitView | None = reply.visits[0] if reply.status == ReplyStatus.OK and reply.visits else None
+        found = reply.visits[0] if reply.status == ReplyStatus.OK and reply.visits else None
+        visit, check = self.checked(found) if found else (None, None)
         return self.page(request, "visit.html", 200 if visit else 404, session=session, year=year, reply=reply,
-                         visit=visit)
+                         visit=visit, check=check)
 
 
 def _chosen_year(request: Request) -> int | None:
@@ -191,9 +202,14 @@ def _chosen_year(request: Request) -> int | None:
     return int(text) if text.isdigit() and FIRST_YEAR <= int(text) <= datetime.now(UTC).year else None
 
 
-def make_app(ask_factory: Callable[[], AbstractAsyncContextManager[Asker]], passcode: str) -> Starlette:
-    """The page's ASGI app; ask_factory opens the identity platform's connection for the app's lifetime."""
-    page = CitizenPage(passcode)
+def make_app(ask_factory: Callable[[], AbstractAsyncContextManager[Asker]], passcode: str,
+             anchors: TrustAnchors) -> Starlette:
+    """The page's ASGI app; ask_factory opens the identity platform's connection for the app's lifetime.
+
+    anchors are the CA certificates the deployment publishes to the identity platform: the only keys a
+    visit's signature is checked against.
+    """
+    page = CitizenPage(passcode, anchors)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -70,6 +70,7 @@ def _keyring() -> Keyring:
 
 CA = LocalCA.open(_SCRATCH / "pki")
 TRUST = TrustAnchors.load(CA.directory / "ca.crt", CA.directory / "ca.crl")
+_CLINIC_CERTIFICATE = CA.entry("79001", SIGNER, not_before=datetime.now(UTC) - timedelta(days=1)).certificate
 
 
 KEYRING = _keyring()
@@ -135,7 +136,7 @@ def check_integration_reply(data: bytes) -> str:
     if reply is None:
         return "unreadable"
     for shown in reply.visits:
-        check_visit_signature(shown)
+        check_visit_signature(shown, TRUST)
     return "read"
 
 
@@ -143,9 +144,10 @@ _SEALED = envelope.seal_visit(visit(), "79001", SIGNER)
 
 
 def _signature(sealed: bytes) -> ClinicSignature:
-    return ClinicSignature(clinic_code="79001", key_id="k1", signed_at=SEEDS_REQUESTED_AT,
-                           signature=wire.decode(sealed, catalogue.SIGNED_VISIT)["signature"],
-                           public_key=SIGNER.public_key, signed_message=sealed)
+    read = wire.decode(sealed, catalogue.SIGNED_VISIT)
+    return ClinicSignature(clinic_code="79001", key_id="k1", signed_at=read["signed_at"], signature=read["signature"],
+                           public_key=SIGNER.public_key, certificate=_CLINIC_CERTIFICATE,
+                           signed_message=sealed)
 
 
 def check_signed_message(data: bytes) -> str:
@@ -153,8 +155,8 @@ def check_signed_message(data: bytes) -> str:
     record = orjson.loads(Visit.of_model(read_visit(visit())).book_json())  # type: ignore[arg-type]
     shown = replies.visit_view(record).model_copy(update={"signed": _signature(_SEALED).model_copy(
         update={"signed_message": data})})
-    status = check_visit_signature(shown).status
-    return "read" if status == "valid" else "refused"
+    status = check_visit_signature(shown, TRUST).status
+    return "read" if status == "verified" else "refused"
 
 
 def _record_seeds(entry: catalogue.SchemaEntry, records: list[dict]) -> list[bytes]:

@@ -5,8 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from commands.identity_standin import confirmation
-from domain.sensitive_diagnoses import MASK
-from domain.sentences import EMPTY_HISTORY, MASKED_DIAGNOSIS
+from domain.sentences import EMPTY_HISTORY, SEALED_VISIT
 from schemas.envelope import Signer, seal_request
 from tests.factories import visit
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
@@ -118,18 +117,17 @@ async def test_a_redelivered_request_is_answered_again_not_refused(clinics, db):
         ("ok", None, 2), ("ok", None, 2), ("refused", "replayed_request", 0)]
 
 
-async def test_a_sensitive_diagnosis_is_masked_in_the_year_list_and_shown_in_the_citizens_detail(clinics, db,
-                                                                                                 identity):
+async def test_a_sensitive_visit_is_sealed_in_the_year_list_and_shown_in_the_citizens_detail(clinics, db, identity):
     alice = new_citizen()
     hiv = visit(person=alice, sequence=next_sequence(), admitted=datetime(2025, 4, 2, 9),
                 main_diagnosis_code="B20.1", secondary_diagnosis_codes=["J06.9"])
     await clinics.publish(hiv)
     await wait_until(lambda: visible(db, "79001", hiv["visit_code"]), "the visit", process=clinics.worker)
     (listed,) = (await identity.ask(confirmation(alice.personal_id, 2025))).visits
-    assert listed.diagnosis_codes == [MASK, "J06.9"] and listed.diagnosis_names == MASKED_DIAGNOSIS.citizen()
-    shown = listed.model_dump_json(exclude={"signed"})  # the signature's own bytes are random base64
-    assert "B20" not in shown and hiv["discharge_diagnosis"] not in shown
-    assert listed.signed is not None and listed.signed.signed_message is None, "the envelope would name B20"
+    assert listed.sealed and listed.diagnosis_codes == [] and listed.diagnosis_names == SEALED_VISIT.citizen()
+    shown = listed.model_dump_json()
+    assert "B20" not in shown and "J06.9" not in shown and hiv["discharge_diagnosis"] not in shown
+    assert listed.signed is None, "the signed envelope would name B20"
     detail = await identity.ask(confirmation(alice.personal_id, 2025, detail=("79001", hiv["visit_code"])))
     assert detail.visits[0].diagnosis_codes == ["B20.1", "J06.9"]
     assert detail.visits[0].diagnosis_names == hiv["discharge_diagnosis"]

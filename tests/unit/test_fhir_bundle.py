@@ -178,8 +178,10 @@ def test_a_list_bundle_leaves_sensitive_diagnoses_and_tables_out_and_the_detail_
     validated(listed)
     said = everything_said(listed)
     sensitive_code = main if main.startswith("B") else secondary[0]
-    for hidden in (sensitive_code, "Bệnh nhạy cảm", "2RHZE/4RHE", "XML15", event["reason"]):
+    for hidden in (sensitive_code, "Bệnh nhạy cảm", "2RHZE/4RHE", "XML15", event["reason"], "Paracetamol",
+                   "Số lượng bạch cầu", "79004", "Viêm họng cấp"):
         assert hidden not in said, f"{hidden!r} leaked into a list Bundle"
+    assert {e["resource"]["resourceType"] for e in listed["entry"]} == {"Patient", "Organization", "Encounter"}
     (encounter,) = resources(listed, "Encounter")
     assert encounter["meta"]["security"][0]["code"] == "MASKED"
     assert all(b["contentType"] != "application/vnd.healthbook.signed-visit+avro"

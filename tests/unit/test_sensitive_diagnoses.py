@@ -1,16 +1,14 @@
-"""Diagnoses sensitive by content: which codes, and how a year list and analytics treat them."""
+"""Diagnoses sensitive by content: which ICD-10 codes, and the setting that names them."""
 
 import pytest
 
 from domain import deidentify, replies
 from domain.book_entry import BookEntry
-from domain.sensitive_diagnoses import MASK, BadSensitiveRanges, SensitiveDiagnoses
-from domain.sentences import MASKED_DIAGNOSIS
+from domain.sensitive_diagnoses import BadSensitiveRanges, SensitiveDiagnoses
+from domain.sentences import SEALED_VISIT
 from schemas.visit import VisitEvent
 from schemas.visit_record import Visit
 from tests.factories import SENSITIVE, visit
-
-MASKED_NOTE = MASKED_DIAGNOSIS.citizen()
 
 
 @pytest.mark.parametrize(("code", "sensitive"), [
@@ -19,7 +17,7 @@ MASKED_NOTE = MASKED_DIAGNOSIS.citizen()
     ("B2", False), (None, False),
 ])
 def test_the_default_list_covers_hiv_b20_b24_z21_and_tuberculosis_a15_a19(code, sensitive):
-    assert (code in SENSITIVE) is sensitive
+    assert (code in SENSITIVE.diagnoses) is sensitive
 
 
 def test_the_list_is_a_setting_and_a_wrong_one_says_which_part():
@@ -35,15 +33,14 @@ def _record(main: str, secondary: list[str]) -> dict:
     return event.model_dump(mode="json", exclude={"sensitive"})
 
 
-def test_a_year_list_masks_a_sensitive_diagnosis_and_every_text_that_could_name_it():
-    record = _record("B20.1", ["J06.9"])
+def test_a_year_list_seals_a_visit_with_a_sensitive_secondary_diagnosis_and_its_detail_keeps_it():
+    record = _record("J06.9", ["B20.1"])
     listed = replies.year_served("r-1", 2026, [BookEntry(record), BookEntry(_record("J20.9", []))], SENSITIVE).visits
-    assert listed[0].diagnosis_codes == [MASK, "J06.9"]
-    assert listed[0].diagnosis_names == MASKED_NOTE and listed[0].reason is None
-    assert listed[0].discharge_summary is None
-    assert listed[1].diagnosis_codes == ["J20.9"] and listed[1].diagnosis_names != MASKED_NOTE
+    assert listed[0].sealed and listed[0].diagnosis_codes == [] and listed[0].diagnosis_names == SEALED_VISIT.citizen()
+    assert listed[0].reason is None and listed[0].discharge_summary is None and not listed[0].medicines
+    assert listed[1].diagnosis_codes == ["J20.9"] and not listed[1].sealed
     detail = replies.detail_served("r-2", 2026, BookEntry(record)).visits[0]
-    assert detail.diagnosis_codes == ["B20.1", "J06.9"] and detail.diagnosis_names == record["discharge_diagnosis"]
+    assert detail.diagnosis_codes == ["J06.9", "B20.1"] and detail.diagnosis_names == record["discharge_diagnosis"]
 
 
 def test_a_secondary_sensitive_diagnosis_withholds_the_visit_from_analytics():

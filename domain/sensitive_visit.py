@@ -1,0 +1,100 @@
+"""Whether a visit is sensitive, decided from everything it holds: a property of the whole visit, not of one field.
+
+A visit is sensitive when any of these appear anywhere in it (the patient's identity block aside):
+an ICD-10 code in a sensitive range (in a code field or written in any text, certificates and papers
+included), a medicine or service code on the deployment's lists, a word that names the disease or its
+treatment, or a sensitive table (XML6 HIV/AIDS, XML15 tuberculosis). A sensitive visit's list entry shows
+only its dates and facility; it stays off analytics; its detail, for the citizen alone, stays complete.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from domain.sensitive_diagnoses import SensitiveDiagnoses
+
+SENSITIVE_TABLES = ("XML6", "XML15")
+# The visit's own identifiers, times and patient block: not clinical, and a UUID's letters and digits
+# could read as an ICD-10 code.
+_NOT_CLINICAL = frozenset({"patient", "event_id", "visit_code", "facility_code", "admitted_at", "discharged_at",
+                           "inpatient_at", "version"})
+_JSON_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)")
+_ICD10_TOKEN = re.compile(r"(?<![A-Z0-9])([A-Z]\d{2})(?:\.?\d{1,2})?(?![A-Z0-9])")
+
+
+class BadSensitiveList(ValueError):
+    """A HEALTHBOOK_SENSITIVE_* setting is not a comma-separated list of codes or words."""
+
+
+def parse_list(setting: str, text: str) -> tuple[str, ...]:
+    """A comma-separated setting as its items; raise BadSensitiveList naming the setting when it holds none."""
+    items = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not items:
+        raise BadSensitiveList(f"{setting} is empty: list at least one code or word, comma-separated")
+    return items
+
+
+@dataclass(frozen=True)
+class SensitivePolicy:
+    """What makes a visit sensitive in this deployment: diagnoses, medicine and service codes, words, tables."""
+
+    diagnoses: SensitiveDiagnoses
+    medicine_codes: tuple[str, ...]  # drug codes or their parts (ATC J05AR antiretrovirals, the RHZE regimen)
+    service_codes: tuple[str, ...]  # service, supply and test codes, by prefix
+    words: tuple[str, ...]  # words or phrases, any case (HIV, ARV, lao phổi)
+    tables: tuple[str, ...] = SENSITIVE_TABLES
+
+    def __post_init__(self) -> None:
+        codes = "|".join(re.escape(c.upper()) for c in sorted((*self.medicine_codes, *self.service_codes),
+                                                               key=len, reverse=True))
+        words = "|".join(re.escape(w) for w in sorted(self.words, key=len, reverse=True))
+        # A code may follow digits (a regimen's months: 2RHZE/4RHE) but not letters; a word stands alone.
+        object.__setattr__(self, "_codes", re.compile(rf"(?<![A-Z])(?:{codes})"))
+        object.__setattr__(self, "_words", re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE))
+
+    def of_visit(self, record: Mapping[str, Any], *, has_sensitive_tables: bool = False) -> bool:
+        """Whether this visit record (an event's, or the book's with its tables stored apart) is sensitive."""
+        if self._has_table(record, has_sensitive_tables):
+            return True
+        # One JSON text is far faster to search than each field; its escapes (\n, \u0001) would glue a code to
+        # a letter or digit, so each becomes a space.
+        return self._names_it(_JSON_ESCAPE.sub(" ", orjson.dumps(_clinical(record), default=str).decode()))
+
+    def why(self, record: Mapping[str, Any], *, has_sensitive_tables: bool = False) -> str | None:
+        """What makes the visit sensitive and where, for people reading a log or a test; None when nothing does."""
+        if self._has_table(record, has_sensitive_tables):
+            return "a sensitive table (XML6, XML15)"
+        return next((where for where, text in _texts(_clinical(record)) if self._names_it(text)), None)
+
+    def _has_table(self, record: Mapping[str, Any], has_sensitive_tables: bool) -> bool:
+        return has_sensitive_tables or bool(record.get("sensitive")) or any(
+            table.get("table") in self.tables for table in record.get("certificates") or [])
+
+    def _names_it(self, text: str) -> bool:
+        upper = text.upper()
+        return (any(code in self.diagnoses for code in _ICD10_TOKEN.findall(upper))
+                or self._codes.search(upper) is not None  # type: ignore[attr-defined]
+                or self._words.search(text.replace("_", " ")) is not None)  # type: ignore[attr-defined]
+
+
+def _clinical(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key not in _NOT_CLINICAL}
+
+
+def _texts(value: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """Every text in a record with where it sits, field names included (a table's columns name its content)."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            yield path, str(key)
+            yield from _texts(item, path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _texts(item, f"{where}[{index}]")
+    elif isinstance(value, str):
+        yield where, value

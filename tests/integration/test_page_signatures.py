@@ -1,0 +1,130 @@
+"""The citizen page behind a relay that tampers with replies: an honest visit reads as verified, a tampered one as
+failed with why, in a real Chromium. The page checks against its own CA certificates, never the reply's."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+import uvicorn
+from selenium.webdriver.common.by import By
+
+from commands.citizen_page.app import make_app
+from commands.local_ca import LocalCA
+from domain import replies
+from domain.book_entry import BookEntry, ClinicSignature
+from domain.registry_trust import TrustAnchors
+from domain.replies import Reply
+from schemas import catalogue, envelope, wire
+from schemas.envelope import Signer
+from schemas.visit_record import Visit
+from tests.browser import chromium, confirm_and_pass, open_visit, pick_year, sign_in, text_of
+from tests.factories import SENSITIVE, citizen, visit
+
+PASSCODE = "246810"
+CLINIC, RELAY = Signer.generate("k1"), Signer.generate("k1")
+PERSON = citizen(61)
+
+
+def _entry(event: dict[str, Any], signer: Signer, certificate: bytes | None) -> BookEntry:
+    sealed = envelope.seal_visit(event, "79001", signer)
+    read = wire.decode(sealed, catalogue.SIGNED_VISIT)
+    record = orjson.loads(Visit(wire.decode(read["payload"], catalogue.VISIT_EVENT)).book_json())
+    return BookEntry(record, ClinicSignature(clinic_code="79001", key_id=signer.key_id, signed_at=read["signed_at"],
+                                             signature=read["signature"], public_key=signer.public_key,
+                                             certificate=certificate, signed_message=sealed))
+
+
+class TamperingRelay:
+    """Answers the page as healthbook would, then changes what it relays: the attacker between the two."""
+
+    def __init__(self, ca: LocalCA, relay_ca: LocalCA) -> None:
+        since = datetime.now(UTC) - timedelta(days=1)
+        honest = visit(person=PERSON, sequence=1, admitted=datetime(2025, 3, 3, 9, 0), main_diagnosis_code="J06.9",
+                       discharge_diagnosis="Viêm mũi họng cấp")
+        altered = visit(person=PERSON, sequence=2, admitted=datetime(2025, 4, 4, 9, 0), main_diagnosis_code="J06.9",
+                        discharge_diagnosis="Viêm mũi họng cấp")
+        resigned = visit(person=PERSON, sequence=3, admitted=datetime(2025, 5, 5, 9, 0), main_diagnosis_code="Z00.0",
+                         discharge_diagnosis="Khỏe mạnh")
+        self.entries = [_entry(honest, CLINIC, ca.entry("79001", CLINIC, since).certificate),
+                        _entry(altered, CLINIC, ca.entry("79001", CLINIC, since).certificate),
+                        _entry(resigned, RELAY, relay_ca.entry("79001", RELAY, since).certificate)]
+        self.codes = [e.record["visit_code"] for e in self.entries]
+
+    def _tampered(self, reply: Reply) -> Reply:
+        visits = [v.model_copy(update={"diagnosis_codes": ["Z00.0"], "diagnosis_names": "Khỏe mạnh"})
+                  if v.visit_code == self.codes[1] else v for v in reply.visits]
+        return reply.model_copy(update={"visits": visits})
+
+    async def ask(self, request: dict[str, Any], timeout: float = 30.0) -> Reply:
+        if request.get("detail"):
+            entry = next(e for e in self.entries if e.record["visit_code"] == request["detail"]["visit_code"])
+            return self._tampered(replies.detail_served(request["request_id"], request["year"], entry))
+        return self._tampered(replies.year_served(request["request_id"], request["year"], self.entries, SENSITIVE))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _served(relay: TamperingRelay, anchors: TrustAnchors) -> Iterator[str]:
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[TamperingRelay]:
+        yield relay
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(make_app(opened, PASSCODE, anchors), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory) -> LocalCA:
+    return LocalCA.open(tmp_path_factory.mktemp("pki"))
+
+
+def _walk(base: str, relay: TamperingRelay) -> None:
+    with chromium() as driver:
+        sign_in(driver, base, PERSON.personal_id)
+        confirm_and_pass(driver, PASSCODE)
+        pick_year(driver, 2025)
+        cards = {code: driver.find_element(By.CSS_SELECTOR, f"li.visit:has(a[href*='/{code}?'])").text
+                 for code in relay.codes}
+        honest, altered, resigned = (cards[code] for code in relay.codes)
+        assert "Chữ ký số hợp lệ (khóa k1 của cơ sở 79001)" in honest and "Đã ký số bởi cơ sở KCB 79001" in honest
+        assert "Chữ ký số KHÔNG hợp lệ" in altered and "diagnosis_codes" in altered, altered
+        assert "Đã ký số bởi" not in altered, "nothing tampered is called signed"
+        assert "Chữ ký số KHÔNG hợp lệ" in resigned and "not issued by a trusted CA" in resigned, resigned
+        open_visit(driver, relay.codes[1])
+        detail = text_of(driver)
+        assert "Chữ ký số KHÔNG hợp lệ" in detail and "không được xác thực" in detail, detail
+        driver.back()
+        open_visit(driver, relay.codes[0])
+        assert "Chữ ký số hợp lệ" in text_of(driver) and "J06.9" in text_of(driver)
+
+
+async def test_the_page_shows_an_honest_visit_verified_and_tampered_ones_failed_with_why(ca, tmp_path):
+    relay = TamperingRelay(ca, LocalCA.open(tmp_path / "relay-ca"))
+    anchors = TrustAnchors.load(ca.directory / "ca.crt", ca.directory / "ca.crl")
+    with _served(relay, anchors) as base:
+        await asyncio.to_thread(_walk, base, relay)

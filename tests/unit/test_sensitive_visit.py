@@ -1,0 +1,167 @@
+"""Sensitive is a property of the whole visit: a marker anywhere in it seals the visit in every list and analytics.
+
+The property test places each marker (diagnosis codes, drug and service codes, words, sensitive tables) in
+every field a visit can hold, and reads the list reply, the list Bundle and the analytics outlet as their
+consumers would: none carries any text of that visit beyond its dates and facility.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain import deidentify, replies
+from domain.book_entry import BookEntry
+from domain.fhir_bundle import book_bundle
+from domain.sentences import SEALED_VISIT, facility_label
+from schemas.visit import VisitEvent
+from schemas.visit_record import Visit
+from tests.factories import SENSITIVE, citizen, full_visit
+
+# Every marker the deployment's defaults name, as it would be written in a text or a code field.
+TEXT_MARKERS = ["B20", "B24.1", "Z21", "A15.0", "A19", "HIV", "hiv", "AIDS", "ARV", "lao phổi", "Bệnh lao",
+                "kháng lao", "Tải lượng HIV", "CD4", "Xpert MTB/RIF", "Tenofovir", "Dolutegravir", "Isoniazid",
+                "2RHZE/4RHE", "J05AR06", "40.RHZE", "24.0117.1714", "24.0263.1000"]
+TABLES = ["XML6", "XML15"]
+
+
+def _plain() -> dict[str, Any]:
+    event = full_visit(citizen(21), 77, datetime(2026, 5, 4, 9, 30))
+    event["sensitive"] = []
+    event["certificates"] = [{"table": "XML11", "records": [{"MA_LK": event["visit_code"], "SO_SERI": "AB-0042",
+                                                             "NGUYEN_NHAN_NGHI": "Viêm họng cấp",
+                                                             "TU_NGAY": "20260504", "DEN_NGAY": "20260506"}]}]
+    event["progress_notes"] = [{"line_no": 1, "clinical_course": "Sốt nhẹ, họng đỏ", "noted_at": "202605040945"}]
+    event["record_summary"] = {"results_summary": "Bạch cầu tăng nhẹ", "treatment": "Hạ sốt"}
+    event["extra"] = {"GHI_CHU_KHAC": "Không"}
+    return VisitEvent.model_validate(event).model_dump(mode="json")
+
+
+PLAIN = _plain()
+
+
+def _text_fields(value: Any, path: tuple = ()) -> Iterator[tuple]:
+    """Paths of every text a visit holds, the patient's identity and the visit's own keys and times aside."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not path and key in ("patient", "event_id", "visit_code", "facility_code", "admitted_at",
+                                    "discharged_at", "inpatient_at"):
+                continue
+            yield from _text_fields(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _text_fields(item, (*path, index))
+    elif isinstance(value, str):
+        yield path
+
+
+FIELDS = list(_text_fields(PLAIN))
+
+
+def _placed(marker: str, path: tuple) -> dict[str, Any]:
+    record = copy.deepcopy(PLAIN)
+    holder = record
+    for step in path[:-1]:
+        holder = holder[step]
+    holder[path[-1]] = f"{holder[path[-1]]} {marker}"
+    return record
+
+
+def _with_table(table: str) -> dict[str, Any]:
+    record = copy.deepcopy(PLAIN)
+    record["sensitive"] = [{"table": table, "records": [{"MA_LK": record["visit_code"], "GHI_CHU": "x"}]}]
+    return record
+
+
+def _visit_texts(record: dict[str, Any]) -> set[str]:
+    """The visit's own texts that must not reach a list: long enough to be its content, not a common word."""
+    shown = {record["facility_code"], record["visit_code"], facility_label(record["facility_code"]),
+             SEALED_VISIT.citizen()}
+    texts = {text for path in _text_fields(record) if len(text := _at(record, path)) >= 4 and not text.isdigit()}
+    return {t for t in texts if not any(t in s for s in shown)}
+
+
+def _at(record: dict[str, Any], path: tuple) -> str:
+    for step in path:
+        record = record[step]
+    return record  # type: ignore[return-value]
+
+
+def _surfaces(record: dict[str, Any]) -> dict[str, str]:
+    """What the citizen's list, the list Bundle and analytics carry of a visit, as their readers get it."""
+    book_record = {k: v for k, v in record.items() if k != "sensitive"}
+    entry = BookEntry(book_record, None, bool(record.get("sensitive")), record.get("sensitive") or [])
+    listed = replies.year_served("r-1", 2026, [entry], SENSITIVE).model_dump(mode="json")
+    bundle = book_bundle(record["patient"]["personal_id"], [entry], sensitive=SENSITIVE)
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Patient"]
+    analytics = [] if deidentify.withheld(Visit(record), SENSITIVE) else [deidentify.deidentified(Visit(record),
+                                                                                                   b"k" * 32)]
+    return {"list reply": orjson.dumps(listed).decode(), "list Bundle": orjson.dumps(bundle).decode(),
+            "analytics": orjson.dumps(analytics, default=str).decode()}
+
+
+def _assert_sealed(record: dict[str, Any], why: str) -> None:
+    assert SENSITIVE.of_visit(record), why
+    leaked = {name: sorted(t for t in _visit_texts(record) if t in text) for name, text in _surfaces(record).items()}
+    assert not any(leaked.values()), f"{why}: {leaked}"
+
+
+def test_a_visit_with_no_marker_is_shown_in_full_and_reaches_analytics():
+    assert not SENSITIVE.of_visit(PLAIN), SENSITIVE.why(PLAIN)
+    surfaces = _surfaces(PLAIN)
+    assert "Paracetamol" in surfaces["list reply"] and "Paracetamol" in surfaces["list Bundle"]
+    assert surfaces["analytics"] != "[]"
+
+
+@pytest.mark.parametrize("marker", TEXT_MARKERS)
+def test_each_marker_in_every_field_seals_the_visit_everywhere_a_list_is_read(marker):
+    for path in FIELDS:
+        _assert_sealed(_placed(marker, path), f"{marker!r} in {'.'.join(map(str, path))}")
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_a_sensitive_table_alone_seals_the_visit(table):
+    _assert_sealed(_with_table(table), table)
+
+
+@settings(max_examples=200, deadline=None)
+@given(marker=st.sampled_from(TEXT_MARKERS), where=st.sampled_from(FIELDS),
+       case=st.sampled_from([str.upper, str.lower, lambda s: s]), padding=st.sampled_from(["", " ", ";", "\n"]))
+def test_any_marker_in_any_field_in_any_case_seals_the_visit(marker, where, case, padding):
+    _assert_sealed(_placed(f"{padding}{case(marker)}{padding}", where), f"{marker!r} in {where}")
+
+
+def test_the_sealed_entry_has_only_dates_facility_and_the_neutral_sentence():
+    record = _placed("B20", ("main_diagnosis_code",))
+    record["main_diagnosis_code"] = "B20"
+    (entry,) = replies.year_served("r-1", 2026, [BookEntry(record)], SENSITIVE).visits
+    assert entry.sealed and entry.diagnosis_codes == [] and entry.diagnosis_names == SEALED_VISIT.citizen()
+    assert (entry.facility_code, entry.admitted_at) == (record["facility_code"], record["admitted_at"])
+    assert not entry.medicines and not entry.results and not entry.services and entry.signed is None
+    detail = replies.detail_served("r-2", 2026, BookEntry(record)).visits[0]
+    assert not detail.sealed and detail.diagnosis_codes[0] == "B20" and detail.medicines, "the detail stays whole"
+
+
+def test_a_list_bundle_names_no_patient_code_of_a_sealed_visit():
+    record = _placed("HIV", ("reason",))
+    bundle = book_bundle(record["patient"]["personal_id"], [BookEntry(record)], sensitive=SENSITIVE)
+    (patient,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+    assert not [i for i in patient["identifier"] if "/ma-bn/" in i["system"]]
+    assert {e["resource"]["resourceType"] for e in bundle["entry"]} == {"Patient", "Organization", "Encounter"}
+
+
+@pytest.mark.parametrize(("text", "sensitive"), [
+    ("Khám sức khỏe lao động", False), ("Lào Cai", False), ("Rhesus dương tính", False), ("HIVE", False),
+    ("A150123", False), ("B2", False), ("Nhiễm HIV giai đoạn 3", True), ("lao phổi AFB(+)", True),
+    ("\nB20\n", True), ("\x01B20", True), ('"B20"', True), ("\\B20", True),  # found by hypothesis: JSON escapes
+])
+def test_words_and_codes_match_whole_not_inside_other_words(text, sensitive):
+    record = _placed(text, ("reason",))
+    assert SENSITIVE.of_visit(record) is sensitive, SENSITIVE.why(record)

@@ -8,7 +8,13 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
+from domain.book_entry import BookEntry, ClinicSignature
 from healthbook.config import Settings
+from schemas import catalogue, wire
+from schemas.envelope import Signer, seal_visit
+from schemas.visit_record import Visit
 from synthetic.population import Citizen, make_citizen, make_visit
 
 SENSITIVE = Settings().sensitive  # the deployment default, HEALTHBOOK_SENSITIVE_DIAGNOSES
@@ -61,3 +67,13 @@ def full_visit(person: Citizen, sequence: int, admitted: datetime) -> dict[str, 
         sensitive=[{"table": "XML15", "records": [{"MA_LK": f"79001-{admitted:%Y}-{sequence:07d}",
                                                    "PHAC_DO_DTRI_LAO": "2RHZE/4RHE"}]}],
     )
+
+
+def signed_entry(event: dict[str, Any], signer: Signer, certificate: bytes | None, clinic: str = "79001") -> BookEntry:
+    """A visit as the book keeps it: sealed by the clinic's signer now, with the certificate the key registry holds."""
+    sealed = seal_visit(event, clinic, signer)
+    read = wire.decode(sealed, catalogue.SIGNED_VISIT)
+    record = orjson.loads(Visit(wire.decode(read["payload"], catalogue.VISIT_EVENT)).book_json())
+    return BookEntry(record, ClinicSignature(clinic_code=clinic, key_id=signer.key_id, signed_at=read["signed_at"],
+                                             signature=read["signature"], public_key=signer.public_key,
+                                             certificate=certificate, signed_message=sealed))

@@ -3,15 +3,19 @@
 import json
 import shutil
 import subprocess
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from commands.identity_standin import confirmation
+from commands.local_ca import LocalCA
+from domain.book_entry import BookEntry
+from domain.fhir_bundle import book_bundle
 from healthbook.config import PROJECT_ROOT
+from schemas.envelope import Signer
 from tests.contract_vectors import CONTRACT, blocks, compute, hex_of
-from tests.factories import visit
+from tests.factories import SENSITIVE, citizen, signed_entry, visit
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
 from tests.integration.test_cli import healthbook
 
@@ -109,3 +113,47 @@ async def test_a_java_signed_visit_altered_in_transit_is_dead_lettered_bad_signa
     await clinics.barrier(person)  # the same key, so the same partition: the altered visit was judged first
     letters = [d for d in await clinics.dead_letters() if d["event_id"] == event["event_id"]]
     assert [d["reason_code"] for d in letters] == ["bad_signature"]
+
+
+def _bundle_file(path: Path, entries: list[BookEntry], detail: bool = False) -> Path:
+    """A FHIR Bundle as `healthbook export` writes it (the same builder), for the Java verifier to read."""
+    path.write_text(json.dumps(book_bundle(entries[0].record["patient"]["personal_id"], entries, detail=detail,
+                                           sensitive=SENSITIVE)), encoding="utf-8")
+    return path
+
+
+def _verdicts(jar: Path, ca: LocalCA, bundle: Path) -> tuple[int, dict[str, str]]:
+    result = java(jar, "verify", "--ca", str(ca.directory / "ca.crt"), str(bundle))
+    lines = [line.split(" ", 2) for line in result.stdout.splitlines()]
+    return result.returncode, {visit.rstrip(":"): f"{status} {rest[0] if rest else ''}" for status, visit, *rest
+                               in lines}
+
+
+def test_the_java_verifier_checks_an_exported_bundle_from_the_bundle_alone_and_the_ca(publisher_jar, tmp_path):
+    ca, relay_ca = LocalCA.open(tmp_path / "pki"), LocalCA.open(tmp_path / "relay-pki")
+    since = datetime.now(UTC) - timedelta(days=1)
+    clinic, relay, other = Signer.generate("k1"), Signer.generate("k1"), Signer.generate("k4")
+    person = citizen(71)
+    honest = signed_entry(visit(person=person, sequence=1), clinic, ca.entry("79001", clinic, since).certificate)
+    code, verdicts = _verdicts(publisher_jar, ca, _bundle_file(tmp_path / "honest.json", [honest]))
+    assert code == 0 and verdicts == {f"79001/{honest.record['visit_code']}": verdicts[
+        f"79001/{honest.record['visit_code']}"]} and next(iter(verdicts.values())).startswith("VERIFIED")
+
+    changed = json.loads((tmp_path / "honest.json").read_text())
+    for entry in changed["entry"]:
+        if entry["resource"]["resourceType"] == "Condition":
+            entry["resource"]["code"]["coding"][0]["code"] = "Z00.0"
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    resigned = signed_entry(visit(person=person, sequence=2), relay, relay_ca.entry("79001", relay, since).certificate)
+    foreign = signed_entry(visit(person=person, sequence=3), other, ca.entry("79004", other, since).certificate)
+    sealed = signed_entry(visit(person=person, sequence=4, main_diagnosis_code="B20"), clinic,
+                          ca.entry("79001", clinic, since).certificate)
+    cases = {"changed.json": "the Bundle's diagnoses [Z00.0] are not the signed",
+             _bundle_file(tmp_path / "resigned.json", [resigned]).name: "not issued by the trusted CA",
+             _bundle_file(tmp_path / "foreign.json", [foreign]).name: "names MA_CSKCB:79004, not MA_CSKCB:79001"}
+    for name, why in cases.items():
+        code, verdicts = _verdicts(publisher_jar, ca, tmp_path / name)
+        (verdict,) = verdicts.values()
+        assert code == 1 and verdict.startswith("FAILED") and why in verdict, (name, verdict)
+    code, verdicts = _verdicts(publisher_jar, ca, _bundle_file(tmp_path / "sealed.json", [sealed, honest]))
+    assert code == 0 and sorted(v.split()[0] for v in verdicts.values()) == ["NOT_VERIFIABLE", "VERIFIED"]

@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import pytest
 import uvicorn
 from selenium.webdriver.common.by import By
@@ -20,27 +19,15 @@ from selenium.webdriver.common.by import By
 from commands.citizen_page.app import make_app
 from commands.local_ca import LocalCA
 from domain import replies
-from domain.book_entry import BookEntry, ClinicSignature
 from domain.registry_trust import TrustAnchors
 from domain.replies import Reply
-from schemas import catalogue, envelope, wire
 from schemas.envelope import Signer
-from schemas.visit_record import Visit
 from tests.browser import chromium, confirm_and_pass, open_visit, pick_year, sign_in, text_of
-from tests.factories import SENSITIVE, citizen, visit
+from tests.factories import SENSITIVE, citizen, signed_entry, visit
 
 PASSCODE = "246810"
 CLINIC, RELAY = Signer.generate("k1"), Signer.generate("k1")
 PERSON = citizen(61)
-
-
-def _entry(event: dict[str, Any], signer: Signer, certificate: bytes | None) -> BookEntry:
-    sealed = envelope.seal_visit(event, "79001", signer)
-    read = wire.decode(sealed, catalogue.SIGNED_VISIT)
-    record = orjson.loads(Visit(wire.decode(read["payload"], catalogue.VISIT_EVENT)).book_json())
-    return BookEntry(record, ClinicSignature(clinic_code="79001", key_id=signer.key_id, signed_at=read["signed_at"],
-                                             signature=read["signature"], public_key=signer.public_key,
-                                             certificate=certificate, signed_message=sealed))
 
 
 class TamperingRelay:
@@ -54,9 +41,9 @@ class TamperingRelay:
                         discharge_diagnosis="Viêm mũi họng cấp")
         resigned = visit(person=PERSON, sequence=3, admitted=datetime(2025, 5, 5, 9, 0), main_diagnosis_code="Z00.0",
                          discharge_diagnosis="Khỏe mạnh")
-        self.entries = [_entry(honest, CLINIC, ca.entry("79001", CLINIC, since).certificate),
-                        _entry(altered, CLINIC, ca.entry("79001", CLINIC, since).certificate),
-                        _entry(resigned, RELAY, relay_ca.entry("79001", RELAY, since).certificate)]
+        self.entries = [signed_entry(honest, CLINIC, ca.entry("79001", CLINIC, since).certificate),
+                        signed_entry(altered, CLINIC, ca.entry("79001", CLINIC, since).certificate),
+                        signed_entry(resigned, RELAY, relay_ca.entry("79001", RELAY, since).certificate)]
         self.codes = [e.record["visit_code"] for e in self.entries]
 
     def _tampered(self, reply: Reply) -> Reply:

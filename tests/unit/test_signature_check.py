@@ -7,18 +7,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import orjson
 import pytest
 
 from commands.local_ca import LocalCA
 from domain import replies
-from domain.book_entry import BookEntry, ClinicSignature
+from domain.book_entry import BookEntry
 from domain.registry_trust import TrustAnchors
 from domain.signature_check import SignatureState, check_visit_signature
-from schemas import catalogue, envelope, wire
+from schemas import catalogue, wire
 from schemas.envelope import Signer
-from schemas.visit_record import Visit
-from tests.factories import SENSITIVE, citizen, full_visit, visit
+from tests.factories import SENSITIVE, citizen, full_visit, signed_entry, visit
 
 CLINIC = Signer.generate("k1")
 LONG_AGO = datetime.now(UTC) - timedelta(days=1)  # certified before any visit here is signed
@@ -34,16 +32,8 @@ def anchors(ca) -> TrustAnchors:
     return TrustAnchors.load(ca.directory / "ca.crt", ca.directory / "ca.crl")
 
 
-def _entry(event: dict, signer: Signer, certificate: bytes | None, clinic: str = "79001",
-           sealed: bytes | None = None) -> BookEntry:
-    sealed = sealed or envelope.seal_visit(event, clinic, signer)
-    record = orjson.loads(Visit(wire.decode(wire.decode(sealed, catalogue.SIGNED_VISIT)["payload"],
-                                            catalogue.VISIT_EVENT)).book_json())  # as the book stores it
-    envelope_read = wire.decode(sealed, catalogue.SIGNED_VISIT)
-    signature = ClinicSignature(clinic_code=clinic, key_id=signer.key_id, signed_at=envelope_read["signed_at"],
-                                signature=envelope_read["signature"],
-                                public_key=signer.public_key, certificate=certificate, signed_message=sealed)
-    return BookEntry(record, signature)
+def _entry(event: dict, signer: Signer, certificate: bytes | None) -> BookEntry:
+    return signed_entry(event, signer, certificate)
 
 
 def _listed(entry: BookEntry) -> replies.VisitView:

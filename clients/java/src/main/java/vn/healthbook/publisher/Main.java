@@ -30,6 +30,7 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  *         --user clinic-C --password-file F --ca-file ca.crt [--max-visit-bytes N] VISITS.jsonl
  * sign    --clinic C --key-id K --private-key K.pem [--signed-at MILLIS] VISITS.jsonl   (prints key and value hex)
  * vectors docs/contract.md                                                          (prints each output vector)
+ * verify  --ca CA.crt BUNDLE.json        (checks every visit of an exported FHIR Bundle; exit 1 if one fails)
  * </pre>
  */
 public final class Main {
@@ -62,6 +63,7 @@ public final class Main {
             case "vectors" -> Vectors.compute(file).forEach((name, hex) -> System.out.println(name + " " + hex));
             case "sign" -> sign(options, file);
             case "publish" -> System.exit(publish(options, file));
+            case "verify" -> System.exit(verify(options, file));
             default -> usage("unknown command " + args[0]);
         }
     }
@@ -127,6 +129,15 @@ public final class Main {
         return refused == 0 ? 0 : 1;
     }
 
+    /** Check every visit of an exported FHIR Bundle against the CA certificate; one line per visit. */
+    private static int verify(Map<String, String> options, Path file) throws Exception {
+        BundleVerifier verifier = new BundleVerifier(BundleVerifier.certificate(
+                Files.readAllBytes(Path.of(required(options, "ca")))));
+        List<BundleVerifier.Verdict> verdicts = verifier.verify(new ObjectMapper().readTree(file.toFile()));
+        verdicts.forEach(verdict -> System.out.println(verdict.line()));
+        return verdicts.stream().anyMatch(v -> v.status() == BundleVerifier.Status.FAILED) ? 1 : 0;
+    }
+
     /** An idempotent, acks=all producer logging in as the clinic's own principal over TLS (contract section 2). */
     static Properties producerConfig(Map<String, String> options, int maxVisitBytes) throws IOException {
         Properties config = new Properties();
@@ -174,7 +185,8 @@ public final class Main {
                 + "  publish --bootstrap H:P --topic visits --clinic C --key-id K --private-key K.pem --user clinic-C\n"
                 + "          --password-file F --ca-file ca.crt [--max-visit-bytes N] VISITS.jsonl\n"
                 + "  sign    --clinic C --key-id K --private-key K.pem [--signed-at MILLIS] VISITS.jsonl\n"
-                + "  vectors docs/contract.md");
+                + "  vectors docs/contract.md\n"
+                + "  verify  --ca CA.crt BUNDLE.json");
         System.exit(2);
     }
 }

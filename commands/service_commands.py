@@ -47,7 +47,8 @@ def citizen_page(settings: Settings, args: argparse.Namespace) -> None:
     from commands.citizen_page.app import make_app
 
     signer = ensure_identity_key(settings)
-    app = make_app(lambda: IdentityPlatform(settings, signer), args.passcode, settings.trust_anchors())
+    app = make_app(lambda: IdentityPlatform(settings, signer), args.passcode, settings.trust_anchors(),
+                   hosts=[host.strip() for host in settings.page_hosts.split(",") if host.strip()])
     print(f"citizen page (identity-app stand-in): http://127.0.0.1:{args.port}/  demo passcode: {args.passcode}",
           flush=True)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")

@@ -78,6 +78,10 @@ NO_REPLY = Sentence("Hệ thống sổ sức khỏe chưa phản hồi. Vui lòn
 PERSONAL_ID_FORMAT = Sentence("Số định danh cá nhân gồm đúng 12 chữ số, như trên căn cước công dân.")
 PERSONAL_ID_PROVINCE = Sentence("Ba chữ số đầu của số định danh cá nhân không phải mã tỉnh, thành phố nào.")
 WRONG_PASSCODE = Sentence("Mã passcode không đúng. Vui lòng nhập lại.")
+PASSCODE_LOCKED = Sentence("Bạn đã nhập sai passcode {count} lần nên tạm thời bị khóa. Vui lòng thử lại sau "
+                           "{until}.")
+FORM_REFUSED = Sentence("Yêu cầu không được gửi từ trang này hoặc biểu mẫu đã hết hạn. Vui lòng tải lại trang "
+                        "và thử lại.")
 REFUSED = Sentence("Từ chối")
 
 # Words shown beside values

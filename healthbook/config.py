@@ -81,6 +81,8 @@ class Settings(BaseSettings):
         "lao màng,lao kháng thuốc,DTRI LAO,Xpert,MTB,AFB,tenofovir,lamivudine,dolutegravir,efavirenz,zidovudine,"
         "nevirapine,isoniazid,rifampicin,pyrazinamide,ethambutol",
         "words or phrases (any case) that make a visit sensitive wherever they are written, field names included")
+    page_hosts: str = _setting("127.0.0.1,localhost",
+                               "the Host names the citizen page answers to (comma-separated); any other is refused")
     metrics_host: str = _setting("127.0.0.1", "where /metrics and /health listen")
     worker_metrics_port: int = _setting(9108, "the worker's metrics port (0: off)")
     query_metrics_port: int = _setting(9109, "the query consumer's metrics port (0: off)")

@@ -4,19 +4,12 @@ failed with why, in a real Chromium. The page checks against its own CA certific
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import uvicorn
 from selenium.webdriver.common.by import By
 
-from commands.citizen_page.app import make_app
 from commands.local_ca import LocalCA
 from domain import replies
 from domain.registry_trust import TrustAnchors
@@ -24,6 +17,7 @@ from domain.replies import Reply
 from schemas.envelope import Signer
 from tests.browser import chromium, confirm_and_pass, open_visit, pick_year, sign_in, text_of
 from tests.factories import SENSITIVE, citizen, signed_entry, visit
+from tests.page_server import served_page
 
 PASSCODE = "246810"
 CLINIC, RELAY = Signer.generate("k1"), Signer.generate("k1")
@@ -58,33 +52,6 @@ class TamperingRelay:
         return self._tampered(replies.year_served(request["request_id"], request["year"], self.entries, SENSITIVE))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _served(relay: TamperingRelay, anchors: TrustAnchors) -> Iterator[str]:
-    @asynccontextmanager
-    async def opened() -> AsyncIterator[TamperingRelay]:
-        yield relay
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(opened, PASSCODE, anchors), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory) -> LocalCA:
     return LocalCA.open(tmp_path_factory.mktemp("pki"))
@@ -113,5 +80,5 @@ def _walk(base: str, relay: TamperingRelay) -> None:
 async def test_the_page_shows_an_honest_visit_verified_and_tampered_ones_failed_with_why(ca, tmp_path):
     relay = TamperingRelay(ca, LocalCA.open(tmp_path / "relay-ca"))
     anchors = TrustAnchors.load(ca.directory / "ca.crt", ca.directory / "ca.crl")
-    with _served(relay, anchors) as base:
+    with served_page(relay, anchors, PASSCODE) as base:
         await asyncio.to_thread(_walk, base, relay)

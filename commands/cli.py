@@ -62,6 +62,7 @@ def _clinic_parsers(sub: argparse._SubParsersAction) -> None:
     keygen = keys.add_parser("keygen", help="on the clinic's machine: make a key pair and its certificate request")
     keygen.add_argument("--clinic", required=True, help="facility code (MA_CSKCB), 5 digits")
     keygen.add_argument("--key-id", default="k1")
+    keygen.add_argument("--name", help="the facility's name as the citizen should read it (the certificate's O)")
     keygen.set_defaults(run="clinic_commands.clinic_keygen")
     register = keys.add_parser("register", help="register a clinic key certified by a trusted CA")
     register.add_argument("--clinic", required=True, help="facility code (MA_CSKCB), 5 digits")

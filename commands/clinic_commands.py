@@ -65,7 +65,7 @@ def _clinic_code(code: str) -> str:
 def clinic_keygen(settings: Settings, args: argparse.Namespace) -> None:
     """On the clinic's machine: make a key pair (private half owner-only) and the certificate request to send."""
     try:
-        key, request = keygen(settings.key_dir, _clinic_code(args.clinic), args.key_id)
+        key, request = keygen(settings.key_dir, _clinic_code(args.clinic), args.key_id, args.name)
     except KeyExists as exc:
         sys.exit(str(exc))
     print(f"private key kept at {key} (owner-only; it never leaves this machine)\n"

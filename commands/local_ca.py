@@ -25,6 +25,7 @@ from producers.clinic_keys import certified_entry, publish_keys
 from producers.identity_cards import publish_identity_cards
 from producers.registry_signing import INSURANCE_REGISTRY_NAME, KEY_REGISTRY_NAME, RegistrySigner
 from schemas.envelope import Signer
+from synthetic.population import CLINICS
 
 CA_NAME = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "healthbook local CA"),
                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "healthbook local stack")])
@@ -94,9 +95,9 @@ class LocalCA:
                 .sign(self.key, None))
 
     def certify_clinic(self, clinic_code: str, public_key: bytes, days: int = CLINIC_DAYS,
-                       not_before: datetime | None = None) -> x509.Certificate:
-        """A certificate naming the clinic's facility code for its raw Ed25519 public key."""
-        return self.issue(clinic_subject(clinic_code), Ed25519PublicKey.from_public_bytes(public_key), days,
+                       not_before: datetime | None = None, name: str | None = None) -> x509.Certificate:
+        """A certificate naming the clinic's facility code (and, when given, its name) for its raw Ed25519 key."""
+        return self.issue(clinic_subject(clinic_code, name), Ed25519PublicKey.from_public_bytes(public_key), days,
                           not_before)
 
     def certify_request(self, request_pem: bytes, days: int = CLINIC_DAYS) -> x509.Certificate:
@@ -135,8 +136,8 @@ class LocalCA:
 
     def entry(self, clinic_code: str, signer: Signer, not_before: datetime | None = None) -> ClinicKey:
         """A registry entry for a key generated on this side, certified at once (the demo and tests only)."""
-        return certified_entry(clinic_code, signer.key_id,
-                               self.certify_clinic(clinic_code, signer.public_key, not_before=not_before))
+        return certified_entry(clinic_code, signer.key_id, self.certify_clinic(
+            clinic_code, signer.public_key, not_before=not_before, name=CLINICS.get(clinic_code)))
 
     async def register(self, settings: Settings, entries: list[ClinicKey]) -> None:
         """Publish clinic-key entries signed by this stack's key registry."""

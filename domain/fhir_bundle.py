@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from domain.book_entry import BookEntry, result_flag
+from domain.registry_trust import organisation_name
 from domain.sensitive_diagnoses import SensitiveDiagnoses
 from domain.sensitive_visit import SensitivePolicy
 from domain.sentences import SEALED_VISIT, TREATMENT_RESULTS, VISIT_TYPES, facility_label
@@ -79,7 +80,8 @@ def _drop_empty(value: Any) -> Any:
 class _Builder:
     """Collects a Bundle's entries, each with a stable urn:uuid made from what it stands for."""
 
-    def __init__(self) -> None:
+    def __init__(self, facility_names: dict[str, str]) -> None:
+        self.facility_names = facility_names  # MA_CSKCB -> the organisation its certificate names
         self.entries: list[dict[str, Any]] = []
         self._seen: set[str] = set()
 
@@ -100,7 +102,8 @@ class _Builder:
 def book_bundle(personal_id: str, entries: list[BookEntry], *, detail: bool = False,
                 sensitive: SensitivePolicy) -> dict[str, Any]:
     """The Bundle of a citizen's visits: a list's (sensitive visits sealed) or, with detail, one visit in full."""
-    builder = _Builder()
+    builder = _Builder({e.record["facility_code"]: name for e in entries
+                        if e.signed and (name := organisation_name(e.signed.certificate))})
     sealed = [not detail and sensitive.of_visit(e.record, has_sensitive_tables=e.has_sensitive) for e in entries]
     patient = builder.add(f"patient/{personal_id}", _patient(
         personal_id, entries, [e for e, hidden in zip(entries, sealed, strict=True) if not hidden]))
@@ -142,7 +145,7 @@ def _organization(builder: _Builder, code: str | None) -> dict[str, str] | None:
         return None
     return builder.add(f"organization/{code}", {
         "resourceType": "Organization", "identifier": [{"system": FACILITY, "value": code}],
-        "name": facility_label(code)})
+        "name": builder.facility_names.get(code) or facility_label(code)})
 
 
 def _sealed_visit(builder: _Builder, patient: dict[str, str], entry: BookEntry) -> None:

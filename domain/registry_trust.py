@@ -44,9 +44,21 @@ def subject_name(uid: str, common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.USER_ID, uid), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def clinic_subject(clinic_code: str) -> x509.Name:
-    """The subject of a clinic's signing-key certificate."""
-    return subject_name(CLINIC_PREFIX + clinic_code, f"Co so KCB {clinic_code}")
+def clinic_subject(clinic_code: str, name: str | None = None) -> x509.Name:
+    """The subject of a clinic's signing-key certificate; name is the facility's, as its organisation (O)."""
+    subject = subject_name(CLINIC_PREFIX + clinic_code, f"Co so KCB {clinic_code}")
+    return subject if not name else x509.Name([*subject, x509.NameAttribute(NameOID.ORGANIZATION_NAME, name)])
+
+
+def organisation_name(der: bytes | None) -> str | None:
+    """The facility name a DER certificate gives as its subject's organisation (O), or None when it gives none."""
+    if not der:
+        return None
+    try:
+        values = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    except (ValueError, TypeError):
+        return None
+    return str(values[0].value) if values else None
 
 
 def subject_uid(certificate: x509.Certificate) -> str | None:

@@ -12,6 +12,7 @@ from domain import sentences
 from domain.book_entry import BookEntry, ClinicSignature, View, result_flag
 from domain.consent import Decision, Refusal, Serve
 from domain.fhir_bundle import book_bundle
+from domain.registry_trust import organisation_name
 from domain.sensitive_visit import SensitivePolicy
 from schemas import catalogue, wire
 from schemas.errors import ContractError
@@ -69,6 +70,7 @@ class VisitView(View):
     """One visit of the health book as the reply shows it."""
 
     facility_code: str
+    facility_name: str | None = None  # the organisation (O) of the facility's certificate
     visit_code: str
     visit_type: int
     admitted_at: str
@@ -95,7 +97,7 @@ class VisitView(View):
 
 
 class Reply(View):
-    """The answer to one integration request (integration_reply_v3.avsc)."""
+    """The answer to one integration request (integration_reply_v4.avsc)."""
 
     request_id: str
     status: str
@@ -163,7 +165,8 @@ def year_served(request_id: str, year: int | None, entries: list[BookEntry], sen
 def detail_served(request_id: str, year: int | None, entry: BookEntry) -> Reply:
     """One visit in full, its sensitive tables and its whole signed message included."""
     view = visit_view(entry.record).model_copy(update={
-        "sensitive": [SensitiveTable(**s) for s in entry.sensitive], "signed": entry.signed})
+        "sensitive": [SensitiveTable(**s) for s in entry.sensitive], "signed": entry.signed,
+        "facility_name": facility_name_of(entry)})
     return Reply(request_id=request_id, status=ReplyStatus.OK, year=year, visits=[view],
                  message=sentences.DETAIL_SERVED.said(visit_code=entry.record["visit_code"],
                                                      facility_code=entry.record["facility_code"]))
@@ -185,13 +188,20 @@ def fitted(reply: Reply, limit: int) -> tuple[Reply, bytes]:
 def listed(entry: BookEntry, sensitive: SensitivePolicy) -> VisitView:
     """A visit as a year's list shows it: in full with its signed message, or sealed when the visit is sensitive."""
     if sensitive.of_visit(entry.record, has_sensitive_tables=entry.has_sensitive):
-        return sealed(entry.record)
-    return visit_view(entry.record).model_copy(update={"signed": entry.signed})
+        return sealed(entry.record, facility_name_of(entry))
+    return visit_view(entry.record).model_copy(update={"signed": entry.signed,
+                                                       "facility_name": facility_name_of(entry)})
 
 
-def sealed(record: dict[str, Any]) -> VisitView:
+def facility_name_of(entry: BookEntry) -> str | None:
+    """The facility's name as its certificate (stored with the visit) gives it."""
+    return organisation_name(entry.signed.certificate) if entry.signed else None
+
+
+def sealed(record: dict[str, Any], facility_name: str | None = None) -> VisitView:
     """A sensitive visit's list entry: its dates, its facility and a neutral sentence; its detail holds the rest."""
-    return VisitView(facility_code=record["facility_code"], visit_code=record["visit_code"],
+    return VisitView(facility_code=record["facility_code"], facility_name=facility_name,
+                     visit_code=record["visit_code"],
                      visit_type=SEALED_VISIT_TYPE, admitted_at=record["admitted_at"],
                      discharged_at=record["discharged_at"], diagnosis_codes=[],
                      diagnosis_names=sentences.SEALED_VISIT.citizen())

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from domain import sentences
-from domain.registry_trust import CLINIC_PREFIX, TrustAnchors, Untrusted, raw_ed25519
+from domain.registry_trust import CLINIC_PREFIX, TrustAnchors, Untrusted, organisation_name, raw_ed25519
 from domain.replies import SensitiveTable, VisitView, visit_view
 from schemas import catalogue, envelope, wire
 from schemas.errors import ContractError
@@ -68,6 +68,7 @@ def check_visit_signature(view: VisitView, anchors: TrustAnchors) -> SignatureCh
         return _failed(sentences.NOT_THIS_VISIT)
     if not envelope.verify(key, sealed["signature"], envelope.visit_signing_input(sealed)):
         return _failed(sentences.SIGNATURE_BROKEN)
+    shown = shown.model_copy(update={"facility_name": organisation_name(signed.certificate)})
     changed = _changed_fields(view, shown)
     if changed:
         return _failed(sentences.CONTENT_NOT_SIGNED, fields=", ".join(changed))

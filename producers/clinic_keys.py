@@ -44,14 +44,17 @@ class KeyExists(FileExistsError):
     """A key with this id is already kept for the clinic; a new key needs a new id."""
 
 
-def keygen(key_dir: Path, clinic_code: str, key_id: str) -> tuple[Path, Path]:
-    """Make a clinic key pair here (private half owner-only) and its certificate request; return both paths."""
+def keygen(key_dir: Path, clinic_code: str, key_id: str, name: str | None = None) -> tuple[Path, Path]:
+    """Make a clinic key pair here (private half owner-only) and its certificate request; return both paths.
+
+    name, the facility's name, goes into the request's organisation (O): the name citizens read.
+    """
     if key_path(key_dir, clinic_code, key_id).exists():
         raise KeyExists(f"clinic {clinic_code} already has a key '{key_id}' at "
                         f"{key_path(key_dir, clinic_code, key_id)}; choose a new --key-id to rotate")
     signer = Signer.generate(key_id)
     path = save_signer(key_dir, clinic_code, signer)
-    request = x509.CertificateSigningRequestBuilder().subject_name(clinic_subject(clinic_code)).sign(
+    request = x509.CertificateSigningRequestBuilder().subject_name(clinic_subject(clinic_code, name)).sign(
         signer.private_key, None)
     csr_path = path.with_suffix(".csr")
     csr_path.write_bytes(request.public_bytes(serialization.Encoding.PEM))

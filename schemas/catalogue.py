@@ -51,6 +51,7 @@ _ENTRIES = (
     SchemaEntry(14, value_subject(names.IDENTITY_CARDS), AVRO_DIR / "identity_card_v2.avsc"),
     SchemaEntry(15, value_subject(names.INTEGRATION_REQUESTS), AVRO_DIR / "integration_request_v3.avsc"),
     SchemaEntry(16, value_subject(names.INTEGRATION_REPLIES), AVRO_DIR / "integration_reply_v3.avsc"),
+    SchemaEntry(17, value_subject(names.INTEGRATION_REPLIES), AVRO_DIR / "integration_reply_v4.avsc"),
 )
 
 BY_ID = {entry.schema_id: entry for entry in _ENTRIES}
@@ -67,7 +68,8 @@ INTEGRATION_REPLY_V1 = BY_ID[6]
 INTEGRATION_REQUEST_V2 = BY_ID[9]
 INTEGRATION_REPLY_V2 = BY_ID[10]
 INTEGRATION_REQUEST = BY_ID[15]
-INTEGRATION_REPLY = BY_ID[16]
+INTEGRATION_REPLY_V3 = BY_ID[16]
+INTEGRATION_REPLY = BY_ID[17]
 IDENTITY_CARD_V1 = BY_ID[8]
 IDENTITY_CARD = BY_ID[14]
 DEIDENTIFIED_VISIT = BY_ID[11]

@@ -6,14 +6,14 @@ from enum import StrEnum
 
 
 class ReplyStatus(StrEnum):
-    """integration_reply_v3.avsc status."""
+    """integration_reply_v4.avsc status."""
 
     OK = "ok"
     REFUSED = "refused"
 
 
 class RefusalCode(StrEnum):
-    """integration_reply_v3.avsc refusal_code: why a request got no health-book data."""
+    """integration_reply_v4.avsc refusal_code: why a request got no health-book data."""
 
     MALFORMED = "malformed"
     UNSIGNED = "unsigned"

@@ -15,6 +15,7 @@ from domain import replies
 from domain.registry_trust import TrustAnchors
 from domain.replies import Reply
 from schemas.envelope import Signer
+from synthetic.population import CLINICS
 from tests.browser import chromium, confirm_and_pass, open_visit, pick_year, sign_in, text_of
 from tests.factories import SENSITIVE, citizen, signed_entry, visit
 from tests.page_server import served_page
@@ -66,6 +67,7 @@ def _walk(base: str, relay: TamperingRelay) -> None:
                  for code in relay.codes}
         honest, altered, resigned = (cards[code] for code in relay.codes)
         assert "Chữ ký số hợp lệ (khóa k1 của cơ sở 79001)" in honest and "Đã ký số bởi cơ sở KCB 79001" in honest
+        assert f"{CLINICS['79001']} (79001)" in honest, "the facility is named as its certificate names it"
         assert "Chữ ký số KHÔNG hợp lệ" in altered and "diagnosis_codes" in altered, altered
         assert "Đã ký số bởi" not in altered, "nothing tampered is called signed"
         assert "Chữ ký số KHÔNG hợp lệ" in resigned and "not issued by a trusted CA" in resigned, resigned

@@ -12,10 +12,12 @@ import pytest
 from commands.local_ca import LocalCA
 from domain import replies
 from domain.book_entry import BookEntry
+from domain.fhir_bundle import book_bundle
 from domain.registry_trust import TrustAnchors
 from domain.signature_check import SignatureState, check_visit_signature
 from schemas import catalogue, wire
 from schemas.envelope import Signer
+from synthetic.population import CLINICS
 from tests.factories import SENSITIVE, citizen, full_visit, signed_entry, visit
 
 CLINIC = Signer.generate("k1")
@@ -117,3 +119,20 @@ def test_a_detail_is_verified_with_its_sensitive_tables_from_the_signed_bytes(ca
     assert check.signed.sensitive[0].records[0]["PHAC_DO_DTRI_LAO"] == "2RHZE/4RHE"
     tampered = detail.visits[0].model_copy(update={"sensitive": []})
     assert check_visit_signature(tampered, anchors).status is SignatureState.FAILED
+
+
+def test_the_facility_is_named_as_its_certificate_names_it_in_the_reply_the_check_and_the_fhir_organization(
+        ca, anchors):
+    honest = _honest(ca)
+    shown = _listed(honest)
+    assert shown.facility_name == CLINICS["79001"]
+    check = check_visit_signature(shown, anchors)
+    assert check.status is SignatureState.VERIFIED and check.signed.facility_name == CLINICS["79001"]
+    renamed = shown.model_copy(update={"facility_name": "Bệnh viện Quốc tế Giả"})
+    assert "facility_name" in check_visit_signature(renamed, anchors).sentence, "a relay cannot rename the clinic"
+    bundle = book_bundle(honest.record["patient"]["personal_id"], [honest], sensitive=SENSITIVE)
+    (organization,) = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Organization"
+                       and e["resource"].get("identifier", [{}])[0].get("value") == "79001"]
+    assert organization["name"] == CLINICS["79001"]
+    unnamed = BookEntry(honest.record, honest.signed.model_copy(update={"certificate": None}))
+    assert _listed(unnamed).facility_name is None, "no certificate, no name: the code is shown instead"

@@ -21,16 +21,15 @@ from streams.pipeline import VisitPipeline
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, broker: kafka.Broker) -> faust.App:
-    """Build the worker's faust app from settings and the broker it reaches."""
-    partitions = topics.VISITS.partitions_for(settings.visit_partitions)
+def _faust_app(settings: Settings, broker: kafka.Broker, partitions: int) -> faust.App:
+    """The faust app itself: the broker, its login, and settings that keep a SIGKILLed worker's absence short."""
     login = broker.login
     fetch_bytes = broker.largest_message
     credentials = None if login.protocol == "PLAINTEXT" else faust.SASLCredentials(
         username=login.user, password=login.password, ssl_context=login.tls(), mechanism="SCRAM-SHA-512")
     datadir = settings.worker_data_dir / settings.worker_app_id  # faust's default is the current directory
     datadir.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last folder
-    app = faust.App(
+    return faust.App(
         settings.worker_app_id,
         broker=f"kafka://{broker.bootstrap}",
         broker_credentials=credentials,
@@ -51,6 +50,12 @@ def create_app(settings: Settings, broker: kafka.Broker) -> faust.App:
         value_serializer="json",  # the table's values; the visits topic says raw itself
         logging_config=metrics.json_logging_config() if settings.log_format == "json" else None,
     )
+
+
+def create_app(settings: Settings, broker: kafka.Broker) -> faust.App:
+    """Build the worker's faust app from settings and the broker it reaches."""
+    partitions = topics.VISITS.partitions_for(settings.visit_partitions)
+    app = _faust_app(settings, broker, partitions)
     visits = app.topic(settings.topics.visits, key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw", partitions=partitions)
     # Keyed like the visits topic and placed by the same partitioner, so each changelog
@@ -58,7 +63,8 @@ def create_app(settings: Settings, broker: kafka.Broker) -> faust.App:
     versions = app.tables.add(VersionsTable(app, name=topics.DEDUP_TABLE, default=None, beacon=app.tables.beacon,
                                             partitions=partitions, use_partitioner=True, key_type=bytes))
     pipeline = VisitPipeline(settings, broker, _KeyedTable(versions),
-                             lambda partition: app.consumer.highwater(TP(settings.topics.visits, partition)))
+                             lambda partition: app.consumer.highwater(TP(settings.topics.visits, partition)),
+                             versions.written)
     app.add_dependency(pipeline)
     # Each batch sets up to batch_size changelog entries at once; faust's default buffer of 100 makes
     # the agent wait on every flush (faust-streaming issue 173).

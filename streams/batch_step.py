@@ -301,8 +301,8 @@ class BatchStep:
     async def _book_versions(self, verdicts: Sequence[Accepted | Rejected]) -> dict[str, dict[str, int]]:
         """The book's versions of this batch's visits that the table would call new or newer, by citizen.
 
-        The table is written only after the book, so it is never ahead: when it says duplicate, so would the
-        book; when it says fresh, the book is asked.
+        The table is never ahead of what the book holds, or will hold once the visits waiting for a card are
+        moved: when it says duplicate, so would the book; when it says fresh, the book is asked.
         """
         wanted: dict[tuple[str, str], str] = {}
         for verdict in verdicts:
@@ -323,9 +323,10 @@ class BatchStep:
         """Record in the table the versions of what the health book now holds, healing what it had lost."""
         entries = plan.versions_to_remember()
         for person, versions in (from_book or {}).items():
-            entries.setdefault(person, merged(self.versions.get(person), versions))
+            entries.setdefault(person, versions)
         for person, versions in entries.items():
-            self.versions[person] = versions
+            # Raised, never replaced: the card resolver may have raised the entry while this batch ran.
+            self.versions[person] = merged(self.versions.get(person), versions)
         return len(entries)
 
     def _suspected(self, messages: list[Delivery]) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import asyncpg
@@ -21,14 +22,20 @@ from streams.outlets import Outlets
 
 log = logging.getLogger(__name__)
 
+Remember = Callable[[dict[str, dict[str, int]]], Awaitable[None]]  # personal ID -> {visit key: version}, made durable
+
+
+async def _forget(versions: dict[str, dict[str, int]]) -> None:
+    return None
+
 
 class PendingResolver:
     """Takes mapped cards from a queue and moves the visits waiting for them, one card at a time."""
 
     def __init__(self, pool: asyncpg.Pool, writer: BookWriter, identity: IdentityDirectory, outlets: Outlets,
-                 read_range: RangeReader, topic: str) -> None:
+                 read_range: RangeReader, topic: str, remember: Remember = _forget) -> None:
         self.pool, self.writer, self.identity, self.outlets = pool, writer, identity, outlets
-        self.read_range, self.topic = read_range, topic
+        self.read_range, self.topic, self.remember = read_range, topic, remember
         self._cards: asyncio.Queue[str] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -85,6 +92,13 @@ class PendingResolver:
                 counts[rejected(DeadLetterReason.IDENTITY_MISMATCH)] = await self._set_aside(conn, card, contradicting)
             # Analytics first: a crash after it only repeats a record downstream keeps once.
             await self.outlets.deidentified(events)
+            # The dedup table before the book: a crash between leaves the visits waiting, and they are moved
+            # again after the restart; the other order left the book ahead of the table for good.
+            versions: dict[str, int] = {}
+            for event in events:
+                versions[event.visit_key] = max(event.version, versions.get(event.visit_key, -1))
+            if versions:
+                await self.remember({person: versions})
             checked = [(event.facility_code, event.visit_code) for event in events]
             counts.update(await self.writer.resolve_pending(conn, card, person, checked))
             return counts

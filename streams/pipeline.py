@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -23,7 +23,7 @@ from healthbook.database import connect_pool
 from healthbook.retry import is_broker_unreachable, is_infrastructure, while_unreachable
 from healthbook.store import BookWriter, PostgresBatchStore
 from healthbook.topic_follower import TopicFollower
-from streams.batch_step import BatchStep, Checks, StepHooks, VersionTable, topic_range_reader
+from streams.batch_step import BatchStep, Checks, StepHooks, VersionTable, merged, topic_range_reader
 from streams.fail_stop import stop_worker
 from streams.outlets import KafkaOutlets
 from streams.pending_visits import PendingResolver
@@ -36,10 +36,12 @@ class VisitPipeline(Service):
     """PostgreSQL, the side-record producer, the key registry and identity cards, and the batch step over them."""
 
     def __init__(self, settings: Settings, broker: kafka.Broker, versions: VersionTable,
-                 highwater: Callable[[int], int | None] = lambda partition: None, **kwargs: Any) -> None:
+                 highwater: Callable[[int], int | None] = lambda partition: None,
+                 table_written: Callable[[], Awaitable[None]] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings, self.broker = settings, broker
         self.versions = versions
+        self.table_written = table_written
         self.highwater = highwater
         trust = settings.trust_anchors()
         self.keyring = Keyring(trust)
@@ -84,7 +86,7 @@ class VisitPipeline(Service):
         await self.cards.start()
         read_range = topic_range_reader(self.broker)
         self.resolver = PendingResolver(self.pool, self.writer, self.identity, outlets, read_range,
-                                        settings.topics.visits)
+                                        settings.topics.visits, self._remember_resolved)
         await self.resolver.start()
         self.step = BatchStep(settings.topics.visits, PostgresBatchStore(self.pool, self.writer),
                               Checks(self.keyring, self.identity, settings.signing_window, self.registry.catch_up),
@@ -165,6 +167,13 @@ class VisitPipeline(Service):
         await self.writer.record_error(
             self.pool, self.settings.worker_app_id,
             f"PostgreSQL was unreachable for {waited:.0f}s; the batch was held and then written")
+
+    async def _remember_resolved(self, versions: dict[str, dict[str, int]]) -> None:
+        """Raise the dedup table to the versions of visits the resolver moves, and wait until they are durable."""
+        for person, found in versions.items():
+            self.versions[person] = merged(self.versions.get(person), found)
+        if self.table_written is not None:
+            await self.table_written()
 
     def _on_card(self, key: bytes | None, value: bytes | None) -> None:
         card = self.identity.apply(key, value)

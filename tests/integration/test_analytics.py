@@ -52,7 +52,8 @@ async def test_no_direct_identifier_reaches_the_analytics_topic(clinics, db, set
     records = [r for r in await read_deidentified(Broker.of(settings), settings.topics.deidentified)
                if r["main_diagnosis_code"] == "J20.9" and r["admitted_month"] == "202602"]
     mine = {r["pseudonym"] for r in records}
-    assert len(mine) >= 4, "one stable pseudonym per citizen, the child's included once resolved"
+    # people[1]'s only J20.9 visit has an XML6 table, so the whole visit stays off the topic
+    assert len(mine) >= 3, "one stable pseudonym per citizen, the child's included once resolved"
     counts = visits_per_diagnosis_province_month(records)
     assert sum(n for (code, _, month), n in counts.items() if code == "J20.9" and month == "202602") == len(
         {r["visit_ref"] for r in records})

@@ -1,11 +1,13 @@
 """Identity resolution from BHYT cards, and the clinic key lifecycle, on the real stack."""
 
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from healthbook.kafka import Broker
+from healthbook.topic_follower import TopicFollower
 from producers.clinic_keys import revocation, rotation
 from schemas.envelope import Signer, now_millis, seal_visit
 from tests.factories import visit, with_patient
@@ -19,6 +21,19 @@ MINUTE_MS = 60_000
 async def _pending(db, facility, visit_code):
     return await db.fetchrow("select * from pending_visits where facility_code = $1 and visit_code = $2",
                              facility, visit_code)
+
+
+async def _remembered(settings, personal_id: str, visit_key: str) -> int | None:
+    """The version of a visit the dedup table's changelog holds for a citizen, as a restarted worker would read it."""
+    latest: dict[str, int] = {}
+
+    def apply(key: bytes | None, value: bytes | None) -> None:
+        if key == personal_id.encode():
+            latest.clear()
+            latest.update(json.loads(value) if value else {})
+
+    await TopicFollower(Broker.of(settings), settings.dedup_changelog, apply).snapshot()
+    return latest.get(visit_key)
 
 
 async def test_a_visit_without_personal_id_waits_for_its_card_then_joins_the_citizens_book(clinics, db, settings):
@@ -38,6 +53,8 @@ async def test_a_visit_without_personal_id_waits_for_its_card_then_joins_the_cit
                            process=clinics.worker)
     assert row["personal_id"] == child.personal_id
     assert await _pending(db, "79001", event["visit_code"]) is None
+    assert await wait_until(lambda: _remembered(settings, child.personal_id, f"79001/{event['visit_code']}"),
+                            "the dedup table to hold the visit the card resolved") == event["version"]
 
     later = with_patient(visit(person=child, sequence=next_sequence()), personal_id=None,
                          insurance_card_numbers=[card])

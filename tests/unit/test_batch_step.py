@@ -190,3 +190,18 @@ async def test_a_table_behind_the_book_is_trusted_only_when_it_says_duplicate_an
     assert again.counts[Outcome.DUPLICATE] == 1 and again.counts[Outcome.ACCEPTED] == 0
     assert len(outlets.analytics) == analytics_before, "an old version is not sent to analytics a second time"
     assert step.versions[person.personal_id] == {visit_key: 3}, "the table holds the book's version again"
+
+
+async def test_an_entry_the_card_resolver_raised_while_a_batch_ran_is_kept_when_the_batch_remembers():
+    outlets, person = FakeOutlets(), citizen(8)
+    resolved = "79001/79001-2026-7777777"
+
+    class ResolverMeanwhile(FakeBatchStore):
+        async def write_batch(self, *args, **kwargs):
+            step.versions[person.personal_id] = {resolved: 1}  # the resolver moved a waiting visit meanwhile
+            return await super().write_batch(*args, **kwargs)
+
+    step = _step(ResolverMeanwhile(), outlets)
+    event = visit(person=person, sequence=81)
+    await step.run(_delivered([event]))
+    assert step.versions[person.personal_id] == {resolved: 1, f"79001/{event['visit_code']}": 1}

@@ -41,3 +41,15 @@ class SensitiveDiagnoses:
             return False
         category = found[1] + found[2]
         return any(first <= category <= last for first, last in self.ranges)
+
+    def categories(self, limit: int) -> tuple[str, ...] | None:
+        """Every three-character category the ranges cover, or None when there are more than limit."""
+        found: list[str] = []
+        for first, last in self.ranges:
+            for letter in range(ord(first[0]), ord(last[0]) + 1):
+                low = int(first[1:]) if chr(letter) == first[0] else 0
+                high = int(last[1:]) if chr(letter) == last[0] else 99
+                found += [f"{chr(letter)}{number:02d}" for number in range(low, high + 1)]
+                if len(found) > limit:
+                    return None
+        return tuple(found)

@@ -23,6 +23,7 @@ SENSITIVE_TABLES = ("XML6", "XML15")
 # could read as an ICD-10 code.
 _NOT_CLINICAL = frozenset({"patient", "event_id", "visit_code", "facility_code", "admitted_at", "discharged_at",
                            "inpatient_at", "version"})
+_MOST_CATEGORIES_TO_SCAN = 64  # wider ranges are searched with the regex alone
 _JSON_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)")
 _ICD10_TOKEN = re.compile(r"(?<![A-Z0-9])([A-Z]\d{2})(?:\.?\d{1,2})?(?![A-Z0-9])")
 
@@ -56,6 +57,12 @@ class SensitivePolicy:
         # A code may follow digits (a regimen's months: 2RHZE/4RHE) but not letters; a word stands alone.
         object.__setattr__(self, "_codes", re.compile(rf"(?<![A-Z])(?:{codes})"))
         object.__setattr__(self, "_words", re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE))
+        # Plain substring tests first: a regex over a whole visit costs hundreds of microseconds, and almost
+        # every visit has none of these; the regexes then only confirm a hit's boundaries.
+        categories = self.diagnoses.categories(limit=_MOST_CATEGORIES_TO_SCAN)
+        object.__setattr__(self, "_categories", None if categories is None else tuple(c.lower() for c in categories))
+        object.__setattr__(self, "_code_parts", tuple(c.lower() for c in (*self.medicine_codes, *self.service_codes)))
+        object.__setattr__(self, "_word_parts", tuple(w.lower() for w in self.words))
 
     def of_visit(self, record: Mapping[str, Any], *, has_sensitive_tables: bool = False) -> bool:
         """Whether this visit record (an event's, or the book's with its tables stored apart) is sensitive."""
@@ -76,10 +83,16 @@ class SensitivePolicy:
             table.get("table") in self.tables for table in record.get("certificates") or [])
 
     def _names_it(self, text: str) -> bool:
-        upper = text.upper()
-        return (any(code in self.diagnoses for code in _ICD10_TOKEN.findall(upper))
-                or self._codes.search(upper) is not None  # type: ignore[attr-defined]
-                or self._words.search(text.replace("_", " ")) is not None)  # type: ignore[attr-defined]
+        lower = text.lower().replace("_", " ")
+        categories: tuple[str, ...] | None = self._categories  # type: ignore[attr-defined]
+        if (categories is None or any(category in lower for category in categories)) and \
+                any(code in self.diagnoses for code in _ICD10_TOKEN.findall(text.upper())):
+            return True
+        if any(part in lower for part in self._code_parts) and \
+                self._codes.search(text.upper()) is not None:  # type: ignore[attr-defined]
+            return True
+        return any(part in lower for part in self._word_parts) and \
+            self._words.search(text.replace("_", " ")) is not None  # type: ignore[attr-defined]
 
 
 def _clinical(record: Mapping[str, Any]) -> dict[str, Any]:

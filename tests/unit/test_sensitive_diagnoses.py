@@ -48,3 +48,10 @@ def test_a_secondary_sensitive_diagnosis_withholds_the_visit_from_analytics():
         main_diagnosis_code="J06.9", secondary_diagnosis_codes=["A15.0"]))), SENSITIVE)
     plain = Visit.of_model(VisitEvent.model_validate(visit(main_diagnosis_code="J06.9")))
     assert not deidentify.withheld(plain, SENSITIVE)
+
+
+def test_the_ranges_expand_to_their_categories_unless_there_are_too_many_to_scan_one_by_one():
+    assert SENSITIVE.diagnoses.categories(64) == ("A15", "A16", "A17", "A18", "A19", "B20", "B21", "B22", "B23",
+                                                  "B24", "Z21")
+    assert SensitiveDiagnoses.parse("Y98-Z01").categories(64) == ("Y98", "Y99", "Z00", "Z01")
+    assert SensitiveDiagnoses.parse("F00-F99").categories(64) is None

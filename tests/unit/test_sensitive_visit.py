@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from domain import deidentify, replies
 from domain.book_entry import BookEntry
 from domain.fhir_bundle import book_bundle
+from domain.sensitive_diagnoses import SensitiveDiagnoses
+from domain.sensitive_visit import SensitivePolicy
 from domain.sentences import SEALED_VISIT, facility_label
 from schemas.visit import VisitEvent
 from schemas.visit_record import Visit
@@ -165,3 +167,9 @@ def test_a_list_bundle_names_no_patient_code_of_a_sealed_visit():
 def test_words_and_codes_match_whole_not_inside_other_words(text, sensitive):
     record = _placed(text, ("reason",))
     assert SENSITIVE.of_visit(record) is sensitive, SENSITIVE.why(record)
+
+
+def test_a_wide_configured_range_is_still_found_in_any_text():
+    wide = SensitivePolicy(SensitiveDiagnoses.parse("F00-F99"), (), (), ("tâm thần",))
+    assert wide.of_visit(_placed("F32.1", ("record_summary", "treatment"))), "found by the regex alone"
+    assert not wide.of_visit(PLAIN)

@@ -10,6 +10,7 @@ only its dates and facility; it stays off analytics; its detail, for the citizen
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,7 @@ class SensitivePolicy:
     def __post_init__(self) -> None:
         codes = "|".join(re.escape(c.upper()) for c in sorted((*self.medicine_codes, *self.service_codes),
                                                                key=len, reverse=True))
+        object.__setattr__(self, "words", tuple(unicodedata.normalize("NFC", w) for w in self.words))
         words = "|".join(re.escape(w) for w in sorted(self.words, key=len, reverse=True))
         # A code may follow digits (a regimen's months: 2RHZE/4RHE) but not letters; a word stands alone.
         object.__setattr__(self, "_codes", re.compile(rf"(?<![A-Z])(?:{codes})"))
@@ -83,6 +85,7 @@ class SensitivePolicy:
             table.get("table") in self.tables for table in record.get("certificates") or [])
 
     def _names_it(self, text: str) -> bool:
+        text = unicodedata.normalize("NFC", text)  # a clinic's XML may spell 'phổi' with combining marks
         lower = text.lower().replace("_", " ")
         categories: tuple[str, ...] | None = self._categories  # type: ignore[attr-defined]
         if (categories is None or any(category in lower for category in categories)) and \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 from cryptography import x509
@@ -50,6 +51,7 @@ def clinic_subject(clinic_code: str, name: str | None = None) -> x509.Name:
     return subject if not name else x509.Name([*subject, x509.NameAttribute(NameOID.ORGANIZATION_NAME, name)])
 
 
+@lru_cache(maxsize=4096)  # a reply names the same few facilities' certificates again and again
 def organisation_name(der: bytes | None) -> str | None:
     """The facility name a DER certificate gives as its subject's organisation (O), or None when it gives none."""
     if not der:

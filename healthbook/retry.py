@@ -27,9 +27,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BACKOFF_SECONDS = 30.0
 
-# Refused or reset connections, a server starting up or shutting down, a connection that died under us.
+# Refused or reset connections, a server starting up or shutting down, a connection that died under us;
+# and asyncpg's protocol left in a state it cannot go on from, which a server shutting down in the middle
+# of a query causes (seen in make test's fault scenario): a new connection is the answer, as for the others.
 UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
-               asyncpg.InterfaceError)
+               asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
 # The database refusing one row's values: SQLSTATE class 22 (data exception) and 23 (integrity constraint),
 # and values asyncpg cannot encode for it.
 CONTENT_REFUSALS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,

@@ -110,10 +110,15 @@ class VersionsTable(faust.Table):  # type: ignore[misc]
         return sent
 
     async def written(self) -> None:
-        """Wait until the broker has acknowledged every table write sent so far."""
-        pending, self._unconfirmed = self._unconfirmed or [], []
+        """Wait until the broker has acknowledged every table write sent so far.
+
+        The agent and the card resolver both wait here: each waits for every write, then only the
+        acknowledged ones are forgotten, so neither can take the other's unacknowledged writes away.
+        """
+        pending = list(self._unconfirmed or [])
         if pending:
             await asyncio.gather(*pending)
+        self._unconfirmed = [sent for sent in self._unconfirmed or [] if not sent.done()]
 
 
 def offset_ranges(deliveries: list[Delivery]) -> dict[int, list[int]]:

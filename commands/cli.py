@@ -11,7 +11,7 @@ from consumers.trusted_keys import TrustedKeysMissing
 from domain.registry_trust import TrustAnchorsMissing
 from domain.sensitive_diagnoses import BadSensitiveRanges
 from domain.sensitive_visit import BadSensitiveList
-from healthbook.config import Settings
+from healthbook.config import BadSetting, Settings
 from healthbook.database import MigrationError
 from healthbook.kafka import NoKafkaLogin, TopicMissing
 from producers.clinic_keys import KeyFileMissing, KeyLifecycleError
@@ -20,7 +20,7 @@ from streams.pseudonym_key import PseudonymKeyError
 
 SETUP_ERRORS = (NoKafkaLogin, TopicMissing, TrustedKeysMissing, TrustAnchorsMissing, BadSensitiveRanges,
                 BadSensitiveList, MigrationError, KeyFileMissing, KeyLifecycleError, RegistryKeyMissing,
-                PseudonymKeyError)
+                PseudonymKeyError, BadSetting)
 
 # Each subcommand names its function as "module.function" under commands/ and is imported only when
 # run, so a worker process does not load the XML, signing and rendering stack of the other commands.
@@ -95,7 +95,9 @@ def _clinic_parsers(sub: argparse._SubParsersAction) -> None:
 def _publishing_parsers(sub: argparse._SubParsersAction) -> None:
     ca = sub.add_parser("ca", help="the local stack's certificate authority").add_subparsers(dest="action",
                                                                                             required=True)
-    issue = ca.add_parser("issue", help="certify a clinic's certificate request (local stack; production uses a CA)")
+    issue = ca.add_parser("issue", help="certify a clinic's certificate request for the facility the operator names "
+                          "(local stack; production uses a licensed CA); any other subject is refused")
+    issue.add_argument("--clinic", required=True, help="the facility code (MA_CSKCB) the certificate is for")
     issue.add_argument("request", help="the .csr file 'healthbook clinic keygen' made")
     issue.add_argument("--out", help="where to write the certificate (default: beside the request, .crt)")
     issue.add_argument("--days", type=_days, default=730, help="how long the certificate is valid (730)")

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from rich.table import Table
 
 from commands import render
-from commands.local_ca import NotACertificateRequest, local_ca
+from commands.local_ca import NotACertificateRequest, RequestRefused, local_ca
 from domain.keyring import ClinicKey
 from domain.registry_trust import CLINIC_PREFIX, Untrusted
 from healthbook import kafka
@@ -38,7 +38,7 @@ from producers.clinic_keys import (
 from producers.identity_cards import publish_identity_cards
 from producers.publisher import ClinicPublisher, InvalidVisit
 from producers.registry_signing import INSURANCE_REGISTRY_NAME, KEY_REGISTRY_NAME, RegistrySigner
-from producers.xml_ingest.dossier_signature import certificate_path
+from producers.xml_ingest.dossier_signature import certificate_path, check_signing_certificate
 from producers.xml_ingest.ingest import IngestError, ingest
 from schemas.envelope import now_millis
 from schemas.rules import RuleBroken, check_facility_code, check_personal_id
@@ -70,7 +70,8 @@ def clinic_keygen(settings: Settings, args: argparse.Namespace) -> None:
         sys.exit(str(exc))
     print(f"private key kept at {key} (owner-only; it never leaves this machine)\n"
           f"certificate request: {request}\n"
-          f"next: have a trusted CA certify the request (local stack: 'healthbook ca issue {request}'), then the "
+          f"next: have a trusted CA certify the request (local stack: 'healthbook ca issue --clinic {args.clinic} "
+          f"{request}'), then the "
           f"operator runs 'healthbook clinic register --clinic {args.clinic} --key-id {args.key_id} "
           "--certificate FILE'")
 
@@ -179,8 +180,8 @@ def ca_issue(settings: Settings, args: argparse.Namespace) -> None:
     """Certify a clinic's certificate request with the local CA."""
     request = Path(args.request)
     try:
-        certificate = local_ca(settings).certify_request(request.read_bytes(), args.days)
-    except (OSError, NotACertificateRequest) as exc:
+        certificate = local_ca(settings).certify_request(request.read_bytes(), _clinic_code(args.clinic), args.days)
+    except (OSError, NotACertificateRequest, RequestRefused) as exc:
         sys.exit(f"{request}: {exc}")
     out = Path(args.out) if args.out else request.with_suffix(".crt")
     out.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
@@ -189,22 +190,30 @@ def ca_issue(settings: Settings, args: argparse.Namespace) -> None:
 
 def ca_revoke(settings: Settings, args: argparse.Namespace) -> None:
     """Put a certificate on the local CA's revocation list."""
-    certificate = x509.load_pem_x509_certificate(Path(args.certificate).read_bytes())
-    local_ca(settings).revoke(certificate)
-    print(f"certificate {certificate.serial_number:x} is revoked; workers drop its key when they next start "
-          "(revoke the key with 'healthbook clinic revoke' to stop it at once)")
+    try:
+        certificate = x509.load_pem_x509_certificate(Path(args.certificate).read_bytes())
+        local_ca(settings).revoke(certificate)
+    except (OSError, ValueError) as exc:
+        sys.exit(f"{args.certificate}: {exc}")
+    print(f"certificate {certificate.serial_number:x} is revoked from now on; running workers re-read the list within "
+          "seconds and refuse what its key signs from now, while what it signed before stays valid")
 
 
 def clinic_certificate(settings: Settings, args: argparse.Namespace) -> None:
     """Register the certificate that verifies a clinic's dossier signatures (CHUKYDONVI)."""
-    pem = Path(args.certificate).read_bytes()
+    clinic = _clinic_code(args.clinic)
     try:
+        pem = Path(args.certificate).read_bytes()
         certificate = x509.load_pem_x509_certificate(pem)
-    except ValueError as exc:
-        sys.exit(f"{args.certificate} is not a PEM X.509 certificate: {exc}")
-    path = certificate_path(settings.key_dir, args.clinic)
+    except (OSError, ValueError) as exc:
+        sys.exit(f"{args.certificate} is not a readable PEM X.509 certificate: {exc}")
+    try:
+        check_signing_certificate(settings.trust_anchors(), certificate, clinic)
+    except Untrusted as exc:
+        sys.exit(f"not registered: {exc.message}")
+    path = certificate_path(settings.key_dir, clinic)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pem)
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     print(f"dossiers of clinic {args.clinic} signed in CHUKYDONVI are now verified against "
           f"'{certificate.subject.rfc4514_string()}' ({path})")
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from domain.replies import Reply, read_reply
 from healthbook import kafka
 from healthbook.config import Settings
+from healthbook.secret_files import write_owner_only
 from schemas import catalogue, wire
 from schemas.envelope import Signer, now_millis, seal_request
 
@@ -43,9 +44,8 @@ def ensure_identity_key(settings: Settings) -> Signer:
     else:
         signer = Signer.generate(KEY_ID)
         private_path.parent.mkdir(parents=True, exist_ok=True)
-        private_path.write_bytes(signer.private_key.private_bytes(
+        write_owner_only(private_path, signer.private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        private_path.chmod(0o600)
     return signer
 
 

@@ -166,6 +166,13 @@ def status(console: Console, topic: str, found: Status) -> None:
     for topic, kinds in found.ignored.items():
         text = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) if kinds else "none"
         console.print(f"{topic}: records ignored as unverifiable: {text}", markup=False)
+    if found.revocation_problems:
+        console.print("revocation lists: FAILING CLOSED - what these CAs vouch for is refused until fixed:",
+                      style="bold red")
+        for problem in found.revocation_problems:
+            console.print(f"  {problem}", markup=False)
+    else:
+        console.print("revocation lists: every trusted CA's list is verified and current")
     error = found.last_error
     console.print("last error: " + (f"{error['at']:%Y-%m-%d %H:%M:%S} {error['worker_id']}: {error['message']}"
                                     if error else "none recorded"), markup=False)

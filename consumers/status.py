@@ -38,6 +38,7 @@ class Status:
     pending_visits: int = 0
     last_error: dict[str, Any] | None = None
     ignored: dict[str, dict[str, int]] = field(default_factory=dict)  # registry topic -> why -> records
+    revocation_problems: list[str] = field(default_factory=list)  # a CA's list missing, refused or expired
 
 
 async def ignored_registry_records(settings: Settings, broker: kafka.Broker) -> dict[str, dict[str, int]]:
@@ -66,6 +67,7 @@ async def status(settings: Settings, broker: kafka.Broker) -> Status:
             pending_visits=await book.pending_count(conn),
             last_error=await book.last_error(conn),
             ignored=ignored,
+            revocation_problems=settings.trust_anchors().revocation_problems(),
         )
     finally:
         await conn.close()

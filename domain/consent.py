@@ -79,6 +79,7 @@ class RequestPolicy:
 
     trusted: dict[str, bytes]
     window: timedelta
+    legacy_until: datetime | None = None  # version 1-3 requests (the retired signing form) count until then
 
 
 def decide(raw: bytes | None, policy: RequestPolicy, now: datetime | None = None,
@@ -93,7 +94,7 @@ def decide(raw: bytes | None, policy: RequestPolicy, now: datetime | None = None
         return Refuse(_readable(request), Refusal(RefusalCode.MALFORMED,
                                                   sentences.MALFORMED_REQUEST.said(problem=problem)))
     requester = Requester(request["request_id"], request["year"], request["personal_id"])
-    refusal = check_request(request, policy, now)
+    refusal = check_request(request, policy, now, wire.schema_id_of(raw))  # type: ignore[arg-type]
     if refusal:
         return Refuse(requester, refusal)
     detail = request.get("detail")
@@ -103,16 +104,29 @@ def decide(raw: bytes | None, policy: RequestPolicy, now: datetime | None = None
                  request["format"] == "fhir", source)
 
 
-def check_request(request: dict[str, Any], policy: RequestPolicy, now: datetime | None = None) -> Refusal | None:
-    """Return why a decoded request must be refused, or None when it may be served at now (default: the clock)."""
+def check_request(request: dict[str, Any], policy: RequestPolicy, now: datetime | None = None,
+                  schema_id: int = catalogue.INTEGRATION_REQUEST.schema_id) -> Refusal | None:
+    """Return why a decoded request must be refused, or None when it may be served at now (default: the clock).
+
+    schema_id is the writer's: version 4 requests are signed in the current form, older ones in the
+    retired form, counted only until policy.legacy_until.
+    """
+    now = now or datetime.now(UTC)
     if not request.get("signature"):
         return Refusal(RefusalCode.UNSIGNED, sentences.UNSIGNED_REQUEST.said())
     public_key = policy.trusted.get(request["key_id"])
     if public_key is None:
         return Refusal(RefusalCode.UNKNOWN_KEY, sentences.UNKNOWN_REQUEST_KEY.said(key_id=request["key_id"]))
-    if not envelope.verify(public_key, request["signature"], envelope.request_signing_input(request)):
+    if schema_id == catalogue.INTEGRATION_REQUEST.schema_id:
+        message = envelope.request_signing_input(request)
+    elif policy.legacy_until is not None and now < policy.legacy_until:
+        message = envelope.legacy_request_signing_input(request)
+    else:
+        return Refusal(RefusalCode.BAD_SIGNATURE, sentences.RETIRED_REQUEST_FORM.said(
+            schema_id=schema_id, until=f"{policy.legacy_until:%Y-%m-%d}" if policy.legacy_until else "always"))
+    if not envelope.verify(public_key, request["signature"], message):
         return Refusal(RefusalCode.BAD_SIGNATURE, sentences.BAD_REQUEST_SIGNATURE.said())
-    stale = check_freshness(request["requested_at"], now or datetime.now(UTC), policy.window)
+    stale = check_freshness(request["requested_at"], now, policy.window)
     if stale:
         return stale
     if request["identity_level"] < MIN_IDENTITY_LEVEL:

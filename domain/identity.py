@@ -9,7 +9,7 @@ from domain.registry_trust import INSURANCE_REGISTRY, TrustAnchors, Untrusted
 from domain.validation import Rejected
 from schemas import catalogue, rules, wire
 from schemas.dead_letter_reasons import DeadLetterReason
-from schemas.envelope import identity_card_signing_input
+from schemas.envelope import identity_card_signing_input, to_millis
 from schemas.registry_reasons import IgnoredBecause
 from schemas.visit import read_visit
 from schemas.visit_record import Visit
@@ -19,13 +19,16 @@ class IdentityDirectory:
     """BHYT card number -> personal ID, applied from the compacted identity-cards topic.
 
     With trust anchors, only mappings signed by the insurance registry's certified key count;
-    anything else raises Untrusted and changes nothing. Without anchors (None) records are taken
-    as they are: for tests of other rules.
+    anything else raises Untrusted and changes nothing. A card only moves forward: a mapping
+    updated before the one held is ignored (SUPERSEDED), one dated ahead of the clock beyond its
+    tolerance is refused. Without anchors (None) records are taken as they are: for tests of other
+    rules.
     """
 
     def __init__(self, trust: TrustAnchors | None) -> None:
         self.trust = trust
         self._by_card: dict[str, str] = {}
+        self._updated: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._by_card)
@@ -40,15 +43,23 @@ class IdentityDirectory:
                                 "a tombstone cannot be signed; the registry remaps a card instead")
             card = wire.text_key(key)
             self._by_card.pop(card, None)
+            self._updated.pop(card, None)
             return card
         record = wire.decode(value, catalogue.IDENTITY_CARD)
+        card, updated = record["card_number"], to_millis(record["updated_at"])
         if self.trust is not None:
+            at = self.trust.record_time(updated, f"the mapping of card {card}")
             self.trust.signed_by(record.get("registry_certificate"), INSURANCE_REGISTRY,
-                                 record.get("registry_signature"), identity_card_signing_input(record))
-            if key is None or wire.text_key(key) != record["card_number"]:
+                                 record.get("registry_signature"), identity_card_signing_input(record), at=at)
+            if key is None or wire.text_key(key) != card:
                 raise Untrusted(IgnoredBecause.WRONG_RECORD_KEY, "the record's topic key is not its card number")
-        self._by_card[record["card_number"]] = record["personal_id"]
-        return record["card_number"]
+        held = self._updated.get(card)
+        if held is not None and updated < held:
+            raise Untrusted(IgnoredBecause.SUPERSEDED, (
+                f"the mapping of card {card} was updated at {updated} ms, before the one held ({held} ms): "
+                "an old mapping written again changes nothing"))
+        self._by_card[card], self._updated[card] = record["personal_id"], updated
+        return card
 
     def person_of(self, card_number: str) -> str | None:
         """The personal ID a card belongs to, if known."""

@@ -1,17 +1,23 @@
-"""Who may vouch for what: X.509 certificates chained to the deployment's trusted CAs, and signed registry records.
+"""Who may vouch for what: each authority under its own trust anchor, and revocation lists kept current.
 
 A clinic's signing key counts only inside a certificate naming its facility code (subject UID
-`MA_CSKCB:<code>`); registry records count only when signed by a certificate for that registry's
-role (`ROLE:key-registry`, `ROLE:insurance-registry`). Each certificate must be issued by a
-trusted CA, valid at the time in question and absent from that CA's revocation list.
+`MA_CSKCB:<code>`) issued by one of the clinic CAs. Registry records count only when signed by a
+certificate for that registry's role (`ROLE:key-registry`, `ROLE:insurance-registry`) under the
+registries' own anchors, configured apart: a clinic CA can never make a registry. Every CA's
+revocation list must verify against that CA and be current (before its nextUpdate); a CA whose
+list is missing or expired vouches for nothing until the list is refreshed (fail closed).
 """
 
 from __future__ import annotations
 
+import re
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -23,8 +29,11 @@ from schemas.envelope import verify
 from schemas.registry_reasons import IgnoredBecause
 
 CLINIC_PREFIX = "MA_CSKCB:"
+ROLE_PREFIX = "ROLE:"
 KEY_REGISTRY = "ROLE:key-registry"
 INSURANCE_REGISTRY = "ROLE:insurance-registry"
+CRL_RELOAD_SECONDS = 1.0  # how often the revocation-list files are looked at for a change
+_CRL_BLOCK = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
 
 
 class Untrusted(Exception):
@@ -34,6 +43,13 @@ class Untrusted(Exception):
         super().__init__(message)
         self.kind = kind
         self.message = message
+
+
+class RevocationUnknown(Untrusted):
+    """The issuing CA's revocation list is missing, unverifiable or past its nextUpdate: fail closed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(IgnoredBecause.REVOCATION_UNKNOWN, message)
 
 
 class TrustAnchorsMissing(FileNotFoundError):
@@ -81,67 +97,236 @@ def raw_ed25519(certificate: x509.Certificate) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+def is_authority(certificate: x509.Certificate) -> bool:
+    """Whether the certificate is a CA's (basicConstraints CA:TRUE), rather than one pinned as it is."""
+    try:
+        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _label(name: x509.Name) -> str:
+    return name.rfc4514_string()
+
+
+@dataclass(frozen=True)
+class Revocations:
+    """One CA's verified revocation list: when each serial was revoked, and until when the list may be believed."""
+
+    issuer: x509.Name
+    revoked: dict[int, datetime]
+    last_update: datetime
+    next_update: datetime | None
+
+
+@dataclass
+class RevocationLists:
+    """The CRL files of every trusted CA, each list verified against its issuer and re-read when a file changes."""
+
+    paths: list[Path]
+    authorities: list[x509.Certificate]
+    by_issuer: dict[x509.Name, Revocations] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # lists that were read but could not be believed
+    _stamp: tuple[tuple[str, int, int, int], ...] = ()
+    _looked_at: float = 0.0
+
+    def reload_if_changed(self, force: bool = False) -> bool:
+        """Re-read the files when their size or modification time changed; return whether they were read."""
+        now = time.monotonic()
+        if not force and now - self._looked_at < CRL_RELOAD_SECONDS:
+            return False
+        self._looked_at = now
+        stamp = tuple(_stamp_of(path) for path in self.paths)
+        if stamp == self._stamp and not force:
+            return False
+        self._stamp = stamp
+        self.by_issuer, self.problems = _read_lists(self.paths, self.authorities)
+        return True
+
+
+def _stamp_of(path: Path) -> tuple[str, int, int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path), -1, -1, -1)
+    return (str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+def _read_lists(paths: Iterable[Path], authorities: list[x509.Certificate]
+                ) -> tuple[dict[x509.Name, Revocations], list[str]]:
+    """Every CRL of the files that verifies against a trusted CA (the newest per CA), and what was refused."""
+    found: dict[x509.Name, Revocations] = {}
+    problems: list[str] = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problems.append(f"{path}: cannot be read ({exc.strerror})")
+            continue
+        for number, block in enumerate(_CRL_BLOCK.findall(data), start=1):
+            where = f"{path} list {number}"
+            try:
+                crl = x509.load_pem_x509_crl(block)
+                issuer = next((ca for ca in authorities if ca.subject == crl.issuer
+                               and crl.is_signature_valid(ca.public_key())), None)  # type: ignore[arg-type]
+                if issuer is None:
+                    problems.append(f"{where}: issued by '{_label(crl.issuer)}', which is no trusted CA or did not "
+                                    "sign it; it is ignored")
+                    continue
+                lists = Revocations(crl.issuer, {entry.serial_number: entry.revocation_date_utc for entry in crl},
+                                    crl.last_update_utc, crl.next_update_utc)
+            except (ValueError, TypeError) as exc:
+                problems.append(f"{where}: not a readable CRL ({exc})")
+                continue
+            held = found.get(crl.issuer)
+            if held is None or lists.last_update > held.last_update:
+                found[crl.issuer] = lists
+    return found, problems
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class TrustAnchors:
-    """The CAs a deployment trusts and their revocation lists."""
+    """The clinic CAs, the registries' own anchors, and every CA's revocation list."""
 
     authorities: list[x509.Certificate]
-    revocation_lists: list[x509.CertificateRevocationList] = field(default_factory=list)
+    registries: list[x509.Certificate] = field(default_factory=list)
+    crl_paths: list[Path] = field(default_factory=list)
+    clock: Callable[[], datetime] = _utc_now
+    legacy_signatures_until: datetime | None = None  # retired signing forms are refused from this moment on
+    registry_max_ahead: timedelta = timedelta(minutes=5)  # how far past this clock a registry record may be dated
+    lists: RevocationLists = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lists = RevocationLists(self.crl_paths, [ca for ca in self.authorities + self.registries
+                                                      if is_authority(ca)])
+        self.lists.reload_if_changed(force=True)
 
     @classmethod
-    def load(cls, anchors: Path, crl: Path | None = None) -> TrustAnchors:
-        """Read trusted CA certificates (PEM, one or more) and, if the file exists, their revocation list."""
-        if not anchors.exists():
-            raise TrustAnchorsMissing(
-                f"no trusted CA certificates at {anchors} (HEALTHBOOK_TRUST_ANCHORS_FILE); 'make up' makes the local "
-                "stack's CA, a production deployment points this at its licensed CAs' certificates")
-        authorities = x509.load_pem_x509_certificates(anchors.read_bytes())
-        lists = [x509.load_pem_x509_crl(crl.read_bytes())] if crl and crl.exists() else []
-        return cls(authorities, lists)
+    def load(cls, anchors: Path, registry_anchors: Path, crls: Iterable[Path] = (), **options: Any) -> TrustAnchors:
+        """Read the clinic CAs and the registries' anchors (PEM, one or more each) and point at the CRL files."""
+        return cls(_certificates(anchors, "HEALTHBOOK_TRUST_ANCHORS_FILE", "clinic CAs'"),
+                   _certificates(registry_anchors, "HEALTHBOOK_REGISTRY_ANCHORS_FILE", "registries' own"),
+                   list(crls), **options)
 
-    def certificate(self, der: bytes | None, uid: str, at: datetime) -> x509.Certificate:
-        """Parse a DER certificate and check its issuer, subject UID, validity at `at` and revocation."""
+    def legacy_allowed(self) -> bool:
+        """Whether a record signed in a retired signing form may still count now."""
+        return self.legacy_signatures_until is not None and self.clock() < self.legacy_signatures_until
+
+    def record_time(self, millis: int, what: str) -> datetime:
+        """A registry record's own time, refused when it lies beyond the clock tolerance ahead (or before 1970)."""
+        if millis < 0:
+            raise Untrusted(IgnoredBecause.DATED_AHEAD, f"{what} is dated before 1970 ({millis} ms)")
+        when = datetime.fromtimestamp(millis / 1000, UTC)
+        if when > self.clock() + self.registry_max_ahead:
+            raise Untrusted(IgnoredBecause.DATED_AHEAD, (
+                f"{what} is dated {when:%Y-%m-%d %H:%M} UTC, more than {self.registry_max_ahead} ahead of this "
+                "clock (HEALTHBOOK_REGISTRY_MAX_AHEAD_SECONDS): it is refused, not kept for later"))
+        return when
+
+    def revocation_problems(self) -> list[str]:
+        """Why some CA vouches for nothing now (missing or expired list), and lists that were refused."""
+        self.lists.reload_if_changed()
+        now = self.clock()
+        problems = list(self.lists.problems)
+        for ca in self.lists.authorities:
+            try:
+                self._current(ca.subject, now)
+            except RevocationUnknown as exc:
+                problems.append(exc.message)
+        return problems
+
+    def _current(self, issuer: x509.Name, now: datetime) -> Revocations:
+        lists = self.lists.by_issuer.get(issuer)
+        if lists is None:
+            raise RevocationUnknown(f"no verified revocation list of CA '{_label(issuer)}' is loaded: its "
+                                    "certificates count for nothing until its CRL is added to "
+                                    "HEALTHBOOK_REVOCATION_LISTS")
+        if lists.next_update is not None and now > lists.next_update:
+            raise RevocationUnknown(f"the revocation list of CA '{_label(issuer)}' expired at "
+                                    f"{lists.next_update:%Y-%m-%d %H:%M} UTC: its certificates count for nothing "
+                                    "until a current CRL is in place (the file is re-read within seconds)")
+        return lists
+
+    def revoked_at(self, issuer: x509.Name, serial: int) -> datetime | None:
+        """When the CA revoked the certificate, None when it has not; RevocationUnknown when no current list says."""
+        self.lists.reload_if_changed()
+        return self._current(issuer, self.clock()).revoked.get(serial)
+
+    def certificate(self, der: bytes | None, uid: str, at: datetime | None,
+                    revocation: bool = True) -> x509.Certificate:
+        """Parse a DER certificate and check its issuer under uid's own anchors, its UID, validity at `at`, revocation.
+
+        at=None leaves validity to the caller (a key judged at each signature's time); revocation=False
+        leaves the CRL to the caller too.
+        """
         if not der:
             raise Untrusted(IgnoredBecause.NO_CERTIFICATE, f"no certificate is attached (one naming {uid} is required)")
         try:  # cryptography parses fields lazily: a malformed one raises ValueError or TypeError when first read
             certificate = x509.load_der_x509_certificate(der)
-            self._check(certificate, uid, at)
+            self._check(certificate, uid, at, revocation)
         except (ValueError, TypeError, x509.InvalidVersion) as exc:
             raise Untrusted(IgnoredBecause.BAD_CERTIFICATE, f"the certificate cannot be read: {exc}") from None
         return certificate
 
-    def _check(self, certificate: x509.Certificate, uid: str, at: datetime) -> None:
-        self._check_issuer(certificate)
+    def _check(self, certificate: x509.Certificate, uid: str, at: datetime | None, revocation: bool) -> None:
         if subject_uid(certificate) != uid:
             raise Untrusted(IgnoredBecause.WRONG_SUBJECT,
                             f"the certificate names {subject_uid(certificate)!r}, not {uid!r}")
-        if not certificate.not_valid_before_utc <= at <= certificate.not_valid_after_utc:
+        pinned = self._check_issuer(certificate, registry=uid.startswith(ROLE_PREFIX))
+        if at is not None and not certificate.not_valid_before_utc <= at <= certificate.not_valid_after_utc:
             raise Untrusted(IgnoredBecause.OUTSIDE_VALIDITY, (
                 f"the certificate is valid from {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} to "
                 f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not at {at:%Y-%m-%d %H:%M} UTC"))
-        for crl in self.revocation_lists:
-            if crl.issuer == certificate.issuer and crl.get_revoked_certificate_by_serial_number(
-                    certificate.serial_number) is not None:
+        if revocation and not pinned:
+            revoked = self.revoked_at(certificate.issuer, certificate.serial_number)
+            # A registry's certificate, once revoked, vouches for nothing: the registry re-signs with its new one.
+            if revoked is not None and (at is None or revoked <= at or uid.startswith(ROLE_PREFIX)):
                 raise Untrusted(IgnoredBecause.CERTIFICATE_REVOKED,
-                                f"certificate {certificate.serial_number:x} is revoked by its CA")
+                                f"certificate {certificate.serial_number:x} was revoked by its CA at "
+                                f"{revoked:%Y-%m-%d %H:%M} UTC")
 
-    def _check_issuer(self, certificate: x509.Certificate) -> None:
-        for authority in self.authorities:
-            if authority.subject != certificate.issuer:
+    def _check_issuer(self, certificate: x509.Certificate, registry: bool) -> bool:
+        """Check the certificate chains to its own kind of anchor; return whether it is itself a pinned anchor."""
+        anchors = self.registries if registry else self.authorities
+        for anchor in anchors:
+            if not is_authority(anchor):
+                if anchor == certificate:
+                    return True
+                continue
+            if anchor.subject != certificate.issuer:
                 continue
             try:
-                certificate.verify_directly_issued_by(authority)
-                return
+                certificate.verify_directly_issued_by(anchor)
+                return False
             except (ValueError, TypeError, InvalidSignature):
                 continue
-        raise Untrusted(IgnoredBecause.UNTRUSTED_ISSUER, "the certificate was not issued by a trusted CA "
+        kind = "the registries' own anchors (HEALTHBOOK_REGISTRY_ANCHORS_FILE)" if registry else "a trusted clinic CA"
+        raise Untrusted(IgnoredBecause.UNTRUSTED_ISSUER, f"the certificate was not issued by {kind} "
                         f"(issuer {certificate.issuer.rfc4514_string()})")
 
     def signed_by(self, der: bytes | None, uid: str, signature: bytes | None, message: bytes,
                   at: datetime | None = None) -> x509.Certificate:
-        """Check that a certificate for uid, valid now, signed message; return the certificate or raise Untrusted."""
-        certificate = self.certificate(der, uid, at or datetime.now(UTC))
+        """Check that a certificate for uid, valid and unrevoked at `at` (default now), signed message."""
+        certificate = self.certificate(der, uid, at or self.clock())
         if not signature or not verify(raw_ed25519(certificate), signature, message):
             raise Untrusted(IgnoredBecause.BAD_SIGNATURE,
                             f"the record's signature does not verify with the {uid} certificate")
         return certificate
+
+
+def _certificates(path: Path, setting: str, whose: str) -> list[x509.Certificate]:
+    if not path.exists():
+        raise TrustAnchorsMissing(
+            f"no {whose} trust anchors at {path} ({setting}); 'make up' makes the local stack's CAs, a production "
+            "deployment points this at its own authorities' certificates")
+    try:
+        return x509.load_pem_x509_certificates(path.read_bytes())
+    except ValueError as exc:
+        raise TrustAnchorsMissing(f"{path} ({setting}) holds no readable PEM certificates: {exc}") from None
+

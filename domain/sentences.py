@@ -47,6 +47,9 @@ TOO_LARGE = Sentence("Sổ sức khỏe này quá lớn để gửi trong một 
 UNSIGNED_REQUEST = Sentence("Yêu cầu không có chữ ký của nền tảng định danh", "request is not signed")
 UNKNOWN_REQUEST_KEY = Sentence("Khóa ký '{key_id}' không được tin cậy", "key not trusted")
 BAD_REQUEST_SIGNATURE = Sentence("Chữ ký của yêu cầu không hợp lệ", "signature does not verify")
+RETIRED_REQUEST_FORM = Sentence("Chữ ký của yêu cầu không hợp lệ",
+                                "a schema-{schema_id} request is signed in the retired integration-request/v1 form, "
+                                "refused since {until}; sign version 4 requests (schema id 19)")
 STALE_REQUEST = Sentence("Yêu cầu đã hết hạn hoặc sai thời điểm; vui lòng xác nhận lại",
                          "requested_at {requested_at} is {drift} {side}; the window is ±{window}")
 IDENTITY_LEVEL = Sentence("Cần tài khoản định danh điện tử mức {needed}", "account is level {level}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -20,6 +20,10 @@ from schemas.topics import DEDUP_TABLE, DEFAULT_MAX_VISIT_BYTES, TopicNames
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "HEALTHBOOK_"
 LOCAL = PROJECT_ROOT / ".local"
+
+
+class BadSetting(ValueError):
+    """A HEALTHBOOK_* setting whose value cannot be read; the message names it and shows the form it takes."""
 
 
 def _setting(default: Any, meaning: str, *, secret: bool = False) -> Any:
@@ -88,8 +92,20 @@ class Settings(BaseSettings):
     query_metrics_port: int = _setting(9109, "the query consumer's metrics port (0: off)")
     log_format: str = _setting("json", "json (one object per line) or text")
     trust_anchors_file: Path = _setting(LOCAL / "pki" / "ca.crt",
-                                        "the CA certificates trusted for clinic and registry certificates (PEM)")
-    revocation_list_file: Path = _setting(LOCAL / "pki" / "ca.crl", "the CA's revocation list (PEM), read at start")
+                                        "the clinic CAs' certificates (PEM): they vouch for clinic keys, never for a "
+                                        "registry")
+    registry_anchors_file: Path = _setting(
+        LOCAL / "pki" / "registry-ca.crt", "the registries' own trust anchors (PEM): their CA's certificate, or the "
+                                           "key and insurance registries' certificates pinned as they are")
+    revocation_lists: str = _setting(
+        f"{LOCAL / 'pki' / 'ca.crl'},{LOCAL / 'pki' / 'registry-ca.crl'}",
+        "revocation list files (PEM, comma-separated, each may hold several CRLs): every trusted CA needs a current "
+        "one, verified against it, or its certificates count for nothing; re-read within seconds of a change")
+    legacy_signatures_until: str = _setting(
+        "2027-03-01T00:00:00Z", "until when records signed in a retired signing form (clinic-key v2, request v1-v3) "
+                                "are still accepted (ISO time; empty: never)")
+    registry_max_ahead_seconds: int = _setting(
+        300, "how far ahead of this clock a clinic-key or identity-card record may be dated; later ones are refused")
     registry_key_dir: Path = _setting(LOCAL / "pki",
                                       "the key and insurance registries' signing keys (their tools only)")
     pseudonym_key_file: Path = _setting(LOCAL / "keys" / "pseudonym.key",
@@ -126,11 +142,26 @@ class Settings(BaseSettings):
 
     def request_policy(self, trusted: dict[str, bytes]) -> RequestPolicy:
         """How integration requests are judged, given the identity-platform keys trusted."""
-        return RequestPolicy(trusted, timedelta(seconds=self.request_window_seconds))
+        return RequestPolicy(trusted, timedelta(seconds=self.request_window_seconds), self.legacy_until)
 
     def trust_anchors(self) -> TrustAnchors:
-        """The CAs this deployment trusts for clinic and registry certificates, read now."""
-        return TrustAnchors.load(self.trust_anchors_file, self.revocation_list_file)
+        """The clinic CAs and registry anchors this deployment trusts, and their revocation lists, read now."""
+        return TrustAnchors.load(self.trust_anchors_file, self.registry_anchors_file,
+                                 [Path(part.strip()) for part in self.revocation_lists.split(",") if part.strip()],
+                                 legacy_signatures_until=self.legacy_until,
+                                 registry_max_ahead=timedelta(seconds=self.registry_max_ahead_seconds))
+
+    @property
+    def legacy_until(self) -> datetime | None:
+        """When retired signing forms stop counting (HEALTHBOOK_LEGACY_SIGNATURES_UNTIL), None when they never do."""
+        if not self.legacy_signatures_until.strip():
+            return None
+        try:
+            when = datetime.fromisoformat(self.legacy_signatures_until.strip())
+        except ValueError:
+            raise BadSetting(f"HEALTHBOOK_LEGACY_SIGNATURES_UNTIL={self.legacy_signatures_until!r} is not an ISO "
+                             "time such as 2027-03-01T00:00:00Z") from None
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
 
     @property
     def topics(self) -> TopicNames:

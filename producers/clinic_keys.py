@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -12,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from domain.keyring import ClinicKey, Keyring
 from domain.registry_trust import TrustAnchors, clinic_subject, raw_ed25519
 from healthbook import kafka
+from healthbook.secret_files import write_owner_only
 from healthbook.topic_follower import TopicFollower
 from producers.registry_signing import RegistrySigner
 from schemas import catalogue, wire
@@ -34,9 +34,7 @@ def save_signer(key_dir: Path, clinic_code: str, signer: Signer) -> Path:
     pem = signer.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
+    write_owner_only(path, pem)
     return path
 
 

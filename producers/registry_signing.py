@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from schemas.envelope import clinic_key_signing_input, identity_card_signing_input
+from schemas.envelope import clinic_key_signing_input, identity_card_signing_input, now_millis
 
 KEY_REGISTRY_NAME = "key-registry"
 INSURANCE_REGISTRY_NAME = "insurance-registry"
@@ -42,7 +42,8 @@ class RegistrySigner:
         return cls(key, certificate.public_bytes(serialization.Encoding.DER))
 
     def clinic_key(self, record: dict[str, Any]) -> dict[str, Any]:
-        """The clinic-key record with the key registry's certificate and signature."""
+        """The version 3 clinic-key record, issued now unless it says when, signed by the key registry."""
+        record = dict(record, issued_at=record.get("issued_at") or now_millis())
         return dict(record, registry_certificate=self.certificate,
                     registry_signature=self.private_key.sign(clinic_key_signing_input(record)))
 

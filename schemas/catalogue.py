@@ -52,6 +52,8 @@ _ENTRIES = (
     SchemaEntry(15, value_subject(names.INTEGRATION_REQUESTS), AVRO_DIR / "integration_request_v3.avsc"),
     SchemaEntry(16, value_subject(names.INTEGRATION_REPLIES), AVRO_DIR / "integration_reply_v3.avsc"),
     SchemaEntry(17, value_subject(names.INTEGRATION_REPLIES), AVRO_DIR / "integration_reply_v4.avsc"),
+    SchemaEntry(18, value_subject(names.CLINIC_KEYS), AVRO_DIR / "clinic_key_v3.avsc"),
+    SchemaEntry(19, value_subject(names.INTEGRATION_REQUESTS), AVRO_DIR / "integration_request_v4.avsc"),
 )
 
 BY_ID = {entry.schema_id: entry for entry in _ENTRIES}
@@ -60,14 +62,16 @@ VISIT_EVENT_V1 = BY_ID[1]
 VISIT_EVENT = BY_ID[7]  # what producers write; decoding resolves older versions of the subject to it
 SIGNED_VISIT = BY_ID[2]
 CLINIC_KEY_V1 = BY_ID[3]
-CLINIC_KEY = BY_ID[13]
+CLINIC_KEY_V2 = BY_ID[13]  # signed under the retired healthbook/clinic-key/v2
+CLINIC_KEY = BY_ID[18]
 DEAD_LETTER_V1 = BY_ID[4]
 DEAD_LETTER = BY_ID[12]
 INTEGRATION_REQUEST_V1 = BY_ID[5]
 INTEGRATION_REPLY_V1 = BY_ID[6]
 INTEGRATION_REQUEST_V2 = BY_ID[9]
 INTEGRATION_REPLY_V2 = BY_ID[10]
-INTEGRATION_REQUEST = BY_ID[15]
+INTEGRATION_REQUEST_V3 = BY_ID[15]  # v1-v3 signed under the retired integration-request/v1
+INTEGRATION_REQUEST = BY_ID[19]
 INTEGRATION_REPLY_V3 = BY_ID[16]
 INTEGRATION_REPLY = BY_ID[17]
 IDENTITY_CARD_V1 = BY_ID[8]

@@ -14,6 +14,8 @@ class DeadLetterReason(StrEnum):
     UNKNOWN_KEY = "unknown_key"
     KEY_REVOKED = "key_revoked"
     CERTIFICATE_EXPIRED = "certificate_expired"
+    CERTIFICATE_REVOKED = "certificate_revoked"
+    REVOCATION_UNKNOWN = "revocation_unknown"
     SIGNED_AT_OUT_OF_RANGE = "signed_at_out_of_range"
     BAD_SIGNATURE = "bad_signature"
     CLINIC_MISMATCH = "clinic_mismatch"

@@ -16,24 +16,43 @@ from nacl.signing import VerifyKey
 from schemas import catalogue, wire
 
 VISIT_CONTEXT = b"healthbook/signed-visit/v1"
-REQUEST_CONTEXT = b"healthbook/integration-request/v1"
-CLINIC_KEY_CONTEXT = b"healthbook/clinic-key/v2"
+REQUEST_CONTEXT = b"healthbook/integration-request/v2"
+LEGACY_REQUEST_CONTEXT = b"healthbook/integration-request/v1"  # retired: its optional tail left presence unsaid
+CLINIC_KEY_CONTEXT = b"healthbook/clinic-key/v3"
+LEGACY_CLINIC_KEY_CONTEXT = b"healthbook/clinic-key/v2"  # retired: an absent revoked_at signed as -1
 IDENTITY_CARD_CONTEXT = b"healthbook/identity-card/v2"
 SIGNATURE_BYTES = 64  # every Ed25519 signature
+ABSENT, PRESENT = b"\x00", b"\x01"
+
+Field = str | int | bytes | tuple["Field", ...] | None
 
 
-def canonical(context: bytes, *fields: str | int | bytes) -> bytes:
-    """Length-prefix each field after a context label, so no two field lists sign the same bytes."""
-    parts = [context]
-    for value in fields:
-        if isinstance(value, int):
-            raw = struct.pack(">q", value)
-        elif isinstance(value, str):
-            raw = value.encode("utf-8")
-        else:
-            raw = value
-        parts.append(struct.pack(">I", len(raw)) + raw)
-    return b"".join(parts)
+def canonical(context: bytes, *fields: Field) -> bytes:
+    """Length-prefix each field after a context label, so no two field lists sign the same bytes.
+
+    None is an optional field left out (one byte 00); a tuple is an optional group that is there
+    (one byte 01, then its fields): an absent value never signs the same bytes as any present one.
+    """
+    return context + b"".join(_field(value) for value in fields)
+
+
+def _field(value: Field) -> bytes:
+    if value is None:
+        return ABSENT
+    if isinstance(value, tuple):
+        return PRESENT + b"".join(_field(member) for member in value)
+    if isinstance(value, int):
+        raw = struct.pack(">q", value)
+    elif isinstance(value, str):
+        raw = value.encode("utf-8")
+    else:
+        raw = value
+    return struct.pack(">I", len(raw)) + raw
+
+
+def optional(value: Any) -> Field:
+    """An optional field: absent for None, otherwise present with its value."""
+    return None if value is None else (value,)
 
 
 def visit_signing_input(envelope: dict[str, Any]) -> bytes:
@@ -50,7 +69,25 @@ def visit_signing_input(envelope: dict[str, Any]) -> bytes:
 
 
 def request_signing_input(request: dict[str, Any]) -> bytes:
-    """The bytes the identity platform signs for an integration request.
+    """The bytes the identity platform signs for a version 4 request: every field, detail with its presence."""
+    detail = request.get("detail")
+    return canonical(
+        REQUEST_CONTEXT,
+        request["request_id"],
+        request["personal_id"],
+        request["year"],
+        request["identity_level"],
+        int(bool(request["consent_confirmed"])),
+        to_millis(request["requested_at"]),
+        request["key_id"],
+        (detail["facility_code"], detail["visit_code"]) if detail else None,
+        request.get("format", "book"),
+        int(bool(request.get("every_year", False))),
+    )
+
+
+def legacy_request_signing_input(request: dict[str, Any]) -> bytes:
+    """The retired bytes of version 1-3 requests, accepted only until HEALTHBOOK_LEGACY_SIGNATURES_UNTIL.
 
     Version 1 requests sign no detail; a version 3 request signs its format and scope only when it asks for
     something else than the book's own list of one year, so version 2 signatures stay valid.
@@ -61,7 +98,7 @@ def request_signing_input(request: dict[str, Any]) -> bytes:
     if fmt != "book" or every_year:
         tail += (fmt, int(every_year))
     return canonical(
-        REQUEST_CONTEXT,
+        LEGACY_REQUEST_CONTEXT,
         request["request_id"],
         request["personal_id"],
         request["year"],
@@ -77,10 +114,21 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def clinic_key_signing_input(record: dict[str, Any]) -> bytes:
-    """The bytes the key registry signs for a clinic-key entry: every field but its own signature."""
-    revoked = record.get("revoked_at")
+    """The bytes the key registry signs for a version 3 clinic-key entry: every field but its own signature."""
+    revoked, issued = record.get("revoked_at"), record.get("issued_at")
     return canonical(
         CLINIC_KEY_CONTEXT, record["clinic_code"], record["key_id"], record.get("algorithm", "ed25519"),
+        record["public_key"], to_millis(record["registered_at"]),
+        optional(None if revoked is None else to_millis(revoked)), optional(record.get("certificate")),
+        optional(None if issued is None else to_millis(issued)),
+    )
+
+
+def legacy_clinic_key_signing_input(record: dict[str, Any]) -> bytes:
+    """The retired bytes of version 2 entries, where an absent revoked_at and -1 signed alike."""
+    revoked = record.get("revoked_at")
+    return canonical(
+        LEGACY_CLINIC_KEY_CONTEXT, record["clinic_code"], record["key_id"], record.get("algorithm", "ed25519"),
         record["public_key"], to_millis(record["registered_at"]), -1 if revoked is None else to_millis(revoked),
         record.get("certificate") or b"",
     )

@@ -19,5 +19,9 @@ class IgnoredBecause(StrEnum):
     KEY_NOT_CERTIFIED = "key_not_certified"
     UNSIGNED_TOMBSTONE = "unsigned_tombstone"
     WRONG_RECORD_KEY = "wrong_record_key"
+    REVOCATION_UNKNOWN = "revocation_unknown"
+    SUPERSEDED = "superseded"  # older than the record already held for the same card or key
+    DATED_AHEAD = "dated_ahead"
+    RETIRED_SIGNING_FORM = "retired_signing_form"
     UNREADABLE = "unreadable"
     FAILED = "failed"  # healthbook failed on the record: a bug, logged by place

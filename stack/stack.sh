@@ -67,7 +67,7 @@ tls_material() {
      -extfile "$tls/broker.ext" -out "$tls/broker.crt" 2>/dev/null
    head -c 18 /dev/urandom | base64 | tr -d '/+=\n' >"$tls/keystore.password"
    openssl pkcs12 -export -in "$tls/broker.crt" -inkey "$tls/broker.key" -name broker \
-     -passout "pass:$(cat "$tls/keystore.password")" -out "$tls/broker.p12")
+     -passout "file:$tls/keystore.password" -out "$tls/broker.p12")
   chmod 644 "$tls/ca.crt"
 }
 
@@ -161,11 +161,17 @@ kafka_up() {
   fi
   if [ ! -f "$kafka_data/meta.properties" ]; then
     say "formatting Kafka storage in $kafka_data (once), with a SCRAM principal per role"
-    local scram=() role
-    for role in $roles; do scram+=(--add-scram "SCRAM-SHA-512=[name=$role,password=$(password_of "$role")]"); done
-    kafka_java kafka.tools.StorageTool format -t "$(kafka_java kafka.tools.StorageTool random-uuid)" \
-      -c "$kafka_conf/server.properties" "${scram[@]}" >"$kafka_logs/format.log" 2>&1 \
-      || die "formatting Kafka storage failed; see $kafka_logs/format.log"
+    # The passwords go to the tool in a Java argument file (owner-only), never on a command line ps shows.
+    local argfile="$kafka_conf/format.args" role
+    (umask 077
+     printf '%s\n' kafka.tools.StorageTool format -t "$(kafka_java kafka.tools.StorageTool random-uuid)" \
+       -c "$kafka_conf/server.properties" >"$argfile"
+     for role in $roles; do
+       printf -- '--add-scram\n"SCRAM-SHA-512=[name=%s,password=%s]"\n' "$role" "$(password_of "$role")" >>"$argfile"
+     done)
+    kafka_java "@$argfile" >"$kafka_logs/format.log" 2>&1 \
+      || { rm -f "$argfile"; die "formatting Kafka storage failed; see $kafka_logs/format.log"; }
+    rm -f "$argfile"
     touch "$kafka_data/.healthbook-secured"
   fi
   say "starting Kafka on 127.0.0.1:$kafka_port"
@@ -228,7 +234,8 @@ pg_up() {
   local psql=(as_root runuser -u postgres -- psql -p "$port" -v ON_ERROR_STOP=1 -qtA)
   if [ "$("${psql[@]}" -c "select 1 from pg_roles where rolname='$pg_user'")" != 1 ]; then
     say "creating role $pg_user"
-    "${psql[@]}" -c "create role $pg_user login createdb password '$pg_password'"
+    # on standard input, not -c: a command line is readable by every local user in ps
+    "${psql[@]}" <<<"create role $pg_user login createdb password '${pg_password//\'/\'\'}'"
   fi
   if [ "$("${psql[@]}" -c "select 1 from pg_database where datname='$pg_database'")" != 1 ]; then
     say "creating database $pg_database"
@@ -275,10 +282,12 @@ add_principal() {
   local name="${1:-}"
   [[ "$name" =~ ^[a-z0-9][a-z0-9.-]{0,63}$ ]] || die "usage: stack/stack.sh add-principal NAME (lower-case letters, digits, . and -)"
   kafka_running || die "Kafka is not running; start it with 'make up'"
+  local added="$kafka_conf/add-principal.properties"
+  (umask 077; printf 'SCRAM-SHA-512=[password=%s]\n' "$(password_of "$name")" >"$added")
   kafka_java kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$kafka_port" --command-config "$(admin_config)" \
-    --alter --entity-type users --entity-name "$name" \
-    --add-config "SCRAM-SHA-512=[password=$(password_of "$name")]" >"$kafka_logs/add-principal.log" 2>&1 \
-    || die "adding principal $name failed; see $kafka_logs/add-principal.log"
+    --alter --entity-type users --entity-name "$name" --add-config-file "$added" >"$kafka_logs/add-principal.log" 2>&1 \
+    || { rm -f "$added"; die "adding principal $name failed; see $kafka_logs/add-principal.log"; }
+  rm -f "$added"
   say "principal $name can log in; its password is in $credentials/$name (give it only to $name)"
 }
 

@@ -43,7 +43,7 @@ class VisitPipeline(Service):
         self.versions = versions
         self.table_written = table_written
         self.highwater = highwater
-        trust = settings.trust_anchors()
+        self.trust = trust = settings.trust_anchors()
         self.keyring = Keyring(trust)
         self.identity = IdentityDirectory(trust)
         self.writer = BookWriter()
@@ -110,10 +110,12 @@ class VisitPipeline(Service):
             await self.pool.close()
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Healthy once started and while PostgreSQL answers; details for the operator."""
+        """Healthy once started, while PostgreSQL answers and every CA's revocation list is current."""
         started = self.ready.is_set()
-        return started and not self.waiting_for_database, {
+        revocation = self.trust.revocation_problems()
+        return started and not self.waiting_for_database and not revocation, {
             "started": started, "waiting_for_database": self.waiting_for_database,
+            "revocation_lists_failing_closed": revocation,
             "last_batch_at": self.last_batch_at, "last_offsets": self.last_offsets}
 
     async def process(self, deliveries: list[Delivery]) -> Counter[str]:

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from lxml import etree
 from signxml import SignatureConfiguration, XMLVerifier
+
+from domain.registry_trust import CLINIC_PREFIX, TrustAnchors, Untrusted
+from schemas.registry_reasons import IgnoredBecause
 
 CERTIFICATE_FILE = "xml-signature-certificate.pem"
 
 
 DSIG = "http://www.w3.org/2000/09/xmldsig#"
+ACCEPTED_TRANSFORMS = frozenset({
+    "http://www.w3.org/2000/09/xmldsig#enveloped-signature",
+    "http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
+    "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments",
+    "http://www.w3.org/2006/12/xml-c14n11",
+    "http://www.w3.org/2006/12/xml-c14n11#WithComments",
+    "http://www.w3.org/2001/10/xml-exc-c14n#",
+    "http://www.w3.org/2001/10/xml-exc-c14n#WithComments",
+})
 
 
 class SignatureStatus(StrEnum):
@@ -53,6 +68,23 @@ def load_certificate(key_dir: Path, facility_code: str) -> x509.Certificate | No
     return x509.load_pem_x509_certificate(path.read_bytes()) if path.exists() else None
 
 
+XML_SIGNING_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+MIN_RSA_BITS = 2048
+
+
+def check_signing_certificate(trust: TrustAnchors, certificate: x509.Certificate, facility_code: str) -> None:
+    """Raise Untrusted unless a trusted clinic CA issued it to this facility, with a sound key, valid and unrevoked."""
+    trust.certificate(certificate.public_bytes(Encoding.DER), CLINIC_PREFIX + facility_code, datetime.now(UTC))
+    key = certificate.public_key()
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= MIN_RSA_BITS:
+        return
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in XML_SIGNING_CURVES:
+        return
+    raise Untrusted(IgnoredBecause.KEY_TYPE, (
+        f"the certificate's key is {type(key).__name__.removeprefix('_')}; a dossier signature (XML-DSig) needs RSA of "
+        f"at least {MIN_RSA_BITS} bits or ECDSA on P-256, P-384 or P-521"))
+
+
 def _refused(status: SignatureStatus, why: str) -> SignatureCheck:
     return SignatureCheck(status, f"{why}; the facility has a registered certificate, so only a dossier whose "
                                   "CHUKYDONVI signs the whole file is published, and nothing from this one was")
@@ -88,7 +120,12 @@ def check_signature(path: Path, certificate: x509.Certificate | None, max_bytes:
         return _refused(SignatureStatus.MISMATCH, (
             f"CHUKYDONVI does not verify with the facility's registered certificate ({exc}): the file was changed "
             "after signing or signed by another certificate"))
-    return SignatureCheck(SignatureStatus.VERIFIED, verified=result.signed_xml)
+    verified = result.signed_xml
+    if not isinstance(verified, etree._Element) or verified.tag != root.tag:
+        return _refused(SignatureStatus.PARTIAL, (
+            "CHUKYDONVI verifies, but over no document the signature library can hand back: what it signs is not "
+            "the dossier"))
+    return SignatureCheck(SignatureStatus.VERIFIED, verified=verified)
 
 
 def _placement(root: etree._Element) -> SignatureCheck | None:
@@ -107,4 +144,9 @@ def _placement(root: etree._Element) -> SignatureCheck | None:
     if uris != [""]:
         return _refused(SignatureStatus.PARTIAL, (
             f"the signature references {', '.join(repr(u) for u in uris)} instead of the whole document (URI=\"\")"))
+    for transform in signatures[0].iter(f"{{{DSIG}}}Transform"):
+        if transform.get("Algorithm") not in ACCEPTED_TRANSFORMS:
+            return _refused(SignatureStatus.PARTIAL, (
+                f"the signature's reference applies the transform {transform.get('Algorithm')!r}; only the "
+                "enveloped-signature and C14N transforms are accepted, so that what is signed is the document itself"))
     return None

@@ -27,7 +27,7 @@ from domain.book_entry import BookEntry, ClinicSignature
 from domain.consent import Refuse, RequestPolicy, decide
 from domain.identity import IdentityDirectory, resolve
 from domain.keyring import ClinicKey, Keyring
-from domain.registry_trust import TrustAnchors, Untrusted
+from domain.registry_trust import Untrusted
 from domain.replies import read_reply
 from domain.rows import visit_row
 from domain.signature_check import check_visit_signature
@@ -69,7 +69,7 @@ def _keyring() -> Keyring:
 
 
 CA = LocalCA.open(_SCRATCH / "pki")
-TRUST = TrustAnchors.load(CA.directory / "ca.crt", CA.directory / "ca.crl")
+TRUST = CA.trust_anchors(legacy_signatures_until=datetime.now(UTC) + timedelta(days=1))  # both forms fuzzed
 _CLINIC_CERTIFICATE = CA.entry("79001", SIGNER, not_before=datetime.now(UTC) - timedelta(days=1)).certificate
 
 
@@ -115,12 +115,16 @@ def _request_seeds() -> list[bytes]:
             "consent_confirmed": True, "requested_at": 1_773_563_400_000, "detail": None}
     detail = dict(base, detail={"facility_code": "79001", "visit_code": "79001-2026-0000001"})
     bundle = dict(base, format="fhir", every_year=True)
-    return [envelope.seal_request(r, IDENTITY_SIGNER) for r in (base, detail, bundle)]
+    retired = dict(detail, key_id=IDENTITY_SIGNER.key_id)  # version 3, signed in the retired form
+    retired["signature"] = IDENTITY_SIGNER.sign(envelope.legacy_request_signing_input(retired))
+    return [envelope.seal_request(r, IDENTITY_SIGNER) for r in (base, detail, bundle)] + [
+        wire.encode(catalogue.INTEGRATION_REQUEST_V3, retired)]
 
 
 def check_integration_request(data: bytes) -> str:
-    decision = decide(data, RequestPolicy({"vneid-1": IDENTITY_SIGNER.public_key}, timedelta(minutes=5)),
-                      SEEDS_REQUESTED_AT)
+    policy = RequestPolicy({"vneid-1": IDENTITY_SIGNER.public_key}, timedelta(minutes=5),
+                           legacy_until=SEEDS_REQUESTED_AT + timedelta(days=1))  # the retired form is fuzzed too
+    decision = decide(data, policy, SEEDS_REQUESTED_AT)
     return "refused" if isinstance(decision, Refuse) else "served"
 
 
@@ -192,6 +196,20 @@ def check_identity_card(data: bytes) -> str:
     return outcome
 
 
+_NOW_MS = envelope.now_millis()
+
+
+def _clinic_key_seeds() -> list[bytes]:
+    """Version 3 records (registered, revoked) and a version 2 record in the retired signing form."""
+    record = CA.entry("79001", SIGNER).to_record()
+    retired = {k: v for k, v in record.items() if k != "issued_at"}
+    registry = CA.key_registry()
+    retired["registry_certificate"] = registry.certificate
+    retired["registry_signature"] = registry.private_key.sign(envelope.legacy_clinic_key_signing_input(retired))
+    current = [registry.clinic_key(record), registry.clinic_key(dict(record, revoked_at=1_773_563_400_000))]
+    return [*_record_seeds(catalogue.CLINIC_KEY, current), wire.encode(catalogue.CLINIC_KEY_V2, retired)]
+
+
 def _dead_letter_seeds() -> list[bytes]:
     source = Delivery("visits", 2, 41, 1_773_563_400_000, b"079186001234", _visit_seeds()[0], (0, 7))
     return [dead_letter(RejectedDelivery(source, Rejected(DeadLetterReason.BAD_SIGNATURE, "signature does not verify",
@@ -234,12 +252,9 @@ def check_dossier(data: bytes) -> str:
 TARGETS = {t.name: t for t in (
     Target("visit_envelope", _visit_seeds, check_visit_envelope),
     Target("integration_request", _request_seeds, check_integration_request),
-    Target("clinic_key", lambda: _record_seeds(catalogue.CLINIC_KEY, [
-        CA.key_registry().clinic_key(CA.entry("79001", SIGNER).to_record()),
-        CA.key_registry().clinic_key(dict(CA.entry("79001", SIGNER).to_record(), revoked_at=1_773_563_400_000))]),
-        _registry_check(Keyring(TRUST).apply, b"79001/k1")),
+    Target("clinic_key", _clinic_key_seeds, lambda data: _registry_check(Keyring(TRUST).apply, b"79001/k1")(data)),
     Target("identity_card", lambda: _record_seeds(catalogue.IDENTITY_CARD, [CA.insurance_registry().identity_card(
-        {"card_number": "TE1790000000003", "personal_id": citizen(3).personal_id, "updated_at": 1_773_563_400_000})]),
+        {"card_number": "TE1790000000003", "personal_id": citizen(3).personal_id, "updated_at": _NOW_MS})]),
         check_identity_card),
     Target("dead_letter", _dead_letter_seeds, check_dead_letter),
     Target("dossier", _dossier_seeds, check_dossier),

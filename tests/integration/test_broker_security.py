@@ -1,13 +1,18 @@
 """The secured broker: TLS only, SCRAM logins, and each principal limited to its role's ACLs."""
 
 import asyncio
+import os
+import shutil
 import ssl
+import subprocess
+import uuid
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from healthbook import kafka
+from healthbook.config import PROJECT_ROOT
 from healthbook.kafka import Broker
 from tests.factories import visit
 from tests.integration.conftest import map_cards, new_citizen, next_sequence, visible, wait_until
@@ -138,3 +143,25 @@ def test_no_secret_is_kept_where_git_would_take_it():
 
     ignored = (PROJECT_ROOT / ".gitignore").read_text().split()
     assert ".local/" in ignored and "stack/.kafka/" in ignored
+
+
+async def test_adding_a_principal_never_puts_its_password_on_a_command_line(settings, tmp_path):
+    """Every java command the stack script runs is recorded (a shim ahead on PATH); none may carry the password."""
+    shims, calls = tmp_path / "bin", tmp_path / "java-calls"
+    shims.mkdir()
+    real_java = shutil.which("java")
+    assert real_java
+    (shims / "java").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >>"{calls}"\nexec "{real_java}" "$@"\n')
+    (shims / "java").chmod(0o700)
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    added = subprocess.run(["bash", str(PROJECT_ROOT / "stack" / "stack.sh"), "add-principal", name],
+                           env=dict(os.environ, PATH=f"{shims}:{os.environ['PATH']}"), capture_output=True, text=True)
+    assert added.returncode == 0, added.stderr
+    password = (settings.kafka_credentials_dir / name).read_text().strip()
+    assert len(password) >= 16 and calls.read_text().strip(), "the shim saw the script's java commands"
+    assert password not in calls.read_text()
+    login = Broker.of(settings).as_user(name)
+    assert login is not None
+    producer = kafka.producer(login, "login-probe")
+    await producer.start()  # authenticates with the password the broker was given through the file
+    await producer.stop()

@@ -11,9 +11,16 @@ import pytest
 from commands.identity_standin import confirmation
 from commands.processes import settings_env
 from healthbook.config import PROJECT_ROOT
+from schemas.envelope import Signer
 from schemas.visit import VisitEvent
 from synthetic.dossiers import Quirks, write_dossier
-from tests.dossier_signing import facility_certificate, pem, sign_dossier
+from tests.dossier_signing import (
+    facility_certificate,
+    pem,
+    sign_covering_nothing,
+    sign_dossier,
+    transplant_signature,
+)
 from tests.factories import visit
 from tests.integration.conftest import new_citizen, next_sequence, visible, wait_until
 from tests.unit.test_giamdinhhs import SAMPLE
@@ -110,9 +117,9 @@ async def test_sensitive_tables_appear_only_in_the_detail_of_their_visit(clinics
     assert (refused.status, refused.refusal_code, refused.visits) == ("refused", "not_found", [])
 
 
-async def test_a_facility_signed_dossier_is_verified_and_every_bypass_publishes_nothing(clinics, db, settings,
+async def test_a_facility_signed_dossier_is_verified_and_every_bypass_publishes_nothing(clinics, db, settings, ca,
                                                                                           tmp_path):
-    key, certificate = facility_certificate("79001")
+    key, certificate = facility_certificate("79001", ca.clinics)
     cert_file = tmp_path / "cert.pem"
     cert_file.write_bytes(pem(certificate))
     registered = subprocess.run([sys.executable, "-m", "commands.cli", "clinic", "certificate", "--clinic", "79001",
@@ -120,15 +127,20 @@ async def test_a_facility_signed_dossier_is_verified_and_every_bypass_publishes_
                                 text=True)
     assert registered.returncode == 0, registered.stderr
     try:
-        people = [new_citizen() for _ in range(7)]
+        people = [new_citizen() for _ in range(8)]
         sent = [VisitEvent.model_validate(visit(person=p, sequence=next_sequence())).model_dump() for p in people]
-        names = ("signed", "altered", "stripped", "partial", "padded", "oversize", "unsigned")
+        names = ("signed", "altered", "stripped", "partial", "padded", "oversize", "unsigned", "forged")
         files = {name: tmp_path / f"{name}.xml" for name in names}
         for (name, path), event in zip(files.items(), sent, strict=True):
             with path.open("w", encoding="utf-8") as out:
                 write_dossier(out, "79001", "20260318", [event], 1, [Quirks(encoding="nested")])
-            if name != "unsigned":
+            if name not in ("unsigned", "forged"):
                 sign_dossier(path, key, certificate, only="THONGTINDONVI" if name == "partial" else None)
+        signed_once = tmp_path / "innocuous.xml"  # what the facility signed, once: a base64 Reference over nothing
+        with signed_once.open("w", encoding="utf-8") as out:
+            write_dossier(out, "79001", "20260318", [visit(person=new_citizen(), sequence=next_sequence())], 1)
+        sign_covering_nothing(signed_once, key, certificate)
+        transplant_signature(signed_once, files["forged"])
         for name in ("altered", "partial", "padded"):
             files[name].write_bytes(files[name].read_bytes().replace(b"<MA_KHOA>K01</MA_KHOA>",
                                                                      b"<MA_KHOA>K02</MA_KHOA>", 1))
@@ -142,7 +154,8 @@ async def test_a_facility_signed_dossier_is_verified_and_every_bypass_publishes_
         assert "verified" in accepted.stdout
         expected = {"altered": "CHUKYDONVI does not verify", "stripped": "carries no XML signature",
                     "partial": "instead of the whole document", "padded": "CHUKYDONVI does not verify",
-                    "unsigned": "carries no XML signature"}
+                    "unsigned": "carries no XML signature",
+                    "forged": "only the enveloped-signature and C14N transforms are accepted"}
         for name, reason in expected.items():
             refused = ingest(settings, str(files[name]))
             assert refused.returncode == 1 and reason in " ".join(refused.stdout.split()), (name, refused.stdout)
@@ -157,3 +170,30 @@ async def test_a_facility_signed_dossier_is_verified_and_every_bypass_publishes_
             assert await visible(db, "79001", event["visit_code"]) is None
     finally:
         (settings.key_dir / "79001" / "xml-signature-certificate.pem").unlink()
+
+
+def test_only_a_certificate_a_trusted_ca_issued_to_that_facility_is_stored_for_its_dossiers(settings, ca, tmp_path):
+    def register(certificate, clinic: str = "79002") -> subprocess.CompletedProcess:
+        path = tmp_path / "candidate.pem"
+        path.write_bytes(pem(certificate))
+        return subprocess.run([sys.executable, "-m", "commands.cli", "clinic", "certificate", "--clinic", clinic,
+                               str(path)], cwd=PROJECT_ROOT, env=settings_env(settings), capture_output=True, text=True)
+
+    stored = settings.key_dir / "79002" / "xml-signature-certificate.pem"
+    refusals = {
+        "self-signed": (facility_certificate("79002")[1], "not issued by a trusted clinic CA"),
+        "another facility's": (facility_certificate("79001", ca.clinics)[1], "not 'MA_CSKCB:79002'"),
+        "the registries' CA's": (facility_certificate("79002", ca.registries)[1], "not issued by a trusted clinic CA"),
+        "an Ed25519 key's": (ca.certify_clinic("79002", Signer.generate("x").public_key), "ECDSA on P-256"),
+    }
+    revoked = facility_certificate("79002", ca.clinics)[1]
+    ca.revoke(revoked)
+    refusals["a revoked"] = (revoked, "revoked by its CA")
+    for what, (certificate, reason) in refusals.items():
+        result = register(certificate)
+        assert result.returncode != 0 and reason in result.stderr, (what, result.stderr)
+        assert not stored.exists(), what
+    accepted = register(facility_certificate("79002", ca.clinics)[1])
+    assert accepted.returncode == 0, accepted.stderr
+    assert stored.exists()
+    stored.unlink()

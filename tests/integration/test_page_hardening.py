@@ -102,7 +102,7 @@ class NoPlatform:
 @pytest.fixture(scope="module")
 def anchors(tmp_path_factory) -> TrustAnchors:
     ca = LocalCA.open(tmp_path_factory.mktemp("pki"))
-    return TrustAnchors.load(ca.directory / "ca.crt", ca.directory / "ca.crl")
+    return ca.trust_anchors()
 
 
 def test_five_wrong_passcodes_lock_the_personal_id_until_a_time_the_citizen_is_told(anchors):

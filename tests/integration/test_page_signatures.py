@@ -12,7 +12,6 @@ from selenium.webdriver.common.by import By
 
 from commands.local_ca import LocalCA
 from domain import replies
-from domain.registry_trust import TrustAnchors
 from domain.replies import Reply
 from schemas.envelope import Signer
 from synthetic.population import CLINICS
@@ -81,6 +80,6 @@ def _walk(base: str, relay: TamperingRelay) -> None:
 
 async def test_the_page_shows_an_honest_visit_verified_and_tampered_ones_failed_with_why(ca, tmp_path):
     relay = TamperingRelay(ca, LocalCA.open(tmp_path / "relay-ca"))
-    anchors = TrustAnchors.load(ca.directory / "ca.crt", ca.directory / "ca.crl")
+    anchors = ca.trust_anchors()
     with served_page(relay, anchors, PASSCODE) as base:
         await asyncio.to_thread(_walk, base, relay)

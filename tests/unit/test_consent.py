@@ -96,7 +96,7 @@ def test_a_version_3_request_signs_its_format_and_scope_and_refuses_an_unknown_f
 def test_a_version_2_request_is_still_read_as_a_request_for_the_books_list_and_its_signature_holds():
     body = {k: v for k, v in confirmation("079186001234", 2026).items() if k not in ("format", "every_year")}
     body["key_id"] = PLATFORM.key_id
-    body["signature"] = PLATFORM.sign(envelope.request_signing_input(body))
+    body["signature"] = PLATFORM.sign(envelope.legacy_request_signing_input(body))
     decision = decide(wire.encode(catalogue.INTEGRATION_REQUEST_V2, body), POLICY)
     assert isinstance(decision, Serve)
     assert (decision.fhir, decision.year, decision.visit) == (False, 2026, None)

@@ -31,10 +31,12 @@ def test_the_vector_message_verifies_and_decodes_as_the_worker_reads_it():
     assert bytes.fromhex(COMPUTED["visit.key"]).decode() == event["patient"]["personal_id"]
 
 
-def test_the_detail_request_signs_two_more_fields_than_the_year_request():
+def test_the_detail_request_signs_the_two_detail_fields_after_their_presence_byte():
     year, detail = (bytes.fromhex(COMPUTED[f"{n}.signing_input"]) for n in ("request", "request_detail"))
     assert detail.startswith(envelope.REQUEST_CONTEXT) and year.startswith(envelope.REQUEST_CONTEXT)
-    assert detail.endswith(b"\x00\x00\x00\x05" + b"79001" + b"\x00\x00\x00\x11" + b"79001-2026-000123")
+    book = b"\x00\x00\x00\x04book" + b"\x00\x00\x00\x08" + bytes(8)
+    assert detail.endswith(b"\x01" + b"\x00\x00\x00\x05" + b"79001" + b"\x00\x00\x00\x11" + b"79001-2026-000123" + book)
+    assert year.endswith(b"vneid-1" + b"\x00" + book)
 
 
 def test_every_schema_id_is_in_the_contract_with_its_subject_and_file():

@@ -6,7 +6,7 @@ import pytest
 
 from producers.xml_ingest.dossier_signature import SignatureStatus, check_signature
 from synthetic.dossiers import write_dossier
-from tests.dossier_signing import facility_certificate, sign_dossier
+from tests.dossier_signing import facility_certificate, sign_covering_nothing, sign_dossier, transplant_signature
 from tests.unit.test_giamdinhhs import events
 
 MAX = 2**30
@@ -119,3 +119,17 @@ def test_a_malformed_signature_element_is_a_mismatch_not_a_crash(signed, facilit
     signed.write_bytes(text[:start] + b"<ds:Unexpected/>" + text[end:])
     check = check_signature(signed, facility[1], MAX)
     assert check.status is SignatureStatus.MISMATCH and check.blocks
+
+
+def test_a_signature_whose_base64_transform_covers_nothing_verifies_no_other_dossier(tmp_path, facility):
+    innocuous, forged = tmp_path / "innocuous.xml", tmp_path / "forged.xml"
+    with innocuous.open("w", encoding="utf-8") as out:
+        write_dossier(out, "79001", "20260320", events(1), 1)
+    sign_covering_nothing(innocuous, *facility)
+    with forged.open("w", encoding="utf-8") as out:
+        write_dossier(out, "79001", "20260320", events(2), 2)
+    transplant_signature(innocuous, forged)
+    for path in (innocuous, forged):
+        check = check_signature(path, facility[1], MAX)
+        assert check.status is SignatureStatus.PARTIAL and check.blocks and check.verified is None
+        assert "xmldsig#base64" in check.message and "enveloped-signature and C14N" in check.message

@@ -10,7 +10,7 @@ from domain.identity import IdentityDirectory
 from domain.keyring import KeyLookupFailed, Keyring
 from domain.registry_trust import CLINIC_PREFIX, TrustAnchors, Untrusted
 from schemas import catalogue, wire
-from schemas.envelope import Signer
+from schemas.envelope import Signer, now_millis
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def ca(tmp_path_factory) -> LocalCA:
 
 @pytest.fixture
 def trust(ca) -> TrustAnchors:
-    return TrustAnchors.load(ca.directory / "ca.crt", ca.directory / "ca.crl")
+    return ca.trust_anchors()
 
 
 CLINIC = Signer.generate("k1")
@@ -75,7 +75,7 @@ def test_a_revocation_stands_when_an_older_record_is_written_again(ca, trust):
     registered = signed_key(ca)
     keyring.apply(b"79001/k1", registered)
     keyring.apply(b"79001/k1", signed_key(ca, revoked_at=5_000))
-    keyring.apply(b"79001/k1", registered)
+    assert kind(keyring.apply, b"79001/k1", registered) == "superseded"
     with pytest.raises(KeyLookupFailed) as caught:
         keyring.key_for("79001", "k1", 6_000)
     assert caught.value.code == "key_revoked"
@@ -89,7 +89,7 @@ def test_a_certificate_on_the_cas_revocation_list_or_outside_its_validity_does_n
         trust.certificate(der, CLINIC_PREFIX + "79001", datetime.now(UTC) + timedelta(days=800))
     from cryptography import x509
     ca.revoke(x509.load_der_x509_certificate(der))
-    reloaded = TrustAnchors.load(ca.directory / "ca.crt", ca.directory / "ca.crl")
+    reloaded = ca.trust_anchors()
     with pytest.raises(Untrusted) as caught:
         reloaded.certificate(der, CLINIC_PREFIX + "79001", datetime.now(UTC))
     assert caught.value.kind == "certificate_revoked"
@@ -106,7 +106,7 @@ def test_a_signature_outside_the_certificates_validity_is_refused(ca, trust):
 
 def test_card_mappings_count_only_signed_by_the_insurance_registry(ca, trust):
     directory = IdentityDirectory(trust)
-    record = {"card_number": "TE1790000000003", "personal_id": "079186001234", "updated_at": 1_773_563_400_000}
+    record = {"card_number": "TE1790000000003", "personal_id": "079186001234", "updated_at": now_millis()}
     signed = ca.insurance_registry().identity_card(record)
     directory.apply(b"TE1790000000003", wire.encode(catalogue.IDENTITY_CARD, signed))
     assert directory.person_of("TE1790000000003") == "079186001234"
@@ -122,6 +122,6 @@ def test_card_mappings_count_only_signed_by_the_insurance_registry(ca, trust):
 
 
 def test_the_local_ca_keeps_its_private_keys_owner_only(ca):
-    for name in ("ca.key", "key-registry.key", "insurance-registry.key"):
+    for name in ("ca.key", "registry-ca.key", "key-registry.key", "insurance-registry.key"):
         assert (ca.directory / name).stat().st_mode & 0o077 == 0
     assert serialization.load_pem_private_key((ca.directory / "ca.key").read_bytes(), None)

@@ -31,7 +31,7 @@ def ca(tmp_path_factory) -> LocalCA:
 
 @pytest.fixture(scope="module")
 def anchors(ca) -> TrustAnchors:
-    return TrustAnchors.load(ca.directory / "ca.crt", ca.directory / "ca.crl")
+    return ca.trust_anchors()
 
 
 def _entry(event: dict, signer: Signer, certificate: bytes | None) -> BookEntry:

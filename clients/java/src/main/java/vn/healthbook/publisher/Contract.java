@@ -4,13 +4,13 @@ import java.io.ByteArrayOutputStream;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 
-/** The byte rules of docs/contract.md: Confluent framing and the length-prefixed signing inputs. */
+/** The byte rules of docs/contract.md: Confluent framing and the length-prefixed, presence-marked signing inputs. */
 final class Contract {
     static final int SIGNED_VISIT_ID = 2;
     static final int VISIT_EVENT_ID = 7;
-    static final int INTEGRATION_REQUEST_ID = 15;
+    static final int INTEGRATION_REQUEST_ID = 19;
     static final String VISIT_CONTEXT = "healthbook/signed-visit/v1";
-    static final String REQUEST_CONTEXT = "healthbook/integration-request/v1";
+    static final String REQUEST_CONTEXT = "healthbook/integration-request/v2";
     /** Key, headers and record-batch framing the topics allow around the largest visit (section 7). */
     static final int RECORD_OVERHEAD = 64 * 1024;
     static final int DEFAULT_MAX_VISIT_BYTES = 4 * 1024 * 1024;
@@ -37,6 +37,12 @@ final class Contract {
 
         SigningInput integer(long value) {
             return bytes(ByteBuffer.allocate(8).putLong(value).array());
+        }
+
+        /** An optional field or group: the presence byte 00 when absent (nothing follows), 01 when present. */
+        SigningInput presence(boolean present) {
+            out.write(present ? 1 : 0);
+            return this;
         }
 
         SigningInput bytes(byte[] value) {

@@ -9,7 +9,7 @@ import org.apache.avro.Schema;
 final class Schemas {
     static final Schema VISIT_EVENT = load("visit_event_v2.avsc");
     static final Schema SIGNED_VISIT = load("signed_visit.avsc");
-    static final Schema INTEGRATION_REQUEST = load("integration_request_v3.avsc");
+    static final Schema INTEGRATION_REQUEST = load("integration_request_v4.avsc");
 
     private Schemas() {
     }

@@ -60,14 +60,12 @@ final class Vectors {
                     .integer(request.get("requested_at").longValue())
                     .text(request.get("key_id").textValue());
             JsonNode detail = request.path("detail");
+            input.presence(detail.isObject());
             if (detail.isObject()) {
                 input.text(detail.get("facility_code").textValue()).text(detail.get("visit_code").textValue());
             }
-            String format = request.path("format").asText("book");
             boolean everyYear = request.path("every_year").asBoolean(false);
-            if (!format.equals("book") || everyYear) {  // version 3: signed only when not the default
-                input.text(format).integer(everyYear ? 1 : 0);
-            }
+            input.text(request.path("format").asText("book")).integer(everyYear ? 1 : 0);
             byte[] signingInput = input.toBytes();
             byte[] signature = Ed25519Keys.sign(keys.getPrivate(), signingInput);
             GenericData.Record record = (GenericData.Record) AvroJson.datum(

@@ -282,12 +282,14 @@ add_principal() {
   local name="${1:-}"
   [[ "$name" =~ ^[a-z0-9][a-z0-9.-]{0,63}$ ]] || die "usage: stack/stack.sh add-principal NAME (lower-case letters, digits, . and -)"
   kafka_running || die "Kafka is not running; start it with 'make up'"
-  local added="$kafka_conf/add-principal.properties"
-  (umask 077; printf 'SCRAM-SHA-512=[password=%s]\n' "$(password_of "$name")" >"$added")
-  kafka_java kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$kafka_port" --command-config "$(admin_config)" \
-    --alter --entity-type users --entity-name "$name" --add-config-file "$added" >"$kafka_logs/add-principal.log" 2>&1 \
-    || { rm -f "$added"; die "adding principal $name failed; see $kafka_logs/add-principal.log"; }
-  rm -f "$added"
+  local argfile="$kafka_conf/add-principal.args"  # the password in a Java argument file, never on a command line
+  (umask 077
+   printf '%s\n' kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$kafka_port" \
+     --command-config "$(admin_config)" --alter --entity-type users --entity-name "$name" --add-config >"$argfile"
+   printf '"SCRAM-SHA-512=[password=%s]"\n' "$(password_of "$name")" >>"$argfile")
+  kafka_java "@$argfile" >"$kafka_logs/add-principal.log" 2>&1 \
+    || { rm -f "$argfile"; die "adding principal $name failed; see $kafka_logs/add-principal.log"; }
+  rm -f "$argfile"
   say "principal $name can log in; its password is in $credentials/$name (give it only to $name)"
 }
 

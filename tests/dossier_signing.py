@@ -11,7 +11,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
 from lxml import etree
 from signxml import XMLSigner
 
@@ -29,7 +28,7 @@ def facility_certificate(facility: str, issuer: Authority | None = None) -> tupl
     key = ec.generate_private_key(ec.SECP256R1())
     if issuer is not None:
         return key, issuer.issue(clinic_subject(facility), key.public_key(), 365)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Cơ sở KCB {facility}")])
+    name = clinic_subject(facility)  # the right subject, so only the issuer is wrong
     now = datetime.datetime.now(datetime.UTC)
     certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
                    .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))

@@ -26,10 +26,10 @@ async def test_keygen_certify_register_then_publish_a_file_with_one_bad_line(cli
     assert made.returncode == 0, made.stderr
     assert (settings.key_dir / "56001" / "his-2026.pem").stat().st_mode & 0o077 == 0, "private key is owner-only"
     request = settings.key_dir / "56001" / "his-2026.csr"
-    assert "healthbook ca issue" in made.stdout and str(request) in made.stdout
+    assert "healthbook ca issue --clinic 56001" in made.stdout and str(request) in made.stdout
     again = healthbook(settings, "clinic", "keygen", "--clinic", "56001", "--key-id", "his-2026")
     assert again.returncode != 0 and "already has a key 'his-2026'" in again.stderr
-    issued = healthbook(settings, "ca", "issue", str(request))
+    issued = healthbook(settings, "ca", "issue", "--clinic", "56001", str(request))
     assert issued.returncode == 0, issued.stderr
     registered = healthbook(settings, "clinic", "register", "--clinic", "56001", "--key-id", "his-2026",
                             "--certificate", str(request.with_suffix(".crt")))
@@ -63,15 +63,16 @@ def test_register_refuses_a_certificate_for_another_clinic_or_from_an_untrusted_
 
     healthbook(settings, "clinic", "keygen", "--clinic", "56005")
     request = settings.key_dir / "56005" / "k1.csr"
-    assert healthbook(settings, "ca", "issue", str(request)).returncode == 0
+    assert healthbook(settings, "ca", "issue", "--clinic", "56005", str(request)).returncode == 0
     other = healthbook(settings, "clinic", "register", "--clinic", "56006", "--certificate",
                        str(request.with_suffix(".crt")))
     assert other.returncode != 0 and "names 'MA_CSKCB:56005', not 'MA_CSKCB:56006'" in other.stderr
     stranger = LocalCA.open(tmp_path / "not-our-ca")
     foreign = tmp_path / "foreign.crt"
-    foreign.write_bytes(stranger.certify_request(request.read_bytes()).public_bytes(serialization.Encoding.PEM))
+    issued = stranger.certify_request(request.read_bytes(), "56005")
+    foreign.write_bytes(issued.public_bytes(serialization.Encoding.PEM))
     refused = healthbook(settings, "clinic", "register", "--clinic", "56005", "--certificate", str(foreign))
-    assert refused.returncode != 0 and "not issued by a trusted CA" in refused.stderr
+    assert refused.returncode != 0 and "not issued by a trusted clinic CA" in refused.stderr
 
 
 async def test_register_a_public_key_the_clinic_already_holds(clinics, db, settings, tmp_path):
@@ -103,7 +104,7 @@ async def test_a_clinic_publishes_as_its_own_principal_without_being_told_and_is
     made = healthbook(settings, "clinic", "keygen", "--clinic", "56012", "--key-id", "k1")
     assert made.returncode == 0, made.stderr
     request = settings.key_dir / "56012" / "k1.csr"
-    assert healthbook(settings, "ca", "issue", str(request)).returncode == 0
+    assert healthbook(settings, "ca", "issue", "--clinic", "56012", str(request)).returncode == 0
     assert healthbook(settings, "clinic", "register", "--clinic", "56012", "--certificate",
                       str(request.with_suffix(".crt"))).returncode == 0
 
@@ -120,6 +121,6 @@ async def test_a_clinic_publishes_as_its_own_principal_without_being_told_and_is
 
 
 def test_a_certificate_for_a_negative_number_of_days_is_refused_in_one_line(settings):
-    result = healthbook(settings, "ca", "issue", "--days", "-1", "nothing.csr")
+    result = healthbook(settings, "ca", "issue", "--clinic", "56001", "--days", "-1", "nothing.csr")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "'-1' is not a positive whole number of days" in result.stderr

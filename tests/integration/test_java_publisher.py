@@ -43,7 +43,7 @@ def java(jar: Path, *args: str, timeout: float = 120) -> subprocess.CompletedPro
 def java_clinic(settings, publisher_jar) -> dict[str, str]:
     """Clinic 79004 joined as the contract says: key made at home, certified, registered, its own broker login."""
     steps = [("clinic", "keygen", "--clinic", CLINIC, "--key-id", KEY_ID),
-             ("ca", "issue", str(settings.key_dir / CLINIC / f"{KEY_ID}.csr")),
+             ("ca", "issue", "--clinic", CLINIC, str(settings.key_dir / CLINIC / f"{KEY_ID}.csr")),
              ("clinic", "register", "--clinic", CLINIC, "--key-id", KEY_ID, "--certificate",
               str(settings.key_dir / CLINIC / f"{KEY_ID}.crt")),
              ("broker", "add-clinic", "--clinic", CLINIC)]

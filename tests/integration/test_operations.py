@@ -30,7 +30,7 @@ async def test_a_clinic_that_follows_the_unknown_clinic_advice_gets_its_visit_pr
     """Signed by an unregistered clinic -> dead-lettered -> its existing certified key registered -> re-driven."""
     assert healthbook(settings, "clinic", "keygen", "--clinic", "56010").returncode == 0  # on the clinic's machine
     request = settings.key_dir / "56010" / "k1.csr"
-    assert healthbook(settings, "ca", "issue", str(request)).returncode == 0  # the CA certifies it
+    assert healthbook(settings, "ca", "issue", "--clinic", "56010", str(request)).returncode == 0  # the CA certifies it
     held = load_signer(settings.key_dir, "56010", "k1")
     person = new_citizen()
     event = visit(person=person, facility="56010", sequence=next_sequence())

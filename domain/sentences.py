@@ -61,6 +61,8 @@ MALFORMED_REQUEST = Sentence("Yêu cầu không hợp lệ ({problem}).")
 # A visit's clinic signature, as the citizen page shows it
 SIGNATURE_NOT_KEPT = Sentence("Lượt khám này được ghi trước khi sổ lưu chữ ký số kèm theo.")
 SIGNATURE_IN_DETAIL = Sentence("Chữ ký số được kiểm tra khi mở chi tiết lượt khám.")
+REVOCATION_NOT_CURRENT = Sentence("Chưa kiểm tra được chữ ký số lúc này: danh sách chứng thư bị thu hồi của tổ chức "
+                                  "chứng thực chưa được cập nhật.")
 SIGNATURE_FAILED = Sentence("Chữ ký số KHÔNG hợp lệ: {why}")
 SIGNED_MESSAGE_UNREADABLE = Sentence("thông điệp đã ký không đọc được ({problem}).")
 KEY_NOT_CERTIFIED = Sentence("khóa ký không có chứng thư số hợp lệ của cơ sở do tổ chức chứng thực tin cậy cấp "

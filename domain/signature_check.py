@@ -14,7 +14,14 @@ from datetime import datetime
 from enum import StrEnum
 
 from domain import sentences
-from domain.registry_trust import CLINIC_PREFIX, TrustAnchors, Untrusted, organisation_name, raw_ed25519
+from domain.registry_trust import (
+    CLINIC_PREFIX,
+    RevocationUnknown,
+    TrustAnchors,
+    Untrusted,
+    organisation_name,
+    raw_ed25519,
+)
 from domain.replies import SensitiveTable, VisitView, visit_view
 from schemas import catalogue, envelope, wire
 from schemas.errors import ContractError
@@ -61,6 +68,8 @@ def check_visit_signature(view: VisitView, anchors: TrustAnchors) -> SignatureCh
     try:
         certificate = anchors.certificate(signed.certificate, CLINIC_PREFIX + sealed["clinic_code"], signed_at)
         key = raw_ed25519(certificate)
+    except RevocationUnknown:  # not the clinic's failing: the verifier's own list is stale, so nothing is claimed
+        return SignatureCheck(SignatureState.NOT_VERIFIABLE, sentences.REVOCATION_NOT_CURRENT.citizen())
     except Untrusted as why:
         return _failed(sentences.KEY_NOT_CERTIFIED, problem=why.message)
     if (sealed["clinic_code"], payload["facility_code"], payload["visit_code"]) != \

@@ -202,6 +202,8 @@ def settings_table() -> str:
         default = field.default
         if isinstance(default, Path):
             default = default.relative_to(PROJECT_ROOT) if default.is_relative_to(PROJECT_ROOT) else default
+        elif isinstance(default, str):
+            default = default.replace(f"{PROJECT_ROOT}/", "")
         shown = str(default)  # defaults are the local stack's, documented anyway; `healthbook config` masks values
         lines.append(f"| `{ENV_PREFIX}{name.upper()}` | {'`' + shown + '`' if shown else '(empty)'} "
                      f"| {field.description} |")

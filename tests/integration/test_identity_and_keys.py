@@ -1,10 +1,11 @@
 """Identity resolution from BHYT cards, and the clinic key lifecycle, on the real stack."""
 
-
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from healthbook.kafka import Broker
 from healthbook.topic_follower import TopicFollower
@@ -190,3 +191,34 @@ async def test_unsigned_or_wrongly_signed_registry_records_change_nothing_and_st
     ignored = (await status(settings, Broker.of(settings))).ignored
     keys, cards = ignored[settings.topics.clinic_keys], ignored[settings.topics.identity_cards]
     assert keys["no_certificate"] >= 2 and keys["unsigned_tombstone"] >= 1 and cards["wrong_subject"] >= 1
+
+
+async def test_a_certificate_revoked_while_the_worker_runs_refuses_what_its_key_signs_from_then_on(
+        clinics, db, settings, ca, tmp_path):
+    """`healthbook ca revoke` rewrites the list; the running worker re-reads it, with no restart."""
+    from cryptography import x509
+
+    from tests.integration.test_cli import healthbook
+
+    signer = Signer.generate("k1")
+    entry = certified(settings, "56021", signer, not_before=datetime.now(UTC) - timedelta(days=1))
+    await register(settings, entry)
+    person = new_citizen()
+    before = visit(person=person, facility="56021", sequence=next_sequence())
+    after = visit(person=person, facility="56021", sequence=next_sequence())
+    async with clinics.publisher("56021", signer) as pub:
+        await (await pub.publish_raw(person.personal_id.encode(), seal_visit(before, "56021", signer)))
+    await wait_until(lambda: visible(db, "56021", before["visit_code"]), "the visit signed before the revocation",
+                     process=clinics.worker)
+    pem = tmp_path / "56021.crt"
+    pem.write_bytes(x509.load_der_x509_certificate(entry.certificate).public_bytes(serialization.Encoding.PEM))
+    revoked = healthbook(settings, "ca", "revoke", str(pem))
+    assert revoked.returncode == 0 and "re-read the list within seconds" in revoked.stdout, revoked.stderr
+    await asyncio.sleep(2)  # the signature below is made after the revocation's time, as a thief's would be
+    async with clinics.publisher("56021", signer) as pub:
+        await (await pub.publish_raw(person.personal_id.encode(), seal_visit(after, "56021", signer)))
+    await clinics.barrier(person)
+    assert await visible(db, "56021", after["visit_code"]) is None
+    assert await visible(db, "56021", before["visit_code"]) is not None, "what it signed before stays"
+    letter = {d["event_id"]: d for d in await clinics.dead_letters()}[after["event_id"]]
+    assert letter["reason_code"] == "certificate_revoked" and "revoked by its CA" in letter["reason"]

@@ -69,7 +69,7 @@ def _walk(base: str, relay: TamperingRelay) -> None:
         assert f"{CLINICS['79001']} (79001)" in honest, "the facility is named as its certificate names it"
         assert "Chữ ký số KHÔNG hợp lệ" in altered and "diagnosis_codes" in altered, altered
         assert "Đã ký số bởi" not in altered, "nothing tampered is called signed"
-        assert "Chữ ký số KHÔNG hợp lệ" in resigned and "not issued by a trusted CA" in resigned, resigned
+        assert "Chữ ký số KHÔNG hợp lệ" in resigned and "not issued by a trusted clinic CA" in resigned, resigned
         open_visit(driver, relay.codes[1])
         detail = text_of(driver)
         assert "Chữ ký số KHÔNG hợp lệ" in detail and "không được xác thực" in detail, detail

@@ -136,3 +136,17 @@ def test_the_facility_is_named_as_its_certificate_names_it_in_the_reply_the_chec
     assert organization["name"] == CLINICS["79001"]
     unnamed = BookEntry(honest.record, honest.signed.model_copy(update={"certificate": None}))
     assert _listed(unnamed).facility_name is None, "no certificate, no name: the code is shown instead"
+
+
+def test_a_certificate_revoked_before_the_signing_fails_and_a_stale_list_claims_nothing(tmp_path):
+    from cryptography import x509
+
+    own = LocalCA.open(tmp_path / "pki")
+    certificate = own.entry("79001", CLINIC, LONG_AGO).certificate
+    entry = signed_entry(visit(person=citizen(4), sequence=41), CLINIC, certificate)  # signed now
+    own.revoke(x509.load_der_x509_certificate(certificate), LONG_AGO + timedelta(hours=1))
+    check = check_visit_signature(_listed(entry), own.trust_anchors())
+    assert check.status is SignatureState.FAILED and "revoked" in check.sentence
+    own.clinics.write_crl({}, next_update=datetime.now(UTC) - timedelta(minutes=1))
+    stale = check_visit_signature(_listed(entry), own.trust_anchors())
+    assert stale.status is SignatureState.NOT_VERIFIABLE and "chưa được cập nhật" in stale.sentence

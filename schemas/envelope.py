@@ -68,22 +68,18 @@ def visit_signing_input(envelope: dict[str, Any]) -> bytes:
     )
 
 
+def _request_fields(request: dict[str, Any]) -> tuple[Field, ...]:
+    """The fields every request form signs first, in order."""
+    return (request["request_id"], request["personal_id"], request["year"], request["identity_level"],
+            int(bool(request["consent_confirmed"])), to_millis(request["requested_at"]), request["key_id"])
+
+
 def request_signing_input(request: dict[str, Any]) -> bytes:
     """The bytes the identity platform signs for a version 4 request: every field, detail with its presence."""
     detail = request.get("detail")
-    return canonical(
-        REQUEST_CONTEXT,
-        request["request_id"],
-        request["personal_id"],
-        request["year"],
-        request["identity_level"],
-        int(bool(request["consent_confirmed"])),
-        to_millis(request["requested_at"]),
-        request["key_id"],
-        (detail["facility_code"], detail["visit_code"]) if detail else None,
-        request.get("format", "book"),
-        int(bool(request.get("every_year", False))),
-    )
+    return canonical(REQUEST_CONTEXT, *_request_fields(request),
+                     (detail["facility_code"], detail["visit_code"]) if detail else None,
+                     request.get("format", "book"), int(bool(request.get("every_year", False))))
 
 
 def legacy_request_signing_input(request: dict[str, Any]) -> bytes:
@@ -97,17 +93,7 @@ def legacy_request_signing_input(request: dict[str, Any]) -> bytes:
     fmt, every_year = request.get("format", "book"), bool(request.get("every_year", False))
     if fmt != "book" or every_year:
         tail += (fmt, int(every_year))
-    return canonical(
-        LEGACY_REQUEST_CONTEXT,
-        request["request_id"],
-        request["personal_id"],
-        request["year"],
-        request["identity_level"],
-        int(bool(request["consent_confirmed"])),
-        to_millis(request["requested_at"]),
-        request["key_id"],
-        *tail,
-    )
+    return canonical(LEGACY_REQUEST_CONTEXT, *_request_fields(request), *tail)
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

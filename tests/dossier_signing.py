@@ -22,10 +22,11 @@ PLACEHOLDER = ('<CHUKYDONVI><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xm
                "</ds:Signature></CHUKYDONVI>")
 
 
-def facility_certificate(facility: str, issuer: Authority | None = None) -> tuple[ec.EllipticCurvePrivateKey,
-                                                                                x509.Certificate]:
-    """A fresh ECDSA key and its certificate for a facility: from the issuing CA when given, else self-signed."""
-    key = ec.generate_private_key(ec.SECP256R1())
+def facility_certificate(facility: str, issuer: Authority | None = None,
+                         key: ec.EllipticCurvePrivateKey | None = None) -> tuple[ec.EllipticCurvePrivateKey,
+                                                                                  x509.Certificate]:
+    """An ECDSA key (fresh unless given) and its certificate for a facility: from the issuing CA, else self-signed."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
     if issuer is not None:
         return key, issuer.issue(clinic_subject(facility), key.public_key(), 365)
     name = clinic_subject(facility)  # the right subject, so only the issuer is wrong

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -107,7 +108,8 @@ def check_signature(path: Path, certificate: x509.Certificate | None, max_bytes:
             "may load (HEALTHBOOK_XML_SIGNATURE_MAX_MB)"))
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True, remove_comments=False)
     try:
-        root = etree.parse(str(path), parser).getroot()
+        # parsed from bytes: a file path makes lxml raise OSError, not a syntax error, for a bad encoding
+        root = etree.parse(io.BytesIO(path.read_bytes()), parser).getroot()
     except etree.XMLSyntaxError as exc:
         return _refused(SignatureStatus.NOT_XML, f"the file is not well-formed XML ({exc})")
     problem = _placement(root)

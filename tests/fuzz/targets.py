@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric import ec
 from lxml import etree
 from rich.console import Console
 
@@ -34,6 +35,7 @@ from domain.signature_check import check_visit_signature
 from domain.validation import Rejected, validate
 from healthbook.config import Settings
 from producers.xml_ingest.dossier_mapping import MappingFailed, map_hoso
+from producers.xml_ingest.dossier_signature import SignatureStatus, check_signature
 from producers.xml_ingest.giamdinhhs import DossierReader
 from schemas import catalogue, envelope, wire
 from schemas.dead_letter_reasons import DeadLetterReason
@@ -44,6 +46,7 @@ from schemas.visit import read_visit
 from schemas.visit_record import Visit
 from streams.dead_letters import dead_letter
 from synthetic.dossiers import write_dossier
+from tests.dossier_signing import facility_certificate, sign_dossier
 from tests.factories import citizen, visit, with_patient
 
 SIGNER = Signer.generate("k1")
@@ -249,6 +252,34 @@ def check_dossier(data: bytes) -> str:
     return outcome
 
 
+_DOSSIER_KEY = ec.derive_private_key(0x5EED_2026_0021, ec.SECP256R1())  # fixed: stored regressions stay signed by it
+_DOSSIER_CERTIFICATE = facility_certificate("79001", key=_DOSSIER_KEY)[1]
+
+
+def _signed_dossier_seeds() -> list[bytes]:
+    path = _SCRATCH / "signed-seed.xml"
+    with path.open("w", encoding="utf-8") as out:
+        write_dossier(out, "79001", "20260320", [visit(), visit(person=citizen(2), sequence=2)], 2)
+    sign_dossier(path, _DOSSIER_KEY, _DOSSIER_CERTIFICATE)
+    return [path.read_bytes()]
+
+
+def check_dossier_signature(data: bytes) -> str:
+    """A dossier whose facility has a registered certificate: verified and read from the verified tree, or refused."""
+    path = _SCRATCH / "signed.xml"
+    path.write_bytes(data)
+    check = check_signature(path, _DOSSIER_CERTIFICATE, 2**20)
+    if check.status is not SignatureStatus.VERIFIED:
+        return "refused"
+    assert check.verified is not None, "a verified dossier is read from the verified tree, never the file"
+    for hoso in DossierReader(path, check.verified):
+        try:
+            read_visit(map_hoso(hoso, "79001", 1))
+        except MappingFailed:
+            continue
+    return "read"
+
+
 TARGETS = {t.name: t for t in (
     Target("visit_envelope", _visit_seeds, check_visit_envelope),
     Target("integration_request", _request_seeds, check_integration_request),
@@ -258,6 +289,7 @@ TARGETS = {t.name: t for t in (
         check_identity_card),
     Target("dead_letter", _dead_letter_seeds, check_dead_letter),
     Target("dossier", _dossier_seeds, check_dossier),
+    Target("dossier_signature", _signed_dossier_seeds, check_dossier_signature),
     Target("integration_reply", _reply_seeds, check_integration_reply),
     Target("signed_message", lambda: [_SEALED], check_signed_message),
 )}

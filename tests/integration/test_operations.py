@@ -4,6 +4,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
@@ -127,3 +128,38 @@ async def test_status_metrics_and_health(clinics, settings, identity):
     assert query_health == {"service": "query-consumer", "healthy": True}
     query_metrics = (await asyncio.to_thread(lambda: urllib.request.urlopen(f"{query}/metrics").read())).decode()
     assert 'healthbook_integration_requests_total{outcome="ok"}' in query_metrics
+
+
+def _health(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+async def test_an_expired_revocation_list_fails_closed_and_status_and_health_say_so(clinics, settings, ca):
+    current = {entry.serial_number: entry.revocation_date_utc for entry in ca.clinics.revocation_list()}
+    ca.clinics.write_crl(current, next_update=datetime.now(UTC) - timedelta(minutes=1))
+    try:
+        code, health = await wait_until(
+            lambda: _unhealthy(settings.worker_metrics_port), "the running worker to notice the expired list",
+            process=clinics.worker)
+        assert code == 503 and any("expired" in p for p in health["revocation_lists_failing_closed"])
+        shown = healthbook(settings, "status")
+        assert "FAILING CLOSED" in shown.stdout and "healthbook local CA" in shown.stdout, shown.stdout
+    finally:
+        ca.clinics.write_crl(current)
+    await wait_until(lambda: _healthy_again(settings.worker_metrics_port), "the worker to be healthy again",
+                     process=clinics.worker)
+    assert "every trusted CA's list is verified and current" in healthbook(settings, "status").stdout
+
+
+async def _unhealthy(port: int) -> tuple[int, dict] | None:
+    code, health = await asyncio.to_thread(_health, port)
+    return (code, health) if health.get("revocation_lists_failing_closed") else None
+
+
+async def _healthy_again(port: int) -> bool:
+    code, health = await asyncio.to_thread(_health, port)
+    return code == 200 and health["healthy"] is True

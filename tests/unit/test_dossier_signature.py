@@ -133,3 +133,9 @@ def test_a_signature_whose_base64_transform_covers_nothing_verifies_no_other_dos
         check = check_signature(path, facility[1], MAX)
         assert check.status is SignatureStatus.PARTIAL and check.blocks and check.verified is None
         assert "xmldsig#base64" in check.message and "enveloped-signature and C14N" in check.message
+
+
+def test_a_byte_outside_the_declared_encoding_is_not_xml_not_a_crash(signed, facility):
+    signed.write_bytes(signed.read_bytes().replace(b"<NGAYLAP>", b"<NGAYLAP>\xff", 1))
+    check = check_signature(signed, facility[1], MAX)
+    assert check.status is SignatureStatus.NOT_XML and check.blocks

@@ -8,7 +8,7 @@ import sys
 
 from commands.identity_standin import DEMO_PASSCODE
 from consumers.trusted_keys import TrustedKeysMissing
-from domain.registry_trust import TrustAnchorsMissing
+from domain.registry_trust import AnchorsShared, TrustAnchorsMissing
 from domain.sensitive_diagnoses import BadSensitiveRanges
 from domain.sensitive_visit import BadSensitiveList
 from healthbook.config import BadSetting, Settings
@@ -20,7 +20,7 @@ from streams.pseudonym_key import PseudonymKeyError
 
 SETUP_ERRORS = (NoKafkaLogin, TopicMissing, TrustedKeysMissing, TrustAnchorsMissing, BadSensitiveRanges,
                 BadSensitiveList, MigrationError, KeyFileMissing, KeyLifecycleError, RegistryKeyMissing,
-                PseudonymKeyError, BadSetting)
+                PseudonymKeyError, BadSetting, AnchorsShared)
 
 # Each subcommand names its function as "module.function" under commands/ and is imported only when
 # run, so a worker process does not load the XML, signing and rendering stack of the other commands.

@@ -6,8 +6,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography import x509
-
 from domain.registry_trust import (
     CLINIC_PREFIX,
     KEY_REGISTRY,
@@ -35,7 +33,7 @@ class ClinicKey:
     valid_from_ms: int | None = None
     valid_until_ms: int | None = None
     issued_at_ms: int | None = None  # the registry's revision of this record; None for retired version 2 records
-    certificate_issuer: x509.Name | None = None  # with the serial, what the issuer's CRL is asked at each visit
+    certificate_issuer: bytes | None = None  # DER of the issuer's name: with the serial, asked of its CRL per visit
     certificate_serial: int | None = None
 
     @classmethod
@@ -115,8 +113,8 @@ def verified_entry(record: dict[str, Any], trust: TrustAnchors, retired_form: bo
                         f"the certificate of clinic {entry.clinic_code} key '{entry.key_id}' "
                         "certifies another public key")
     return replace(entry, valid_from_ms=to_millis(issued.not_valid_before_utc),
-                   valid_until_ms=to_millis(issued.not_valid_after_utc), certificate_issuer=issued.issuer,
-                   certificate_serial=issued.serial_number)
+                   valid_until_ms=to_millis(issued.not_valid_after_utc),
+                   certificate_issuer=issued.issuer.public_bytes(), certificate_serial=issued.serial_number)
 
 
 class Keyring:

@@ -56,6 +56,10 @@ class TrustAnchorsMissing(FileNotFoundError):
     """The deployment's trusted CA certificates are not where the settings say."""
 
 
+class AnchorsShared(ValueError):
+    """A certificate is both a clinic CA and a registry anchor: a clinic CA could then make a registry."""
+
+
 def subject_name(uid: str, common_name: str) -> x509.Name:
     """The subject a certificate for uid carries (UID first, as Vietnamese CAs put MST: or CMND: there)."""
     return x509.Name([x509.NameAttribute(NameOID.USER_ID, uid), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -125,7 +129,7 @@ class RevocationLists:
 
     paths: list[Path]
     authorities: list[x509.Certificate]
-    by_issuer: dict[x509.Name, Revocations] = field(default_factory=dict)
+    by_issuer: dict[bytes, Revocations] = field(default_factory=dict)  # by the issuer name's DER: fast to hash
     problems: list[str] = field(default_factory=list)  # lists that were read but could not be believed
     _stamp: tuple[tuple[str, int, int, int], ...] = ()
     _looked_at: float = 0.0
@@ -153,9 +157,9 @@ def _stamp_of(path: Path) -> tuple[str, int, int, int]:
 
 
 def _read_lists(paths: Iterable[Path], authorities: list[x509.Certificate]
-                ) -> tuple[dict[x509.Name, Revocations], list[str]]:
+                ) -> tuple[dict[bytes, Revocations], list[str]]:
     """Every CRL of the files that verifies against a trusted CA (the newest per CA), and what was refused."""
-    found: dict[x509.Name, Revocations] = {}
+    found: dict[bytes, Revocations] = {}
     problems: list[str] = []
     for path in paths:
         try:
@@ -180,9 +184,9 @@ def _read_lists(paths: Iterable[Path], authorities: list[x509.Certificate]
             except (ValueError, TypeError) as exc:
                 problems.append(f"{where}: not a readable CRL ({exc})")
                 continue
-            held = found.get(crl.issuer)
+            held = found.get(crl.issuer.public_bytes())
             if held is None or lists.last_update > held.last_update:
-                found[crl.issuer] = lists
+                found[crl.issuer.public_bytes()] = lists
     return found, problems
 
 
@@ -203,6 +207,11 @@ class TrustAnchors:
     lists: RevocationLists = field(init=False)
 
     def __post_init__(self) -> None:
+        shared = [anchor for anchor in self.registries if anchor in self.authorities]
+        if shared:
+            raise AnchorsShared(
+                f"'{_label(shared[0].subject)}' is in both HEALTHBOOK_TRUST_ANCHORS_FILE and "
+                "HEALTHBOOK_REGISTRY_ANCHORS_FILE: the registries need an anchor of their own, which no clinic CA is")
         self.lists = RevocationLists(self.crl_paths, [ca for ca in self.authorities + self.registries
                                                       if is_authority(ca)])
         self.lists.reload_if_changed(force=True)
@@ -241,20 +250,26 @@ class TrustAnchors:
                 problems.append(exc.message)
         return problems
 
-    def _current(self, issuer: x509.Name, now: datetime) -> Revocations:
-        lists = self.lists.by_issuer.get(issuer)
+    def _current(self, issuer: x509.Name | bytes, now: datetime) -> Revocations:
+        key = issuer if isinstance(issuer, bytes) else issuer.public_bytes()
+        lists = self.lists.by_issuer.get(key)
         if lists is None:
-            raise RevocationUnknown(f"no verified revocation list of CA '{_label(issuer)}' is loaded: its "
+            name = next((_label(ca.subject) for ca in self.lists.authorities if ca.subject.public_bytes() == key),
+                        "an issuer no trusted CA is")
+            raise RevocationUnknown(f"no verified revocation list of CA '{name}' is loaded: its "
                                     "certificates count for nothing until its CRL is added to "
                                     "HEALTHBOOK_REVOCATION_LISTS")
         if lists.next_update is not None and now > lists.next_update:
-            raise RevocationUnknown(f"the revocation list of CA '{_label(issuer)}' expired at "
+            raise RevocationUnknown(f"the revocation list of CA '{_label(lists.issuer)}' expired at "
                                     f"{lists.next_update:%Y-%m-%d %H:%M} UTC: its certificates count for nothing "
                                     "until a current CRL is in place (the file is re-read within seconds)")
         return lists
 
-    def revoked_at(self, issuer: x509.Name, serial: int) -> datetime | None:
-        """When the CA revoked the certificate, None when it has not; RevocationUnknown when no current list says."""
+    def revoked_at(self, issuer: x509.Name | bytes, serial: int) -> datetime | None:
+        """When the CA (its name, or the name's DER) revoked the certificate, None when it has not.
+
+        RevocationUnknown when no current list says.
+        """
         self.lists.reload_if_changed()
         return self._current(issuer, self.clock()).revoked.get(serial)
 

@@ -15,6 +15,7 @@ from domain.registry_trust import (
     CLINIC_PREFIX,
     INSURANCE_REGISTRY,
     KEY_REGISTRY,
+    AnchorsShared,
     TrustAnchors,
     Untrusted,
     subject_name,
@@ -111,3 +112,8 @@ def test_the_local_ca_builds_the_facility_subject_itself_keeping_only_the_facili
     assert subject_uid(bare) == CLINIC_PREFIX + "01002"
     with pytest.raises(NotACertificateRequest):
         ca.certify_request(b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", "79001")
+
+
+def test_one_certificate_cannot_be_both_a_clinic_ca_and_a_registry_anchor(ca):
+    with pytest.raises(AnchorsShared, match="an anchor of their own"):
+        TrustAnchors.load(ca.directory / "ca.crt", ca.directory / "ca.crt", [ca.clinics.crl_path])

@@ -231,7 +231,10 @@ class TrustAnchors:
         """A registry record's own time, refused when it lies beyond the clock tolerance ahead (or before 1970)."""
         if millis < 0:
             raise Untrusted(IgnoredBecause.DATED_AHEAD, f"{what} is dated before 1970 ({millis} ms)")
-        when = datetime.fromtimestamp(millis / 1000, UTC)
+        try:
+            when = datetime.fromtimestamp(millis / 1000, UTC)
+        except (OverflowError, ValueError, OSError):
+            raise Untrusted(IgnoredBecause.DATED_AHEAD, f"{what} is dated beyond any calendar ({millis} ms)") from None
         if when > self.clock() + self.registry_max_ahead:
             raise Untrusted(IgnoredBecause.DATED_AHEAD, (
                 f"{what} is dated {when:%Y-%m-%d %H:%M} UTC, more than {self.registry_max_ahead} ahead of this "

@@ -71,3 +71,11 @@ def test_a_key_record_issued_ahead_of_the_clock_is_refused(ca):
                                               issued_at=now_millis() + 3650 * DAY_MS))
     assert _reason(keyring.apply, b"79001/k1", wire.encode(catalogue.CLINIC_KEY, ahead)) == "dated_ahead"
     assert keyring.get("79001", "k1") is None
+
+
+def test_a_record_time_beyond_any_calendar_is_refused_not_raised(ca):
+    trust = ca.trust_anchors()
+    for millis in (2**62, -5):
+        with pytest.raises(Untrusted) as caught:
+            trust.record_time(millis, "the record")
+        assert caught.value.kind == "dated_ahead"

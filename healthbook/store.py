@@ -488,3 +488,21 @@ async def drop_rebuild(conn: asyncpg.Connection, schema: str) -> None:
     await conn.execute(f"drop schema if exists {_check_schema(schema)} cascade")
 
 
+# The newest registry revision a worker applied per card and per clinic key, kept across restarts.
+IDENTITY_CARDS = "identity_cards"
+CLINIC_KEYS = "clinic_keys"
+
+
+async def load_marks(conn: asyncpg.Connection, registry: str) -> dict[str, int]:
+    """Every kept revision of one registry: record key -> epoch milliseconds."""
+    rows = await conn.fetch("select record_key, revision from registry_marks where registry = $1", registry)
+    return {row["record_key"]: row["revision"] for row in rows}
+
+
+async def save_marks(conn: asyncpg.Connection, registry: str, marks: dict[str, int]) -> None:
+    """Keep revisions; a kept one only ever rises."""
+    if marks:
+        await conn.executemany(
+            "insert into registry_marks (registry, record_key, revision) values ($1, $2, $3) "
+            "on conflict (registry, record_key) do update set revision = greatest(registry_marks.revision, "
+            "excluded.revision)", [(registry, key, revision) for key, revision in marks.items()])

@@ -21,7 +21,7 @@ from healthbook import observability as metrics
 from healthbook.config import Settings
 from healthbook.database import connect_pool
 from healthbook.retry import is_broker_unreachable, is_infrastructure, while_unreachable
-from healthbook.store import BookWriter, PostgresBatchStore
+from healthbook.store import CLINIC_KEYS, IDENTITY_CARDS, BookWriter, PostgresBatchStore, load_marks, save_marks
 from healthbook.topic_follower import TopicFollower
 from streams.batch_step import BatchStep, Checks, StepHooks, VersionTable, merged, topic_range_reader
 from streams.fail_stop import stop_worker
@@ -82,6 +82,7 @@ class VisitPipeline(Service):
         await self.producer.start()
         outlets = KafkaOutlets(self.producer, settings.topics, load_or_create_key(settings.pseudonym_key_file),
                                settings.sensitive)
+        await while_unreachable("read the registry revisions kept", self._hold_marks)
         await self.registry.start()
         await self.cards.start()
         read_range = topic_range_reader(self.broker)
@@ -96,10 +97,43 @@ class VisitPipeline(Service):
                               dead_letter_topic=settings.topics.dead_letter)
         self._health = await metrics.serve(settings.worker_metrics_port, self.health, "worker", settings.metrics_host)
 
+    async def _hold_marks(self) -> None:
+        """Before any registry record is applied: the newest revisions applied before, so older ones are ignored."""
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            self.keyring.hold_marks(await load_marks(conn, CLINIC_KEYS))
+            self.identity.hold_marks(await load_marks(conn, IDENTITY_CARDS))
+
+    @Service.timer(1.0)
+    async def _keep_marks(self) -> None:
+        """Every second, keep the registry revisions applied since the last tick."""
+        await self._flush_marks()
+
+    async def _flush_marks(self) -> None:
+        """Keep the revisions applied since last time; while PostgreSQL is away they wait for the next time."""
+        if self.pool is None or not self.ready.is_set():
+            return
+        marks = {CLINIC_KEYS: self.keyring.drain_marks(), IDENTITY_CARDS: self.identity.drain_marks()}
+        if not any(marks.values()):
+            return
+        try:
+            async with self.pool.acquire() as conn:
+                for registry, revisions in marks.items():
+                    await save_marks(conn, registry, revisions)
+        except Exception as exc:
+            if not is_infrastructure(exc):
+                raise
+            self.keyring.hold_back(marks[CLINIC_KEYS])
+            self.identity.hold_back(marks[IDENTITY_CARDS])
+
     async def on_stop(self) -> None:
         """Release everything on_start took."""
         if self._health:
             await self._health.cleanup()
+        try:
+            await self._flush_marks()
+        except Exception as exc:  # stopping anyway: the topic still holds these records
+            log.warning("could not keep the last registry revisions (%s)", type(exc).__name__)
         if self.resolver:
             await self.resolver.stop()
         await self.cards.stop()

@@ -26,6 +26,8 @@ from healthbook import kafka
 from healthbook.config import Settings
 from healthbook.database import connect_pool
 from healthbook.store import (
+    CLINIC_KEYS,
+    IDENTITY_CARDS,
     WRITE_CLOCK_MARGIN,
     BookReader,
     BookWriter,
@@ -33,6 +35,7 @@ from healthbook.store import (
     create_rebuild,
     database_now,
     drop_rebuild,
+    load_marks,
     swap_in_rebuild,
 )
 from healthbook.topic_follower import TopicFollower
@@ -100,10 +103,13 @@ async def rebuild(settings: Settings, broker: kafka.Broker, schema: str = REBUIL
     console = console or Console(stderr=True)
     trust = settings.trust_anchors()
     keyring, identity = Keyring(trust), IdentityDirectory(trust)
+    pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
+    async with pool.acquire() as conn:  # what the worker applied: a record re-sent older after compaction is ignored
+        keyring.hold_marks(await load_marks(conn, CLINIC_KEYS))
+        identity.hold_marks(await load_marks(conn, IDENTITY_CARDS))
     registry = TopicFollower(broker, settings.topics.clinic_keys, keyring.apply)
     await registry.start()
     await TopicFollower(broker, settings.topics.identity_cards, identity.apply).snapshot()
-    pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
     report = ReplayReport()
     try:
         if partitions is None:

@@ -79,3 +79,27 @@ def test_a_record_time_beyond_any_calendar_is_refused_not_raised(ca):
         with pytest.raises(Untrusted) as caught:
             trust.record_time(millis, "the record")
         assert caught.value.kind == "dated_ahead"
+
+
+def test_revisions_kept_from_before_make_an_old_record_left_alone_by_compaction_change_nothing(ca):
+    """A reader starting after compaction kept only the re-sent old record still knows, from its marks, it is old."""
+    now = now_millis()
+    first = IdentityDirectory(ca.trust_anchors())
+    first.apply(CARD.encode(), _card(ca, "079186001234", now - 120_000))
+    first.apply(CARD.encode(), _card(ca, "001095007788", now))
+    assert first.drain_marks() == {CARD: now} and first.drain_marks() == {}
+    restarted = IdentityDirectory(ca.trust_anchors())
+    restarted.hold_marks({CARD: now})
+    assert _reason(restarted.apply, CARD.encode(), _card(ca, "079186001234", now - 120_000)) == "superseded"
+    assert restarted.person_of(CARD) is None, "unmapped (its visits wait) rather than the wrong citizen's"
+    restarted.apply(CARD.encode(), _card(ca, "001095007788", now))
+    assert restarted.person_of(CARD) == "001095007788"
+
+    old = ca.key_registry().clinic_key(dict(ca.entry("79001", CLINIC).to_record(), issued_at=now - 60_000))
+    keyring = Keyring(ca.trust_anchors())
+    keyring.hold_marks({"79001/k1": now})
+    assert _reason(keyring.apply, b"79001/k1", wire.encode(catalogue.CLINIC_KEY, old)) == "superseded"
+    assert keyring.get("79001", "k1") is None
+    current = ca.key_registry().clinic_key(dict(ca.entry("79001", CLINIC).to_record(), issued_at=now))
+    keyring.apply(b"79001/k1", wire.encode(catalogue.CLINIC_KEY, current))
+    assert keyring.drain_marks() == {"79001/k1": now}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from domain.registry_revisions import AppliedRevisions
 from domain.registry_trust import INSURANCE_REGISTRY, TrustAnchors, Untrusted
 from domain.validation import Rejected
 from schemas import catalogue, rules, wire
@@ -29,22 +30,7 @@ class IdentityDirectory:
         self.trust = trust
         self._by_card: dict[str, str] = {}
         self._updated: dict[str, int] = {}
-        self._marks: dict[str, int] = {}  # revisions applied since drain_marks last took them
-
-    def hold_marks(self, marks: dict[str, int]) -> None:
-        """Know the newest revision of each card applied before (kept by the worker): anything older is ignored."""
-        for card, revision in marks.items():
-            self._updated[card] = max(revision, self._updated.get(card, revision))
-
-    def drain_marks(self) -> dict[str, int]:
-        """The newest revision of each card applied since the last call, to keep."""
-        marks, self._marks = self._marks, {}
-        return marks
-
-    def hold_back(self, marks: dict[str, int]) -> None:
-        """Take back marks that could not be kept, to be kept with the next ones."""
-        for key, revision in marks.items():
-            self._marks[key] = max(revision, self._marks.get(key, revision))
+        self.revisions = AppliedRevisions()  # kept by the worker across restarts
 
     def __len__(self) -> int:
         return len(self._by_card)
@@ -69,13 +55,13 @@ class IdentityDirectory:
                                  record.get("registry_signature"), identity_card_signing_input(record), at=at)
             if key is None or wire.text_key(key) != card:
                 raise Untrusted(IgnoredBecause.WRONG_RECORD_KEY, "the record's topic key is not its card number")
-        held = self._updated.get(card)
-        if held is not None and updated < held:
+        held = max(self._updated.get(card, -1), self.revisions.floor.get(card, -1))
+        if held >= 0 and updated < held:
             raise Untrusted(IgnoredBecause.SUPERSEDED, (
                 f"the mapping of card {card} was updated at {updated} ms, before the one held ({held} ms): "
                 "an old mapping written again changes nothing"))
         self._by_card[card], self._updated[card] = record["personal_id"], updated
-        self._marks[card] = updated
+        self.revisions.applied(card, updated)
         return card
 
     def person_of(self, card_number: str) -> str | None:

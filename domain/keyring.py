@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.registry_revisions import AppliedRevisions
 from domain.registry_trust import (
     CLINIC_PREFIX,
     KEY_REGISTRY,
@@ -132,23 +133,7 @@ class Keyring:
         self.trust = trust
         self._keys: dict[tuple[str, str], ClinicKey] = {}
         self._clinics: dict[str, int] = {}
-        self._floors: dict[str, int] = {}  # clinic_code/key_id -> newest issued_at applied before (kept by the worker)
-        self._marks: dict[str, int] = {}  # revisions applied since drain_marks last took them
-
-    def hold_marks(self, marks: dict[str, int]) -> None:
-        """Know the newest revision of each key record applied before: anything older is ignored."""
-        for key, revision in marks.items():
-            self._floors[key] = max(revision, self._floors.get(key, revision))
-
-    def drain_marks(self) -> dict[str, int]:
-        """The newest revision of each key record applied since the last call, to keep."""
-        marks, self._marks = self._marks, {}
-        return marks
-
-    def hold_back(self, marks: dict[str, int]) -> None:
-        """Take back marks that could not be kept, to be kept with the next ones."""
-        for key, revision in marks.items():
-            self._marks[key] = max(revision, self._marks.get(key, revision))
+        self.revisions = AppliedRevisions()  # kept by the worker across restarts
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -179,7 +164,7 @@ class Keyring:
         known = self._keys.get(ident)
         issued = -1 if entry.issued_at_ms is None else entry.issued_at_ms
         held = max(-1 if known is None or known.issued_at_ms is None else known.issued_at_ms,
-                   self._floors.get(entry.registry_key.decode(), -1))
+                   self.revisions.floor.get(entry.registry_key.decode(), -1))
         if held >= 0 and issued < held:
             raise Untrusted(IgnoredBecause.SUPERSEDED, (
                 f"the record of clinic {entry.clinic_code} key '{entry.key_id}' was issued before the one held "
@@ -191,7 +176,7 @@ class Keyring:
             entry = replace(entry, revoked_at_ms=known.revoked_at_ms)
         self._keys[ident] = entry
         if entry.issued_at_ms is not None:
-            self._marks[entry.registry_key.decode()] = entry.issued_at_ms
+            self.revisions.applied(entry.registry_key.decode(), entry.issued_at_ms)
 
     def _remove(self, clinic_code: str, key_id: str) -> None:
         if self._keys.pop((clinic_code, key_id), None) is not None:

@@ -101,8 +101,8 @@ class VisitPipeline(Service):
         """Before any registry record is applied: the newest revisions applied before, so older ones are ignored."""
         assert self.pool is not None
         async with self.pool.acquire() as conn:
-            self.keyring.hold_marks(await load_marks(conn, CLINIC_KEYS))
-            self.identity.hold_marks(await load_marks(conn, IDENTITY_CARDS))
+            self.keyring.revisions.hold(await load_marks(conn, CLINIC_KEYS))
+            self.identity.revisions.hold(await load_marks(conn, IDENTITY_CARDS))
 
     @Service.timer(1.0)
     async def _keep_marks(self) -> None:
@@ -113,7 +113,7 @@ class VisitPipeline(Service):
         """Keep the revisions applied since last time; while PostgreSQL is away they wait for the next time."""
         if self.pool is None or not self.ready.is_set():
             return
-        marks = {CLINIC_KEYS: self.keyring.drain_marks(), IDENTITY_CARDS: self.identity.drain_marks()}
+        marks = {CLINIC_KEYS: self.keyring.revisions.drain(), IDENTITY_CARDS: self.identity.revisions.drain()}
         if not any(marks.values()):
             return
         try:
@@ -123,8 +123,8 @@ class VisitPipeline(Service):
         except Exception as exc:
             if not is_infrastructure(exc):
                 raise
-            self.keyring.hold_back(marks[CLINIC_KEYS])
-            self.identity.hold_back(marks[IDENTITY_CARDS])
+            self.keyring.revisions.hold_back(marks[CLINIC_KEYS])
+            self.identity.revisions.hold_back(marks[IDENTITY_CARDS])
 
     async def on_stop(self) -> None:
         """Release everything on_start took."""

@@ -105,8 +105,8 @@ async def rebuild(settings: Settings, broker: kafka.Broker, schema: str = REBUIL
     keyring, identity = Keyring(trust), IdentityDirectory(trust)
     pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
     async with pool.acquire() as conn:  # what the worker applied: a record re-sent older after compaction is ignored
-        keyring.hold_marks(await load_marks(conn, CLINIC_KEYS))
-        identity.hold_marks(await load_marks(conn, IDENTITY_CARDS))
+        keyring.revisions.hold(await load_marks(conn, CLINIC_KEYS))
+        identity.revisions.hold(await load_marks(conn, IDENTITY_CARDS))
     registry = TopicFollower(broker, settings.topics.clinic_keys, keyring.apply)
     await registry.start()
     await TopicFollower(broker, settings.topics.identity_cards, identity.apply).snapshot()

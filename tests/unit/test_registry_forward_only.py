@@ -87,9 +87,9 @@ def test_revisions_kept_from_before_make_an_old_record_left_alone_by_compaction_
     first = IdentityDirectory(ca.trust_anchors())
     first.apply(CARD.encode(), _card(ca, "079186001234", now - 120_000))
     first.apply(CARD.encode(), _card(ca, "001095007788", now))
-    assert first.drain_marks() == {CARD: now} and first.drain_marks() == {}
+    assert first.revisions.drain() == {CARD: now} and first.revisions.drain() == {}
     restarted = IdentityDirectory(ca.trust_anchors())
-    restarted.hold_marks({CARD: now})
+    restarted.revisions.hold({CARD: now})
     assert _reason(restarted.apply, CARD.encode(), _card(ca, "079186001234", now - 120_000)) == "superseded"
     assert restarted.person_of(CARD) is None, "unmapped (its visits wait) rather than the wrong citizen's"
     restarted.apply(CARD.encode(), _card(ca, "001095007788", now))
@@ -97,9 +97,9 @@ def test_revisions_kept_from_before_make_an_old_record_left_alone_by_compaction_
 
     old = ca.key_registry().clinic_key(dict(ca.entry("79001", CLINIC).to_record(), issued_at=now - 60_000))
     keyring = Keyring(ca.trust_anchors())
-    keyring.hold_marks({"79001/k1": now})
+    keyring.revisions.hold({"79001/k1": now})
     assert _reason(keyring.apply, b"79001/k1", wire.encode(catalogue.CLINIC_KEY, old)) == "superseded"
     assert keyring.get("79001", "k1") is None
     current = ca.key_registry().clinic_key(dict(ca.entry("79001", CLINIC).to_record(), issued_at=now))
     keyring.apply(b"79001/k1", wire.encode(catalogue.CLINIC_KEY, current))
-    assert keyring.drain_marks() == {"79001/k1": now}
+    assert keyring.revisions.drain() == {"79001/k1": now}

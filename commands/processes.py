@@ -86,6 +86,23 @@ class ServiceProcess:
             self.process.kill()
             self.process.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP the child, as a stalled machine or a long GC pause would."""
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused child."""
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(signal.SIGCONT)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        return self.process.pid if self.running and self.process else None
+
     def log_tail(self, lines: int = 30) -> str:
         """The end of the child's log, for error messages."""
         if not self.log_path.exists():

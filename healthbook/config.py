@@ -15,7 +15,7 @@ from domain.registry_trust import TrustAnchors
 from domain.sensitive_diagnoses import SensitiveDiagnoses
 from domain.sensitive_visit import SensitivePolicy, parse_list
 from domain.validation import SigningWindow
-from schemas.topics import DEDUP_TABLE, DEFAULT_MAX_VISIT_BYTES, TopicNames
+from schemas.topics import DEDUP_TABLE, DEFAULT_MAX_VISIT_BYTES, Replication, TopicNames
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "HEALTHBOOK_"
@@ -35,7 +35,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
 
-    kafka_bootstrap: str = _setting("127.0.0.1:9092", "the broker's host:port")
+    kafka_bootstrap: str = _setting(
+        "", "the brokers' host:port list, comma-separated (empty: the local stack's, 127.0.0.1:9092 and with three "
+            "brokers also :9192 and :9292)")
+    brokers: int = _setting(
+        1, "how many brokers the cluster has: 1, or 3 and more for replicas (each partition on three brokers, a "
+           "write acknowledged by two, no unclean leader election); the local stack starts 1 or 3")
     kafka_security_protocol: str = _setting(
         "SASL_SSL", "SASL_SSL (TLS and SCRAM-SHA-512); PLAINTEXT only for a broker secured another way")
     kafka_user: str = _setting("", "the SCRAM principal this process logs in as; each command sets its role's")
@@ -112,6 +117,18 @@ class Settings(BaseSettings):
                                         "the secret behind analytics pseudonyms; made on first start, keep it")
 
     @property
+    def bootstrap(self) -> str:
+        """Where clients first reach the cluster: HEALTHBOOK_KAFKA_BOOTSTRAP, or the local stack's nodes."""
+        return self.kafka_bootstrap or local_bootstrap(self.brokers)
+
+    @property
+    def replication(self) -> Replication:
+        """How many copies of each partition the cluster keeps, and how many must take a write."""
+        if self.brokers < 1:
+            raise BadSetting(f"HEALTHBOOK_BROKERS={self.brokers}: a cluster has at least one broker")
+        return Replication.for_brokers(self.brokers)
+
+    @property
     def worker_app_id(self) -> str:
         """The worker's faust app id: HEALTHBOOK_WORKER_ID, or derived from the topic prefix."""
         return self.worker_id or f"{self.topic_prefix}healthbook-worker"
@@ -179,6 +196,11 @@ class Settings(BaseSettings):
                 value, source = derived[name], "derived from the prefix"
             rows.append((ENV_PREFIX + name.upper(), masked(str(value)) if _is_secret(field) else str(value), source))
         return rows
+
+
+def local_bootstrap(brokers: int) -> str:
+    """The local stack's nodes: stack/stack.sh puts node N on port 9092 + 100*(N-1)."""
+    return ",".join(f"127.0.0.1:{9092 + 100 * n}" for n in range(min(max(brokers, 1), 3)))
 
 
 def _is_secret(field: Any) -> bool:

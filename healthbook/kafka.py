@@ -15,10 +15,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.protocol.admin import AlterPartitionReassignmentsRequest
 from aiokafka.structs import ConsumerRecord
 
 from healthbook import broker_acls
 from healthbook.config import Settings
+from healthbook.replica_plan import NotEnoughBrokers, realigned
 from healthbook.retry import is_broker_unreachable, while_unreachable
 from schemas.topics import DEAD_LETTER, TOPICS, TopicDefinition, broker_config, max_message_bytes
 
@@ -96,7 +98,7 @@ class Broker:
     @classmethod
     def of(cls, settings: Settings, user: str | None = None) -> Broker:
         """The broker as the settings name it, logged in as user (default: HEALTHBOOK_KAFKA_USER)."""
-        return cls(settings.kafka_bootstrap, Login.of(settings, user),
+        return cls(settings.bootstrap, Login.of(settings, user),
                    max_message_bytes(DEAD_LETTER, settings.max_visit_bytes))
 
     def as_user(self, user: str) -> Broker | None:
@@ -176,28 +178,53 @@ def topic_names(settings: Settings) -> dict[str, TopicDefinition]:
     return {settings.topic_prefix + topic.name: topic for topic in TOPICS}
 
 
-async def ensure_topics(settings: Settings, broker: Broker) -> list[str]:
-    """Create any missing topic of the catalogue and grant each role its ACLs; return the names created.
+def worker_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
+    """The faust worker's own topics (its dedup changelog and its assignor's), as partitions and configuration.
 
-    Clinics whose broker login this machine holds (the local stack's) may write these visits.
+    `healthbook topics` makes them before the worker starts, so a worker never has to create a topic
+    while a broker is away (a replication factor the cluster cannot meet then stops a starting worker).
     """
+    replicated = settings.replication.config()
+    return {settings.dedup_changelog: (settings.visit_partitions, {"cleanup.policy": "compact", **replicated}),
+            f"{settings.worker_app_id}-__assignor-__leader": (1, replicated)}
+
+
+async def ensure_topics(settings: Settings, broker: Broker) -> list[str]:
+    """Create any missing topic of the catalogue, realign existing ones and grant each role its ACLs.
+
+    Existing topics, the worker's own included, are brought to the replication the settings ask for
+    (HEALTHBOOK_BROKERS): partitions gain or lose replicas and `min.insync.replicas` is set.
+    Clinics whose broker login this machine holds (the local stack's) may write these visits.
+    Returns the names created.
+    """
+    replication = settings.replication
     client = admin(broker)
     await client.start()
     try:
         existing = set(await client.list_topics())
-        configs = {name: broker_config(t, settings.max_visit_bytes) for name, t in topic_names(settings).items()}
-        await _align_configs(client, {name: c for name, c in configs.items() if name in existing})
+        brokers = [b["node_id"] for b in (await client.describe_cluster())["brokers"]]
+        if len(brokers) < replication.factor:
+            raise NotEnoughBrokers(f"HEALTHBOOK_BROKERS={settings.brokers} asks for {replication.factor} replicas of "
+                                   f"every partition but {settings.bootstrap} has {len(brokers)} live broker(s): "
+                                   "start the others, or set HEALTHBOOK_BROKERS to the number there are")
+        specs = {name: (t.partitions_for(settings.visit_partitions),
+                        broker_config(t, settings.max_visit_bytes, replication))
+                 for name, t in topic_names(settings).items()}
+        specs.update(worker_topics(settings))
+        present = sorted(name for name in specs if name in existing)
+        await _align_configs(client, {name: specs[name][1] for name in present})
+        await _align_replicas(client, present, brokers, replication.factor)
         if settings.kafka_security_protocol != "PLAINTEXT":
             await broker_acls.grant(client, broker_acls.role_grants(settings) + [
                 g for held in sorted(settings.kafka_credentials_dir.glob("clinic-*"))
                 for g in broker_acls.clinic_grants(settings, held.name.removeprefix("clinic-"))])
-        wanted = {name: t for name, t in topic_names(settings).items() if name not in existing}
+        wanted = {name: spec for name, spec in specs.items() if name not in existing}
         if not wanted:
             return []
         with contextlib.suppress(TopicAlreadyExistsError):
             response = await client.create_topics([
-                NewTopic(name, t.partitions_for(settings.visit_partitions), 1, topic_configs=configs[name])
-                for name, t in wanted.items()])
+                NewTopic(name, partitions, replication.factor, topic_configs=config)
+                for name, (partitions, config) in wanted.items()])
             refused = [(error[0], error[-1] or f"error code {error[1]}") for error in response.topic_errors
                        if error[1] not in (0, TopicAlreadyExistsError.errno)]
             if refused:
@@ -218,18 +245,65 @@ async def grant(broker: Broker, grants: list[broker_acls.Grant]) -> None:
         await client.close()
 
 
+DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config_source of a value set on the topic itself
+
+
 async def _align_configs(client: AIOKafkaAdminClient, configs: dict[str, dict[str, str]]) -> None:
-    """Give existing topics the catalogue's configuration (say, append-time stamps added to a topic made before)."""
+    """Give existing topics the configuration asked for (say, append-time stamps added to a topic made before).
+
+    AlterConfigs replaces a topic's whole set, so what was set on it before and is not asked about
+    (faust's compaction of its changelog) is written back with it.
+    """
     if not configs:
         return
-    described = await client.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name, dict(c)) for name, c in configs.items()])
-    current = {resource[3]: {entry[0]: entry[1] for entry in resource[4]}
-               for response in described for resource in response.resources}
+    described = await client.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in configs])
+    current: dict[str, dict[str, str]] = {}
+    own: dict[str, dict[str, str]] = {}
+    for response in described:
+        for resource in response.resources:
+            current[resource[3]] = {entry[0]: entry[1] for entry in resource[4]}
+            own[resource[3]] = {entry[0]: entry[1] for entry in resource[4] if entry[3] == DYNAMIC_TOPIC_CONFIG}
     stale = [name for name, c in configs.items() if any(current.get(name, {}).get(k) != v for k, v in c.items())]
     if stale:
-        await client.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, dict(configs[name]))
-                                    for name in stale])
+        await client.alter_configs([
+            ConfigResource(ConfigResourceType.TOPIC, name, {**own.get(name, {}), **configs[name]}) for name in stale])
+
+
+async def _align_replicas(client: AIOKafkaAdminClient, names: list[str], brokers: list[int], factor: int,
+                          timeout: float = 300.0) -> None:
+    """Give every partition of the topics `factor` replicas and wait until they are all in sync."""
+    if not names:
+        return
+    plan: dict[str, dict[int, list[int]]] = {}
+    for described in await client.describe_topics(names):
+        for p in described["partitions"]:
+            target = realigned(list(p["replicas"]), brokers, factor, p["partition"])
+            if target is not None:
+                plan.setdefault(described["topic"], {})[p["partition"]] = target
+    if not plan:
+        return
+    response = await client._send_to_controller(AlterPartitionReassignmentsRequest(
+        timeout_ms=60_000, tags={},
+        topics=[(topic, [(partition, replicas, {}) for partition, replicas in partitions.items()], {})
+                for topic, partitions in plan.items()]))
+    refused = [f"{topic}[{p[0]}]: {p[2] or f'error code {p[1]}'}" for topic, parts, _ in response.responses
+               for p in parts if p[1]]
+    if response.error_code or refused:
+        raise TopicMissing(f"the cluster refused to move replicas: {response.error_message or '; '.join(refused)}")
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        described = {d["topic"]: {p["partition"]: p for p in d["partitions"]}
+                     for d in await client.describe_topics(list(plan))}
+        behind = [f"{topic}[{partition}]" for topic, partitions in plan.items()
+                  for partition, replicas in partitions.items()
+                  if sorted(described[topic][partition]["replicas"]) != sorted(replicas)
+                  or len(described[topic][partition]["isr"]) < factor]
+        if not behind:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TopicMissing(f"{len(behind)} partitions did not reach {factor} in-sync replicas within "
+                               f"{timeout:.0f}s ({', '.join(behind[:5])}…); see the brokers' logs")
+        await asyncio.sleep(0.5)
 
 
 async def _wait_for_leaders(client: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0) -> None:

@@ -87,9 +87,33 @@ def max_message_bytes(topic: TopicDefinition, max_visit_bytes: int) -> int:
     return max_visit_bytes + RECORD_OVERHEAD
 
 
-def broker_config(topic: TopicDefinition, max_visit_bytes: int) -> dict[str, str]:
-    """A topic's full broker configuration: the catalogue's and the message size limit."""
-    return {**topic.config, "max.message.bytes": str(max_message_bytes(topic, max_visit_bytes))}
+@dataclass(frozen=True)
+class Replication:
+    """How many brokers hold each partition, and how many of them must have a write before it is acknowledged."""
+
+    factor: int
+    min_in_sync: int
+
+    @classmethod
+    def for_brokers(cls, brokers: int) -> Replication:
+        """Three copies and two in sync from three brokers on (one broker may fail or pause); else one of each."""
+        if brokers >= 3:
+            return cls(3, 2)
+        return cls(brokers, 1)
+
+    def config(self) -> dict[str, str]:
+        """The topic configuration that goes with it; a stale replica never becomes leader."""
+        return {"min.insync.replicas": str(self.min_in_sync), "unclean.leader.election.enable": "false"}
+
+
+SINGLE_BROKER = Replication(1, 1)
+
+
+def broker_config(topic: TopicDefinition, max_visit_bytes: int,
+                  replication: Replication = SINGLE_BROKER) -> dict[str, str]:
+    """A topic's full broker configuration: the catalogue's, the message size limit and the replication rule."""
+    return {**topic.config, "max.message.bytes": str(max_message_bytes(topic, max_visit_bytes)),
+            **replication.config()}
 
 
 TOPICS = (VISITS, DEAD_LETTER, CLINIC_KEYS, IDENTITY_CARDS, DEIDENTIFIED, INTEGRATION_REQUESTS, INTEGRATION_REPLIES)

@@ -1,22 +1,19 @@
 #!/usr/bin/env bash
-# The local healthbook stack without Docker: Apache Kafka (KRaft, single node) from
+# The local healthbook stack without Docker: Apache Kafka (KRaft, one node or a three-node cluster) from
 # Maven Central and PostgreSQL from Debian's packages, both on 127.0.0.1.
 #   stack/stack.sh up | down | status | secrets | add-principal NAME
 # Kafka listens SASL_SSL only: TLS with a certificate from a local transport CA, SCRAM-SHA-512
 # logins, and ACLs by KRaft's StandardAuthorizer (nothing is allowed without an ACL). The CA,
 # the broker's key and one password per role principal are made at the first `up` under
 # .local/kafka/ (owner-only, never committed); ACLs are granted by `healthbook topics`.
-# Settings (environment): KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093),
+# Settings (environment): HEALTHBOOK_BROKERS (1, or 3 for a cluster of three KRaft nodes, each a
+# broker and a controller voter), KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093),
 # HEALTHBOOK_PG_USER / HEALTHBOOK_PG_PASSWORD / HEALTHBOOK_PG_DATABASE (healthbook).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 kafka_home="$here/.kafka"
 kafka_lib="$kafka_home/lib"
-kafka_data="$kafka_home/data"
-kafka_conf="$kafka_home/config"
-kafka_logs="$kafka_home/logs"
-kafka_pid="$kafka_home/kafka.pid"
 secrets="$(cd "$here/.." && pwd)/.local/kafka"
 tls="$secrets/tls"
 credentials="$secrets/credentials"
@@ -24,6 +21,7 @@ credentials="$secrets/credentials"
 roles="admin worker query key-registry insurance-registry analytics operator identity-platform"
 kafka_port="${KAFKA_PORT:-9092}"
 controller_port="${KAFKA_CONTROLLER_PORT:-9093}"
+brokers="${HEALTHBOOK_BROKERS:-1}"
 pg_user="${HEALTHBOOK_PG_USER:-healthbook}"
 pg_password="${HEALTHBOOK_PG_PASSWORD:-healthbook}"
 pg_database="${HEALTHBOOK_PG_DATABASE:-healthbook}"
@@ -72,6 +70,23 @@ tls_material() {
 }
 
 # ---------------------------------------------------------------- Kafka
+# One node (HEALTHBOOK_BROKERS=1, the default) keeps its files straight under stack/.kafka; the
+# three-node cluster (HEALTHBOOK_BROKERS=3) keeps one folder per node under stack/.kafka/cluster.
+# Node N listens on KAFKA_PORT + 100*(N-1) and its controller on KAFKA_CONTROLLER_PORT + 100*(N-1).
+cluster_home="${KAFKA_CLUSTER_HOME:-$kafka_home/cluster}"
+
+node_dir() {  # node_dir MODE N
+  if [ "$1" = 1 ]; then printf '%s' "$kafka_home"; else printf '%s' "$cluster_home/node-$2"; fi
+}
+node_port() { printf '%s' $((kafka_port + 100 * ($1 - 1))); }
+node_controller_port() { printf '%s' $((controller_port + 100 * ($1 - 1))); }
+node_pid_file() { printf '%s/kafka.pid' "$(node_dir "$1" "$2")"; }
+nodes_of() { seq 1 "$1"; }
+
+check_brokers() {
+  [[ "$brokers" =~ ^(1|3)$ ]] || die "HEALTHBOOK_BROKERS is '$brokers': it takes 1 (one node, the default) or 3 (a three-node cluster)"
+}
+
 kafka_fetch() {
   if compgen -G "$kafka_lib/kafka_2.13-*.jar" >/dev/null; then return; fi
   need java "java is missing: install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)."
@@ -81,19 +96,24 @@ kafka_fetch() {
     -DoutputDirectory="$kafka_lib" -DincludeScope=runtime
 }
 
-kafka_configure() {
-  mkdir -p "$kafka_conf" "$kafka_data" "$kafka_logs"
+kafka_configure() {  # kafka_configure MODE N
+  local mode="$1" n="$2" dir replicas min_isr voters="" v
+  dir="$(node_dir "$mode" "$n")"
+  mkdir -p "$dir/config" "$dir/data" "$dir/logs"
   tls_material
   local admin_password keystore_password
   admin_password="$(password_of admin)"
   keystore_password="$(cat "$tls/keystore.password")"
-  (umask 077; : >"$kafka_conf/server.properties")
-  cat >"$kafka_conf/server.properties" <<PROPS
+  # Three nodes: every partition on all three, a write acknowledged by two, never a stale leader.
+  if [ "$mode" = 3 ]; then replicas=3; min_isr=2; else replicas=1; min_isr=1; fi
+  for v in $(nodes_of "$mode"); do voters="$voters${voters:+,}$v@127.0.0.1:$(node_controller_port "$v")"; done
+  (umask 077; : >"$dir/config/server.properties")
+  cat >"$dir/config/server.properties" <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=SASL_SSL://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=SASL_SSL://127.0.0.1:$kafka_port
+node.id=$n
+controller.quorum.voters=$voters
+listeners=SASL_SSL://127.0.0.1:$(node_port "$n"),CONTROLLER://127.0.0.1:$(node_controller_port "$n")
+advertised.listeners=SASL_SSL://127.0.0.1:$(node_port "$n")
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=SASL_SSL
 listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT
@@ -112,23 +132,26 @@ ssl.client.auth=none
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 super.users=User:admin
 allow.everyone.if.no.acl.found=false
-log.dirs=$kafka_data
+log.dirs=$dir/data
 num.partitions=4
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
+default.replication.factor=$replicas
+min.insync.replicas=$min_isr
+unclean.leader.election.enable=false
+offsets.topic.replication.factor=$replicas
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$min_isr
+share.coordinator.state.topic.replication.factor=$replicas
+share.coordinator.state.topic.min.isr=$min_isr
 group.initial.rebalance.delay.ms=0
 log.retention.hours=168
 PROPS
-  cat >"$kafka_conf/log4j2.properties" <<PROPS
+  cat >"$dir/config/log4j2.properties" <<PROPS
 status = warn
 appender.file.type = File
 appender.file.name = file
-appender.file.fileName = $kafka_logs/server.log
+appender.file.fileName = $dir/logs/server.log
 appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = info
@@ -140,63 +163,126 @@ logger.apache.level = warn
 PROPS
 }
 
-kafka_java() {
-  java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$kafka_conf/log4j2.properties" \
+kafka_java() {  # a Kafka tool, logging as node 1 of the running mode does
+  java -Xms128m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$(node_dir "$brokers" 1)/config/log4j2.properties" \
     -cp "$kafka_lib/*" "$@"
 }
 
-kafka_running() {
-  [ -f "$kafka_pid" ] && kill -0 "$(cat "$kafka_pid")" 2>/dev/null
+node_running() {  # node_running MODE N
+  local pid_file; pid_file="$(node_pid_file "$1" "$2")"
+  [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null
 }
 
-kafka_up() {
-  kafka_fetch
-  kafka_configure
-  if kafka_running; then say "Kafka already running (pid $(cat "$kafka_pid")) on 127.0.0.1:$kafka_port"; return; fi
-  if port_open "$kafka_port"; then die "port $kafka_port is taken by another program: stop it or set KAFKA_PORT."; fi
-  if [ -f "$kafka_data/meta.properties" ] && [ ! -f "$kafka_data/.healthbook-secured" ]; then
-    say "the Kafka storage in $kafka_data predates SASL/TLS and has no principals; discarding it (local data only)"
-    rm -rf "$kafka_data"; mkdir -p "$kafka_data"
+kafka_running() {
+  local n
+  for n in $(nodes_of "$brokers"); do node_running "$brokers" "$n" || return 1; done
+}
+
+cluster_id() {  # one id for every node of a mode, made once
+  local file="$cluster_home/cluster.id"
+  [ "$1" = 1 ] && file="$kafka_home/cluster.id"
+  mkdir -p "$(dirname "$file")"
+  [ -s "$file" ] || kafka_java kafka.tools.StorageTool random-uuid >"$file"
+  cat "$file"
+}
+
+node_format() {  # node_format MODE N: format the node's storage once, with a SCRAM principal per role
+  local mode="$1" n="$2" dir; dir="$(node_dir "$mode" "$n")"
+  if [ -f "$dir/data/meta.properties" ] && [ ! -f "$dir/data/.healthbook-secured" ]; then
+    say "the Kafka storage in $dir/data predates SASL/TLS and has no principals; discarding it (local data only)"
+    rm -rf "$dir/data"; mkdir -p "$dir/data"
   fi
-  if [ ! -f "$kafka_data/meta.properties" ]; then
-    say "formatting Kafka storage in $kafka_data (once), with a SCRAM principal per role"
-    # The passwords go to the tool in a Java argument file (owner-only), never on a command line ps shows.
-    local argfile="$kafka_conf/format.args" role
-    (umask 077
-     printf '%s\n' kafka.tools.StorageTool format -t "$(kafka_java kafka.tools.StorageTool random-uuid)" \
-       -c "$kafka_conf/server.properties" >"$argfile"
-     for role in $roles; do
-       printf -- '--add-scram\n"SCRAM-SHA-512=[name=%s,password=%s]"\n' "$role" "$(password_of "$role")" >>"$argfile"
-     done)
-    kafka_java "@$argfile" >"$kafka_logs/format.log" 2>&1 \
-      || { rm -f "$argfile"; die "formatting Kafka storage failed; see $kafka_logs/format.log"; }
-    rm -f "$argfile"
-    touch "$kafka_data/.healthbook-secured"
-  fi
-  say "starting Kafka on 127.0.0.1:$kafka_port"
-  nohup java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$kafka_conf/log4j2.properties" -cp "$kafka_lib/*" \
-    kafka.Kafka "$kafka_conf/server.properties" >"$kafka_logs/stdout.log" 2>&1 &
-  echo $! >"$kafka_pid"
+  [ -f "$dir/data/meta.properties" ] && return
+  say "formatting Kafka storage of node $n in $dir/data (once), with a SCRAM principal per role and clinic"
+  # The passwords go to the tool in a Java argument file (owner-only), never on a command line ps shows.
+  local argfile="$dir/config/format.args" role principals
+  # every principal this machine holds a password for: the roles, and clinics added before on another node count
+  principals="$(printf '%s\n' $roles; [ -d "$credentials" ] && ls "$credentials")"
+  (umask 077
+   printf '%s\n' kafka.tools.StorageTool format -t "$(cluster_id "$mode")" -c "$dir/config/server.properties" >"$argfile"
+   for role in $(printf '%s\n' $principals | sort -u); do
+     printf -- '--add-scram\n"SCRAM-SHA-512=[name=%s,password=%s]"\n' "$role" "$(password_of "$role")" >>"$argfile"
+   done)
+  kafka_java "@$argfile" >"$dir/logs/format.log" 2>&1 \
+    || { rm -f "$argfile"; die "formatting Kafka storage of node $n failed; see $dir/logs/format.log"; }
+  rm -f "$argfile"
+  touch "$dir/data/.healthbook-secured"
+}
+
+node_start() {  # node_start MODE N: start the node's JVM unless it runs
+  local mode="$1" n="$2" dir port heap=1g; dir="$(node_dir "$mode" "$n")"; port="$(node_port "$n")"
+  [ "$mode" = 3 ] && heap=768m
+  if node_running "$mode" "$n"; then return; fi
+  if port_open "$port"; then die "port $port is taken by another program: stop it or set KAFKA_PORT."; fi
+  say "starting Kafka node $n on 127.0.0.1:$port"
+  nohup java -Xms256m "-Xmx$heap" -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$dir/config/log4j2.properties" -cp "$kafka_lib/*" \
+    kafka.Kafka "$dir/config/server.properties" >"$dir/logs/stdout.log" 2>&1 &
+  echo $! >"$(node_pid_file "$mode" "$n")"
+}
+
+node_wait() {  # node_wait MODE N: until the node's client port answers
+  local mode="$1" n="$2" port dir; port="$(node_port "$n")"; dir="$(node_dir "$mode" "$n")"
   for _ in $(seq 1 120); do
-    if port_open "$kafka_port"; then say "Kafka is up"; return; fi
-    kafka_running || die "Kafka exited during start-up; see $kafka_logs/stdout.log and $kafka_logs/server.log"
+    port_open "$port" && return
+    node_running "$mode" "$n" || die "Kafka node $n exited during start-up; see $dir/logs/stdout.log and $dir/logs/server.log"
     sleep 0.5
   done
-  die "Kafka did not open 127.0.0.1:$kafka_port within 60 s; see $kafka_logs/server.log"
+  die "Kafka node $n did not open 127.0.0.1:$port within 60 s; see $dir/logs/server.log"
 }
 
-kafka_down() {
-  if kafka_running; then
-    local pid; pid="$(cat "$kafka_pid")"
-    say "stopping Kafka (pid $pid)"
-    kill "$pid"
+node_stop() {  # node_stop MODE N [SIGNAL]: TERM and wait (KILL after 30 s), or send SIGNAL and forget the pid
+  local mode="$1" n="$2" signal="${3:-TERM}" pid_file pid
+  pid_file="$(node_pid_file "$mode" "$n")"
+  if node_running "$mode" "$n"; then
+    pid="$(cat "$pid_file")"
+    say "stopping Kafka node $n (pid $pid, SIG$signal)"
+    kill "-$signal" "$pid"
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -9 "$pid" 2>/dev/null || true
   fi
-  rm -f "$kafka_pid"
+  rm -f "$pid_file"
 }
+
+kafka_up() {
+  check_brokers
+  kafka_fetch
+  local other n
+  other=$([ "$brokers" = 1 ] && echo 3 || echo 1)
+  for n in $(nodes_of "$other"); do  # one mode at a time: both use KAFKA_PORT
+    node_running "$other" "$n" && { say "the other local Kafka ($other node(s)) is running: stopping it first"; node_stop "$other" "$n"; }
+  done
+  for n in $(nodes_of "$brokers"); do kafka_configure "$brokers" "$n"; done
+  for n in $(nodes_of "$brokers"); do node_format "$brokers" "$n"; done
+  if kafka_running; then say "Kafka already running ($brokers node(s)) from 127.0.0.1:$kafka_port"; return; fi
+  for n in $(nodes_of "$brokers"); do node_start "$brokers" "$n"; done
+  for n in $(nodes_of "$brokers"); do node_wait "$brokers" "$n"; done
+  say "Kafka is up ($brokers node(s)): $(bootstrap)"
+}
+
+kafka_down() {
+  local mode n
+  for mode in 1 3; do for n in $(nodes_of "$mode"); do node_stop "$mode" "$n"; done; done
+}
+
+bootstrap() {
+  local n list=""
+  for n in $(nodes_of "$brokers"); do list="$list${list:+,}127.0.0.1:$(node_port "$n")"; done
+  printf '%s' "$list"
+}
+
+node_command() {  # node_command ACTION N: one cluster node, for the fault suite and the nemesis
+  local action="$1" n="${2:-}"
+  [[ "$n" =~ ^[1-9]$ ]] && [ "$n" -le "$brokers" ] || die "usage: stack/stack.sh node-$action N (1 to $brokers)"
+  case "$action" in
+    up) kafka_configure "$brokers" "$n"; node_start "$brokers" "$n"; node_wait "$brokers" "$n" ;;
+    down) node_stop "$brokers" "$n" ;;
+    kill) node_stop "$brokers" "$n" KILL ;;
+    pid) node_running "$brokers" "$n" && cat "$(node_pid_file "$brokers" "$n")" ;;
+  esac
+}
+
 
 # ----------------------------------------------------------- headless Chromium for the page tests
 browser_install() {
@@ -252,9 +338,13 @@ pg_down() {
 }
 
 status() {
-  if kafka_running && port_open "$kafka_port"; then k="healthy (pid $(cat "$kafka_pid"))"; else k="down"; fi
   printf '%-11s %-22s %-10s %s\n' service listens status data
-  printf '%-11s %-22s %-10s %s\n' kafka "127.0.0.1:$kafka_port" "$k" "$kafka_data"
+  local n k
+  for n in $(nodes_of "$brokers"); do
+    if node_running "$brokers" "$n" && port_open "$(node_port "$n")"; then
+      k="healthy (pid $(cat "$(node_pid_file "$brokers" "$n")"))"; else k="down"; fi
+    printf '%-11s %-22s %-10s %s\n' "kafka-$n" "127.0.0.1:$(node_port "$n")" "$k" "$(node_dir "$brokers" "$n")/data"
+  done
   if command -v pg_lsclusters >/dev/null 2>&1 && [ -n "$(pg_cluster)" ]; then
     read -r version name port pstatus <<<"$(pg_cluster)"
     pdata="$(pg_lsclusters -h | awk 'NR==1 {print $6}')"
@@ -266,7 +356,7 @@ status() {
 }
 
 admin_config() {
-  local file="$kafka_conf/admin.properties"
+  local file="$(node_dir "$brokers" 1)/config/admin.properties"
   (umask 077; cat >"$file" <<PROPS
 security.protocol=SASL_SSL
 sasl.mechanism=SCRAM-SHA-512
@@ -282,13 +372,14 @@ add_principal() {
   local name="${1:-}"
   [[ "$name" =~ ^[a-z0-9][a-z0-9.-]{0,63}$ ]] || die "usage: stack/stack.sh add-principal NAME (lower-case letters, digits, . and -)"
   kafka_running || die "Kafka is not running; start it with 'make up'"
-  local argfile="$kafka_conf/add-principal.args"  # the password in a Java argument file, never on a command line
+  local conf; conf="$(node_dir "$brokers" 1)/config"
+  local argfile="$conf/add-principal.args"  # the password in a Java argument file, never on a command line
   (umask 077
-   printf '%s\n' kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$kafka_port" \
+   printf '%s\n' kafka.admin.ConfigCommand --bootstrap-server "$(bootstrap)" \
      --command-config "$(admin_config)" --alter --entity-type users --entity-name "$name" --add-config >"$argfile"
    printf '"SCRAM-SHA-512=[password=%s]"\n' "$(password_of "$name")" >>"$argfile")
-  kafka_java "@$argfile" >"$kafka_logs/add-principal.log" 2>&1 \
-    || { rm -f "$argfile"; die "adding principal $name failed; see $kafka_logs/add-principal.log"; }
+  kafka_java "@$argfile" >"$conf/../logs/add-principal.log" 2>&1 \
+    || { rm -f "$argfile"; die "adding principal $name failed; see $conf/../logs/add-principal.log"; }
   rm -f "$argfile"
   say "principal $name can log in; its password is in $credentials/$name (give it only to $name)"
 }
@@ -308,9 +399,11 @@ case "${1:-}" in
   down) kafka_down; pg_down ;;
   status) status ;;
   kafka-up) kafka_up ;;
+  node-up|node-down|node-kill|node-pid) node_command "${1#node-}" "${2:-}" ;;
+  bootstrap) bootstrap ;;
   kafka-down) kafka_down ;;
   pg-up) pg_up ;;
   pg-down) pg_down ;;
-  *) echo "usage: stack/stack.sh up|down|status|secrets|add-principal NAME|kafka-up|kafka-down|pg-up|pg-down|browser" >&2
+  *) echo "usage: stack/stack.sh up|down|status|secrets|add-principal NAME|kafka-up|kafka-down|node-up|node-down|node-kill|node-pid N|bootstrap|pg-up|pg-down|browser" >&2
      exit 2 ;;
 esac

@@ -36,7 +36,7 @@ def _faust_app(settings: Settings, broker: kafka.Broker, partitions: int) -> fau
         store="memory://",
         datadir=datadir,
         topic_partitions=partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication.factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=fetch_bytes,  # a visit as large as the topic takes is fetched, never skipped
@@ -61,7 +61,8 @@ def create_app(settings: Settings, broker: kafka.Broker) -> faust.App:
     # Keyed like the visits topic and placed by the same partitioner, so each changelog
     # partition holds exactly the citizens of the matching visits partition.
     versions = app.tables.add(VersionsTable(app, name=topics.DEDUP_TABLE, default=None, beacon=app.tables.beacon,
-                                            partitions=partitions, use_partitioner=True, key_type=bytes))
+                                            partitions=partitions, use_partitioner=True, key_type=bytes,
+                                            extra_topic_configs=settings.replication.config()))
     pipeline = VisitPipeline(settings, broker, _KeyedTable(versions),
                              lambda partition: app.consumer.highwater(TP(settings.topics.visits, partition)),
                              versions.written)

@@ -15,7 +15,6 @@ import json
 import os
 import random
 import re
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -43,11 +42,12 @@ from healthbook.topic_follower import TopicFollower
 from producers.publisher import ClinicPublisher
 from schemas.envelope import Signer, seal_visit
 from synthetic.population import CLINICS, make_citizen, make_visit
+from tests import cluster_control as cluster
+from tests.cluster_control import stack
 
 # The harness sets up its own stack, topics and ACLs: it logs in to the broker as the admin principal.
 os.environ.setdefault("HEALTHBOOK_KAFKA_USER", "admin")
 
-STACK = PROJECT_ROOT / "stack" / "stack.sh"
 _CORPUS = {c["target"]: bytes.fromhex(c["value"])
            for c in json.loads((Path(__file__).parent / "fuzz" / "regressions.json").read_text())["cases"]}
 OUT_OF_RANGE_ENVELOPE = _CORPUS["visit_envelope"]
@@ -76,6 +76,11 @@ class Plan:
     two_workers_kill_one: bool = False
     rebalance_storm: int = 0
     poison_share: float = 0.02
+    brokers: int = 1  # 3: the scenario runs on the local three-node cluster
+    leader_kill: bool = False
+    broker_pause_seconds: float = 0.0
+    rolling_restart: bool = False
+    controller_kill: bool = False
 
 
 @dataclass
@@ -230,13 +235,6 @@ async def _progress_after(pool: asyncpg.Pool, since: float, baseline: int, load:
             return time.monotonic() - since
         await asyncio.sleep(0.2)
     raise RuntimeError(f"no progress within {timeout:.0f}s of recovery")
-
-
-def stack(action: str) -> None:
-    """Run a stack/stack.sh action (kafka-down, pg-up, …) and raise with its output if it fails."""
-    done = subprocess.run(["bash", str(STACK), action], capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"stack/stack.sh {action} failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
 
 
 async def expected_from_topic(settings: Settings, keyring: Keyring) -> tuple[dict[tuple[str, str], tuple[Any, ...]],
@@ -398,6 +396,65 @@ async def _inject_faults(plan: Plan, services: Services, pool: asyncpg.Pool, loa
         outcome.faults.append("two workers, one SIGKILLed")
         outcome.recovery_seconds.append(await _progress_after(pool, time.monotonic(), baseline, load, publishing))
     await _rebalance_storm(plan, services, rng, outcome)
+    await _failovers(plan, pool, load, publishing, outcome)
+
+
+async def _failovers(plan: Plan, pool: asyncpg.Pool, load: Load, publishing: asyncio.Task,
+                     outcome: Outcome) -> None:
+    """Faults of one node of three: the pipeline must go on without it, then the node rejoins in full."""
+    settings = load.settings
+
+    async def after(fault: str, since: float, baseline: int) -> None:
+        outcome.faults.append(fault)
+        outcome.recovery_seconds.append(await _progress_after(pool, since, baseline, load, publishing))
+
+    if plan.leader_kill:
+        node = await cluster.partition_leader(settings, settings.topics.visits)
+        baseline = (await _counts(pool)).get("consumed", 0)
+        cluster.kill_node(node)
+        killed = time.monotonic()
+        await after(f"SIGKILL node {node}, leader of visits[0]", killed, baseline)
+        await asyncio.sleep(5)
+        cluster.start_node(node)
+        outcome.faults.append(f"node {node} back in sync {await cluster.fully_replicated(settings):.1f} s after start")
+    if plan.broker_pause_seconds:
+        node = await cluster.partition_leader(settings, settings.topics.visits, 1)
+        baseline = (await _counts(pool)).get("consumed", 0)
+        cluster.pause_node(node)
+        paused = time.monotonic()
+        await asyncio.sleep(plan.broker_pause_seconds)
+        cluster.resume_node(node)
+        await after(f"SIGSTOP node {node} (leader of visits[1]) {plan.broker_pause_seconds:.0f} s", paused, baseline)
+        synced = await cluster.fully_replicated(settings)
+        outcome.faults.append(f"node {node} back in sync {synced:.1f} s after SIGCONT")
+    if plan.rolling_restart:
+        for node in (1, 2, 3):
+            baseline = (await _counts(pool)).get("consumed", 0)
+            cluster.stop_node(node)
+            stopped = time.monotonic()
+            cluster.start_node(node)
+            await after(f"node {node} restarted", stopped, baseline)
+            await cluster.fully_replicated(settings)
+    if plan.controller_kill:
+        node = cluster.quorum_leader()
+        baseline = (await _counts(pool)).get("consumed", 0)
+        cluster.kill_node(node)
+        killed = time.monotonic()
+        await after(f"SIGKILL node {node}, the controller quorum's leader (next: node {await _new_leader(node)})",
+                    killed, baseline)
+        cluster.start_node(node)
+        outcome.faults.append(f"node {node} back in sync {await cluster.fully_replicated(settings):.1f} s after start")
+
+
+async def _new_leader(old: int, timeout: float = 30.0) -> int:
+    """The quorum leader elected after old, once the other voters record one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leader = cluster.quorum_leader()
+        if leader != old:
+            return leader
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"no controller other than node {old} was elected within {timeout:.0f}s")
 
 
 async def _rebalance_storm(plan: Plan, services: Services, rng: random.Random, outcome: Outcome) -> None:
@@ -504,6 +561,10 @@ def plans(events: int, citizens: int, rate: float) -> list[Plan]:
         Plan("database stopped", events, citizens, rate, database_stop_seconds=30),
         Plan("two workers, one killed", events, citizens, rate, two_workers_kill_one=True),
         Plan("rebalance storm", events, citizens, rate * 0.7, rebalance_storm=10),
+        Plan("partition leader killed", events, citizens, rate, brokers=3, leader_kill=True),
+        Plan("broker paused 20 s", events, citizens, rate, brokers=3, broker_pause_seconds=20),
+        Plan("rolling restart", events, citizens, rate, brokers=3, rolling_restart=True),
+        Plan("controller killed", events, citizens, rate, brokers=3, controller_kill=True),
     ]
 
 
@@ -568,9 +629,14 @@ message it did not apply. See README.md, "Effectively once".
 
 async def main_async(args: argparse.Namespace) -> int:
     outcomes = []
-    for plan in plans(args.events, args.citizens, args.rate):
+    running = None
+    for plan in sorted(plans(args.events, args.citizens, args.rate), key=lambda p: p.brokers):
         if args.only and plan.name not in args.only:
             continue
+        if plan.brokers != running:
+            print(f"stack: {plan.brokers} broker(s) ...", flush=True)
+            cluster.use_brokers(plan.brokers)
+            running = plan.brokers
         print(f"scenario: {plan.name} ...", flush=True)
         outcome = await run_scenario(plan)
         print(table_markdown([outcome]).splitlines()[-1], flush=True)
@@ -580,6 +646,8 @@ async def main_async(args: argparse.Namespace) -> int:
         print(f"no scenario is named {args.only}; the scenarios are {names}", file=sys.stderr)
         return 2
     print(table_markdown(outcomes))
+    if running != 1:
+        cluster.use_brokers(1)  # leave the default stack behind, as `make up` starts it
     if args.docs:
         write_docs(PROJECT_ROOT / args.docs, outcomes, args.events, args.citizens, args.rate, args.run_note)
     return 0 if all(o.ok for o in outcomes) else 1

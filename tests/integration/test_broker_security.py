@@ -118,7 +118,7 @@ async def test_the_registries_write_only_their_own_topic(settings):
 
 
 async def _connects(settings, **options) -> bool:
-    client = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=4000, **options)
+    client = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, request_timeout_ms=4000, **options)
     try:
         await asyncio.wait_for(client.start(), 10)
         return True

@@ -75,7 +75,7 @@ async def test_visits_the_java_publisher_sends_reach_the_citizens_reply(settings
     person = new_citizen()
     events = [visit(person=person, facility=CLINIC, sequence=next_sequence(), admitted=datetime(2025, month, 3, 9))
               for month in (2, 6, 11)]
-    login = ["--bootstrap", settings.kafka_bootstrap, "--topic", settings.topics.visits,
+    login = ["--bootstrap", settings.bootstrap, "--topic", settings.topics.visits,
              "--user", f"clinic-{CLINIC}", "--password-file", str(settings.kafka_credentials_dir / f"clinic-{CLINIC}"),
              "--ca-file", str(settings.kafka_ca_file)]
     options = [item for pair in java_clinic.items() for item in pair]

@@ -7,13 +7,14 @@
 # the broker's key and one password per role principal are made at the first `up` under
 # .local/kafka/ (owner-only, never committed); ACLs are granted by `healthbook topics`.
 # Settings (environment): HEALTHBOOK_BROKERS (1, or 3 for a cluster of three KRaft nodes, each a
-# broker and a controller voter), KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093),
+# broker and a controller voter), KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_HOME_DIR
+# (stack/.kafka: the nodes' data, configuration and logs; another folder and ports make a second stack),
 # HEALTHBOOK_PG_USER / HEALTHBOOK_PG_PASSWORD / HEALTHBOOK_PG_DATABASE (healthbook).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-kafka_home="$here/.kafka"
-kafka_lib="$kafka_home/lib"
+kafka_home="${KAFKA_HOME_DIR:-$here/.kafka}"  # another folder (and ports) runs a second, independent stack
+kafka_lib="$here/.kafka/lib"
 secrets="$(cd "$here/.." && pwd)/.local/kafka"
 tls="$secrets/tls"
 credentials="$secrets/credentials"

@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit bench faults fuzz up down status lint install clean browser screenshots
+.PHONY: demo test unit bench faults soak fuzz up down status lint install clean browser screenshots
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is missing: install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 1; }
@@ -53,6 +53,10 @@ fuzz: $(STAMP)
 
 faults: up
 	$(PY) -m tests.fault_suite --docs docs/reliability.md --run-note "$(RUN_NOTE)"
+
+# SOAK_MINUTES (30) and SOAK_SEED (random, printed) choose the run; the report goes into docs/reliability.md.
+soak: up
+	$(PY) -m tests.soak --docs docs/reliability.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

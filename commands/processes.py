@@ -29,6 +29,7 @@ class ServiceProcess:
         self.args = args
         self.settings = settings
         self.log_path = log_path
+        self.name = log_path.stem  # how reports call it
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServiceProcess:

@@ -52,19 +52,25 @@ password_of() {
   cat "$file"
 }
 
+# The broker certificate names every address a client dials: loopback here, the nodes in docker-compose.yml.
+broker_names="subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kafka-1,DNS:kafka-2,DNS:kafka-3"
+
 tls_material() {
-  [ -s "$tls/broker.p12" ] && return
+  if [ -s "$tls/broker.p12" ] && [ "$(cat "$tls/broker.ext" 2>/dev/null)" = "$broker_names" ]; then return; fi
   need openssl "openssl is missing: install it (Debian: apt-get install openssl) to make the broker's TLS certificate."
-  say "making the local transport CA and the broker's TLS certificate in $tls"
   mkdir -p "$tls"; chmod 700 "$secrets" "$tls"
   (umask 077
-   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=healthbook local Kafka CA" \
-     -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+   if [ ! -s "$tls/ca.key" ]; then
+     say "making the local transport CA in $tls"
+     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=healthbook local Kafka CA" \
+       -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+   fi
+   say "making the brokers' TLS certificate ($broker_names)"
    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$tls/broker.key" -out "$tls/broker.csr" 2>/dev/null
-   printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$tls/broker.ext"
+   printf '%s\n' "$broker_names" >"$tls/broker.ext"
    openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial -days 3650 \
      -extfile "$tls/broker.ext" -out "$tls/broker.crt" 2>/dev/null
-   head -c 18 /dev/urandom | base64 | tr -d '/+=\n' >"$tls/keystore.password"
+   [ -s "$tls/keystore.password" ] || head -c 18 /dev/urandom | base64 | tr -d '/+=\n' >"$tls/keystore.password"
    openssl pkcs12 -export -in "$tls/broker.crt" -inkey "$tls/broker.key" -name broker \
      -passout "file:$tls/keystore.password" -out "$tls/broker.p12")
   chmod 644 "$tls/ca.crt"

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError
 
 from consumers.trusted_keys import load_trusted_keys
 from domain import replies
@@ -256,8 +257,17 @@ class RequestLoop:
     async def _commit(self) -> None:
         assigned = self.consumer.assignment()  # a partition lost to a rebalance is answered again by its new owner
         ready = {tp: offset for tp, offset in self.offsets.take_committable().items() if tp in assigned}
-        if ready:
+        if not ready:
+            return
+        try:
             await self.consumer.commit(ready)
+        except CommitFailedError:
+            # The group moved these partitions while this member was away (paused, cut off from the
+            # coordinator): their new owner answers the requests past its last commit again, and a
+            # citizen's app keeps the first reply per request id. This member rejoins at its next read.
+            log.warning("the group was rebalanced before offsets %s could be committed; their requests are "
+                        "answered again by the partitions' new owner",
+                        {f"{tp.topic}[{tp.partition}]": offset for tp, offset in ready.items()})
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:

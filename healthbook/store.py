@@ -269,6 +269,13 @@ class BookWriter(_Tables):
             [f for f, _ in visits], [c for _, c in visits])
         return [(r["facility_code"], r["visit_code"], r["personal_id"], r["version"]) for r in rows]
 
+    async def citizen_versions(self, conn: asyncpg.Connection | asyncpg.Pool,
+                               personal_ids: list[str]) -> list[tuple[str, str, str, int]]:
+        """(facility code, visit code, personal ID, version) of every visit the book holds for these citizens."""
+        rows = await conn.fetch(f"select facility_code, visit_code, personal_id, version from {self.visits} "
+                                "where personal_id = any($1::text[])", personal_ids)
+        return [(r["facility_code"], r["visit_code"], r["personal_id"], r["version"]) for r in rows]
+
     async def record_error(self, conn: asyncpg.Connection | asyncpg.Pool, worker_id: str, message: str) -> None:
         """Keep the worker's last error where 'healthbook status' shows it."""
         await conn.execute("insert into worker_errors (worker_id, message) values ($1, $2)", worker_id, message)
@@ -300,6 +307,10 @@ class PostgresBatchStore:
     async def versions_of(self, visits: list[tuple[str, str]]) -> list[tuple[str, str, str, int]]:
         """The book's versions of these visits."""
         return await self.writer.versions_of(self.pool, visits)
+
+    async def citizen_versions(self, personal_ids: list[str]) -> list[tuple[str, str, str, int]]:
+        """The book's versions of every visit of these citizens."""
+        return await self.writer.citizen_versions(self.pool, personal_ids)
 
     async def record_suspect_batch(self, topic: str, ranges: dict[int, tuple[int, int]], error: str) -> None:
         """Remember a batch the step failed on with a bug."""

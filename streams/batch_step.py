@@ -75,6 +75,8 @@ class BatchStore(Protocol):
 
     async def versions_of(self, visits: list[tuple[str, str]]) -> list[tuple[str, str, str, int]]: ...
 
+    async def citizen_versions(self, personal_ids: list[str]) -> list[tuple[str, str, str, int]]: ...
+
     async def record_suspect_batch(self, topic: str, ranges: dict[int, tuple[int, int]], error: str) -> None: ...
 
     async def clear_suspect_batches(self, topic: str, applied: dict[int, int]) -> None: ...
@@ -171,7 +173,8 @@ class BatchStep:
             replayed = [m for m in messages if m.offset < expected[m.partition]]
             todo = await self._without_gaps([m for m in messages if m.offset >= expected[m.partition]], expected)
             if replayed and failure is None:
-                healed = self._remember(*await self._plan(replayed, await self._verdicts(replayed)))
+                healed = self._remember(*await self._whole_book(*await self._plan(replayed,
+                                                                                   await self._verdicts(replayed))))
                 log.info("%d messages were applied before (below the book's offsets %s); %d table entries refreshed",
                          len(replayed), {p: expected[p] for p in sorted({m.partition for m in replayed})}, healed)
             if not todo:
@@ -319,11 +322,29 @@ class BatchStep:
                 found.setdefault(person, {})[keys.visit_key(facility, code)] = version
         return found
 
+    async def _whole_book(self, plan: BatchPlan,
+                          from_book: dict[str, dict[str, int]]) -> tuple[BatchPlan, dict[str, dict[str, int]]]:
+        """For messages another worker applied: every visit the book holds of their citizens.
+
+        This worker's table entry of such a citizen may be stale (it was paused, or cut off, while the
+        partition moved on elsewhere); written back as it is, it would overwrite the newer entry in the
+        changelog. Raised to the whole book first, it never drops a visit the book holds.
+        """
+        people = sorted(set(plan.versions_to_remember()) | set(from_book))
+        if not people:
+            return plan, from_book
+        rows = await while_unreachable("read the book's versions of replayed citizens",
+                                       partial(self.store.citizen_versions, people))
+        whole = {person: dict(versions) for person, versions in from_book.items()}
+        for facility, code, person, version in rows:
+            whole.setdefault(person, {})[keys.visit_key(facility, code)] = version
+        return plan, whole
+
     def _remember(self, plan: BatchPlan, from_book: dict[str, dict[str, int]] | None = None) -> int:
         """Record in the table the versions of what the health book now holds, healing what it had lost."""
         entries = plan.versions_to_remember()
         for person, versions in (from_book or {}).items():
-            entries.setdefault(person, versions)
+            entries[person] = merged(entries.get(person), versions)
         for person, versions in entries.items():
             # Raised, never replaced: the card resolver may have raised the entry while this batch ran.
             self.versions[person] = merged(self.versions.get(person), versions)

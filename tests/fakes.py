@@ -123,6 +123,10 @@ class FakeBatchStore:
     async def versions_of(self, visits: list[tuple[str, str]]) -> list[tuple[str, str, str, int]]:
         return [(f, c, row.personal_id or "", row.version) for f, c in visits if (row := self.book.get((f, c)))]
 
+    async def citizen_versions(self, personal_ids: list[str]) -> list[tuple[str, str, str, int]]:
+        return [(f, c, row.personal_id or "", row.version) for (f, c), row in self.book.items()
+                if row.personal_id in personal_ids]
+
     async def record_suspect_batch(self, topic: str, ranges: dict[int, tuple[int, int]], error: str) -> None:
         self.suspects += [(p, first, last) for p, (first, last) in ranges.items()]
 

@@ -63,6 +63,11 @@ FINDINGS = (
     "A query consumer whose group was rebalanced while it was paused (or cut off from the coordinator) exited "
     "on the refused offset commit (`CommitFailedError`, seed 29209 at 28.9 minutes). It now logs it and goes "
     "on; the partitions' new owner answers those requests again (`tests/unit/test_query_commit.py`).",
+    "A worker paused while its partitions moved to another came back and replayed batches the other had "
+    "applied; it wrote its stale table entry of each citizen back over the changelog's newer one, and the "
+    "dedup table lost 23 visits the book held (seed 29209; the book stayed exact). A replayed batch now raises "
+    "each citizen's entry to everything the book holds of them before writing it "
+    "(`tests/unit/test_batch_step.py`, the test of a worker that was away).",
     "The checker expected the dedup table to know every visit in the book, but a visit the pending resolver "
     "moved in after its card was mapped reaches the table only when it comes again (the book fills that gap, "
     "as `streams/batch_step.py` says): the checker now allows exactly that gap and no other.",

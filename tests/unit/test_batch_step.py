@@ -205,3 +205,23 @@ async def test_an_entry_the_card_resolver_raised_while_a_batch_ran_is_kept_when_
     event = visit(person=person, sequence=81)
     await step.run(_delivered([event]))
     assert step.versions[person.personal_id] == {resolved: 1, f"79001/{event['visit_code']}": 1}
+
+
+async def test_a_worker_that_was_away_replays_with_a_stale_table_and_keeps_every_visit_the_book_holds():
+    # Found by the soak (seed 29209): a paused worker came back to partitions another worker had moved on;
+    # replaying, it wrote its stale entry of a citizen over the changelog's newer one, and the table lost
+    # visits the book holds.
+    store, outlets, person = FakeBatchStore(), FakeOutlets(), citizen(9)
+    a, b, c = (visit(person=person, sequence=91 + i, admitted=datetime(2026, 5, 1 + i, 9)) for i in range(3))
+    deliveries = _delivered([a, b, c])
+    zombie = _step(store, outlets)
+    await zombie.run(deliveries[:1])
+    owner = _step(store, outlets)
+    owner.versions[person.personal_id] = dict(zombie.versions[person.personal_id])  # from the changelog
+    await owner.run(deliveries[1:])  # the partition moved on while the zombie was paused
+
+    again = await zombie.run(deliveries[1:2])  # its batch of b comes again, already applied by the owner
+
+    assert again.counts == {Outcome.REPLAYED: 1}
+    assert zombie.versions[person.personal_id] == owner.versions[person.personal_id] == {
+        f"79001/{e['visit_code']}": 1 for e in (a, b, c)}, "the entry it writes back keeps c"

@@ -22,7 +22,7 @@ from healthbook import broker_acls
 from healthbook.config import Settings
 from healthbook.replica_plan import NotEnoughBrokers, realigned
 from healthbook.retry import is_broker_unreachable, while_unreachable
-from schemas.topics import DEAD_LETTER, TOPICS, TopicDefinition, broker_config, max_message_bytes
+from schemas.topics import CHANGELOG_CONFIG, DEAD_LETTER, TOPICS, TopicDefinition, broker_config, max_message_bytes
 
 CLIENT_PREFIX = "healthbook"
 
@@ -185,7 +185,7 @@ def worker_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     while a broker is away (a replication factor the cluster cannot meet then stops a starting worker).
     """
     replicated = settings.replication.config()
-    return {settings.dedup_changelog: (settings.visit_partitions, {"cleanup.policy": "compact", **replicated}),
+    return {settings.dedup_changelog: (settings.visit_partitions, {**CHANGELOG_CONFIG, **replicated}),
             f"{settings.worker_app_id}-__assignor-__leader": (1, replicated)}
 
 

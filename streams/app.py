@@ -60,9 +60,10 @@ def create_app(settings: Settings, broker: kafka.Broker) -> faust.App:
                        value_serializer="raw", partitions=partitions)
     # Keyed like the visits topic and placed by the same partitioner, so each changelog
     # partition holds exactly the citizens of the matching visits partition.
+    changelog = {**topics.CHANGELOG_CONFIG, **settings.replication.config()}
     versions = app.tables.add(VersionsTable(app, name=topics.DEDUP_TABLE, default=None, beacon=app.tables.beacon,
                                             partitions=partitions, use_partitioner=True, key_type=bytes,
-                                            extra_topic_configs=settings.replication.config()))
+                                            extra_topic_configs=changelog))
     pipeline = VisitPipeline(settings, broker, _KeyedTable(versions),
                              lambda partition: app.consumer.highwater(TP(settings.topics.visits, partition)),
                              versions.written)

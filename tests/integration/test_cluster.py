@@ -90,7 +90,7 @@ async def test_topics_made_for_one_broker_are_realigned_to_three_replicas(cluste
     assert all(replicas == [1, 2, 3] and isr == [1, 2, 3] for parts in layout.values() for replicas, isr in parts)
     changelog = await _topic_config(three, three.dedup_changelog)
     assert changelog["min.insync.replicas"] == "2" and changelog["unclean.leader.election.enable"] == "false"
-    assert changelog["cleanup.policy"] == "compact"  # what the topic had on it stays
+    assert changelog["cleanup.policy"] == "compact" and changelog["segment.bytes"] == str(8 * 1024 * 1024)
     visits = await _topic_config(three, three.topics.visits)
     assert visits["message.timestamp.type"] == "LogAppendTime" and visits["min.insync.replicas"] == "2"
 

@@ -3,6 +3,7 @@
 import pytest
 
 from healthbook.config import Settings
+from healthbook.kafka import worker_topics
 from healthbook.replica_plan import NotEnoughBrokers, realigned
 from schemas.topics import TOPICS, Replication, broker_config
 
@@ -15,6 +16,19 @@ def test_three_brokers_give_three_replicas_two_in_sync_and_no_unclean_election()
     for topic in TOPICS:
         config = broker_config(topic, 1024, three)
         assert config["min.insync.replicas"] == "2" and config["unclean.leader.election.enable"] == "false"
+
+
+def test_the_dedup_changelog_is_made_compactable_by_topics_and_by_faust_alike():
+    settings = Settings(brokers=3, topic_prefix="t.")
+    partitions, config = worker_topics(settings)[settings.dedup_changelog]
+    assert partitions == settings.visit_partitions
+    assert config["cleanup.policy"] == "compact" and int(config["segment.bytes"]) <= 16 * 1024 * 1024
+    assert float(config["min.cleanable.dirty.ratio"]) <= 0.2 and config["min.insync.replicas"] == "2"
+    assert worker_topics(settings)[f"{settings.worker_app_id}-__assignor-__leader"] == (1, three_replicas())
+
+
+def three_replicas() -> dict[str, str]:
+    return {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"}
 
 
 def test_the_bootstrap_list_is_every_local_node_unless_set():

@@ -16,6 +16,20 @@ KEY_REGISTRY_NAME = "key-registry"
 INSURANCE_REGISTRY_NAME = "insurance-registry"
 
 
+_last_issued_ms = 0
+
+
+def next_issue_millis() -> int:
+    """Now in milliseconds, strictly later than any revision this process issued before.
+
+    A record's issued_at is its revision: a revocation signed in the same millisecond as the
+    registration it replaces must still read as newer, or the registration could be replayed over it.
+    """
+    global _last_issued_ms
+    _last_issued_ms = max(now_millis(), _last_issued_ms + 1)
+    return _last_issued_ms
+
+
 class RegistryKeyMissing(FileNotFoundError):
     """This machine holds no signing key for the registry it was asked to write."""
 
@@ -43,7 +57,7 @@ class RegistrySigner:
 
     def clinic_key(self, record: dict[str, Any]) -> dict[str, Any]:
         """The version 3 clinic-key record, issued now unless it says when, signed by the key registry."""
-        record = dict(record, issued_at=record.get("issued_at") or now_millis())
+        record = dict(record, issued_at=record.get("issued_at") or next_issue_millis())
         return dict(record, registry_certificate=self.certificate,
                     registry_signature=self.private_key.sign(clinic_key_signing_input(record)))
 

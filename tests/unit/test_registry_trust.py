@@ -125,3 +125,9 @@ def test_the_local_ca_keeps_its_private_keys_owner_only(ca):
     for name in ("ca.key", "registry-ca.key", "key-registry.key", "insurance-registry.key"):
         assert (ca.directory / name).stat().st_mode & 0o077 == 0
     assert serialization.load_pem_private_key((ca.directory / "ca.key").read_bytes(), None)
+
+
+def test_records_signed_in_a_row_are_issued_in_order(ca):
+    """Regression (CI, 2026-11-30): two records signed in one millisecond had equal revisions."""
+    issued = [wire.decode(signed_key(ca), catalogue.CLINIC_KEY)["issued_at"] for _ in range(50)]
+    assert issued == sorted(set(issued))

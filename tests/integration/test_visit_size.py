@@ -3,7 +3,9 @@
 from datetime import datetime
 
 import pytest
+from aiokafka.admin import NewTopic
 
+from healthbook.kafka import RANGE_FETCH_BYTES, Broker, admin, read_range, send_all
 from producers.publisher import VisitTooLarge
 from schemas.topics import MAX_LISTED_PROBLEMS
 from tests.factories import Citizen, visit
@@ -58,3 +60,22 @@ def test_ingest_check_refuses_a_visit_above_the_limit_naming_it(settings):
     assert "visit_too_large" in result.stdout + result.stderr
     assert "MA_LK=79001-2026-000123" in result.stdout and "1,500 bytes" in result.stdout
     assert "MA_LK=79001-2026-000124" not in result.stdout  # the small visit beside it is valid
+
+
+async def test_a_range_read_back_holds_a_visit_far_larger_than_one_fetch(settings):
+    """Reading back asks for little per fetch; a record larger than that still comes whole (KIP-74)."""
+    broker = Broker.of(settings)
+    topic = f"{settings.topic_prefix}read-range-{next_sequence()}"
+    client = admin(broker)
+    await client.start()
+    try:
+        await client.create_topics([NewTopic(topic, 1, settings.replication.factor,
+                                             topic_configs={"max.message.bytes": str(4 * MiB)})])
+    finally:
+        await client.close()
+    big = b"B" * (8 * RANGE_FETCH_BYTES)
+    await send_all(broker, "test-read-range", topic,
+                   [(b"k", b"before-%d" % n) for n in range(3)] + [(b"k", big)] + [(b"k", b"after")])
+    read = await read_range(broker, topic, 0, 2, 5)
+    assert [(r.offset, len(r.value)) for r in read] == [(2, 8), (3, len(big)), (4, 5)]
+    assert read[1].value == big

@@ -173,8 +173,7 @@ class BatchStep:
             replayed = [m for m in messages if m.offset < expected[m.partition]]
             todo = await self._without_gaps([m for m in messages if m.offset >= expected[m.partition]], expected)
             if replayed and failure is None:
-                healed = self._remember(*await self._whole_book(*await self._plan(replayed,
-                                                                                   await self._verdicts(replayed))))
+                healed = await self._heal(replayed)
                 log.info("%d messages were applied before (below the book's offsets %s); %d table entries refreshed",
                          len(replayed), {p: expected[p] for p in sorted({m.partition for m in replayed})}, healed)
             if not todo:
@@ -186,6 +185,11 @@ class BatchStep:
                 log.warning("redoing a batch: %s", moved)
                 continue
             return StepResult(counts, todo, time.monotonic() - started)
+
+    async def _heal(self, replayed: list[Delivery]) -> int:
+        """Bring the table up to what the book holds for messages applied before; return the entries refreshed."""
+        plan, from_book = await self._plan(replayed, await self._verdicts(replayed))
+        return self._remember(*await self._whole_book(plan, from_book))
 
     async def _apply(self, messages: list[Delivery], expected: dict[int, int],
                      failure: Exception | None) -> Counter[str]:

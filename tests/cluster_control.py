@@ -80,18 +80,22 @@ def resume_node(node: int) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
-def quorum_leader() -> int:
-    """The node that leads the KRaft controller quorum, as the nodes' own quorum-state files record it."""
-    best = (-1, -1)
+def quorum_leader() -> int | None:
+    """The node leading the KRaft controller quorum, as the newest of the nodes' quorum-state files records it.
+
+    None while an election is under way: a voter records the new epoch before it knows who won.
+    """
+    records = []
     for state in CLUSTER_HOME.glob("node-*/data/__cluster_metadata-0/quorum-state"):
         try:
             recorded = json.loads(state.read_text())
         except (OSError, ValueError):
             continue
-        best = max(best, (recorded.get("leaderEpoch", -1), recorded.get("leaderId", -1)))
-    if best[1] < 0:
-        raise StackFailed(f"no node under {CLUSTER_HOME} records a quorum leader; is the cluster running?")
-    return best[1]
+        records.append((recorded.get("leaderEpoch", -1), recorded.get("leaderId", -1)))
+    if not records:
+        raise StackFailed(f"no node under {CLUSTER_HOME} has a quorum-state file; is the cluster running?")
+    leader = max(records)[1]
+    return leader if leader >= 0 else None
 
 
 async def partition_leader(settings: Settings, topic: str, partition: int = 0) -> int:

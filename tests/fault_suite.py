@@ -443,25 +443,25 @@ async def _failovers(plan: Plan, pool: asyncpg.Pool, load: Load, publishing: asy
             await after(f"node {node} restarted", stopped, baseline)
             await cluster.fully_replicated(settings)
     if plan.controller_kill:
-        node = cluster.quorum_leader()
+        node = await _elected_leader(other_than=None)
         baseline = (await _counts(pool)).get("consumed", 0)
         cluster.kill_node(node)
         killed = time.monotonic()
-        await after(f"SIGKILL node {node}, the controller quorum's leader (next: node {await _new_leader(node)})",
-                    killed, baseline)
+        successor = await _elected_leader(other_than=node)
+        await after(f"SIGKILL node {node}, the controller quorum's leader (next: node {successor})", killed, baseline)
         cluster.start_node(node)
         outcome.faults.append(f"node {node} back in sync {await cluster.fully_replicated(settings):.1f} s after start")
 
 
-async def _new_leader(old: int, timeout: float = 30.0) -> int:
-    """The quorum leader elected after old, once the other voters record one."""
+async def _elected_leader(other_than: int | None, timeout: float = 30.0) -> int:
+    """The controller quorum's leader once one is elected, other than the node given (the one just killed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         leader = cluster.quorum_leader()
-        if leader != old:
+        if leader is not None and leader != other_than:
             return leader
         await asyncio.sleep(0.5)
-    raise RuntimeError(f"no controller other than node {old} was elected within {timeout:.0f}s")
+    raise RuntimeError(f"no controller quorum leader other than node {other_than} was elected within {timeout:.0f}s")
 
 
 async def _rebalance_storm(plan: Plan, services: Services, rng: random.Random, outcome: Outcome) -> None:

@@ -25,6 +25,10 @@ from healthbook.retry import is_broker_unreachable, while_unreachable
 from schemas.topics import CHANGELOG_CONFIG, DEAD_LETTER, TOPICS, TopicDefinition, broker_config, max_message_bytes
 
 CLIENT_PREFIX = "healthbook"
+# A group's leader assigns partitions from the metadata it holds: a member that joined while the broker
+# was restarting saw no topics, was assigned nothing, and waited for the next refresh (Kafka's default
+# is every 5 minutes) before the group was rebalanced. Refreshing often bounds that wait.
+METADATA_MAX_AGE_MS = 15_000
 
 
 class TopicMissing(RuntimeError):
@@ -138,7 +142,8 @@ def consumer(broker: Broker, client: str, *topics: str, group_id: str | None = N
              **overrides: Any) -> AIOKafkaConsumer:
     """A consumer that never commits on its own and starts from the earliest offset; no group unless given."""
     options: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest",
-                               "max_partition_fetch_bytes": broker.largest_message, **broker.options()}
+                               "max_partition_fetch_bytes": broker.largest_message,
+                               "metadata_max_age_ms": METADATA_MAX_AGE_MS, **broker.options()}
     options.update(overrides)
     return AIOKafkaConsumer(*topics, group_id=group_id, client_id=f"{CLIENT_PREFIX}-{client}", **options)
 

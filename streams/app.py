@@ -39,6 +39,7 @@ def _faust_app(settings: Settings, broker: kafka.Broker, partitions: int) -> fau
         topic_replication_factor=settings.replication.factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
+        consumer_metadata_max_age_ms=kafka.METADATA_MAX_AGE_MS,  # see there: a member assigned nothing waits this long
         consumer_max_fetch_size=fetch_bytes,  # a visit as large as the topic takes is fetched, never skipped
         producer_max_request_size=fetch_bytes,
         producer_acks=-1,

@@ -1,10 +1,13 @@
-"""make bench (query part): a citizen's wait with a national-size book, and the database's share of it.
+"""make bench (query part): a citizen's wait with a national-size book, as a saturation curve.
 
-Loads V visits of C citizens straight into a fresh health book (COPY, as a replay would leave it),
-starts the query consumer, and sends signed integration requests for random citizens and years at
-R requests/s through Kafka, as the identity platform would. Prints the wait from send to reply
-(p50, p99, max) and, separately, the database time of a year's query (p50, p99). Usage:
-    python -m benchmarks.query_latency [--visits 1000000] [--citizens 100000] [--rate 500] [--seconds 20]
+Loads V visits of C citizens straight into a health book (COPY, as a replay would leave it; a book
+of that size left by the last run is reused unless --fresh-book), starts the query consumer, and
+sends signed integration requests for random citizens and years through Kafka, as the identity
+platform would, at each offered rate in turn. Prints per rate: answered/s, the wait from send to
+reply (p50, p99, max), what went unanswered and the consumer's CPU share; and, apart, the database
+time of a year's query one at a time. Usage:
+    python -m benchmarks.query_latency [--visits 1000000] [--citizens 100000] [--rates 100,250,500,1000]
+                                       [--seconds 20] [--fresh-book]
 """
 
 from __future__ import annotations
@@ -16,20 +19,21 @@ import os
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.end_to_end import peak_rss_mb, percentile
+from benchmarks.end_to_end import cpu_seconds, peak_rss_mb, percentile
 from commands.identity_standin import confirmation, ensure_identity_key, trust_identity_key
 from commands.processes import ServiceProcess
-from domain.replies import Reply
 from domain.rows import BOOK_COLUMNS
 from healthbook import kafka
 from healthbook.config import PROJECT_ROOT, Settings
-from healthbook.database import connect_pool, recreate_database
+from healthbook.database import connect_pool, database_url_for, recreate_database
 from healthbook.kafka import Broker, ensure_topics
 from healthbook.store import BookReader
 from schemas import rules
@@ -72,6 +76,36 @@ def _rows(visits: int, citizens: int) -> Any:
         yield chunk
 
 
+BENCH_DATABASE = "healthbook_bench_query"
+
+
+async def _reused(base: Settings, visits: int) -> str | None:
+    """The last run's book when it holds exactly this many visits, its ledger emptied; else None."""
+    url = database_url_for(base.database_url, BENCH_DATABASE)
+    try:
+        pool = await connect_pool(url, min_size=1, max_size=1)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        async with pool.acquire() as conn:
+            if await conn.fetchval("select count(*) from health_book_visits") != visits:
+                return None
+            await conn.execute("truncate served_requests, consents, access_log")
+    finally:
+        await pool.close()
+    return url
+
+
+async def _citizens(settings: Settings) -> list[str]:
+    pool = await connect_pool(settings.database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            return [r["personal_id"] for r in await conn.fetch(
+                "select distinct personal_id from health_book_visits order by 1")]
+    finally:
+        await pool.close()
+
+
 async def _load(settings: Settings, visits: int, citizens: int, console: Console) -> list[str]:
     pool = await connect_pool(settings.database_url, min_size=1, max_size=2)
     ids: set[str] = set()
@@ -98,31 +132,49 @@ async def _database_time(settings: Settings, citizens: list[str], n: int) -> lis
         async with pool.acquire() as conn:
             for _ in range(n):
                 started = time.perf_counter()
-                await reader.visits_of(conn, random.choice(citizens), random.choice((2024, 2025, 2026)))
+                await reader.books_of(conn, [(random.choice(citizens), random.choice((2024, 2025, 2026)), False)])
                 times.append((time.perf_counter() - started) * 1000)
     finally:
         await pool.close()
     return times
 
 
-async def _ask_at_rate(settings: Settings, citizens: list[str], rate: float, seconds: float) -> tuple[list[float], int]:
-    """Send signed requests at rate for seconds; the send-to-reply wait of each, and how many went unanswered."""
+@dataclass(frozen=True)
+class Step:
+    """One offered rate of the curve and what came of it."""
+
+    offered: float
+    sent: int
+    waits_ms: list[float]
+    answered_per_s: float
+    consumer_cpu_share: float  # of one core, every query consumer process together, while this step ran
+
+    @property
+    def unanswered(self) -> int:
+        """Requests sent without a reply within 30 s of the last send."""
+        return self.sent - len(self.waits_ms)
+
+
+async def _ask_at_rate(settings: Settings, citizens: list[str], rate: float, seconds: float, consumer_pids: list[int]
+                       ) -> Step:
+    """Send signed requests at rate for seconds; each one's send-to-reply wait, and the answering rate."""
     signer = ensure_identity_key(settings)
     producer = kafka.producer(Broker.of(settings), "bench-identity", linger_ms=0)
     replies = kafka.consumer(Broker.of(settings), "bench-identity", settings.topics.integration_replies)
     await producer.start()
     await replies.start()
-    sent: dict[str, float] = {}
-    waits: dict[str, float] = {}
+    sent: dict[bytes, float] = {}
+    waits: dict[bytes, float] = {}
+    answered_at: list[float] = []
     done = asyncio.Event()
 
     async def read() -> None:
         while not done.is_set() or len(waits) < len(sent):
             for records in (await replies.getmany(timeout_ms=100)).values():
-                for record in records:
-                    request_id = Reply.decode(record.value).request_id
-                    if request_id in sent:
-                        waits[request_id] = (time.perf_counter() - sent[request_id]) * 1000
+                for record in records:  # a reply's key is its request id
+                    if record.key in sent and record.key not in waits:
+                        answered_at.append(time.perf_counter())
+                        waits[record.key] = (answered_at[-1] - sent[record.key]) * 1000
             if done.is_set() and time.perf_counter() > deadline:
                 return
 
@@ -130,63 +182,84 @@ async def _ask_at_rate(settings: Settings, citizens: list[str], rate: float, sec
     reader = asyncio.create_task(read())
     await asyncio.sleep(1)  # the reply reader has its partitions
     started = time.perf_counter()
+    cpu_before = sum(cpu_seconds(pid) for pid in consumer_pids)
     total = int(rate * seconds)
     try:
         for i in range(total):
             await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
             request = confirmation(random.choice(citizens), random.choice((2024, 2025, 2026)))
             raw = seal_request(request, signer)
-            sent[request["request_id"]] = time.perf_counter()
+            sent[request["request_id"].encode()] = time.perf_counter()
             await producer.send(settings.topics.integration_requests, raw, key=request["personal_id"].encode())
         done.set()
         await reader
     finally:
         await producer.stop()
         await replies.stop()
-    return list(waits.values()), total - len(waits)
+    elapsed = (max(answered_at) if answered_at else time.perf_counter()) - started
+    return Step(rate, total, list(waits.values()), len(waits) / elapsed,
+                (sum(cpu_seconds(pid) for pid in consumer_pids) - cpu_before) / elapsed)
 
 
-async def run(visits: int, citizens: int, rate: float, seconds: float) -> None:
+async def run(visits: int, citizens: int, rates: list[float], seconds: float, fresh_book: bool, consumers: int
+              ) -> None:
     console = Console(width=150)
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
     base = Settings()
+    url = None if fresh_book else await _reused(base, visits)
     settings = base.model_copy(update={
         "topic_prefix": f"bench-query-{stamp}.", "query_metrics_port": 0,
         "identity_keys_file": PROJECT_ROOT / ".local" / "bench" / f"identity-{stamp}.json",
-        "database_url": await recreate_database(base.database_url, "healthbook_bench_query")})
+        "database_url": url or await recreate_database(base.database_url, BENCH_DATABASE)})
     await ensure_topics(settings, Broker.of(settings))
-    ids = await _load(settings, visits, citizens, console)
+    if url:
+        ids = await _citizens(settings)
+        console.print(f"reused the last run's book: {visits:,} visits of {len(ids):,} citizens")
+    else:
+        ids = await _load(settings, visits, citizens, console)
     database = await _database_time(settings, ids, 2_000)
     trust_identity_key(settings.identity_keys_file, ensure_identity_key(settings))
-    consumer = ServiceProcess("query-consumer", settings, PROJECT_ROOT / ".local" / "logs" / "bench-query.log").start()
+    running = [ServiceProcess("query-consumer", settings, PROJECT_ROOT / ".local" / "logs" / f"bench-query-{n}.log")
+               .start() for n in range(consumers)]
+    pids: list[int] = [consumer.process.pid for consumer in running]  # type: ignore[union-attr]
+    steps: list[Step] = []
     try:
-        await _ask_at_rate(settings, ids, 20, 2)  # warm-up: the consumer has joined its group and is answering
-        waits, unanswered = await _ask_at_rate(settings, ids, rate, seconds)
-        rss = peak_rss_mb(consumer.process.pid)  # type: ignore[union-attr]
+        for _ in range(2 + 3 * (consumers > 1)):  # warm-up: the consumers have joined their group and answer
+            await _ask_at_rate(settings, ids, 20, 2, pids)
+        for rate in rates:
+            steps.append(await _ask_at_rate(settings, ids, rate, seconds, pids))
+            console.print(f"offered {rate:,.0f}/s: p99 {percentile(steps[-1].waits_ms, 99):,.1f} ms")
+            await asyncio.sleep(2)
+        rss = max(peak_rss_mb(pid) for pid in pids)
     finally:
-        consumer.stop()
-    table = Table(title=f"a citizen's wait: {visits:,} visits of {len(ids):,} citizens, {rate:,.0f} requests/s for "
-                        f"{seconds:.0f} s", title_justify="left")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    table.add_row("signed request → reply over Kafka, p50", f"{percentile(waits, 50):,.1f} ms")
-    table.add_row("p99", f"{percentile(waits, 99):,.1f} ms")
-    table.add_row("max", f"{max(waits):,.1f} ms")
-    table.add_row("unanswered within 30 s", f"{unanswered:,}")
-    table.add_row("database time of a year's query, p50 (one at a time)", f"{percentile(database, 50):,.2f} ms")
-    table.add_row("p99", f"{percentile(database, 99):,.2f} ms")
-    table.add_row("query consumer peak RSS", f"{rss:,.0f} MiB")
+        for consumer in running:
+            consumer.stop()
+    table = Table(title=f"a citizen's wait, signed request → reply over Kafka: {visits:,} visits of {len(ids):,} "
+                        f"citizens, {consumers} query consumer process(es), {seconds:.0f} s per rate",
+                  title_justify="left")
+    for column in ("offered/s", "answered/s", "p50", "p99", "max", "unanswered", "consumer CPU"):
+        table.add_column(column, justify="right")
+    for step in steps:
+        waits = step.waits_ms or [float("nan")]
+        table.add_row(f"{step.offered:,.0f}", f"{step.answered_per_s:,.0f}", f"{percentile(waits, 50):,.1f} ms",
+                      f"{percentile(waits, 99):,.1f} ms", f"{max(waits):,.1f} ms", f"{step.unanswered:,}",
+                      f"{step.consumer_cpu_share:.0%}")
     console.print(table)
+    console.print(f"database time of a year's query, one at a time: p50 {percentile(database, 50):,.2f} ms, "
+                  f"p99 {percentile(database, 99):,.2f} ms; query consumer peak RSS {rss:,.0f} MiB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--visits", type=int, default=1_000_000)
     parser.add_argument("--citizens", type=int, default=100_000)
-    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--rates", default="100,250,500,1000", help="offered requests/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--fresh-book", action="store_true", help="load the book again even if the last run's fits")
+    parser.add_argument("--consumers", type=int, default=1, help="query consumer processes in one group")
     args = parser.parse_args()
-    asyncio.run(run(args.visits, args.citizens, args.rate, args.seconds))
+    asyncio.run(run(args.visits, args.citizens, [float(r) for r in args.rates.split(",")], args.seconds,
+                    args.fresh_book, args.consumers))
 
 
 if __name__ == "__main__":

@@ -47,23 +47,24 @@ log = logging.getLogger(__name__)
 
 
 class QueryUnit(Protocol):
-    """One request's reads and writes, in one transaction: the request id's claim, consent, the book, access."""
+    """A batch of requests' writes, in one transaction: the request ids' claims, consents, the access log."""
 
-    async def claim_request(self, request_id: str, requested_at: datetime, source: tuple[int, int]) -> bool: ...
+    async def claim_requests(self, claims: list[tuple[str, datetime, tuple[int, int]]]
+                             ) -> dict[str, tuple[int, int]]: ...
 
-    async def record_consent(self, personal_id: str, confirmed_at: datetime, request_id: str) -> None: ...
+    async def record_consents(self, consents: list[tuple[str, datetime, str]]) -> None: ...
 
-    async def log_access(self, entry: AccessEntry) -> None: ...
-
-    async def visits_of(self, personal_id: str, year: int | None) -> list[BookEntry]: ...
-
-    async def visit_detail(self, personal_id: str, facility_code: str, visit_code: str) -> BookEntry | None: ...
+    async def log_accesses(self, entries: list[AccessEntry]) -> None: ...
 
 
 class QueryStore(Protocol):
     """Where the query consumer reads the book and writes its ledger (PostgreSQL, or a fake in unit tests)."""
 
     def transaction(self) -> AbstractAsyncContextManager[QueryUnit]: ...
+
+    async def books_of(self, wanted: list[tuple[str, int | None, bool]]) -> list[list[BookEntry]]: ...
+
+    async def details_of(self, wanted: list[tuple[str, str, str]]) -> list[BookEntry | None]: ...
 
     async def forget_requests_before(self, before: datetime) -> int: ...
 
@@ -91,37 +92,97 @@ class Answer:
     encoded: bytes
 
 
-async def answer(store: QueryStore, raw: bytes | None, policy: QueryPolicy, source: tuple[int, int],
+Source = tuple[int, int]  # a request's partition and offset on the requests topic
+
+
+async def answer(store: QueryStore, raw: bytes | None, policy: QueryPolicy, source: Source,
                  now: datetime | None = None) -> Answer:
     """Decide one request, perform what the decision names in one transaction, and log its access once."""
-    decision = decide(raw, policy.requests, now, source)
+    (answered,) = await answer_all(store, [(raw, source)], policy, now)
+    return answered
+
+
+async def answer_all(store: QueryStore, requests: list[tuple[bytes | None, Source]], policy: QueryPolicy,
+                     now: datetime | None = None) -> list[Answer]:
+    """Decide a batch of requests, read what they may see side by side, and commit their writes in one transaction.
+
+    Claims, consents and the access log of the whole batch are committed before any reply is returned,
+    so a reply sent is always one the ledger holds; a crash before the commit answers them all again.
+    """
+    decisions = [decide(raw, policy.requests, now, source) for raw, source in requests]
+    found = await _read(store, decisions)
     async with store.transaction() as unit:
-        found = await _perform(unit, decision)
-        if isinstance(found, Refusal):
-            reply = replies.refusal(decision, found)
-        else:
-            assert isinstance(decision, Serve), "only a request decided servable reads the book"
-            reply = replies.served(decision, found, policy.sensitive)
-        reply, encoded = replies.fitted(reply, policy.largest_reply)
-        if reply.refusal_code == RefusalCode.TOO_LARGE:
-            log.warning("reply to %s would exceed the %d-byte limit; answered too_large", reply.request_id,
-                        policy.largest_reply)
-            found = TOO_LARGE
-        await unit.log_access(access_entry(decision, found if isinstance(found, Refusal) else len(found)))
-    return Answer(reply, encoded)
+        held = await unit.claim_requests([(d.request_id, d.requested_at, d.source)
+                                          for d in decisions if isinstance(d, Serve)])
+        performed = [_performed(d, f, held) for d, f in zip(decisions, found, strict=True)]
+        await unit.record_consents([(d.personal_id, d.requested_at, d.request_id)
+                                    for d, p in zip(decisions, performed, strict=True)
+                                    if isinstance(d, Serve) and p is not REPLAYED])
+        answers = [_replied(d, p, policy) for d, p in zip(decisions, performed, strict=True)]
+        await unit.log_accesses([entry for _, entry in answers])
+    return [answered for answered, _ in answers]
 
 
-async def _perform(unit: QueryUnit, decision: Decision) -> Refusal | list[BookEntry]:
-    """The book's entries a decision serves, or why it is refused after all (replayed, or no such visit)."""
+async def _read(store: QueryStore, decisions: list[Decision]) -> list[list[BookEntry] | None]:
+    """What each servable decision would show (a year's entries, or the one visit); None for refusals."""
+    lists = [(i, d) for i, d in enumerate(decisions) if isinstance(d, Serve) and d.visit is None]
+    details = [(i, d) for i, d in enumerate(decisions) if isinstance(d, Serve) and d.visit is not None]
+    found: list[list[BookEntry] | None] = [None] * len(decisions)
+    books, visits = await asyncio.gather(
+        store.books_of([(d.personal_id, d.year, d.fhir) for _, d in lists]) if lists else _nothing(),
+        store.details_of([(d.personal_id, *d.visit) for _, d in details]) if details else _nothing())  # type: ignore[misc]
+    for (i, _), book in zip(lists, books, strict=True):
+        found[i] = book
+    for (i, _), visit in zip(details, visits, strict=True):
+        found[i] = [] if visit is None else [visit]
+    return found
+
+
+async def _nothing() -> list[Any]:
+    return []
+
+
+def _performed(decision: Decision, found: list[BookEntry] | None, held: dict[str, Source]
+               ) -> Refusal | list[BookEntry]:
+    """What a decision comes to once its request id is claimed: refused, replayed, not found, or entries."""
     if isinstance(decision, Refuse):
         return decision.refusal
-    if not await unit.claim_request(decision.request_id, decision.requested_at, decision.source):
+    if held.get(decision.request_id) != decision.source:  # another record holds the id: a replay
         return REPLAYED
-    await unit.record_consent(decision.personal_id, decision.requested_at, decision.request_id)
-    if decision.visit is None:
-        return await unit.visits_of(decision.personal_id, decision.year)
-    found = await unit.visit_detail(decision.personal_id, *decision.visit)
-    return NOT_FOUND if found is None else [found]
+    assert found is not None, "every servable decision was read"
+    return NOT_FOUND if decision.visit is not None and not found else found
+
+
+def _replied(decision: Decision, found: Refusal | list[BookEntry], policy: QueryPolicy
+             ) -> tuple[Answer, AccessEntry]:
+    """The reply to one performed decision, its bytes, and its access log line."""
+    if isinstance(found, Refusal):
+        reply = replies.refusal(decision, found)
+    else:
+        assert isinstance(decision, Serve), "only a request decided servable reads the book"
+        reply = replies.served(decision, found, policy.sensitive)
+    reply, encoded = replies.fitted(reply, policy.largest_reply)
+    if reply.refusal_code == RefusalCode.TOO_LARGE:
+        log.warning("reply to %s would exceed the %d-byte limit; answered too_large", reply.request_id,
+                    policy.largest_reply)
+        found = TOO_LARGE
+    return Answer(reply, encoded), access_entry(decision, found if isinstance(found, Refusal) else len(found))
+
+
+async def answer_each_safely(store: QueryStore, messages: list[Any], policy: QueryPolicy) -> list[Answer]:
+    """Answer a batch of requests together; when the batch fails on something, answer each alone instead.
+
+    One request the service fails on must not fail the others read with it: alone, it is answered
+    `internal_error` and every other request of the batch is answered as usual.
+    """
+    try:
+        return await while_unreachable("answer requests", partial(
+            answer_all, store, [(m.value, (m.partition, m.offset)) for m in messages], policy))
+    except Exception as exc:
+        if len(messages) == 1:
+            return [await _internal_error(store, messages[0], exc)]
+        log.warning("a batch of %d requests failed (%s); answering each alone", len(messages), type(exc).__name__)
+    return [await answer_safely(store, message, policy) for message in messages]
 
 
 async def answer_safely(store: QueryStore, message: Any, policy: QueryPolicy) -> Answer:
@@ -134,15 +195,19 @@ async def answer_safely(store: QueryStore, message: Any, policy: QueryPolicy) ->
         return await while_unreachable("answer a request", partial(
             answer, store, message.value, policy, (message.partition, message.offset)))
     except Exception as exc:
-        log.error("failed on the request at %s[%d]@%d (%s); answered internal_error", message.topic,
-                  message.partition, message.offset, type(exc).__name__,
-                  extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
-        failed = Refuse(requester_of(message.value), INTERNAL_ERROR)
-        with contextlib.suppress(Exception):  # the access is still logged where the database lets it be
-            async with store.transaction() as unit:
-                await unit.log_access(access_entry(failed, INTERNAL_ERROR))
-        reply = replies.refusal(failed, INTERNAL_ERROR)
-        return Answer(reply, reply.encode())
+        return await _internal_error(store, message, exc)
+
+
+async def _internal_error(store: QueryStore, message: Any, exc: Exception) -> Answer:
+    log.error("failed on the request at %s[%d]@%d (%s); answered internal_error", message.topic,
+              message.partition, message.offset, type(exc).__name__,
+              extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
+    failed = Refuse(requester_of(message.value), INTERNAL_ERROR)
+    with contextlib.suppress(Exception):  # the access is still logged where the database lets it be
+        async with store.transaction() as unit:
+            await unit.log_accesses([access_entry(failed, INTERNAL_ERROR)])
+    reply = replies.refusal(failed, INTERNAL_ERROR)
+    return Answer(reply, reply.encode())
 
 
 async def _forget_old_requests(store: QueryStore, window: timedelta, pruned_at: float) -> float:
@@ -155,7 +220,7 @@ async def _forget_old_requests(store: QueryStore, window: timedelta, pruned_at: 
     return clock
 
 
-ANSWERS_AT_ONCE = 8  # requests answered side by side, one database connection each
+ANSWERS_AT_ONCE = 8  # database connections: a batch's reads side by side, other batches' writes
 IN_FLIGHT_AT_MOST = 500  # requests read but not yet answered and acknowledged, before reading pauses
 COMMIT_EVERY_SECONDS = 0.2
 
@@ -195,7 +260,7 @@ class AnsweredOffsets:
 
 
 class RequestLoop:
-    """Reads requests, answers each as soon as it is read (side by side), and commits past those answered."""
+    """Reads requests, answers each batch read as soon as it is read (side by side), commits past those answered."""
 
     def __init__(self, replies_topic: str, policy: QueryPolicy, store: QueryStore, consumer: AIOKafkaConsumer,
                  producer: AIOKafkaProducer) -> None:
@@ -232,12 +297,14 @@ class RequestLoop:
             task.cancel()
 
     def _answer_all(self, batches: dict[TopicPartition, list[Any]]) -> None:
-        for tp, records in batches.items():
-            for message in records:
-                self.offsets.read(tp, message.offset)
-                task = asyncio.create_task(self._reply_to(message))
-                self.answering.add(task)
-                task.add_done_callback(self._finished)
+        messages = [message for records in batches.values() for message in records]
+        if not messages:
+            return
+        for message in messages:
+            self.offsets.read(TopicPartition(message.topic, message.partition), message.offset)
+        task = asyncio.create_task(self._reply_to(messages))
+        self.answering.add(task)
+        task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.answering.discard(task)
@@ -245,14 +312,17 @@ class RequestLoop:
         if not task.cancelled() and task.exception() is not None:
             self.failures.append(task.exception())  # type: ignore[arg-type]
 
-    async def _reply_to(self, message: Any) -> None:
-        answered = await answer_safely(self.store, message, self.policy)
-        reply = answered.reply
-        await (await self.producer.send(self.replies_topic, answered.encoded, key=reply.request_id.encode()))
-        metrics.REQUESTS.labels(reply.refusal_code or reply.status).inc()
-        log.info("request %s: %s %s", reply.request_id, reply.status, reply.refusal_code or "",
-                 extra={"request_id": reply.request_id, "partition": message.partition, "offset": message.offset})
-        self.offsets.answered(TopicPartition(message.topic, message.partition), message.offset)
+    async def _reply_to(self, messages: list[Any]) -> None:
+        answers = await answer_each_safely(self.store, messages, self.policy)
+        sent = [await self.producer.send(self.replies_topic, answered.encoded, key=answered.reply.request_id.encode())
+                for answered in answers]
+        await asyncio.gather(*sent)
+        for message, answered in zip(messages, answers, strict=True):
+            reply = answered.reply
+            metrics.REQUESTS.labels(reply.refusal_code or reply.status).inc()
+            log.info("request %s: %s %s", reply.request_id, reply.status, reply.refusal_code or "",
+                     extra={"request_id": reply.request_id, "partition": message.partition, "offset": message.offset})
+            self.offsets.answered(TopicPartition(message.topic, message.partition), message.offset)
 
     async def _commit(self) -> None:
         assigned = self.consumer.assignment()  # a partition lost to a rebalance is answered again by its new owner

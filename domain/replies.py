@@ -164,9 +164,8 @@ def year_served(request_id: str, year: int | None, entries: list[BookEntry], sen
 
 def detail_served(request_id: str, year: int | None, entry: BookEntry) -> Reply:
     """One visit in full, its sensitive tables and its whole signed message included."""
-    view = visit_view(entry.record).model_copy(update={
-        "sensitive": [SensitiveTable(**s) for s in entry.sensitive], "signed": entry.signed,
-        "facility_name": facility_name_of(entry)})
+    view = visit_view(entry.record, facility_name_of(entry)).model_copy(update={
+        "sensitive": [SensitiveTable(**s) for s in entry.sensitive], "signed": entry.signed})
     return Reply(request_id=request_id, status=ReplyStatus.OK, year=year, visits=[view],
                  message=sentences.DETAIL_SERVED.said(visit_code=entry.record["visit_code"],
                                                      facility_code=entry.record["facility_code"]))
@@ -186,11 +185,14 @@ def fitted(reply: Reply, limit: int) -> tuple[Reply, bytes]:
 
 
 def listed(entry: BookEntry, sensitive: SensitivePolicy) -> VisitView:
-    """A visit as a year's list shows it: in full with its signed message, or sealed when the visit is sensitive."""
+    """A visit as a year's list shows it, or sealed when the visit is sensitive.
+
+    A list entry carries no signed envelope: the envelope is most of a visit's bytes and only the
+    visit's detail, where it is checked and shown from, needs it.
+    """
     if sensitive.of_visit(entry.record, has_sensitive_tables=entry.has_sensitive):
         return sealed(entry.record, facility_name_of(entry))
-    return visit_view(entry.record).model_copy(update={"signed": entry.signed,
-                                                       "facility_name": facility_name_of(entry)})
+    return visit_view(entry.record, facility_name_of(entry))
 
 
 def facility_name_of(entry: BookEntry) -> str | None:
@@ -207,12 +209,13 @@ def sealed(record: dict[str, Any], facility_name: str | None = None) -> VisitVie
                      diagnosis_names=sentences.SEALED_VISIT.citizen())
 
 
-def visit_view(record: dict[str, Any]) -> VisitView:
+def visit_view(record: dict[str, Any], facility_name: str | None = None) -> VisitView:
     """The reply's view of a stored visit record (never its sensitive tables, which are stored apart)."""
     referral = record.get("referral")
     follow_up = record.get("follow_up") or {}
     return VisitView(
-        facility_code=record["facility_code"], visit_code=record["visit_code"], visit_type=record["visit_type"],
+        facility_code=record["facility_code"], facility_name=facility_name, visit_code=record["visit_code"],
+        visit_type=record["visit_type"],
         admitted_at=record["admitted_at"], discharged_at=record["discharged_at"], reason=record.get("reason"),
         diagnosis_codes=[record["main_diagnosis_code"], *record.get("secondary_diagnosis_codes", [])],
         diagnosis_names=record["discharge_diagnosis"], treatment_result=record.get("treatment_result"),

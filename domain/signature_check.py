@@ -31,7 +31,7 @@ class SignatureState(StrEnum):
     """What checking one visit's clinic signature found (the page shows each differently)."""
 
     VERIFIED = "verified"
-    NOT_VERIFIABLE = "not_verifiable"  # nothing to check here: a sealed list entry, or a visit kept unsigned
+    NOT_VERIFIABLE = "not_verifiable"  # nothing to check here: a list entry, or a visit kept unsigned
     FAILED = "failed"
 
 
@@ -44,6 +44,10 @@ class SignatureCheck:
     signed: VisitView | None = None  # decoded from the bytes whose signature checked; set only when VERIFIED
 
 
+# A year's list entry carries no envelope: its signature is checked where the envelope is, in the visit's detail.
+IN_THE_LIST = SignatureCheck(SignatureState.NOT_VERIFIABLE, sentences.SIGNATURE_IN_DETAIL.citizen())
+
+
 def _failed(sentence: sentences.Sentence, **values: object) -> SignatureCheck:
     return SignatureCheck(SignatureState.FAILED, sentences.SIGNATURE_FAILED.citizen(why=sentence.citizen(**values)))
 
@@ -51,7 +55,7 @@ def _failed(sentence: sentences.Sentence, **values: object) -> SignatureCheck:
 def check_visit_signature(view: VisitView, anchors: TrustAnchors) -> SignatureCheck:
     """Verify one visit of a reply against the verifier's own trust anchors, and return what the clinic signed."""
     if view.sealed:
-        return SignatureCheck(SignatureState.NOT_VERIFIABLE, sentences.SIGNATURE_IN_DETAIL.citizen())
+        return IN_THE_LIST
     signed = view.signed
     if signed is None or signed.signed_message is None:
         return SignatureCheck(SignatureState.NOT_VERIFIABLE, sentences.SIGNATURE_NOT_KEPT.citizen())

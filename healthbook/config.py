@@ -66,7 +66,7 @@ class Settings(BaseSettings):
         LOCAL / "worker", "faust's folder for the worker, one subfolder per worker id (tables are in memory and "
                           "rebuilt from their changelog; it holds faust's bookkeeping only)")
     batch_size: int = _setting(500, "the most visits the worker takes in one batch")
-    batch_within_seconds: float = _setting(0.2, "how long the worker waits to fill a batch")
+    batch_within_seconds: float = _setting(0.05, "how long the worker waits to fill a batch")
     key_dir: Path = _setting(LOCAL / "keys", "clinic private keys on a clinic's machine, `<clinic>/<key id>.pem`")
     identity_keys_file: Path = _setting(
         LOCAL / "keys" / "identity-platform.json",

@@ -20,7 +20,7 @@ from schemas.visit_record import Visit
 
 
 class FakeQueryUnit:
-    """One request's unit of work against the fake store; its writes land only if the block ends cleanly."""
+    """A batch's unit of writes against the fake store; its writes land only if the block ends cleanly."""
 
     def __init__(self, store: FakeQueryStore) -> None:
         self.store = store
@@ -28,25 +28,18 @@ class FakeQueryUnit:
         self.consents: list[tuple[str, str]] = []
         self.access: list[AccessEntry] = []
 
-    async def claim_request(self, request_id: str, requested_at: datetime, source: tuple[int, int]) -> bool:
-        held = self.store.claims.get(request_id) or self.claims.setdefault(request_id, source)
-        return held == source
+    async def claim_requests(self, claims: list[tuple[str, datetime, tuple[int, int]]]
+                             ) -> dict[str, tuple[int, int]]:
+        for request_id, _, source in sorted(claims, key=lambda c: (c[0], c[2][1])):
+            if request_id not in self.store.claims:
+                self.claims.setdefault(request_id, source)
+        return {request_id: self.store.claims.get(request_id) or self.claims[request_id] for request_id, _, _ in claims}
 
-    async def record_consent(self, personal_id: str, confirmed_at: datetime, request_id: str) -> None:
-        self.consents.append((personal_id, request_id))
+    async def record_consents(self, consents: list[tuple[str, datetime, str]]) -> None:
+        self.consents += [(personal_id, request_id) for personal_id, _, request_id in consents]
 
-    async def log_access(self, entry: AccessEntry) -> None:
-        self.access.append(entry)
-
-    async def visits_of(self, personal_id: str, year: int | None) -> list[BookEntry]:
-        if self.store.fail_reads_with is not None:
-            raise self.store.fail_reads_with
-        return [e for e in self.store.book.get(personal_id, [])
-                if year is None or e.record["admitted_at"].startswith(str(year))]
-
-    async def visit_detail(self, personal_id: str, facility_code: str, visit_code: str) -> BookEntry | None:
-        return next((e for e in self.store.book.get(personal_id, [])
-                     if (e.record["facility_code"], e.record["visit_code"]) == (facility_code, visit_code)), None)
+    async def log_accesses(self, entries: list[AccessEntry]) -> None:
+        self.access += entries
 
 
 @dataclass
@@ -58,6 +51,7 @@ class FakeQueryStore:
     consents: list[tuple[str, str]] = field(default_factory=list)
     access: list[AccessEntry] = field(default_factory=list)
     fail_reads_with: Exception | None = None  # a bug met reading the book
+    fail_reads_of: str | None = None  # ... only when reading this citizen's book
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeQueryUnit]:
@@ -66,6 +60,20 @@ class FakeQueryStore:
         self.claims.update(unit.claims)
         self.consents += unit.consents
         self.access += unit.access
+
+    def _read(self, personal_id: str) -> list[BookEntry]:
+        if self.fail_reads_with is not None and self.fail_reads_of in (None, personal_id):
+            raise self.fail_reads_with
+        return self.book.get(personal_id, [])
+
+    async def books_of(self, wanted: list[tuple[str, int | None, bool]]) -> list[list[BookEntry]]:
+        return [[e for e in self._read(personal_id) if year is None or e.record["admitted_at"].startswith(str(year))]
+                for personal_id, year, _ in wanted]
+
+    async def details_of(self, wanted: list[tuple[str, str, str]]) -> list[BookEntry | None]:
+        return [next((e for e in self._read(personal_id)
+                      if (e.record["facility_code"], e.record["visit_code"]) == (facility, visit_code)), None)
+                for personal_id, facility, visit_code in wanted]
 
     async def forget_requests_before(self, before: datetime) -> int:
         return 0

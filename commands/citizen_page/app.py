@@ -38,7 +38,7 @@ from commands.identity_standin import ReplyTimeout, confirmation
 from domain import sentences
 from domain.registry_trust import TrustAnchors
 from domain.replies import Reply, VisitView, refused
-from domain.signature_check import SignatureCheck, check_visit_signature
+from domain.signature_check import IN_THE_LIST, SignatureCheck, check_visit_signature
 from schemas import rules
 from schemas.refusal_codes import RefusalCode, ReplyStatus
 
@@ -240,7 +240,7 @@ class CitizenPage:
         years = list(range(datetime.now(UTC).year, FIRST_YEAR - 1, -1))
         reply = None if year is None else await self.ask(
             confirmation(session.personal_id, year, identity_level=session.identity_level))
-        shown = [self.checked(visit) for visit in reply.visits] if reply else []
+        shown = [(visit, IN_THE_LIST) for visit in reply.visits] if reply else []  # checked in each visit's detail
         return self.page(request, "year.html", session=session, year=year, years=years, reply=reply, shown=shown)
 
     async def visit_view(self, request: Request) -> Response:

@@ -160,9 +160,9 @@ def _signature(sealed: bytes) -> ClinicSignature:
 def check_signed_message(data: bytes) -> str:
     """Checking a reply's signed message offline: hostile bytes are 'invalid', never an exception."""
     record = orjson.loads(Visit.of_model(read_visit(visit())).book_json())  # type: ignore[arg-type]
-    listed = replies.listed(BookEntry(record, _signature(_SEALED)), _SENSITIVE)
-    assert listed.signed is not None
-    shown = listed.model_copy(update={"signed": listed.signed.model_copy(update={"signed_message": data})})
+    (detail,) = replies.detail_served("r-1", 2026, BookEntry(record, _signature(_SEALED))).visits
+    assert detail.signed is not None
+    shown = detail.model_copy(update={"signed": detail.signed.model_copy(update={"signed_message": data})})
     status = check_visit_signature(shown, TRUST).status
     return "read" if status == "verified" else "refused"
 

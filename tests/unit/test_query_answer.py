@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from commands.identity_standin import confirmation
-from consumers.query import QueryPolicy, answer, answer_safely
+from consumers.query import QueryPolicy, answer, answer_each_safely, answer_safely
 from domain.book_entry import BookEntry
 from domain.replies import Reply
 from healthbook.config import Settings
@@ -24,7 +24,7 @@ from tests.fakes import FakeQueryStore
 PLATFORM = Signer.generate("vneid-1")
 SETTINGS = Settings()
 POLICY = QueryPolicy(SETTINGS.request_policy({PLATFORM.key_id: PLATFORM.public_key}), SETTINGS.sensitive, 1_000_000)
-ALICE = citizen(3)
+ALICE, BOB = citizen(3), citizen(5)
 
 
 def _entry(year: int, sequence: int, **changes) -> BookEntry:
@@ -120,3 +120,33 @@ async def test_a_request_the_service_fails_on_is_answered_internal_error_with_it
     (logged,) = store.access
     assert (logged.request_id, logged.outcome, logged.refusal_code) == (
         answered.reply.request_id, AccessOutcome.REFUSED, RefusalCode.INTERNAL_ERROR)
+
+
+def _messages(raws: list[bytes]) -> list[SimpleNamespace]:
+    return [SimpleNamespace(topic="integration.requests", partition=0, offset=n, value=raw)
+            for n, raw in enumerate(raws)]
+
+
+async def test_a_batch_is_answered_in_order_with_each_decision_logged_once_and_a_repeat_in_it_refused():
+    store = _store()
+    repeated = _ask()
+    batch = [repeated, _ask(year=2026), _ask(identity_level=1), repeated, _ask(detail=_visit_of(store, 2026))]
+    answers = await answer_each_safely(store, _messages(batch), POLICY)
+    assert [(a.reply.status, a.reply.refusal_code, len(a.reply.visits)) for a in answers] == [
+        (ReplyStatus.OK, None, 2), (ReplyStatus.OK, None, 1), (ReplyStatus.REFUSED, RefusalCode.IDENTITY_LEVEL, 0),
+        (ReplyStatus.REFUSED, RefusalCode.REPLAYED_REQUEST, 0), (ReplyStatus.OK, None, 1)]
+    assert [a.request_id for a in store.access] == [a.reply.request_id for a in answers]
+    assert len(store.consents) == 3, "a consent for each request served, none for the refused or the repeat"
+    assert all(Reply.decode(a.encoded) == a.reply for a in answers)
+
+
+async def test_one_request_the_service_fails_on_fails_alone_and_the_rest_of_its_batch_is_served():
+    store = _store()
+    store.book[BOB.personal_id] = []
+    store.fail_reads_with, store.fail_reads_of = ZeroDivisionError(), BOB.personal_id
+    batch = [_ask(), seal_request(confirmation(BOB.personal_id, 2025), PLATFORM), _ask(year=2026)]
+    answers = await answer_each_safely(store, _messages(batch), POLICY)
+    assert [a.reply.refusal_code for a in answers] == [None, RefusalCode.INTERNAL_ERROR, None]
+    assert [len(a.reply.visits) for a in answers] == [2, 0, 1]
+    assert [(a.outcome, a.refusal_code) for a in store.access] == [
+        (AccessOutcome.SERVED, None), (AccessOutcome.REFUSED, RefusalCode.INTERNAL_ERROR), (AccessOutcome.SERVED, None)]

@@ -38,9 +38,15 @@ def _entry(event: dict, signer: Signer, certificate: bytes | None) -> BookEntry:
     return signed_entry(event, signer, certificate)
 
 
-def _listed(entry: BookEntry) -> replies.VisitView:
-    (shown,) = replies.year_served("r-1", 2026, [entry], SENSITIVE).visits
+def _shown(entry: BookEntry) -> replies.VisitView:
+    """The visit as its detail shows it: the one reply that carries its signed envelope."""
+    (shown,) = replies.detail_served("r-1", 2026, entry).visits
     return shown
+
+
+def _listed(entry: BookEntry) -> replies.VisitView:
+    (listed,) = replies.year_served("r-1", 2026, [entry], SENSITIVE).visits
+    return listed
 
 
 def _honest(ca: LocalCA) -> BookEntry:
@@ -48,14 +54,14 @@ def _honest(ca: LocalCA) -> BookEntry:
 
 
 def test_an_honest_visit_is_verified_and_shown_from_the_signed_bytes(ca, anchors):
-    check = check_visit_signature(_listed(_honest(ca)), anchors)
+    check = check_visit_signature(_shown(_honest(ca)), anchors)
     assert check.status is SignatureState.VERIFIED, check.sentence
-    assert check.signed is not None and check.signed.diagnosis_codes == _listed(_honest(ca)).diagnosis_codes
+    assert check.signed is not None and check.signed.diagnosis_codes == _shown(_honest(ca)).diagnosis_codes
     assert "Chữ ký số hợp lệ (khóa k1 của cơ sở 79001)" in check.sentence
 
 
 def test_content_changed_beside_a_genuine_envelope_fails_and_names_what_changed(ca, anchors):
-    genuine = _listed(_honest(ca))
+    genuine = _shown(_honest(ca))
     relayed = genuine.model_copy(update={"diagnosis_codes": ["Z00.0"], "diagnosis_names": "Khỏe mạnh",
                                          "medicines": []})
     check = check_visit_signature(relayed, anchors)
@@ -69,24 +75,24 @@ def test_content_changed_beside_a_genuine_envelope_fails_and_names_what_changed(
 def test_an_altered_visit_re_signed_with_a_key_the_reply_brings_fails(ca, anchors, tmp_path):
     relay = Signer.generate("k1")
     forged = visit(person=citizen(3), sequence=31, main_diagnosis_code="Z00.0")
-    no_certificate = check_visit_signature(_listed(_entry(forged, relay, None)), anchors)
+    no_certificate = check_visit_signature(_shown(_entry(forged, relay, None)), anchors)
     assert no_certificate.status is SignatureState.FAILED and "no certificate" in no_certificate.sentence
     own_ca = LocalCA.open(tmp_path / "relay-ca")
-    self_made = check_visit_signature(_listed(_entry(forged, relay, own_ca.entry("79001", relay, LONG_AGO)
+    self_made = check_visit_signature(_shown(_entry(forged, relay, own_ca.entry("79001", relay, LONG_AGO)
                                                      .certificate)), anchors)
     assert self_made.status is SignatureState.FAILED and "trusted" in self_made.sentence
 
 
 def test_a_genuine_certificate_of_another_facility_does_not_vouch_for_this_one(ca, anchors):
     other = Signer.generate("k9")
-    check = check_visit_signature(_listed(_entry(visit(person=citizen(3), sequence=32), other,
+    check = check_visit_signature(_shown(_entry(visit(person=citizen(3), sequence=32), other,
                                                  ca.entry("79004", other, LONG_AGO).certificate)), anchors)
     assert check.status is SignatureState.FAILED and "MA_CSKCB:79004" in check.sentence
 
 
 def test_a_certificate_not_yet_valid_when_the_visit_was_signed_fails(ca, anchors):
     later = ca.entry("79001", CLINIC, datetime.now(UTC) + timedelta(days=1)).certificate
-    check = check_visit_signature(_listed(_entry(visit(person=citizen(3), sequence=33), CLINIC, later)), anchors)
+    check = check_visit_signature(_shown(_entry(visit(person=citizen(3), sequence=33), CLINIC, later)), anchors)
     assert check.status is SignatureState.FAILED and "valid from" in check.sentence
 
 
@@ -94,7 +100,7 @@ def test_a_broken_signature_or_another_visits_envelope_fails(ca, anchors):
     honest = _honest(ca)
     sealed = wire.decode(honest.signed.signed_message, catalogue.SIGNED_VISIT)
     broken = wire.encode(catalogue.SIGNED_VISIT, dict(sealed, signature=bytes(64)))
-    shown = _listed(honest)
+    shown = _shown(honest)
     check = check_visit_signature(shown.model_copy(update={"signed": shown.signed.model_copy(
         update={"signed_message": broken})}), anchors)
     assert check.status is SignatureState.FAILED and "thay đổi sau khi ký" in check.sentence
@@ -107,7 +113,18 @@ def test_a_sealed_entry_and_an_unsigned_visit_are_not_verifiable_rather_than_fai
                        ca.entry("79001", CLINIC, LONG_AGO).certificate)
     assert check_visit_signature(_listed(sensitive), anchors).status is SignatureState.NOT_VERIFIABLE
     unsigned = BookEntry(_honest(ca).record)
-    assert check_visit_signature(_listed(unsigned), anchors).status is SignatureState.NOT_VERIFIABLE
+    assert check_visit_signature(_shown(unsigned), anchors).status is SignatureState.NOT_VERIFIABLE
+
+
+def test_a_years_list_carries_no_envelope_and_claims_no_signature(ca, anchors):
+    honest = _honest(ca)
+    listed = _listed(honest)
+    assert listed.signed is None and listed.facility_name == CLINICS["79001"]
+    check = check_visit_signature(listed, anchors)
+    assert check.status is SignatureState.NOT_VERIFIABLE and check.signed is None
+    year = replies.year_served("r-1", 2026, [honest] * 10, SENSITIVE).encode()
+    assert honest.signed.signed_message not in year, "no envelope's bytes travel in a year's list"
+    assert honest.signed.signed_message in replies.detail_served("r-1", 2026, honest).encode()
 
 
 def test_a_detail_is_verified_with_its_sensitive_tables_from_the_signed_bytes(ca, anchors):
@@ -124,7 +141,7 @@ def test_a_detail_is_verified_with_its_sensitive_tables_from_the_signed_bytes(ca
 def test_the_facility_is_named_as_its_certificate_names_it_in_the_reply_the_check_and_the_fhir_organization(
         ca, anchors):
     honest = _honest(ca)
-    shown = _listed(honest)
+    shown = _shown(honest)
     assert shown.facility_name == CLINICS["79001"]
     check = check_visit_signature(shown, anchors)
     assert check.status is SignatureState.VERIFIED and check.signed.facility_name == CLINICS["79001"]
@@ -135,7 +152,7 @@ def test_the_facility_is_named_as_its_certificate_names_it_in_the_reply_the_chec
                        and e["resource"].get("identifier", [{}])[0].get("value") == "79001"]
     assert organization["name"] == CLINICS["79001"]
     unnamed = BookEntry(honest.record, honest.signed.model_copy(update={"certificate": None}))
-    assert _listed(unnamed).facility_name is None, "no certificate, no name: the code is shown instead"
+    assert _shown(unnamed).facility_name is None, "no certificate, no name: the code is shown instead"
 
 
 def test_a_certificate_revoked_before_the_signing_fails_and_a_stale_list_claims_nothing(tmp_path):
@@ -145,8 +162,8 @@ def test_a_certificate_revoked_before_the_signing_fails_and_a_stale_list_claims_
     certificate = own.entry("79001", CLINIC, LONG_AGO).certificate
     entry = signed_entry(visit(person=citizen(4), sequence=41), CLINIC, certificate)  # signed now
     own.revoke(x509.load_der_x509_certificate(certificate), LONG_AGO + timedelta(hours=1))
-    check = check_visit_signature(_listed(entry), own.trust_anchors())
+    check = check_visit_signature(_shown(entry), own.trust_anchors())
     assert check.status is SignatureState.FAILED and "revoked" in check.sentence
     own.clinics.write_crl({}, next_update=datetime.now(UTC) - timedelta(minutes=1))
-    stale = check_visit_signature(_listed(entry), own.trust_anchors())
+    stale = check_visit_signature(_shown(entry), own.trust_anchors())
     assert stale.status is SignatureState.NOT_VERIFIABLE and "chưa được cập nhật" in stale.sentence

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import ahocorasick
 import orjson
 
 from domain.sensitive_diagnoses import SensitiveDiagnoses
@@ -59,12 +60,14 @@ class SensitivePolicy:
         # A code may follow digits (a regimen's months: 2RHZE/4RHE) but not letters; a word stands alone.
         object.__setattr__(self, "_codes", re.compile(rf"(?<![A-Z])(?:{codes})"))
         object.__setattr__(self, "_words", re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE))
-        # Plain substring tests first: a regex over a whole visit costs hundreds of microseconds, and almost
-        # every visit has none of these; the regexes then only confirm a hit's boundaries.
+        # Plain substring tests first, all in one Aho-Corasick pass: a regex over a whole visit costs hundreds
+        # of microseconds, and almost every visit has none of these; the regexes then only confirm a hit.
         categories = self.diagnoses.categories(limit=_MOST_CATEGORIES_TO_SCAN)
-        object.__setattr__(self, "_categories", None if categories is None else tuple(c.lower() for c in categories))
-        object.__setattr__(self, "_code_parts", tuple(c.lower() for c in (*self.medicine_codes, *self.service_codes)))
-        object.__setattr__(self, "_word_parts", tuple(w.lower() for w in self.words))
+        object.__setattr__(self, "_scan_all_codes", categories is None)
+        object.__setattr__(self, "_parts", _automaton({
+            _DIAGNOSIS: [c.lower() for c in categories or ()],
+            _CODE: [c.lower() for c in (*self.medicine_codes, *self.service_codes)],
+            _WORD: [w.lower() for w in self.words]}))
 
     def of_visit(self, record: Mapping[str, Any], *, has_sensitive_tables: bool = False) -> bool:
         """Whether this visit record (an event's, or the book's with its tables stored apart) is sensitive."""
@@ -87,15 +90,39 @@ class SensitivePolicy:
     def _names_it(self, text: str) -> bool:
         text = unicodedata.normalize("NFC", text)  # a clinic's XML may spell 'phổi' with combining marks
         lower = text.lower().replace("_", " ")
-        categories: tuple[str, ...] | None = self._categories  # type: ignore[attr-defined]
-        if (categories is None or any(category in lower for category in categories)) and \
+        found = _kinds_in(self._parts, lower)  # type: ignore[attr-defined]
+        if (self._scan_all_codes or _DIAGNOSIS in found) and \
                 any(code in self.diagnoses for code in _ICD10_TOKEN.findall(text.upper())):
             return True
-        if any(part in lower for part in self._code_parts) and \
-                self._codes.search(text.upper()) is not None:  # type: ignore[attr-defined]
+        if _CODE in found and self._codes.search(text.upper()) is not None:  # type: ignore[attr-defined]
             return True
-        return any(part in lower for part in self._word_parts) and \
-            self._words.search(text.replace("_", " ")) is not None  # type: ignore[attr-defined]
+        return _WORD in found and self._words.search(text.replace("_", " ")) is not None  # type: ignore[attr-defined]
+
+
+_DIAGNOSIS, _CODE, _WORD = "diagnosis category", "medicine or service code", "word"
+
+
+def _automaton(parts: dict[str, list[str]]) -> ahocorasick.Automaton | None:
+    """One Aho-Corasick automaton over every plain part, each naming the kinds it belongs to; None when none."""
+    kinds: dict[str, set[str]] = {}
+    for kind, texts in parts.items():
+        for text in texts:
+            kinds.setdefault(text, set()).add(kind)
+    if not kinds:
+        return None
+    automaton = ahocorasick.Automaton()
+    for text, of in kinds.items():
+        automaton.add_word(text, frozenset(of))
+    automaton.make_automaton()
+    return automaton
+
+
+def _kinds_in(automaton: ahocorasick.Automaton | None, lower: str) -> set[str]:
+    """Which kinds of plain part occur in the text, in one pass over it rather than one per part."""
+    found: set[str] = set()
+    for _, kinds in automaton.iter(lower) if automaton is not None else ():
+        found |= kinds
+    return found
 
 
 def _clinical(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -185,14 +185,20 @@ def fitted(reply: Reply, limit: int) -> tuple[Reply, bytes]:
 
 
 def listed(entry: BookEntry, sensitive: SensitivePolicy) -> VisitView:
-    """A visit as a year's list shows it, or sealed when the visit is sensitive.
+    """A visit as a year's list shows it: a history row (when, where, why, what was found), or sealed when sensitive.
 
-    A list entry carries no signed envelope: the envelope is most of a visit's bytes and only the
-    visit's detail, where it is checked and shown from, needs it.
+    Medicines, results, papers and the signed envelope are in the visit's detail, where the envelope is
+    checked and the visit shown from it; a list carries none of them, as the insurance gateway's own
+    history rows do not.
     """
-    if sensitive.of_visit(entry.record, has_sensitive_tables=entry.has_sensitive):
-        return sealed(entry.record, facility_name_of(entry))
-    return visit_view(entry.record, facility_name_of(entry))
+    record = entry.record
+    if sensitive.of_visit(record, has_sensitive_tables=entry.has_sensitive):
+        return sealed(record, facility_name_of(entry))
+    return VisitView(
+        facility_code=record["facility_code"], facility_name=facility_name_of(entry), visit_code=record["visit_code"],
+        visit_type=record["visit_type"], admitted_at=record["admitted_at"], discharged_at=record["discharged_at"],
+        reason=record.get("reason"), diagnosis_codes=_diagnosis_codes(record),
+        diagnosis_names=record["discharge_diagnosis"], treatment_result=record.get("treatment_result"))
 
 
 def facility_name_of(entry: BookEntry) -> str | None:
@@ -217,7 +223,7 @@ def visit_view(record: dict[str, Any], facility_name: str | None = None) -> Visi
         facility_code=record["facility_code"], facility_name=facility_name, visit_code=record["visit_code"],
         visit_type=record["visit_type"],
         admitted_at=record["admitted_at"], discharged_at=record["discharged_at"], reason=record.get("reason"),
-        diagnosis_codes=[record["main_diagnosis_code"], *record.get("secondary_diagnosis_codes", [])],
+        diagnosis_codes=_diagnosis_codes(record),
         diagnosis_names=record["discharge_diagnosis"], treatment_result=record.get("treatment_result"),
         medicines=[MedicineLine(name=m["name"], strength=m.get("strength"), dose=m.get("dose"),
                                 instructions=m.get("instructions")) for m in record.get("medicines", [])],
@@ -234,6 +240,10 @@ def visit_view(record: dict[str, Any], facility_name: str | None = None) -> Visi
         follow_up_date=follow_up.get("appointment_date") or record.get("follow_up_date"),
         insurance_paid=_amount(record.get("insurance_paid")), patient_paid=_amount(record.get("patient_paid")),
     )
+
+
+def _diagnosis_codes(record: dict[str, Any]) -> list[str]:
+    return [record["main_diagnosis_code"], *record.get("secondary_diagnosis_codes", [])]
 
 
 def _discharge_summary(record: dict[str, Any]) -> str | None:

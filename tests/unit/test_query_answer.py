@@ -102,7 +102,7 @@ async def test_every_years_list_does_not_claim_one_year():
 
 async def test_a_reply_too_large_to_send_is_refused_as_too_large_and_logged_so():
     store = _store()
-    small = QueryPolicy(POLICY.requests, POLICY.sensitive, 1_000)
+    small = QueryPolicy(POLICY.requests, POLICY.sensitive, 300)
     reply = await _answered(store, _ask(every_year=True), policy=small)
     assert reply.refusal_code == RefusalCode.TOO_LARGE
     (logged,) = store.access

@@ -119,7 +119,8 @@ def _assert_sealed(record: dict[str, Any], why: str) -> None:
 def test_a_visit_with_no_marker_is_shown_in_full_and_reaches_analytics():
     assert not SENSITIVE.of_visit(PLAIN), SENSITIVE.why(PLAIN)
     surfaces = _surfaces(PLAIN)
-    assert "Paracetamol" in surfaces["list reply"] and "Paracetamol" in surfaces["list Bundle"]
+    assert PLAIN["discharge_diagnosis"] in surfaces["list reply"] and "Paracetamol" in surfaces["list Bundle"]
+    assert "Paracetamol" not in surfaces["list reply"], "a list row is a history row: medicines are in the detail"
     assert surfaces["analytics"] != "[]"
 
 

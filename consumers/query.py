@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -25,6 +24,7 @@ from domain.consent import (
     TOO_LARGE,
     AccessEntry,
     Decision,
+    LedgerLine,
     Refusal,
     Refuse,
     RequestPolicy,
@@ -46,21 +46,10 @@ from schemas.refusal_codes import RefusalCode
 log = logging.getLogger(__name__)
 
 
-class QueryUnit(Protocol):
-    """A batch of requests' writes, in one transaction: the request ids' claims, consents, the access log."""
-
-    async def claim_requests(self, claims: list[tuple[str, datetime, tuple[int, int]]]
-                             ) -> dict[str, tuple[int, int]]: ...
-
-    async def record_consents(self, consents: list[tuple[str, datetime, str]]) -> None: ...
-
-    async def log_accesses(self, entries: list[AccessEntry]) -> None: ...
-
-
 class QueryStore(Protocol):
     """Where the query consumer reads the book and writes its ledger (PostgreSQL, or a fake in unit tests)."""
 
-    def transaction(self) -> AbstractAsyncContextManager[QueryUnit]: ...
+    async def write(self, lines: list[LedgerLine]) -> set[int]: ...
 
     async def books_of(self, wanted: list[tuple[str, int | None, bool]]) -> list[list[BookEntry]]: ...
 
@@ -104,22 +93,18 @@ async def answer(store: QueryStore, raw: bytes | None, policy: QueryPolicy, sour
 
 async def answer_all(store: QueryStore, requests: list[tuple[bytes | None, Source]], policy: QueryPolicy,
                      now: datetime | None = None) -> list[Answer]:
-    """Decide a batch of requests, read what they may see side by side, and commit their writes in one transaction.
+    """Decide a batch of requests, read what they may see side by side, and write their ledger in one statement.
 
     Claims, consents and the access log of the whole batch are committed before any reply is returned,
     so a reply sent is always one the ledger holds; a crash before the commit answers them all again.
     """
     decisions = [decide(raw, policy.requests, now, source) for raw, source in requests]
     found = await _read(store, decisions)
-    async with store.transaction() as unit:
-        held = await unit.claim_requests([(d.request_id, d.requested_at, d.source)
-                                          for d in decisions if isinstance(d, Serve)])
-        performed = [_performed(d, f, held) for d, f in zip(decisions, found, strict=True)]
-        await unit.record_consents([(d.personal_id, d.requested_at, d.request_id)
-                                    for d, p in zip(decisions, performed, strict=True)
-                                    if isinstance(d, Serve) and p is not REPLAYED])
-        answers = [_replied(d, p, policy) for d, p in zip(decisions, performed, strict=True)]
-        await unit.log_accesses([entry for _, entry in answers])
+    answers = [_replied(d, _performed(d, f), policy) for d, f in zip(decisions, found, strict=True)]
+    replayed = await store.write([LedgerLine(entry, d if isinstance(d, Serve) else None)
+                                  for d, (_, entry) in zip(decisions, answers, strict=True)])
+    for i in replayed:  # another record holds the request id: the store logged it refused as a replay
+        answers[i] = _replied(decisions[i], REPLAYED, policy)
     return [answered for answered, _ in answers]
 
 
@@ -142,13 +127,10 @@ async def _nothing() -> list[Any]:
     return []
 
 
-def _performed(decision: Decision, found: list[BookEntry] | None, held: dict[str, Source]
-               ) -> Refusal | list[BookEntry]:
-    """What a decision comes to once its request id is claimed: refused, replayed, not found, or entries."""
+def _performed(decision: Decision, found: list[BookEntry] | None) -> Refusal | list[BookEntry]:
+    """What a decision comes to once read: refused, not found, or the entries to serve."""
     if isinstance(decision, Refuse):
         return decision.refusal
-    if held.get(decision.request_id) != decision.source:  # another record holds the id: a replay
-        return REPLAYED
     assert found is not None, "every servable decision was read"
     return NOT_FOUND if decision.visit is not None and not found else found
 
@@ -204,8 +186,7 @@ async def _internal_error(store: QueryStore, message: Any, exc: Exception) -> An
               extra={"topic": message.topic, "partition": message.partition, "offset": message.offset})
     failed = Refuse(requester_of(message.value), INTERNAL_ERROR)
     with contextlib.suppress(Exception):  # the access is still logged where the database lets it be
-        async with store.transaction() as unit:
-            await unit.log_accesses([access_entry(failed, INTERNAL_ERROR)])
+        await store.write([LedgerLine(access_entry(failed, INTERNAL_ERROR))])
     reply = replies.refusal(failed, INTERNAL_ERROR)
     return Answer(reply, reply.encode())
 

@@ -210,3 +210,15 @@ def access_entry(decision: Decision, served: Refusal | int) -> AccessEntry:
     if decision.visit is not None:
         return AccessEntry(who.request_id, who.personal_id, who.year, AccessOutcome.SERVED_DETAIL, None, served)
     return AccessEntry(who.request_id, who.personal_id, decision.year, AccessOutcome.SERVED, None, served)
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    """What answering one request writes: its access line and, for a servable request, its claim and consent.
+
+    The access line is the one for the request served (or refused) as decided; should another record
+    hold its request id already, the store logs it refused as replayed instead and records no consent.
+    """
+
+    access: AccessEntry
+    claim: Serve | None = None

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,11 +15,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from domain.consent import AccessEntry
+from domain.consent import LedgerLine
 from domain.replies import BookEntry, ClinicSignature
 from domain.rows import BOOK_COLUMNS, PENDING_COLUMNS, VisitRow, WeightedRow, resolved_row
 from healthbook.retry import CONTENT_REFUSALS
-from schemas.outcomes import Outcome
+from schemas.outcomes import AccessOutcome, Outcome
+from schemas.refusal_codes import RefusalCode
 
 LIVE = "public"
 _TYPES = {
@@ -389,80 +388,63 @@ class BookReader(_Tables):
 class ConsentLedger:
     """The query side's writes: each citizen's consent, each request id claimed once, and every access logged."""
 
-    async def record_consents(self, conn: asyncpg.Connection, consents: list[tuple[str, Any, str]]) -> None:
-        """Remember each citizen's first confirmation of the integration (personal ID, confirmed at, request id)."""
-        await conn.execute(
-            "insert into consents (personal_id, confirmed_at, request_id) "
-            "select * from unnest($1::text[], $2::timestamptz[], $3::text[]) as c(p, at, r) order by p, at "
-            "on conflict (personal_id) do nothing",
-            [c[0] for c in consents], [c[1] for c in consents], [c[2] for c in consents])
+    async def write(self, conn: asyncpg.Connection, lines: list[LedgerLine]) -> set[int]:
+        """A batch's claims, consents and access lines in one statement, so in one transaction and one round trip.
 
-    async def claim_requests(self, conn: asyncpg.Connection, claims: list[tuple[str, Any, tuple[int, int]]]
-                             ) -> dict[str, tuple[int, int]]:
-        """Claim request ids (id, requested at, source partition and offset); which source holds each id now.
-
-        An id missing from the answer was claimed by a concurrent transaction that committed after this
-        statement's snapshot: that one holds it. Ids are inserted in order, so two batches never deadlock.
+        Returns the indexes of the lines whose request id another record holds (a replay): they are
+        logged refused as replayed and get no consent. Ids are claimed in order, so batches never
+        deadlock; an id claimed by a transaction that committed after this statement's snapshot counts
+        as held by that one.
         """
+        claims = [line.claim for line in lines]
         rows = await conn.fetch(
-            "with wanted as (select * from unnest($1::text[], $2::int[], $3::bigint[], $4::timestamptz[]) "
-            "as w(request_id, source_partition, source_offset, requested_at) order by request_id, source_offset), "
+            "with lines as (select * from unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], "
+            "$6::int[], $7::int[], $8::int[], $9::bigint[], $10::timestamptz[]) with ordinality as l(request_id, "
+            "personal_id, year, outcome, refusal_code, visits, replay_year, source_partition, source_offset, "
+            "requested_at, i)), "
             "claimed as (insert into served_requests (request_id, source_partition, source_offset, requested_at) "
-            "select * from wanted on conflict (request_id) do nothing "
-            "returning request_id, source_partition, source_offset) "
-            "select request_id, source_partition, source_offset from claimed union all "
-            "select request_id, source_partition, source_offset from served_requests where request_id = any($1)",
-            [c[0] for c in claims], [c[2][0] for c in claims], [c[2][1] for c in claims], [c[1] for c in claims])
-        return {row["request_id"]: (row["source_partition"], row["source_offset"]) for row in rows}
+            "select request_id, source_partition, source_offset, requested_at from lines "
+            "where requested_at is not null order by request_id, source_offset "
+            "on conflict (request_id) do nothing returning request_id, source_partition, source_offset), "
+            "holders as (select request_id, source_partition, source_offset from claimed union all "
+            "select request_id, source_partition, source_offset from served_requests where request_id = any("
+            "array(select request_id from lines where requested_at is not null))), "
+            "judged as (select l.*, l.requested_at is not null and not exists (select 1 from holders h "
+            "where h.request_id = l.request_id and h.source_partition = l.source_partition "
+            "and h.source_offset = l.source_offset) as replayed from lines l), "
+            "consented as (insert into consents (personal_id, confirmed_at, request_id) "
+            "select personal_id, requested_at, request_id from judged where requested_at is not null "
+            "and not replayed order by personal_id, requested_at on conflict (personal_id) do nothing), "
+            "logged as (insert into access_log (request_id, personal_id, year, outcome, refusal_code, visits) "
+            "select request_id, personal_id, case when replayed then replay_year else year end, "
+            "case when replayed then $11 else outcome end, case when replayed then $12 else refusal_code end, "
+            "case when replayed then 0 else visits end from judged order by i) "
+            "select i from judged where replayed",
+            [line.access.request_id for line in lines], [line.access.personal_id for line in lines],
+            [line.access.year for line in lines], [str(line.access.outcome) for line in lines],
+            [None if line.access.refusal_code is None else str(line.access.refusal_code) for line in lines],
+            [line.access.visits for line in lines], [c and c.requester.year for c in claims],
+            [c and c.source[0] for c in claims], [c and c.source[1] for c in claims],
+            [c and c.requested_at for c in claims], str(AccessOutcome.REFUSED), str(RefusalCode.REPLAYED_REQUEST))
+        return {row["i"] - 1 for row in rows}
 
     async def forget_requests_before(self, conn: asyncpg.Connection | asyncpg.Pool, before: Any) -> int:
         """Drop served request ids dated before a moment no request can be fresh at any more."""
         done = await conn.execute("delete from served_requests where requested_at < $1", before)
         return int(done.split()[-1])
 
-    async def log_accesses(self, conn: asyncpg.Connection, entries: list[AccessEntry]) -> None:
-        """Log accesses to citizens' health data, served or refused (Decree 13/2023), in the order given."""
-        await conn.execute(
-            "insert into access_log (request_id, personal_id, year, outcome, refusal_code, visits) "
-            "select r, p, y, o, c, n from unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::int[]) "
-            "with ordinality as e(r, p, y, o, c, n, i) order by i",
-            [e.request_id for e in entries], [e.personal_id for e in entries], [e.year for e in entries],
-            [str(e.outcome) for e in entries], [None if e.refusal_code is None else str(e.refusal_code)
-                                                for e in entries], [e.visits for e in entries])
-
-
-class QueryUnit:
-    """A batch of requests' writes on one connection, inside one transaction: claims, consents, access."""
-
-    def __init__(self, conn: asyncpg.Connection, ledger: ConsentLedger) -> None:
-        self.conn, self.ledger = conn, ledger
-
-    async def claim_requests(self, claims: list[tuple[str, Any, tuple[int, int]]]) -> dict[str, tuple[int, int]]:
-        """Claim the request ids; which source holds each now."""
-        return await self.ledger.claim_requests(self.conn, claims) if claims else {}
-
-    async def record_consents(self, consents: list[tuple[str, Any, str]]) -> None:
-        """Remember the citizens' first confirmations."""
-        if consents:
-            await self.ledger.record_consents(self.conn, consents)
-
-    async def log_accesses(self, entries: list[AccessEntry]) -> None:
-        """Log each request's one access record."""
-        if entries:
-            await self.ledger.log_accesses(self.conn, entries)
 
 
 class PostgresQueryStore:
-    """The query consumer's store: reads side by side on pooled connections, a batch's writes in one transaction."""
+    """The query consumer's store: reads side by side on pooled connections, a batch's ledger in one statement."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool, self.book, self.ledger = pool, BookReader(), ConsentLedger()
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[QueryUnit]:
-        """A batch's unit of writes, committed when the block ends without an error."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield QueryUnit(conn, self.ledger)
+    async def write(self, lines: list[LedgerLine]) -> set[int]:
+        """A batch's claims, consents and access lines, committed at once (ConsentLedger.write)."""
+        async with self.pool.acquire() as conn:
+            return await self.ledger.write(conn, lines)
 
     async def books_of(self, wanted: list[tuple[str, int | None, bool]]) -> list[list[BookEntry]]:
         """Citizens' years (BookReader.books_of) on a pooled connection."""

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -12,34 +11,12 @@ import asyncpg
 
 from domain.batch import RejectedDelivery
 from domain.book_entry import BookEntry
-from domain.consent import AccessEntry
+from domain.consent import AccessEntry, LedgerLine
 from domain.rows import VisitRow, WeightedRow
 from healthbook.store import OffsetsMoved
-from schemas.outcomes import Outcome
+from schemas.outcomes import AccessOutcome, Outcome
+from schemas.refusal_codes import RefusalCode
 from schemas.visit_record import Visit
-
-
-class FakeQueryUnit:
-    """A batch's unit of writes against the fake store; its writes land only if the block ends cleanly."""
-
-    def __init__(self, store: FakeQueryStore) -> None:
-        self.store = store
-        self.claims: dict[str, tuple[int, int]] = {}
-        self.consents: list[tuple[str, str]] = []
-        self.access: list[AccessEntry] = []
-
-    async def claim_requests(self, claims: list[tuple[str, datetime, tuple[int, int]]]
-                             ) -> dict[str, tuple[int, int]]:
-        for request_id, _, source in sorted(claims, key=lambda c: (c[0], c[2][1])):
-            if request_id not in self.store.claims:
-                self.claims.setdefault(request_id, source)
-        return {request_id: self.store.claims.get(request_id) or self.claims[request_id] for request_id, _, _ in claims}
-
-    async def record_consents(self, consents: list[tuple[str, datetime, str]]) -> None:
-        self.consents += [(personal_id, request_id) for personal_id, _, request_id in consents]
-
-    async def log_accesses(self, entries: list[AccessEntry]) -> None:
-        self.access += entries
 
 
 @dataclass
@@ -53,13 +30,21 @@ class FakeQueryStore:
     fail_reads_with: Exception | None = None  # a bug met reading the book
     fail_reads_of: str | None = None  # ... only when reading this citizen's book
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[FakeQueryUnit]:
-        unit = FakeQueryUnit(self)
-        yield unit
-        self.claims.update(unit.claims)
-        self.consents += unit.consents
-        self.access += unit.access
+    async def write(self, lines: list[LedgerLine]) -> set[int]:
+        """As the one statement does: claims in order, a replay logged refused without consent, all at once."""
+        claims = dict(self.claims)
+        for line in sorted((line for line in lines if line.claim), key=lambda ln: (ln.claim.request_id,
+                                                                                  ln.claim.source[1])):
+            claims.setdefault(line.claim.request_id, line.claim.source)
+        replayed = {i for i, line in enumerate(lines) if line.claim and claims[line.claim.request_id] !=
+                    line.claim.source}
+        self.claims = claims
+        self.consents += [(line.claim.personal_id, line.claim.request_id) for i, line in enumerate(lines)
+                          if line.claim and i not in replayed]
+        self.access += [AccessEntry(line.access.request_id, line.access.personal_id, line.claim.requester.year,
+                                    AccessOutcome.REFUSED, RefusalCode.REPLAYED_REQUEST) if i in replayed
+                        else line.access for i, line in enumerate(lines)]
+        return replayed
 
     def _read(self, personal_id: str) -> list[BookEntry]:
         if self.fail_reads_with is not None and self.fail_reads_of in (None, personal_id):

@@ -34,10 +34,14 @@ async def test_a_confirmed_citizen_sees_their_visits_of_the_year_and_nobody_else
     assert first.facility_code == "79001"
     assert first.admitted_at == mine[0]["admitted_at"]
     assert first.diagnosis_codes[0] == mine[0]["main_diagnosis_code"]
-    assert [(m.name, m.strength, m.dose, m.instructions) for m in first.medicines] == [
+    assert first.medicines == [] and first.results == [] and first.signed is None, "a list row, not the visit"
+    detail = (await identity.ask(confirmation(alice.personal_id, 2025, detail=("79001", mine[0]["visit_code"])))
+              ).visits[0]
+    assert [(m.name, m.strength, m.dose, m.instructions) for m in detail.medicines] == [
         (m["name"], m["strength"], m["dose"], m["instructions"]) for m in mine[0]["medicines"]]
-    assert [(r.name, r.value, r.unit, r.conclusion) for r in first.results] == [
+    assert [(r.name, r.value, r.unit, r.conclusion) for r in detail.results] == [
         (r["indicator_name"], r["value"], r["unit"], r["conclusion"]) for r in mine[0]["results"]]
+    assert detail.signed is not None and detail.signed.signed_message, "the detail carries the signed envelope"
     consent = await db.fetchrow("select * from consents where personal_id = $1", alice.personal_id)
     assert consent["request_id"] == reply.request_id
     assert await db.fetchval("select count(*) from consents where personal_id = $1", bob.personal_id) == 0
@@ -115,6 +119,38 @@ async def test_a_redelivered_request_is_answered_again_not_refused(clinics, db):
     answers = [await answer(store, raw, policy, source) for source in ((0, 10**12), (0, 10**12), (1, 10**12))]
     assert [(a.reply.status, a.reply.refusal_code, len(a.reply.visits)) for a in answers] == [
         ("ok", None, 2), ("ok", None, 2), ("refused", "replayed_request", 0)]
+
+
+async def test_one_batch_writes_its_ledger_at_once_and_a_repeat_within_it_or_held_elsewhere_is_a_replay(clinics, db):
+    from consumers.query import QueryPolicy, answer, answer_all
+    from healthbook.config import Settings
+    from healthbook.store import PostgresQueryStore
+
+    alice, bob, *_ = await _two_citizens_with_visits(clinics, db)
+    settings = Settings()
+    policy = QueryPolicy(settings.request_policy({SIGNER.key_id: SIGNER.public_key}), settings.sensitive, 10**6)
+    store = PostgresQueryStore(db)
+    held_elsewhere = seal_request(confirmation(bob.personal_id, 2025), SIGNER)
+    await answer(store, held_elsewhere, policy, (1, 10**12 + 7))
+    twice = seal_request(confirmation(alice.personal_id, 2025), SIGNER)
+    refused = seal_request(confirmation(alice.personal_id, 2025, identity_level=1), SIGNER)
+    batch = [(twice, (0, 10**12 + 1)), (refused, (0, 10**12 + 2)), (twice, (0, 10**12 + 3)),
+             (held_elsewhere, (0, 10**12 + 4))]
+    answers = await answer_all(store, batch, policy)
+    assert [(a.reply.status, a.reply.refusal_code, len(a.reply.visits)) for a in answers] == [
+        ("ok", None, 2), ("refused", "identity_level", 0), ("refused", "replayed_request", 0),
+        ("refused", "replayed_request", 0)]
+    ids = [a.reply.request_id for a in answers]
+    logged = await db.fetch("select request_id, outcome, refusal_code, visits from access_log "
+                            "where request_id = any($1) order by id", ids)
+    assert [(r["request_id"], r["outcome"], r["refusal_code"], r["visits"]) for r in logged] == [
+        (ids[3], "served", None, 1), (ids[0], "served", None, 2), (ids[1], "refused", "identity_level", 0),
+        (ids[2], "refused", "replayed_request", 0), (ids[3], "refused", "replayed_request", 0)]
+    held = await db.fetch("select request_id, source_partition, source_offset from served_requests "
+                          "where request_id = any($1)", ids)
+    assert {(r["request_id"], r["source_partition"], r["source_offset"]) for r in held} == {
+        (ids[0], 0, 10**12 + 1), (ids[3], 1, 10**12 + 7)}
+    assert await db.fetchval("select request_id from consents where personal_id = $1", alice.personal_id) == ids[0]
 
 
 async def test_a_sensitive_visit_is_sealed_in_the_year_list_and_shown_in_the_citizens_detail(clinics, db, identity):

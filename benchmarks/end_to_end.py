@@ -47,6 +47,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> tuple[float, float]:
+    """CPU seconds every core of the machine has been busy, and in all, so far (from /proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / ticks, sum(fields[:8]) / ticks
+
+
 def peak_rss_mb(pid: int) -> float:
     """Peak resident memory of a process (VmHWM), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

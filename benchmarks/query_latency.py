@@ -27,7 +27,7 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.end_to_end import cpu_seconds, peak_rss_mb, percentile
+from benchmarks.end_to_end import cpu_seconds, machine_busy_seconds, peak_rss_mb, percentile
 from commands.identity_standin import confirmation, ensure_identity_key, trust_identity_key
 from commands.processes import ServiceProcess
 from domain.rows import BOOK_COLUMNS
@@ -148,6 +148,8 @@ class Step:
     waits_ms: list[float]
     answered_per_s: float
     consumer_cpu_share: float  # of one core, every query consumer process together, while this step ran
+    machine_busy: float  # of every core of the machine (broker, database, this client included)
+    client_cpu_share: float  # of one core: this process, signing requests and reading replies
 
     @property
     def unanswered(self) -> int:
@@ -183,6 +185,8 @@ async def _ask_at_rate(settings: Settings, citizens: list[str], rate: float, sec
     await asyncio.sleep(1)  # the reply reader has its partitions
     started = time.perf_counter()
     cpu_before = sum(cpu_seconds(pid) for pid in consumer_pids)
+    busy_before, all_before = machine_busy_seconds()
+    client_before = time.process_time()
     total = int(rate * seconds)
     try:
         for i in range(total):
@@ -197,8 +201,10 @@ async def _ask_at_rate(settings: Settings, citizens: list[str], rate: float, sec
         await producer.stop()
         await replies.stop()
     elapsed = (max(answered_at) if answered_at else time.perf_counter()) - started
+    busy, every = machine_busy_seconds()
     return Step(rate, total, list(waits.values()), len(waits) / elapsed,
-                (sum(cpu_seconds(pid) for pid in consumer_pids) - cpu_before) / elapsed)
+                (sum(cpu_seconds(pid) for pid in consumer_pids) - cpu_before) / elapsed,
+                (busy - busy_before) / (every - all_before), (time.process_time() - client_before) / elapsed)
 
 
 async def run(visits: int, citizens: int, rates: list[float], seconds: float, fresh_book: bool, consumers: int
@@ -237,13 +243,14 @@ async def run(visits: int, citizens: int, rates: list[float], seconds: float, fr
     table = Table(title=f"a citizen's wait, signed request → reply over Kafka: {visits:,} visits of {len(ids):,} "
                         f"citizens, {consumers} query consumer process(es), {seconds:.0f} s per rate",
                   title_justify="left")
-    for column in ("offered/s", "answered/s", "p50", "p99", "max", "unanswered", "consumer CPU"):
+    for column in ("offered/s", "answered/s", "p50", "p99", "max", "unanswered", "consumer CPU", "client CPU",
+                   f"machine busy ({os.cpu_count()} cores)"):
         table.add_column(column, justify="right")
     for step in steps:
         waits = step.waits_ms or [float("nan")]
         table.add_row(f"{step.offered:,.0f}", f"{step.answered_per_s:,.0f}", f"{percentile(waits, 50):,.1f} ms",
                       f"{percentile(waits, 99):,.1f} ms", f"{max(waits):,.1f} ms", f"{step.unanswered:,}",
-                      f"{step.consumer_cpu_share:.0%}")
+                      f"{step.consumer_cpu_share:.0%}", f"{step.client_cpu_share:.0%}", f"{step.machine_busy:.0%}")
     console.print(table)
     console.print(f"database time of a year's query, one at a time: p50 {percentile(database, 50):,.2f} ms, "
                   f"p99 {percentile(database, 99):,.2f} ms; query consumer peak RSS {rss:,.0f} MiB")

@@ -39,6 +39,7 @@ from healthbook import kafka
 from healthbook import observability as metrics
 from healthbook.config import Settings
 from healthbook.database import connect_pool
+from healthbook.gc_tuning import tune_for_service
 from healthbook.retry import while_unreachable
 from healthbook.store import PostgresQueryStore
 from schemas.refusal_codes import RefusalCode
@@ -333,6 +334,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     producer = await kafka.started(partial(kafka.producer, broker, "query-consumer"))
     health = await metrics.serve(settings.query_metrics_port, lambda: (True, {}), "query-consumer",
                                  settings.metrics_host)
+    tune_for_service()
     log.info("query consumer ready on %s", settings.topics.integration_requests)
     requests = RequestLoop(settings.topics.integration_replies, policy, PostgresQueryStore(pool), consumer,
                            producer)

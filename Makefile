@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit bench faults soak fuzz up down status lint install clean browser screenshots
+.PHONY: demo test unit bench bench-replay faults soak fuzz up down status lint install clean browser screenshots
 
 $(STAMP): pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is missing: install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 1; }
@@ -46,7 +46,12 @@ unit: $(STAMP)
 bench: up
 	$(PY) -m benchmarks.ceilings
 	$(PY) -m benchmarks.query_latency
+	$(PY) -m benchmarks.freshness
 	$(PY) benchmarks/ingest.py
+
+# Publishes 1,000,000 signed visits and rebuilds them with `healthbook replay` (about 15 minutes).
+bench-replay: up
+	$(PY) -m benchmarks.replay_national $(ARGS)
 
 fuzz: $(STAMP)
 	$(PY) -m tests.fuzz.run

@@ -40,7 +40,8 @@ def replay_book(settings: Settings, args: argparse.Namespace) -> None:
     report = asyncio.run(replay(settings, kafka.Broker.of(settings), console) if args.processes == 1 else
                          _replay_in_processes(settings, args.processes, console))
     print(f"replayed {report.messages} messages into {report.rows} health-book rows "
-          f"({report.merged_from_live} newer rows kept from the live table) and swapped it in")
+          f"({report.merged_from_live} newer rows kept from the live table) and swapped it in; the live book was "
+          f"locked {report.locked_seconds * 1000:.0f} ms for the last merge and the swap")
 
 
 async def _replay_in_processes(settings: Settings, processes: int, console: Console) -> ReplayReport:

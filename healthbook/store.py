@@ -7,6 +7,7 @@ book into a schema of its own with the same writer and then swaps its table in.
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -488,14 +489,15 @@ async def database_now(conn: asyncpg.Connection) -> datetime:
     return await conn.fetchval("select clock_timestamp()")
 
 
-async def swap_in_rebuild(conn: asyncpg.Connection, schema: str, since: datetime) -> int:
+async def swap_in_rebuild(conn: asyncpg.Connection, schema: str, since: datetime) -> tuple[int, float]:
     """Merge rows the worker wrote since `since` into the rebuilt book (higher version wins), swap it in.
 
     Rows written before `since` came from messages the rebuild itself read. The merge runs twice: once
     while the worker keeps writing, then under the lock for only what it wrote during the first, so the
     worker is blocked for the few rows of the last moments rather than for a scan of the whole book.
     Only the book is swapped: the live counters, offsets and pending visits keep describing what the
-    running worker did. Returns how many rows came from the live book.
+    running worker did. Returns how many rows came from the live book, and how many seconds the live
+    book was locked (the longest any write of the worker waited).
     """
     rebuilt = f"{_check_schema(schema)}.health_book_visits"
     updates = ", ".join(f"{c} = excluded.{c}" for c in BOOK_COLUMNS[2:])
@@ -511,11 +513,12 @@ async def swap_in_rebuild(conn: asyncpg.Connection, schema: str, since: datetime
     merged = await merge_written_since(since)
     async with conn.transaction():
         await conn.execute(f"lock table {LIVE}.health_book_visits in exclusive mode")
+        locked_at = time.perf_counter()
         merged += await merge_written_since(second_since)
         await conn.execute(f"drop table {LIVE}.health_book_visits")
         await conn.execute(f"alter table {rebuilt} set schema {LIVE}")
         await conn.execute(f"drop schema {schema} cascade")
-    return merged
+    return merged, time.perf_counter() - locked_at
 
 
 async def drop_rebuild(conn: asyncpg.Connection, schema: str) -> None:

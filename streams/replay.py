@@ -63,6 +63,7 @@ class ReplayReport:
     pending: int = 0
     merged_from_live: int = 0
     rows: int = 0
+    locked_seconds: float = 0.0  # the live book locked for the last merge and the swap
 
 
 class RecentVersions:
@@ -190,7 +191,7 @@ async def rebuilt_report(settings: Settings) -> ReplayReport:
 async def swap_in(settings: Settings, since: datetime, report: ReplayReport) -> ReplayReport:
     """Merge what the worker wrote since the rebuild began and swap the rebuilt book in."""
     async with _connection(settings) as conn:
-        report.merged_from_live = await swap_in_rebuild(conn, REBUILD_SCHEMA, since)
+        report.merged_from_live, report.locked_seconds = await swap_in_rebuild(conn, REBUILD_SCHEMA, since)
         report.rows = await BookReader().row_count(conn)
     return report
 

@@ -123,12 +123,13 @@ async def test_the_swap_merges_only_what_the_worker_wrote_since_the_rebuild_bega
                                "personal_id, 1, 'e501', year, admitted_at, discharged_at, record, clinic_key_id, "
                                "signature, signed_at, source_partition, 501 from health_book_visits "
                                "where visit_code = 'v2'")
-            merged = await swap_in_rebuild(conn, schema, since)
+            merged, locked = await swap_in_rebuild(conn, schema, since)
             book = {r["visit_code"]: (r["version"], r["event_id"])
                     for r in await conn.fetch("select visit_code, version, event_id from health_book_visits")}
             schemas = await conn.fetchval("select count(*) from pg_namespace where nspname = $1", schema)
     finally:
         await pool.close()
     assert merged == 2, "only the two rows written since the rebuild began"
+    assert locked > 0, "the time the live book was locked is measured"
     assert len(book) == 501 and book["v1"] == (2, "e1-2") and book["v501"] == (1, "e501")
     assert schemas == 0

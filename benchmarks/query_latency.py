@@ -149,7 +149,7 @@ class Step:
     answered_per_s: float
     consumer_cpu_share: float  # of one core, every query consumer process together, while this step ran
     machine_busy: float  # of every core of the machine (broker, database, this client included)
-    client_cpu_share: float  # of one core: this process, signing requests and reading replies
+    client_cpu_share: float  # of one core: this process, sending the signed requests and reading replies
 
     @property
     def unanswered(self) -> int:
@@ -180,6 +180,10 @@ async def _ask_at_rate(settings: Settings, citizens: list[str], rate: float, sec
             if done.is_set() and time.perf_counter() > deadline:
                 return
 
+    total = int(rate * seconds)
+    # Signed before the clock starts, as the identity platform signs on its own machines; fresh for the run.
+    requests = [confirmation(random.choice(citizens), random.choice((2024, 2025, 2026))) for _ in range(total)]
+    signed = [(r["request_id"].encode(), r["personal_id"].encode(), seal_request(r, signer)) for r in requests]
     deadline = time.perf_counter() + seconds + 30
     reader = asyncio.create_task(read())
     await asyncio.sleep(1)  # the reply reader has its partitions
@@ -187,14 +191,11 @@ async def _ask_at_rate(settings: Settings, citizens: list[str], rate: float, sec
     cpu_before = sum(cpu_seconds(pid) for pid in consumer_pids)
     busy_before, all_before = machine_busy_seconds()
     client_before = time.process_time()
-    total = int(rate * seconds)
     try:
-        for i in range(total):
+        for i, (request_id, key, raw) in enumerate(signed):
             await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
-            request = confirmation(random.choice(citizens), random.choice((2024, 2025, 2026)))
-            raw = seal_request(request, signer)
-            sent[request["request_id"].encode()] = time.perf_counter()
-            await producer.send(settings.topics.integration_requests, raw, key=request["personal_id"].encode())
+            sent[request_id] = time.perf_counter()
+            await producer.send(settings.topics.integration_requests, raw, key=key)
         done.set()
         await reader
     finally:

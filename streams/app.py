@@ -15,6 +15,8 @@ from healthbook import observability as metrics
 from healthbook.config import Settings
 from schemas import topics
 from schemas.headers import retry_of
+from streams.batch_step import Prechecked
+from streams.batches import unacked_batches
 from streams.fail_stop import leave_mid_batch, stop_worker
 from streams.pipeline import VisitPipeline
 
@@ -75,16 +77,35 @@ def create_app(settings: Settings, broker: kafka.Broker) -> faust.App:
 
     @app.agent(visits, name="project-visits")
     async def project_visits(stream: faust.StreamT) -> None:
+        """Check each batch while the one before is written; acknowledge a batch's events once it is written."""
+        writing: asyncio.Future[None] | None = None
+
+        async def write(events: list[Any], deliveries: list[Delivery], prechecked: Prechecked) -> None:
+            try:
+                counts = await pipeline.process(deliveries, prechecked)
+                await versions.written()
+            except asyncio.CancelledError:
+                leave_mid_batch()
+            except Exception:  # at once, not when the agent next awaits this write
+                stop_worker("the worker cannot go on; stopping without committing the current batch")
+            for event in events:  # only now may faust commit their offsets
+                await stream.ack(event)
+            log.info("batch %s", dict(counts), extra={"worker_id": settings.worker_app_id,
+                                                     "offsets": offset_ranges(deliveries)})
+
         try:
-            async for events in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
+            async for events in unacked_batches(stream, settings.batch_size, settings.batch_within_seconds):
                 deliveries = [delivery_of(event.message) for event in events]
-                try:
-                    counts = await pipeline.process(deliveries)
-                    await versions.written()
-                except asyncio.CancelledError:
-                    leave_mid_batch()
-                log.info("batch %s", dict(counts), extra={"worker_id": settings.worker_app_id,
-                                                         "offsets": offset_ranges(deliveries)})
+                prechecked = await pipeline.precheck(deliveries)
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(write(events, deliveries, prechecked))
+            if writing is not None:
+                await writing
+        except asyncio.CancelledError:
+            if writing is not None and not writing.done():
+                leave_mid_batch()
+            raise
         except Exception:
             stop_worker("the worker cannot go on; stopping without committing the current batch")
 

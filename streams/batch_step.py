@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 
 RangeReader = Callable[[str, int, int, int], Awaitable[list[Delivery]]]  # topic, partition, start, end
+Prechecked = dict[tuple[int, int], "Accepted | Rejected"]  # verdicts worked out ahead, by partition and offset
 
 
 def delivery_of_record(record: ConsumerRecord) -> Delivery:
@@ -143,57 +144,69 @@ class BatchStep:
     dead_letter_topic: str | None = None  # where re-driven messages' original append times are read
     suspects: list[tuple[int, int, int]] = field(default_factory=list)  # (partition, first, last) that failed before
 
-    async def run(self, deliveries: Sequence[Delivery]) -> StepResult:
+    async def precheck(self, deliveries: Sequence[Delivery]) -> Prechecked:
+        """Each message's verdict (decode, signature, rules), worked out before its batch is applied.
+
+        The worker checks the next batch while the last one is still being written; the verdicts depend
+        only on the message and the registries, never on what the book or the table hold.
+        """
+        messages = first_deliveries(deliveries)
+        return {(m.partition, m.offset): v for m, v in zip(messages, await self._checked(messages), strict=True)}
+
+    async def run(self, deliveries: Sequence[Delivery], prechecked: Prechecked | None = None) -> StepResult:
         """Apply one batch (each record once, in order) and return what it did."""
         messages = first_deliveries(deliveries)
+        known = prechecked or {}
         if self._suspected(messages):
             log.warning("isolating a batch of %d messages that failed before", len(messages))
-            result = await self._isolating(messages)
+            result = await self._isolating(messages, known)
             await self._clear_suspects(messages)
             return result
-        return await (self._isolating(messages) if self.isolate_at_once else self._run_once(messages))
+        return await (self._isolating(messages, known) if self.isolate_at_once else self._run_once(messages, known))
 
-    async def _isolating(self, messages: list[Delivery]) -> StepResult:
+    async def _isolating(self, messages: list[Delivery], known: Prechecked) -> StepResult:
         """Apply in halves until the failing message stands alone, then dead-letter it as internal_error."""
         try:
-            return await self._run_once(messages)
+            return await self._run_once(messages, known)
         except Exception as exc:
             if is_infrastructure(exc):
                 raise
             if len(messages) == 1:
                 log.error("dead-lettering %s[%d]@%d as internal_error (%s)", messages[0].topic,
                           messages[0].partition, messages[0].offset, type(exc).__name__)
-                return await self._run_once(messages, failure=exc)
+                return await self._run_once(messages, known, failure=exc)
             half = len(messages) // 2
-            return (await self._isolating(messages[:half])).add(await self._isolating(messages[half:]))
+            return (await self._isolating(messages[:half], known)).add(await self._isolating(messages[half:], known))
 
-    async def _run_once(self, messages: list[Delivery], failure: Exception | None = None) -> StepResult:
+    async def _run_once(self, messages: list[Delivery], known: Prechecked,
+                        failure: Exception | None = None) -> StepResult:
         while True:
             expected = await while_unreachable("read applied offsets", partial(self._applied, messages))
             replayed = [m for m in messages if m.offset < expected[m.partition]]
             todo = await self._without_gaps([m for m in messages if m.offset >= expected[m.partition]], expected)
             if replayed and failure is None:
-                healed = await self._heal(replayed)
+                healed = await self._heal(replayed, known)
                 log.info("%d messages were applied before (below the book's offsets %s); %d table entries refreshed",
                          len(replayed), {p: expected[p] for p in sorted({m.partition for m in replayed})}, healed)
             if not todo:
                 return StepResult(Counter({Outcome.REPLAYED: len(replayed)}))
             started = time.monotonic()
             try:
-                counts = await self._apply(todo, expected, failure)
+                counts = await self._apply(todo, expected, known, failure)
             except OffsetsMoved as moved:
                 log.warning("redoing a batch: %s", moved)
                 continue
             return StepResult(counts, todo, time.monotonic() - started)
 
-    async def _heal(self, replayed: list[Delivery]) -> int:
+    async def _heal(self, replayed: list[Delivery], known: Prechecked) -> int:
         """Bring the table up to what the book holds for messages applied before; return the entries refreshed."""
-        plan, from_book = await self._plan(replayed, await self._verdicts(replayed))
+        plan, from_book = await self._plan(replayed, await self._verdicts(replayed, known))
         return self._remember(*await self._whole_book(plan, from_book))
 
-    async def _apply(self, messages: list[Delivery], expected: dict[int, int],
+    async def _apply(self, messages: list[Delivery], expected: dict[int, int], known: Prechecked,
                      failure: Exception | None) -> Counter[str]:
-        verdicts = await self._verdicts(messages) if failure is None else [_internal_error(failure)] * len(messages)
+        verdicts = await self._verdicts(messages, known) if failure is None else \
+            [_internal_error(failure)] * len(messages)
         plan, from_book = await self._plan(messages, verdicts)
         await self.outlets.dead_letters(plan.rejected)
         await self.outlets.deidentified([item.event for item in plan.fresh])
@@ -263,7 +276,15 @@ class BatchStep:
     async def _applied(self, messages: list[Delivery]) -> dict[int, int]:
         return await self.store.applied_offsets(self.topic, sorted({m.partition for m in messages}))
 
-    async def _verdicts(self, messages: list[Delivery]) -> list[Accepted | Rejected]:
+    async def _verdicts(self, messages: list[Delivery], known: Prechecked) -> list[Accepted | Rejected]:
+        """Each message's verdict: the one worked out before it was applied, or worked out now."""
+        unknown = [m for m in messages if (m.partition, m.offset) not in known]
+        found = dict(known)
+        if unknown:
+            found.update(zip(((m.partition, m.offset) for m in unknown), await self._checked(unknown), strict=True))
+        return [found[m.partition, m.offset] for m in messages]
+
+    async def _checked(self, messages: list[Delivery]) -> list[Accepted | Rejected]:
         appended = [await self._appended_at(m) for m in messages]
         checks = self.checks
         results = [validate_safely(m.key, m.value, checks.keyring, at, checks.signing_window)

@@ -23,7 +23,7 @@ from healthbook.database import connect_pool
 from healthbook.retry import is_broker_unreachable, is_infrastructure, while_unreachable
 from healthbook.store import CLINIC_KEYS, IDENTITY_CARDS, BookWriter, PostgresBatchStore, load_marks, save_marks
 from healthbook.topic_follower import TopicFollower
-from streams.batch_step import BatchStep, Checks, StepHooks, VersionTable, merged, topic_range_reader
+from streams.batch_step import BatchStep, Checks, Prechecked, StepHooks, VersionTable, merged, topic_range_reader
 from streams.fail_stop import stop_worker
 from streams.outlets import KafkaOutlets
 from streams.pending_visits import PendingResolver
@@ -152,12 +152,22 @@ class VisitPipeline(Service):
             "revocation_lists_failing_closed": revocation,
             "last_batch_at": self.last_batch_at, "last_offsets": self.last_offsets}
 
-    async def process(self, deliveries: list[Delivery]) -> Counter[str]:
-        """Run the batch step on one batch, then record its metrics."""
+    async def precheck(self, deliveries: list[Delivery]) -> Prechecked:
+        """Each message's verdict, worked out while the batch before is still being written."""
         await self.ready.wait()
         assert self.step is not None
         try:
-            result = await self.step.run(deliveries)
+            return await self.step.precheck(deliveries)
+        except Exception as exc:  # the batch is checked again when applied, where its failures are handled
+            log.warning("could not check the next batch ahead (%s); it is checked when applied", type(exc).__name__)
+            return {}
+
+    async def process(self, deliveries: list[Delivery], prechecked: Prechecked | None = None) -> Counter[str]:
+        """Run the batch step on one batch (its verdicts worked out ahead where given), then record its metrics."""
+        await self.ready.wait()
+        assert self.step is not None
+        try:
+            result = await self.step.run(deliveries, prechecked)
         except Exception as exc:
             if not is_infrastructure(exc):
                 await self._record_suspect(deliveries, exc)

@@ -73,7 +73,7 @@ async def test_a_replay_into_new_tables_gives_the_live_workers_rows_counts_and_p
         live = {q: [tuple(r) for r in await pool.fetch(q.format(schema="public"))] for q in (BOOK, PENDING, COUNTS)}
         rebuilt = {q: [tuple(r) for r in await pool.fetch(q.format(schema=REBUILD))] for q in (BOOK, PENDING, COUNTS)}
         # A table holding one citizen at a time looks the rest up in the rebuilt book, and decides the same.
-        small = RecentVersions(citizens=1)
+        small = RecentVersions(visits=1)
         await rebuild(own, Broker.of(own), REBUILD, versions=small)
         from_small = {q: [tuple(r) for r in await pool.fetch(q.format(schema=REBUILD))] for q in (BOOK, PENDING,
                                                                                                  COUNTS)}

@@ -225,3 +225,28 @@ async def test_a_worker_that_was_away_replays_with_a_stale_table_and_keeps_every
     assert again.counts == {Outcome.REPLAYED: 1}
     assert zombie.versions[person.personal_id] == owner.versions[person.personal_id] == {
         f"79001/{e['visit_code']}": 1 for e in (a, b, c)}, "the entry it writes back keeps c"
+
+
+async def test_a_batch_checked_ahead_is_applied_as_one_checked_when_applied_and_a_gap_read_back_is_checked_then():
+    events = _events(6)
+    everything = _delivered(events)
+    ahead_store, ahead_outlets, topic = FakeBatchStore(), FakeOutlets(), Topic(everything)
+    step = _step(ahead_store, ahead_outlets, topic)
+    prechecked = await step.precheck(everything[2:])
+    assert set(prechecked) == {(0, offset) for offset in range(2, 6)}
+    ahead = await step.run(everything[2:], prechecked)
+    plain_store, plain_outlets = FakeBatchStore(), FakeOutlets()
+    plain = await _step(plain_store, plain_outlets, Topic(everything)).run(everything[2:])
+    assert ahead.counts == plain.counts and [d.offset for d in ahead.applied] == list(range(6))
+    assert ahead_store.book == plain_store.book and len(ahead_outlets.analytics) == len(plain_outlets.analytics) == 6
+
+
+async def test_a_verdict_checked_ahead_is_the_one_applied_not_worked_out_again():
+    everything = _delivered(_events(3))
+    store, outlets = FakeBatchStore(), FakeOutlets()
+    step = _step(store, outlets)
+    prechecked = await step.precheck(everything)
+    garbage = Delivery(TOPIC, 0, 1, now_millis(), everything[1].key, b"not a visit")
+    prechecked.update(await step.precheck([garbage]))  # as if offset 1 had held these bytes when checked
+    result = await step.run(everything, prechecked)
+    assert result.counts[Outcome.ACCEPTED] == 2 and len(store.book) == 2 and len(outlets.dead) == 1

@@ -199,9 +199,10 @@ async def _worker(base: Settings, name: str, total: int, processes: int) -> tupl
                 raise RuntimeError(f"the worker exited; see {service.log_path}")
             await asyncio.sleep(0.5)
         resources = ""
-        if processes == 1:
-            resources = f"CPU {cpu_seconds(process.pid) / total * 1000:.2f} s per 1,000, peak RSS " \
-                        f"{peak_rss_mb(process.pid):.0f} MiB"
+        if processes == 1:  # its CPU while draining: what is left of one core is time it waited
+            busy = cpu_seconds(process.pid) / (float(last) - float(first))
+            resources = f"CPU {cpu_seconds(process.pid) / total * 1000:.2f} s per 1,000 ({busy:.0%} of a core " \
+                        f"while draining, start-up included), peak RSS {peak_rss_mb(process.pid):.0f} MiB"
     finally:
         service.stop(60)
         await pool.close()

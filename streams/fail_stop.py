@@ -16,9 +16,8 @@ EXIT_CANNOT_GO_ON = 70
 def stop_worker(why: str) -> NoReturn:
     """Log why (with the exception being handled) and end the process with exit code 70.
 
-    faust acknowledges a failed take_events batch when its generator closes and restarts a crashed
-    agent in place; stopping the process instead makes the supervisor restart it, and the restarted
-    worker resumes from the applied offsets.
+    faust restarts a crashed agent in place, past the batch it failed on; stopping the process
+    instead makes the supervisor restart it, and the restarted worker resumes from the applied offsets.
     """
     log.critical("%s: %s", why, without_content(sys.exc_info()[1]))
     logging.shutdown()
@@ -26,11 +25,11 @@ def stop_worker(why: str) -> NoReturn:
 
 
 def leave_mid_batch() -> NoReturn:
-    """End the process at once (exit 0) when asked to stop in the middle of a batch.
+    """End the process at once (exit 0) when asked to stop while a batch is being written.
 
-    faust acknowledges the events of a take_events batch when its generator closes, and commits
-    them as it shuts down: a graceful stop mid-batch would skip a batch never written. Leaving
-    before that happens makes whoever takes the partition read it again from the last commit.
+    A batch's events are acknowledged only once it is written, so nothing of this batch is; leaving
+    at once, rather than letting faust's shutdown cancel the write half way through, leaves one
+    simple state: whoever takes the partition reads the batch again from the last commit.
     """
     log.warning("asked to stop in the middle of a batch; leaving without acknowledging it")
     logging.shutdown()

@@ -47,7 +47,9 @@ async def test_the_sample_dossier_reaches_the_citizen_complete_and_a_rerun_chang
     assert [m["name"] for m in record["medicines"]] == ["Paracetamol", "Amlodipin"]
 
     reply = await identity.ask(confirmation("079186001234", 2026))
-    (shown,) = [v for v in reply.visits if v.visit_code == "79001-2026-000123"]
+    (listed,) = [v for v in reply.visits if v.visit_code == "79001-2026-000123"]
+    assert listed.diagnosis_codes == ["J02.9", "I10"], "the year's list names the visit"
+    (shown,) = (await identity.ask(confirmation("079186001234", 2026, detail=("79001", "79001-2026-000123")))).visits
     assert shown.follow_up_date == "20260322"
     assert (shown.insurance_paid, shown.patient_paid) == (Decimal("97600.00"), Decimal("24400.00"))
     assert [r.name for r in shown.results] == ["Số lượng bạch cầu", "Tỷ lệ bạch cầu trung tính"]

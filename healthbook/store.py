@@ -326,11 +326,6 @@ class PostgresBatchStore:
 class BookReader(_Tables):
     """Reads a citizen's year or one visit, and reports on the pipeline; it writes nothing."""
 
-    async def visits_of(self, conn: asyncpg.Connection, personal_id: str, year: int | None) -> list[BookEntry]:
-        """The citizen's visits admitted in the year (every year when None), oldest first, with their signatures."""
-        (entries,) = await self.books_of(conn, [(personal_id, year, True)])
-        return entries
-
     async def books_of(self, conn: asyncpg.Connection, wanted: list[tuple[str, int | None, bool]]
                        ) -> list[list[BookEntry]]:
         """Several citizens' years (every year when None) in one query, each oldest first, in the order asked.
@@ -350,12 +345,6 @@ class BookReader(_Tables):
         for row in rows:
             books[row["i"] - 1].append(BookEntry(orjson.loads(row["record"]), _signed(row), row["has_sensitive"]))
         return books
-
-    async def visit_detail(self, conn: asyncpg.Connection, personal_id: str, facility_code: str,
-                           visit_code: str) -> BookEntry | None:
-        """One visit's record, signature and sensitive tables; None when it is not the citizen's or not there."""
-        (entry,) = await self.details_of(conn, [(personal_id, facility_code, visit_code)])
-        return entry
 
     async def details_of(self, conn: asyncpg.Connection, wanted: list[tuple[str, str, str]]) -> list[BookEntry | None]:
         """Several visits in full (personal ID, facility, visit code), each None when it is not that citizen's."""

@@ -156,7 +156,8 @@ async def _plain_loop(base: Settings, signers: dict[str, Signer], total: int) ->
     await producer.start()
 
     step = BatchStep(settings.topics.visits, PostgresBatchStore(pool, BookWriter()),
-                     Checks(_keyring(signers), IdentityDirectory(None), settings.signing_window), {},
+                     Checks(_keyring(signers), IdentityDirectory(None), settings.signing_window,
+                            sensitive=settings.sensitive), {},
                      KafkaOutlets(producer, settings.topics, b"p" * 32, settings.sensitive),
                      topic_range_reader(Broker.of(settings)))
     reader, _ = await _reader_from_start(settings, "bench-plain")

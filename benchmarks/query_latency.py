@@ -50,11 +50,13 @@ def _rows(visits: int, citizens: int) -> Any:
     _, templates = make_population(5, TEMPLATE_VISITS // 10, TEMPLATE_VISITS, list(CLINICS), (2024, 2025, 2026))
     events = [VisitEvent.model_validate(e).model_dump(mode="json") for e in templates]
     signer = Signer.generate("k1")  # each row carries a template's signed envelope and key, as real rows do
-    sealed = [seal_visit(VisitEvent.model_validate(e).model_dump(), e["facility_code"], signer) for e in templates]
+    envelopes = [seal_visit(VisitEvent.model_validate(e).model_dump(), e["facility_code"], signer) for e in templates]
+    policy = Settings().sensitive  # each template judged once, as the worker judges a visit on its way in
+    judged = [policy.judge(e) for e in events]
     per_citizen = max(1, visits // citizens)
     chunk: list[tuple[Any, ...]] = []
     for n in range(visits):
-        event = events[n % len(events)]
+        event, sensitivity = events[n % len(events)], judged[n % len(events)]
         citizen = n // per_citizen
         # the citizen's province, sex and birth year from one template, the last six digits their number
         personal_id = events[citizen % len(events)]["patient"]["personal_id"][:6] + f"{citizen % 1_000_000:06d}"
@@ -66,8 +68,8 @@ def _rows(visits: int, citizens: int) -> Any:
                "discharged_at": rules.parse_minute(record["discharged_at"]),
                "record": json.dumps(record, ensure_ascii=False), "sensitive": "[]", "clinic_key_id": "k1",
                "signature": bytes(64), "signed_at": datetime.now(UTC), "source_partition": 0, "source_offset": n,
-               "signed_message": sealed[n % len(sealed)], "clinic_public_key": signer.public_key,
-               "clinic_certificate": None}
+               "signed_message": envelopes[n % len(envelopes)], "clinic_public_key": signer.public_key,
+               "clinic_certificate": None, "sealed": sensitivity.sensitive, "sealed_under": sensitivity.under}
         chunk.append(tuple(row[c] for c in BOOK_COLUMNS))
         if len(chunk) == 20_000:
             yield chunk
@@ -88,7 +90,14 @@ async def _reused(base: Settings, visits: int) -> str | None:
         return None
     try:
         async with pool.acquire() as conn:
+            if not await conn.fetchval("select exists (select from information_schema.columns where "
+                                       "table_name = 'health_book_visits' and column_name = 'sealed_under')"):
+                return None
             if await conn.fetchval("select count(*) from health_book_visits") != visits:
+                return None
+            # a book loaded before visits were judged on their way in, or under other sensitive lists
+            if await conn.fetchval("select exists (select from health_book_visits where sealed_under "
+                                   "is distinct from $1)", base.sensitive.fingerprint):
                 return None
             await conn.execute("truncate served_requests, consents, access_log")
     finally:

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from domain.sensitive_visit import SensitivePolicy, Sensitivity
+
 
 class View(BaseModel):
     """A frozen part of a reply, its bytes carried as base64 in JSON."""
@@ -35,6 +37,11 @@ class BookEntry:
     signed: ClinicSignature | None = None
     has_sensitive: bool = False
     sensitive: list[dict[str, Any]] = field(default_factory=list)
+    sensitivity: Sensitivity | None = None  # as judged when the worker checked it
+
+    def sealed_in_a_list(self, policy: SensitivePolicy) -> bool:
+        """Whether a list shows this visit sealed: its stored judgement when made under this policy, else judged now."""
+        return policy.judged(self.record, self.sensitivity, has_sensitive_tables=self.has_sensitive)
 
 
 _FLAG_WORDS = (("bình thường", "normal"), ("âm tính", "normal"), ("tăng", "high"), ("cao", "high"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from domain.sensitive_visit import SensitivePolicy
+from domain.sensitive_visit import SensitivePolicy, Sensitivity
 from schemas import catalogue, wire
 from schemas.visit_record import Visit
 
@@ -39,9 +39,9 @@ def deidentified(event: Visit, key: bytes) -> dict[str, Any]:
     }
 
 
-def withheld(event: Visit, sensitive: SensitivePolicy) -> bool:
+def withheld(event: Visit, sensitive: SensitivePolicy, known: Sensitivity | None = None) -> bool:
     """Whether a visit stays off the analytics topic: a sensitive visit, whatever part of it makes it so."""
-    return sensitive.of_visit(event.record)
+    return sensitive.judged(event.record, known)
 
 
 def encode(event: Visit, key: bytes) -> tuple[bytes, bytes]:

@@ -104,7 +104,7 @@ def book_bundle(personal_id: str, entries: list[BookEntry], *, detail: bool = Fa
     """The Bundle of a citizen's visits: a list's (sensitive visits sealed) or, with detail, one visit in full."""
     builder = _Builder({e.record["facility_code"]: name for e in entries
                         if e.signed and (name := organisation_name(e.signed.certificate))})
-    sealed = [not detail and sensitive.of_visit(e.record, has_sensitive_tables=e.has_sensitive) for e in entries]
+    sealed = [not detail and e.sealed_in_a_list(sensitive) for e in entries]
     patient = builder.add(f"patient/{personal_id}", _patient(
         personal_id, entries, [e for e, hidden in zip(entries, sealed, strict=True) if not hidden]))
     for entry, hidden in zip(entries, sealed, strict=True):

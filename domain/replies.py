@@ -192,7 +192,7 @@ def listed(entry: BookEntry, sensitive: SensitivePolicy) -> VisitView:
     history rows do not.
     """
     record = entry.record
-    if sensitive.of_visit(record, has_sensitive_tables=entry.has_sensitive):
+    if entry.sealed_in_a_list(sensitive):
         return sealed(record, facility_name_of(entry))
     return VisitView(
         facility_code=record["facility_code"], facility_name=facility_name_of(entry), visit_code=record["visit_code"],

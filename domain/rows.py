@@ -36,6 +36,8 @@ class VisitRow:
     signed_message: bytes
     clinic_public_key: bytes
     clinic_certificate: bytes | None
+    sealed: bool | None = None  # whether the list shows it sealed, judged under sealed_under's policy
+    sealed_under: str | None = None  # that policy's fingerprint; None when it was not judged on the way in
 
     @property
     def visit_key(self) -> str:
@@ -71,6 +73,8 @@ def visit_row(accepted: Accepted, partition: int, offset: int, event: Visit | No
         signed_message=accepted.signed_message,
         clinic_public_key=accepted.public_key,
         clinic_certificate=accepted.certificate,
+        sealed=accepted.sensitivity.sensitive if accepted.sensitivity else None,
+        sealed_under=accepted.sensitivity.under if accepted.sensitivity else None,
     )
 
 

@@ -9,6 +9,7 @@ only its dates and facility; it stays off analytics; its detail, for the citizen
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
@@ -25,9 +26,20 @@ SENSITIVE_TABLES = ("XML6", "XML15")
 # could read as an ICD-10 code.
 _NOT_CLINICAL = frozenset({"patient", "event_id", "visit_code", "facility_code", "admitted_at", "discharged_at",
                            "inpatient_at", "version"})
+_NOT_CLINICAL_SORTED = sorted(_NOT_CLINICAL)
+# Raise when the way a visit is judged changes (not its settings): every stored judgement is then redone.
+_POLICY_REVISION = 1
 _MOST_CATEGORIES_TO_SCAN = 64  # wider ranges are searched with the regex alone
 _JSON_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)")
 _ICD10_TOKEN = re.compile(r"(?<![A-Z0-9])([A-Z]\d{2})(?:\.?\d{1,2})?(?![A-Z0-9])")
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """Whether a visit was found sensitive, and under which policy (its fingerprint): stored with its row."""
+
+    sensitive: bool
+    under: str
 
 
 class BadSensitiveList(ValueError):
@@ -68,6 +80,25 @@ class SensitivePolicy:
             _DIAGNOSIS: [c.lower() for c in categories or ()],
             _CODE: [c.lower() for c in (*self.medicine_codes, *self.service_codes)],
             _WORD: [w.lower() for w in self.words]}))
+        settings = orjson.dumps([self.diagnoses.ranges, self.medicine_codes, self.service_codes, self.words,
+                                 self.tables, _NOT_CLINICAL_SORTED, _POLICY_REVISION])
+        object.__setattr__(self, "_fingerprint", hashlib.sha256(settings).hexdigest()[:16])
+
+    @property
+    def fingerprint(self) -> str:
+        """A short digest of everything that decides sensitivity: a judgement stored under another one is redone."""
+        return self._fingerprint  # type: ignore[attr-defined,no-any-return]
+
+    def judge(self, record: Mapping[str, Any], *, has_sensitive_tables: bool = False) -> Sensitivity:
+        """Whether this visit record is sensitive, as stored beside the visit for the book's list and analytics."""
+        return Sensitivity(self.of_visit(record, has_sensitive_tables=has_sensitive_tables), self.fingerprint)
+
+    def judged(self, record: Mapping[str, Any], known: Sensitivity | None, *,
+               has_sensitive_tables: bool = False) -> bool:
+        """The stored judgement when it was made under this very policy; otherwise the record is judged again."""
+        if known is not None and known.under == self.fingerprint:
+            return known.sensitive
+        return self.of_visit(record, has_sensitive_tables=has_sensitive_tables)
 
     def of_visit(self, record: Mapping[str, Any], *, has_sensitive_tables: bool = False) -> bool:
         """Whether this visit record (an event's, or the book's with its tables stored apart) is sensitive."""

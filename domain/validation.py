@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from domain.keyring import ClinicKey, KeyLookupFailed, Keyring
+from domain.sensitive_visit import Sensitivity
 from schemas import catalogue, envelope, fast_check, wire
 from schemas.dead_letter_reasons import DeadLetterReason
 from schemas.errors import MalformedMessage, UnsupportedSchema, without_content
@@ -49,6 +50,7 @@ class Accepted:
     signed_message: bytes = b""  # the envelope exactly as published, so anyone can verify it again offline
     public_key: bytes = b""  # the registered key it verified with
     certificate: bytes | None = None  # that key's DER certificate, when the clinic registered one
+    sensitivity: Sensitivity | None = None  # judged once, where the worker checks it, for the book and analytics
 
 
 @dataclass(frozen=True)

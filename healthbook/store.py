@@ -19,6 +19,7 @@ import orjson
 from domain.consent import LedgerLine
 from domain.replies import BookEntry, ClinicSignature
 from domain.rows import BOOK_COLUMNS, PENDING_COLUMNS, VisitRow, WeightedRow, resolved_row
+from domain.sensitive_visit import Sensitivity
 from healthbook.retry import CONTENT_REFUSALS
 from schemas.outcomes import AccessOutcome, Outcome
 from schemas.refusal_codes import RefusalCode
@@ -28,7 +29,7 @@ _TYPES = {
     "version": "bigint", "year": "int", "admitted_at": "timestamp", "discharged_at": "timestamp",
     "record": "jsonb", "sensitive": "jsonb", "signature": "bytea", "signed_at": "timestamptz",
     "source_partition": "int", "source_offset": "bigint", "signed_message": "bytea", "clinic_public_key": "bytea",
-    "clinic_certificate": "bytea",
+    "clinic_certificate": "bytea", "sealed": "boolean",
 }
 # A row's projected_at is the clock when its transaction wrote it, which commits a moment later: merges look
 # back this far before the moment they start from, so no row committed after it is missed.
@@ -59,6 +60,11 @@ def _signed(row: asyncpg.Record) -> ClinicSignature | None:
         clinic_code=row["facility_code"], key_id=row["clinic_key_id"], signed_at=row["signed_at"],
         signature=row["signature"], public_key=row["clinic_public_key"], certificate=row["clinic_certificate"],
         signed_message=row["signed_message"])
+
+
+def _sensitivity(row: asyncpg.Record) -> Sensitivity | None:
+    """The judgement stored with a book row; None for a row the worker did not judge on its way in."""
+    return None if row["sealed_under"] is None else Sensitivity(row["sealed"], row["sealed_under"])
 
 
 class _RolledBack(Exception):
@@ -336,14 +342,15 @@ class BookReader(_Tables):
         rows = await conn.fetch(
             f"select w.i, v.record, v.facility_code, v.clinic_key_id, v.signed_at, v.signature, v.clinic_public_key, "
             f"v.clinic_certificate, case when w.envelope then v.signed_message end as signed_message, "
-            f"v.sensitive <> '[]'::jsonb as has_sensitive "
+            f"v.sensitive <> '[]'::jsonb as has_sensitive, v.sealed, v.sealed_under "
             f"from unnest($1::text[], $2::int[], $3::bool[]) with ordinality as w(personal_id, year, envelope, i) "
             f"join {self.visits} v on v.personal_id = w.personal_id and (w.year is null or v.year = w.year) "
             f"order by w.i, v.admitted_at, v.facility_code, v.visit_code",
             [p for p, _, _ in wanted], [y for _, y, _ in wanted], [e for _, _, e in wanted])
         books: list[list[BookEntry]] = [[] for _ in wanted]
         for row in rows:
-            books[row["i"] - 1].append(BookEntry(orjson.loads(row["record"]), _signed(row), row["has_sensitive"]))
+            books[row["i"] - 1].append(BookEntry(orjson.loads(row["record"]), _signed(row), row["has_sensitive"],
+                                                 sensitivity=_sensitivity(row)))
         return books
 
     async def details_of(self, conn: asyncpg.Connection, wanted: list[tuple[str, str, str]]) -> list[BookEntry | None]:

@@ -18,7 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Protocol
 
@@ -29,6 +29,7 @@ from domain.batch import BatchPlan, Delivery, plan_batch
 from domain.identity import IdentityDirectory
 from domain.keyring import Keyring
 from domain.rows import VisitRow, WeightedRow
+from domain.sensitive_visit import SensitivePolicy
 from domain.validation import Accepted, Rejected, SigningWindow, validate_safely
 from healthbook import kafka
 from healthbook.retry import CONTENT_REFUSALS, is_infrastructure, while_unreachable
@@ -118,6 +119,7 @@ class Checks:
     identity: IdentityDirectory
     signing_window: SigningWindow
     registry_catch_up: Callable[[], Awaitable[None]] = _nothing_to_catch_up  # read registry records published since
+    sensitive: SensitivePolicy | None = None  # when set, each accepted visit is judged once, here, for every use
 
 
 @dataclass
@@ -209,7 +211,7 @@ class BatchStep:
             [_internal_error(failure)] * len(messages)
         plan, from_book = await self._plan(messages, verdicts)
         await self.outlets.dead_letters(plan.rejected)
-        await self.outlets.deidentified([item.event for item in plan.fresh])
+        await self.outlets.deidentified([(item.event, item.accepted.sensitivity) for item in plan.fresh])
         advanced = {p: max(m.offset for m in messages if m.partition == p) + 1 for p in {m.partition for m in messages}}
         try:
             counts = await self._write_waiting_out_the_database(plan, expected, advanced)
@@ -296,7 +298,10 @@ class BatchStep:
                 if isinstance(r, Rejected) and r.code in RETRY_AFTER_REGISTRY_CATCH_UP else r
                 for m, r, at in zip(messages, results, appended, strict=True)
             ]
-        return results
+        if checks.sensitive is None:
+            return results
+        return [replace(r, sensitivity=checks.sensitive.judge(r.event.record)) if isinstance(r, Accepted) else r
+                for r in results]
 
     async def _appended_at(self, message: Delivery) -> int:
         """When the broker first appended this message: for a re-driven dead letter, the original's append time.

@@ -12,7 +12,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from domain import deidentify
 from domain.batch import RejectedDelivery
-from domain.sensitive_visit import SensitivePolicy
+from domain.sensitive_visit import SensitivePolicy, Sensitivity
 from healthbook import observability as metrics
 from schemas.topics import TopicNames
 from schemas.visit_record import Visit
@@ -27,7 +27,7 @@ class Outlets(Protocol):
 
     async def dead_letters(self, rejected: list[RejectedDelivery]) -> None: ...
 
-    async def deidentified(self, events: list[Visit]) -> None: ...
+    async def deidentified(self, visits: list[tuple[Visit, Sensitivity | None]]) -> None: ...
 
 
 class KafkaOutlets:
@@ -51,11 +51,14 @@ class KafkaOutlets:
         if sends:
             await asyncio.gather(*sends)
 
-    async def deidentified(self, events: list[Visit]) -> None:
-        """Send the analytics records of these visits, none of a sensitive visit, and wait for the broker."""
+    async def deidentified(self, visits: list[tuple[Visit, Sensitivity | None]]) -> None:
+        """Send the analytics records of these visits, none of a sensitive visit, and wait for the broker.
+
+        Each comes with the judgement made when it was checked, used when made under this same policy.
+        """
         sends = []
-        for event in events:
-            if deidentify.withheld(event, self.sensitive):
+        for event, known in visits:
+            if deidentify.withheld(event, self.sensitive, known):
                 metrics.ANALYTICS_WITHHELD.inc()
                 continue
             sends.append(deidentify.encode(event, self.pseudonym_key))
@@ -88,5 +91,5 @@ class NoOutlets:
     async def dead_letters(self, rejected: list[RejectedDelivery]) -> None:
         """Send nothing."""
 
-    async def deidentified(self, events: list[Visit]) -> None:
+    async def deidentified(self, visits: list[tuple[Visit, Sensitivity | None]]) -> None:
         """Send nothing."""

@@ -91,7 +91,7 @@ class PendingResolver:
             if contradicting:
                 counts[rejected(DeadLetterReason.IDENTITY_MISMATCH)] = await self._set_aside(conn, card, contradicting)
             # Analytics first: a crash after it only repeats a record downstream keeps once.
-            await self.outlets.deidentified(events)
+            await self.outlets.deidentified([(event, None) for event in events])
             # The dedup table before the book: a crash between leaves the visits waiting, and they are moved
             # again after the restart; the other order left the book ahead of the table for good.
             versions: dict[str, int] = {}

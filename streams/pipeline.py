@@ -90,7 +90,8 @@ class VisitPipeline(Service):
                                         settings.topics.visits, self._remember_resolved)
         await self.resolver.start()
         self.step = BatchStep(settings.topics.visits, PostgresBatchStore(self.pool, self.writer),
-                              Checks(self.keyring, self.identity, settings.signing_window, self.registry.catch_up),
+                              Checks(self.keyring, self.identity, settings.signing_window, self.registry.catch_up,
+                                     settings.sensitive),
                               self.versions, outlets, read_range,
                               StepHooks(on_hold=self._holding, on_resumed=self._resumed, on_waiting=self._on_waiting),
                               suspects=await self.writer.suspect_batches(self.pool, settings.topics.visits),

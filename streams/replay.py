@@ -123,7 +123,7 @@ async def rebuild(settings: Settings, broker: kafka.Broker, schema: str = REBUIL
             async with pool.acquire() as conn:
                 await create_rebuild(conn, schema)
         step = BatchStep(settings.topics.visits, PostgresBatchStore(pool, BookWriter(schema)),
-                         Checks(keyring, identity, settings.signing_window, registry.catch_up),
+                         Checks(keyring, identity, settings.signing_window, registry.catch_up, settings.sensitive),
                          RecentVersions() if versions is None else versions, NoOutlets(),
                          topic_range_reader(broker), isolate_at_once=True,
                          dead_letter_topic=settings.topics.dead_letter)

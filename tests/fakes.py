@@ -13,6 +13,7 @@ from domain.batch import RejectedDelivery
 from domain.book_entry import BookEntry
 from domain.consent import AccessEntry, LedgerLine
 from domain.rows import VisitRow, WeightedRow
+from domain.sensitive_visit import Sensitivity
 from healthbook.store import OffsetsMoved
 from schemas.outcomes import AccessOutcome, Outcome
 from schemas.refusal_codes import RefusalCode
@@ -137,8 +138,8 @@ class FakeOutlets:
     async def dead_letters(self, rejected: list[RejectedDelivery]) -> None:
         self.dead += rejected
 
-    async def deidentified(self, events: list[Visit]) -> None:
-        self.analytics += events
+    async def deidentified(self, visits: list[tuple[Visit, Sensitivity | None]]) -> None:
+        self.analytics += [event for event, _ in visits]
 
     def reasons(self) -> list[tuple[int, str]]:
         """(offset, reason) of each dead letter, in order."""

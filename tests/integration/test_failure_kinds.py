@@ -34,8 +34,8 @@ class RecordingOutlets:
     async def dead_letters(self, refused) -> None:
         self.letters += refused
 
-    async def deidentified(self, events) -> None:
-        self.analytics += events
+    async def deidentified(self, visits) -> None:
+        self.analytics += [event for event, _ in visits]
 
 
 class BuggyVersions(dict):

@@ -106,9 +106,12 @@ async def test_sensitive_tables_appear_only_in_the_detail_of_their_visit(clinics
     row = await wait_until(lambda: visible(db, "79001", event["visit_code"]), "the visit", process=clinics.worker)
     assert "2RHZE" not in row["record"]
     assert "2RHZE" in row["sensitive"]
+    # judged once by the worker, under the lists the query consumer runs with: the list reads the judgement
+    assert (row["sealed"], row["sealed_under"]) == (True, settings.sensitive.fingerprint)
 
     listed = await identity.ask(confirmation(person.personal_id, 2026))
     assert "2RHZE" not in repr(listed)
+    assert [v.sealed for v in listed.visits] == [True]
     detail = await identity.ask(confirmation(person.personal_id, 2026, detail=("79001", event["visit_code"])))
     (visit_detail,) = detail.visits
     assert [t.model_dump() for t in visit_detail.sensitive] == [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from domain import deidentify, replies
 from domain.book_entry import BookEntry
 from domain.fhir_bundle import book_bundle
 from domain.sensitive_diagnoses import SensitiveDiagnoses
-from domain.sensitive_visit import SensitivePolicy
+from domain.sensitive_visit import SensitivePolicy, Sensitivity
 from domain.sentences import SEALED_VISIT, facility_label
 from schemas.visit import VisitEvent
 from schemas.visit_record import Visit
@@ -98,16 +99,27 @@ def _at(record: dict[str, Any], path: tuple) -> str:
 
 
 def _surfaces(record: dict[str, Any]) -> dict[str, str]:
-    """What the citizen's list, the list Bundle and analytics carry of a visit, as their readers get it."""
+    """What the citizen's list, the list Bundle and analytics carry of a visit, as their readers get it.
+
+    Each is read three ways: judged at query time; judged once on the way in, as the worker stores it (from
+    the event, its tables included) and the query consumer and analytics outlet read it back; and stored
+    under other sensitive lists, a judgement that must not be trusted.
+    """
     book_record = {k: v for k, v in record.items() if k != "sensitive"}
     entry = BookEntry(book_record, None, bool(record.get("sensitive")), record.get("sensitive") or [])
-    listed = replies.year_served("r-1", 2026, [entry], SENSITIVE).model_dump(mode="json")
-    bundle = book_bundle(record["patient"]["personal_id"], [entry], sensitive=SENSITIVE)
-    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Patient"]
-    analytics = [] if deidentify.withheld(Visit(record), SENSITIVE) else [deidentify.deidentified(Visit(record),
-                                                                                                   b"k" * 32)]
-    return {"list reply": orjson.dumps(listed).decode(), "list Bundle": orjson.dumps(bundle).decode(),
-            "analytics": orjson.dumps(analytics, default=str).decode()}
+    surfaces = {}
+    for how, known in (("", None), (", judged on the way in", SENSITIVE.judge(record)),
+                       (", judged under other lists", Sensitivity(False, "other lists"))):
+        read = replace(entry, sensitivity=known)
+        listed = replies.year_served("r-1", 2026, [read], SENSITIVE).model_dump(mode="json")
+        bundle = book_bundle(record["patient"]["personal_id"], [read], sensitive=SENSITIVE)
+        bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Patient"]
+        analytics = [] if deidentify.withheld(Visit(record), SENSITIVE, known) else [
+            deidentify.deidentified(Visit(record), b"k" * 32)]
+        surfaces |= {f"list reply{how}": orjson.dumps(listed).decode(),
+                     f"list Bundle{how}": orjson.dumps(bundle).decode(),
+                     f"analytics{how}": orjson.dumps(analytics, default=str).decode()}
+    return surfaces
 
 
 def _assert_sealed(record: dict[str, Any], why: str) -> None:
@@ -176,3 +188,18 @@ def test_a_wide_configured_range_is_still_found_in_any_text():
     wide = SensitivePolicy(SensitiveDiagnoses.parse("F00-F99"), (), (), ("tâm thần",))
     assert wide.of_visit(_placed("F32.1", ("record_summary", "treatment"))), "found by the regex alone"
     assert not wide.of_visit(PLAIN)
+
+
+def test_a_stored_judgement_is_used_only_under_the_lists_it_was_made_under():
+    hiv = _placed("HIV", ("reason",))
+    assert SENSITIVE.judge(hiv) == Sensitivity(True, SENSITIVE.fingerprint)
+    other_lists = SensitivePolicy(SENSITIVE.diagnoses, SENSITIVE.medicine_codes, SENSITIVE.service_codes,
+                                  (*SENSITIVE.words, "tâm thần"))
+    assert other_lists.fingerprint != SENSITIVE.fingerprint
+    assert SensitivePolicy(SENSITIVE.diagnoses, SENSITIVE.medicine_codes, SENSITIVE.service_codes,
+                           SENSITIVE.words).fingerprint == SENSITIVE.fingerprint, "the same lists, the same print"
+    # judged not sensitive under other lists: judged again here, and sealed
+    assert BookEntry(hiv, sensitivity=other_lists.judge(PLAIN)).sealed_in_a_list(SENSITIVE)
+    # judged under these very lists, the stored judgement is what the list shows
+    assert BookEntry(PLAIN, sensitivity=Sensitivity(True, SENSITIVE.fingerprint)).sealed_in_a_list(SENSITIVE)
+    assert not BookEntry(PLAIN, sensitivity=SENSITIVE.judge(PLAIN)).sealed_in_a_list(SENSITIVE)

@@ -52,7 +52,8 @@ class QueryStore(Protocol):
 
     async def write(self, lines: list[LedgerLine]) -> set[int]: ...
 
-    async def books_of(self, wanted: list[tuple[str, int | None, bool]]) -> list[list[BookEntry]]: ...
+    async def books_of(self, wanted: list[tuple[str, int | None, bool]], judged_under: str | None = None
+                       ) -> list[list[BookEntry]]: ...
 
     async def details_of(self, wanted: list[tuple[str, str, str]]) -> list[BookEntry | None]: ...
 
@@ -100,7 +101,7 @@ async def answer_all(store: QueryStore, requests: list[tuple[bytes | None, Sourc
     so a reply sent is always one the ledger holds; a crash before the commit answers them all again.
     """
     decisions = [decide(raw, policy.requests, now, source) for raw, source in requests]
-    found = await _read(store, decisions)
+    found = await _read(store, decisions, policy.sensitive.fingerprint)
     answers = [_replied(d, _performed(d, f), policy) for d, f in zip(decisions, found, strict=True)]
     replayed = await store.write([LedgerLine(entry, d if isinstance(d, Serve) else None)
                                   for d, (_, entry) in zip(decisions, answers, strict=True)])
@@ -109,13 +110,13 @@ async def answer_all(store: QueryStore, requests: list[tuple[bytes | None, Sourc
     return [answered for answered, _ in answers]
 
 
-async def _read(store: QueryStore, decisions: list[Decision]) -> list[list[BookEntry] | None]:
+async def _read(store: QueryStore, decisions: list[Decision], judged_under: str) -> list[list[BookEntry] | None]:
     """What each servable decision would show (a year's entries, or the one visit); None for refusals."""
     lists = [(i, d) for i, d in enumerate(decisions) if isinstance(d, Serve) and d.visit is None]
     details = [(i, d) for i, d in enumerate(decisions) if isinstance(d, Serve) and d.visit is not None]
     found: list[list[BookEntry] | None] = [None] * len(decisions)
     books, visits = await asyncio.gather(
-        store.books_of([(d.personal_id, d.year, d.fhir) for _, d in lists]) if lists else _nothing(),
+        store.books_of([(d.personal_id, d.year, d.fhir) for _, d in lists], judged_under) if lists else _nothing(),
         store.details_of([(d.personal_id, *d.visit) for _, d in details]) if details else _nothing())  # type: ignore[misc]
     for (i, _), book in zip(lists, books, strict=True):
         found[i] = book

@@ -184,6 +184,12 @@ def fitted(reply: Reply, limit: int) -> tuple[Reply, bytes]:
     return too_large, too_large.encode()
 
 
+# What of a stored record a list row reads: all a store needs to fetch for a visit judged under the list's policy.
+SEALED_FIELDS = ("facility_code", "visit_code", "admitted_at", "discharged_at")
+LIST_FIELDS = (*SEALED_FIELDS, "visit_type", "reason", "main_diagnosis_code", "secondary_diagnosis_codes",
+               "discharge_diagnosis", "treatment_result")
+
+
 def listed(entry: BookEntry, sensitive: SensitivePolicy) -> VisitView:
     """A visit as a year's list shows it: a history row (when, where, why, what was found), or sealed when sensitive.
 

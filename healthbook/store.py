@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 from domain.consent import LedgerLine
-from domain.replies import BookEntry, ClinicSignature
+from domain.replies import LIST_FIELDS, SEALED_FIELDS, BookEntry, ClinicSignature
 from domain.rows import BOOK_COLUMNS, PENDING_COLUMNS, VisitRow, WeightedRow, resolved_row
 from domain.sensitive_visit import Sensitivity
 from healthbook.retry import CONTENT_REFUSALS
@@ -60,6 +60,14 @@ def _signed(row: asyncpg.Record) -> ClinicSignature | None:
         clinic_code=row["facility_code"], key_id=row["clinic_key_id"], signed_at=row["signed_at"],
         signature=row["signature"], public_key=row["clinic_public_key"], certificate=row["clinic_certificate"],
         signed_message=row["signed_message"])
+
+
+def _fields_of(fields: tuple[str, ...]) -> str:
+    """A JSON object of only these fields of a visit's record, absent ones left out."""
+    return "jsonb_strip_nulls(jsonb_build_object(" + ", ".join(f"'{f}', v.record->'{f}'" for f in fields) + "))"
+
+
+_FIELDS_OF_SEALED, _FIELDS_OF_LISTED = _fields_of(SEALED_FIELDS), _fields_of(LIST_FIELDS)
 
 
 def _sensitivity(row: asyncpg.Record) -> Sensitivity | None:
@@ -332,21 +340,25 @@ class PostgresBatchStore:
 class BookReader(_Tables):
     """Reads a citizen's year or one visit, and reports on the pipeline; it writes nothing."""
 
-    async def books_of(self, conn: asyncpg.Connection, wanted: list[tuple[str, int | None, bool]]
-                       ) -> list[list[BookEntry]]:
+    async def books_of(self, conn: asyncpg.Connection, wanted: list[tuple[str, int | None, bool]],
+                       judged_under: str | None = None) -> list[list[BookEntry]]:
         """Several citizens' years (every year when None) in one query, each oldest first, in the order asked.
 
-        Each wanted item is (personal ID, year, with envelopes): a signed envelope is read only where the
-        answer carries it, since it is most of a row's bytes.
+        Each wanted item is (personal ID, year, whole): a whole visit (its full record and signed envelope,
+        for a FHIR Bundle) is read only where the answer carries it. Otherwise a visit judged under the
+        policy `judged_under` is read as only what its list row shows, and a sealed one as only its dates
+        and place; one judged under other lists, or never, is read whole to be judged again.
         """
         rows = await conn.fetch(
-            f"select w.i, v.record, v.facility_code, v.clinic_key_id, v.signed_at, v.signature, v.clinic_public_key, "
-            f"v.clinic_certificate, case when w.envelope then v.signed_message end as signed_message, "
+            f"select w.i, case when w.whole or v.sealed_under is distinct from $4 then v.record "
+            f"when v.sealed then {_FIELDS_OF_SEALED} else {_FIELDS_OF_LISTED} end as record, "
+            f"v.facility_code, v.clinic_key_id, v.signed_at, v.signature, v.clinic_public_key, "
+            f"v.clinic_certificate, case when w.whole then v.signed_message end as signed_message, "
             f"v.sensitive <> '[]'::jsonb as has_sensitive, v.sealed, v.sealed_under "
-            f"from unnest($1::text[], $2::int[], $3::bool[]) with ordinality as w(personal_id, year, envelope, i) "
+            f"from unnest($1::text[], $2::int[], $3::bool[]) with ordinality as w(personal_id, year, whole, i) "
             f"join {self.visits} v on v.personal_id = w.personal_id and (w.year is null or v.year = w.year) "
             f"order by w.i, v.admitted_at, v.facility_code, v.visit_code",
-            [p for p, _, _ in wanted], [y for _, y, _ in wanted], [e for _, _, e in wanted])
+            [p for p, _, _ in wanted], [y for _, y, _ in wanted], [e for _, _, e in wanted], judged_under)
         books: list[list[BookEntry]] = [[] for _ in wanted]
         for row in rows:
             books[row["i"] - 1].append(BookEntry(orjson.loads(row["record"]), _signed(row), row["has_sensitive"],
@@ -443,10 +455,11 @@ class PostgresQueryStore:
         async with self.pool.acquire() as conn:
             return await self.ledger.write(conn, lines)
 
-    async def books_of(self, wanted: list[tuple[str, int | None, bool]]) -> list[list[BookEntry]]:
+    async def books_of(self, wanted: list[tuple[str, int | None, bool]], judged_under: str | None = None
+                       ) -> list[list[BookEntry]]:
         """Citizens' years (BookReader.books_of) on a pooled connection."""
         async with self.pool.acquire() as conn:
-            return await self.book.books_of(conn, wanted)
+            return await self.book.books_of(conn, wanted, judged_under)
 
     async def details_of(self, wanted: list[tuple[str, str, str]]) -> list[BookEntry | None]:
         """Visits in full (BookReader.details_of) on a pooled connection."""

@@ -52,7 +52,8 @@ class FakeQueryStore:
             raise self.fail_reads_with
         return self.book.get(personal_id, [])
 
-    async def books_of(self, wanted: list[tuple[str, int | None, bool]]) -> list[list[BookEntry]]:
+    async def books_of(self, wanted: list[tuple[str, int | None, bool]], judged_under: str | None = None
+                       ) -> list[list[BookEntry]]:
         return [[e for e in self._read(personal_id) if year is None or e.record["admitted_at"].startswith(str(year))]
                 for personal_id, year, _ in wanted]
 

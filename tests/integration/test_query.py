@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from commands.identity_standin import confirmation
+from domain.replies import LIST_FIELDS, SEALED_FIELDS
 from domain.sentences import EMPTY_HISTORY, SEALED_VISIT
 from schemas.envelope import Signer, seal_request
 from tests.factories import visit
@@ -167,3 +168,26 @@ async def test_a_sensitive_visit_is_sealed_in_the_year_list_and_shown_in_the_cit
     detail = await identity.ask(confirmation(alice.personal_id, 2025, detail=("79001", hiv["visit_code"])))
     assert detail.visits[0].diagnosis_codes == ["B20.1", "J06.9"]
     assert detail.visits[0].diagnosis_names == hiv["discharge_diagnosis"]
+
+
+async def test_a_year_is_read_as_only_what_its_list_shows_when_judged_under_the_lists_in_force(clinics, db):
+    from healthbook.config import Settings
+    from healthbook.store import BookReader
+
+    alice = new_citizen()
+    plain = visit(person=alice, sequence=next_sequence(), admitted=datetime(2025, 3, 2, 9))
+    hiv = visit(person=alice, sequence=next_sequence(), admitted=datetime(2025, 4, 2, 9), main_diagnosis_code="B20.1")
+    await clinics.publish(plain, hiv)
+    for event in (plain, hiv):
+        await wait_until(lambda e=event: visible(db, "79001", e["visit_code"]), "the visits", process=clinics.worker)
+    in_force = Settings().sensitive.fingerprint
+    async with db.acquire() as conn:
+        (judged,) = await BookReader().books_of(conn, [(alice.personal_id, 2025, False)], in_force)
+        (other_lists,) = await BookReader().books_of(conn, [(alice.personal_id, 2025, False)], "other lists")
+        (whole,) = await BookReader().books_of(conn, [(alice.personal_id, 2025, True)], in_force)
+    assert [e.sensitivity.sensitive for e in judged] == [False, True]
+    assert set(judged[0].record) <= set(LIST_FIELDS) and judged[0].record["reason"] == plain["reason"]
+    assert set(judged[1].record) == set(SEALED_FIELDS), "a sealed visit's diagnosis is not even read"
+    assert "medicines" in other_lists[0].record and "B20.1" in str(other_lists[1].record), "judged again: read whole"
+    assert whole[1].record["main_diagnosis_code"] == "B20.1" and whole[1].signed.signed_message, "for a Bundle"
+    assert [e.signed.signed_message for e in judged] == [None, None]

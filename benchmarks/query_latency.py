@@ -27,7 +27,7 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.end_to_end import cpu_seconds, machine_busy_seconds, peak_rss_mb, percentile
+from benchmarks.end_to_end import cpu_seconds, machine_busy_seconds, peak_rss_mb, percentile, stack_cpu_seconds
 from commands.identity_standin import confirmation, ensure_identity_key, trust_identity_key
 from commands.processes import ServiceProcess
 from domain.rows import BOOK_COLUMNS
@@ -159,6 +159,7 @@ class Step:
     consumer_cpu_share: float  # of one core, every query consumer process together, while this step ran
     machine_busy: float  # of every core of the machine (broker, database, this client included)
     client_cpu_share: float  # of one core: this process, sending the signed requests and reading replies
+    stack_cpu_share: float  # of one core: the Kafka brokers and PostgreSQL together
 
     @property
     def unanswered(self) -> int:
@@ -199,7 +200,7 @@ async def _ask_at_rate(settings: Settings, citizens: list[str], rate: float, sec
     started = time.perf_counter()
     cpu_before = sum(cpu_seconds(pid) for pid in consumer_pids)
     busy_before, all_before = machine_busy_seconds()
-    client_before = time.process_time()
+    client_before, stack_before = time.process_time(), stack_cpu_seconds()
     try:
         for i, (request_id, key, raw) in enumerate(signed):
             await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
@@ -214,12 +215,13 @@ async def _ask_at_rate(settings: Settings, citizens: list[str], rate: float, sec
     busy, every = machine_busy_seconds()
     return Step(rate, total, list(waits.values()), len(waits) / elapsed,
                 (sum(cpu_seconds(pid) for pid in consumer_pids) - cpu_before) / elapsed,
-                (busy - busy_before) / (every - all_before), (time.process_time() - client_before) / elapsed)
+                (busy - busy_before) / (every - all_before), (time.process_time() - client_before) / elapsed,
+                (stack_cpu_seconds() - stack_before) / elapsed)
 
 
 async def run(visits: int, citizens: int, rates: list[float], seconds: float, fresh_book: bool, consumers: int
               ) -> None:
-    console = Console(width=150)
+    console = Console(width=170)
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
     base = Settings()
     url = None if fresh_book else await _reused(base, visits)
@@ -254,13 +256,14 @@ async def run(visits: int, citizens: int, rates: list[float], seconds: float, fr
                         f"citizens, {consumers} query consumer process(es), {seconds:.0f} s per rate",
                   title_justify="left")
     for column in ("offered/s", "answered/s", "p50", "p99", "max", "unanswered", "consumer CPU", "client CPU",
-                   f"machine busy ({os.cpu_count()} cores)"):
+                   "broker + db CPU", f"machine busy ({os.cpu_count()} cores)"):
         table.add_column(column, justify="right")
     for step in steps:
         waits = step.waits_ms or [float("nan")]
         table.add_row(f"{step.offered:,.0f}", f"{step.answered_per_s:,.0f}", f"{percentile(waits, 50):,.1f} ms",
                       f"{percentile(waits, 99):,.1f} ms", f"{max(waits):,.1f} ms", f"{step.unanswered:,}",
-                      f"{step.consumer_cpu_share:.0%}", f"{step.client_cpu_share:.0%}", f"{step.machine_busy:.0%}")
+                      f"{step.consumer_cpu_share:.0%}", f"{step.client_cpu_share:.0%}", f"{step.stack_cpu_share:.0%}",
+                      f"{step.machine_busy:.0%}")
     console.print(table)
     console.print(f"database time of a year's query, one at a time: p50 {percentile(database, 50):,.2f} ms, "
                   f"p99 {percentile(database, 99):,.2f} ms; query consumer peak RSS {rss:,.0f} MiB")

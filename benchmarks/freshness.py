@@ -3,7 +3,7 @@
 One worker runs throughout; for each offered rate a publisher in another process (as a clinic's
 system would be) signs and sends visits paced at that rate for S seconds. Prints per rate: what the
 worker drained, publish → visible p50/p99/max (visible = the row's projected_at in PostgreSQL), and
-the worker's CPU share of one core while it ran. Usage:
+the CPU share of the worker, the publisher and the broker with PostgreSQL, and how busy the machine was. Usage:
     python -m benchmarks.freshness [--rates 50,250,1000] [--seconds 20] [--citizens 2000]
 """
 
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.end_to_end import cpu_seconds, peak_rss_mb, percentile
+from benchmarks.end_to_end import cpu_seconds, machine_busy_seconds, peak_rss_mb, percentile, stack_cpu_seconds
 from commands.local_ca import local_ca
 from commands.processes import ServiceProcess
 from healthbook.config import PROJECT_ROOT, Settings
@@ -44,6 +44,9 @@ class Step:
     drained_per_s: float  # rows visible / (last visible - first publish)
     latencies_ms: list[float]
     worker_cpu_share: float  # of one core, first publish to last visible
+    publisher_cpu_share: float  # of one core: the clinic's publisher signing and sending, in its own process
+    stack_cpu_share: float  # of one core: the Kafka brokers and PostgreSQL together
+    machine_busy: float  # of every core of the machine
 
 
 def _publish_paced(prefix: str, keys: dict[str, bytes], events: list[dict[str, Any]], rate: float,
@@ -52,14 +55,15 @@ def _publish_paced(prefix: str, keys: dict[str, bytes], events: list[dict[str, A
     signers = {code: Signer("k1", Ed25519PrivateKey.from_private_bytes(raw)) for code, raw in keys.items()}
     settings = Settings().model_copy(update={"topic_prefix": prefix})
 
-    async def publish() -> dict[tuple[str, str], float]:
+    async def publish() -> tuple[dict[tuple[str, str], float], float]:
         publishers = {code: ClinicPublisher(clinic_broker(settings, code), settings.topics.visits, code, s)
                       for code, s in signers.items()}
         for publisher in publishers.values():
             await publisher.__aenter__()
         published_at: dict[tuple[str, str], float] = {}
         pending = []
-        start = time.time()
+        sent.send("ready")  # the parent starts its CPU clocks here, after this process's start-up
+        cpu_started, start = time.process_time(), time.time()
         for i, event in enumerate(events):
             await asyncio.sleep(max(0.0, start + i / rate - time.time()))
             published_at[(event["facility_code"], event["visit_code"])] = time.time()
@@ -67,7 +71,7 @@ def _publish_paced(prefix: str, keys: dict[str, bytes], events: list[dict[str, A
         await asyncio.gather(*pending)
         for publisher in publishers.values():
             await publisher.__aexit__(None, None, None)
-        return published_at
+        return published_at, time.process_time() - cpu_started
 
     sent.send(asyncio.run(publish()))
 
@@ -75,13 +79,14 @@ def _publish_paced(prefix: str, keys: dict[str, bytes], events: list[dict[str, A
 async def _step(settings: Settings, pool: Any, keys: dict[str, bytes], events: list[dict[str, Any]], rate: float,
                 worker: ServiceProcess) -> Step:
     pid: int = worker.process.pid  # type: ignore[union-attr]
-    cpu_before = cpu_seconds(pid)
     receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
     child = multiprocessing.get_context("spawn").Process(
         target=_publish_paced, args=(settings.topic_prefix, keys, events, rate, send))
-    started = time.time()
     child.start()
-    published_at: dict[tuple[str, str], float] = await asyncio.to_thread(receive.recv)
+    await asyncio.to_thread(receive.recv)  # ready to publish
+    cpu_before, stack_before, (busy_before, every_before) = cpu_seconds(pid), stack_cpu_seconds(), \
+        machine_busy_seconds()
+    published_at, publisher_cpu = await asyncio.to_thread(receive.recv)
     await asyncio.to_thread(child.join)
     codes = [visit_code for _, visit_code in published_at]
     while True:
@@ -94,12 +99,15 @@ async def _step(settings: Settings, pool: Any, keys: dict[str, bytes], events: l
         await asyncio.sleep(0.2)
     visible = {(r["facility_code"], r["visit_code"]): float(r["t"]) for r in rows}
     first, last = min(published_at.values()), max(visible.values())
+    # shares over first publish to now: the child's start-up before its first publish is nobody's work here
+    elapsed, (busy, every) = time.time() - first, machine_busy_seconds()
     return Step(rate, len(codes) / (last - first), [(visible[k] - t) * 1000 for k, t in published_at.items()],
-                (cpu_seconds(pid) - cpu_before) / (time.time() - started))
+                (cpu_seconds(pid) - cpu_before) / elapsed, publisher_cpu / elapsed,
+                (stack_cpu_seconds() - stack_before) / elapsed, (busy - busy_before) / (every - every_before))
 
 
 async def run(rates: list[float], seconds: float, citizens: int, within: float | None) -> None:
-    console = Console(width=150)
+    console = Console(width=170)
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
     base = Settings()
     settings = base.model_copy(update={
@@ -132,13 +140,15 @@ async def run(rates: list[float], seconds: float, citizens: int, within: float |
     table = Table(title=f"freshness, publish → visible (publisher in its own process, {seconds:.0f} s per rate, "
                         f"{settings.visit_partitions} partitions, batch {settings.batch_size} within "
                         f"{settings.batch_within_seconds:g} s)", title_justify="left")
-    for column in ("offered/s", "drained/s", "p50", "p99", "max", "worker CPU"):
+    for column in ("offered/s", "drained/s", "p50", "p99", "max", "worker CPU", "publisher CPU", "broker + db CPU",
+                   f"machine busy ({os.cpu_count()} cores)"):
         table.add_column(column, justify="right")
     for step in steps:
         table.add_row(f"{step.offered:,.0f}", f"{step.drained_per_s:,.0f}",
                       f"{percentile(step.latencies_ms, 50):,.0f} ms", f"{percentile(step.latencies_ms, 99):,.0f} ms",
                       f"{max(step.latencies_ms):,.0f} ms",
-                      f"{step.worker_cpu_share:.0%}")
+                      f"{step.worker_cpu_share:.0%}", f"{step.publisher_cpu_share:.0%}", f"{step.stack_cpu_share:.0%}",
+                      f"{step.machine_busy:.0%}")
     console.print(table)
     console.print(f"worker peak RSS {rss:,.0f} MiB")
 

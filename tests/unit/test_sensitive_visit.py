@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -203,3 +203,12 @@ def test_a_stored_judgement_is_used_only_under_the_lists_it_was_made_under():
     # judged under these very lists, the stored judgement is what the list shows
     assert BookEntry(PLAIN, sensitivity=Sensitivity(True, SENSITIVE.fingerprint)).sealed_in_a_list(SENSITIVE)
     assert not BookEntry(PLAIN, sensitivity=SENSITIVE.judge(PLAIN)).sealed_in_a_list(SENSITIVE)
+
+
+@pytest.mark.parametrize("setting", [f.name for f in fields(SensitivePolicy)])
+def test_every_setting_of_the_policy_is_in_its_fingerprint(setting):
+    # A setting left out of the fingerprint would let a judgement made without it be trusted after it changed.
+    changed = {"diagnoses": SensitiveDiagnoses.parse("F20-F29"), "medicine_codes": ("N05A",),
+               "service_codes": ("99.0001",), "words": ("tâm thần",), "tables": ("XML6",)}
+    assert set(changed) == {f.name for f in fields(SensitivePolicy)}, "a new setting: give it a changed value here"
+    assert replace(SENSITIVE, **{setting: changed[setting]}).fingerprint != SENSITIVE.fingerprint

@@ -43,7 +43,12 @@ def percentile(values: list[float], q: float) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _cpu_of_stat(Path(f"/proc/{pid}/stat").read_text())
+
+
+def _cpu_of_stat(stat: str) -> float:
+    """User + system CPU seconds of a /proc/PID/stat line."""
+    fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -56,8 +61,7 @@ def stack_cpu_seconds(commands: tuple[str, ...] = ("java", "postgres")) -> float
         except OSError:  # the process ended meanwhile
             continue
         if text[text.index("(") + 1:text.rindex(")")] in commands:
-            fields = text.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            total += _cpu_of_stat(text)
     return total
 
 

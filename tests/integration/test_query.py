@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from commands.identity_standin import confirmation
+from domain import replies
 from domain.replies import LIST_FIELDS, SEALED_FIELDS
 from domain.sentences import EMPTY_HISTORY, SEALED_VISIT
 from schemas.envelope import Signer, seal_request
@@ -191,3 +192,13 @@ async def test_a_year_is_read_as_only_what_its_list_shows_when_judged_under_the_
     assert "medicines" in other_lists[0].record and "B20.1" in str(other_lists[1].record), "judged again: read whole"
     assert whole[1].record["main_diagnosis_code"] == "B20.1" and whole[1].signed.signed_message, "for a Bundle"
     assert [e.signed.signed_message for e in judged] == [None, None]
+
+    # An insider holding the book's login marks the HIV visit not sensitive: what its list row shows is
+    # still judged, and the row stays sealed.
+    await db.execute("update health_book_visits set sealed = false where facility_code = '79001' and "
+                     "visit_code = $1", hiv["visit_code"])
+    async with db.acquire() as conn:
+        (forged,) = await BookReader().books_of(conn, [(alice.personal_id, 2025, False)], in_force)
+    assert forged[1].record["main_diagnosis_code"] == "B20.1", "read as a list row, as the flag says"
+    listed = replies.year_served("r-1", 2025, forged, Settings().sensitive).visits
+    assert [v.sealed for v in listed] == [False, True] and "B20" not in listed[1].model_dump_json()

@@ -205,6 +205,15 @@ def test_a_stored_judgement_is_used_only_under_the_lists_it_was_made_under():
     assert not BookEntry(PLAIN, sensitivity=SENSITIVE.judge(PLAIN)).sealed_in_a_list(SENSITIVE)
 
 
+@pytest.mark.parametrize("marker", ["B20", "HIV", "lao phổi"])
+def test_a_stored_not_sensitive_edited_in_the_database_does_not_unseal_what_the_list_shows(marker):
+    # An insider holding the book's login sets sealed = false under the lists in force.
+    record = _placed(marker, ("reason",))
+    forged = BookEntry(record, sensitivity=Sensitivity(False, SENSITIVE.fingerprint))
+    listed = replies.year_served("r-1", 2026, [forged], SENSITIVE).visits
+    assert [v.sealed for v in listed] == [True] and marker not in listed[0].model_dump_json()
+
+
 @pytest.mark.parametrize("setting", [f.name for f in fields(SensitivePolicy)])
 def test_every_setting_of_the_policy_is_in_its_fingerprint(setting):
     # A setting left out of the fingerprint would let a judgement made without it be trusted after it changed.

@@ -4,11 +4,15 @@ N signed visits are published once; each path then drains the same backlog from 
 into a database of its own, and the table says what each measured:
 
 - transport ceiling: a bare aiokafka consumer reading the bytes, nothing else;
-- work ceiling: validation, the book row and the analytics record over those bytes, one process, no I/O;
+- work ceiling: validation, the sensitivity judgement, the book row and the analytics record over those bytes,
+  one process, no I/O;
 - decode + verify only: the Avro decodes and the signature check alone, the part of the work ceiling no rule
-  may skip;
+  may skip. It and the work ceiling run in alternating slices of the backlog, in this process with the
+  worker's garbage-collector settings, so a shared machine's slow minutes weigh on both alike;
 - plain batched loop: aiokafka `getmany` into the worker's own batch step (`streams/batch_step.py`), no faust;
 - the worker with one process, and with two (`healthbook worker --processes 2`), first row to last row;
+- faust alone (`benchmarks/faust_only.py`): the worker's faust app and batches with no work in them, faust's
+  own cost, which the worker pays on top of the plain loop's;
 - replay (`healthbook replay`) of the same topic, with its peak memory;
 - the worker paced at 1,000 visits/s offered: publish → visible latency (a topic of its own).
 
@@ -20,7 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -45,6 +52,7 @@ from domain.validation import Accepted, validate_safely
 from healthbook import kafka
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
+from healthbook.gc_tuning import tune_for_service
 from healthbook.kafka import Broker, clinic_broker, ensure_topics
 from healthbook.store import BookWriter, PostgresBatchStore
 from producers.publisher import ClinicPublisher
@@ -129,6 +137,24 @@ def _work_ceiling(deliveries: list[Delivery], signers: dict[str, Signer]) -> flo
     return len(deliveries) / (time.perf_counter() - started)
 
 
+def _work_and_floor(deliveries: list[Delivery], signers: dict[str, Signer], slice_size: int = 1_000
+                    ) -> tuple[float, float, list[float]]:
+    """Work ceiling and floor over alternating slices (each goes first in every other one); rates and ratios."""
+    # The worker's collector settings: with the default ones, collections over this process's many live
+    # deliveries would weigh on both paths as they never do in the worker.
+    tune_for_service()
+    seconds = {_work_ceiling: 0.0, _floor: 0.0}
+    ratios = []
+    for start in range(0, len(deliveries), slice_size):
+        part = deliveries[start:start + slice_size]
+        order = (_floor, _work_ceiling) if start // slice_size % 2 == 0 else (_work_ceiling, _floor)
+        took = {path: len(part) / path(part, signers) for path in order}
+        for path, spent in took.items():
+            seconds[path] += spent
+        ratios.append(took[_work_ceiling] / took[_floor])
+    return len(deliveries) / seconds[_work_ceiling], len(deliveries) / seconds[_floor], ratios
+
+
 def _floor(deliveries: list[Delivery], signers: dict[str, Signer]) -> float:
     """Only the two steps no rule may skip: decode envelope and payload once, verify the signature; visits per second.
 
@@ -148,8 +174,8 @@ async def _own_database(base: Settings, name: str) -> Settings:
                                    "worker_id": f"{base.topic_prefix}{name}", "worker_metrics_port": 0})
 
 
-async def _plain_loop(base: Settings, signers: dict[str, Signer], total: int) -> float:
-    """aiokafka getmany batches into the worker's batch step, without faust; visits per second."""
+async def _plain_loop(base: Settings, signers: dict[str, Signer], total: int) -> tuple[float, float]:
+    """aiokafka getmany batches into the worker's batch step, without faust; visits per second, CPU µs a visit."""
     settings = await _own_database(base, "healthbook_bench_plain")
     pool = await connect_pool(settings.database_url, min_size=1, max_size=4)
     producer = kafka.producer(Broker.of(settings), "bench-plain")
@@ -162,7 +188,7 @@ async def _plain_loop(base: Settings, signers: dict[str, Signer], total: int) ->
                      topic_range_reader(Broker.of(settings)))
     reader, _ = await _reader_from_start(settings, "bench-plain")
     done = 0
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _own_cpu_seconds()
     try:
         while done < total:
             fetched = await reader.getmany(timeout_ms=200, max_records=settings.batch_size)
@@ -171,12 +197,17 @@ async def _plain_loop(base: Settings, signers: dict[str, Signer], total: int) ->
             if batch:
                 await step.run(batch)
                 done += len(batch)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, _own_cpu_seconds() - cpu_before
     finally:
         await reader.stop()
         await producer.stop()
         await pool.close()
-    return total / elapsed
+    return total / elapsed, cpu / total * 1e6
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def _worker(base: Settings, name: str, total: int, processes: int) -> tuple[float, str, Settings]:
@@ -208,6 +239,27 @@ async def _worker(base: Settings, name: str, total: int, processes: int) -> tupl
         service.stop(60)
         await pool.close()
     return total / (float(last) - float(first)), resources, settings
+
+
+async def _faust_only(base: Settings, name: str, total: int) -> tuple[float, float]:
+    """faust alone (benchmarks/faust_only.py) over the backlog, batched and acknowledged as the worker does."""
+    settings = await _own_database(base, name)
+    await ensure_topics(settings, Broker.of(settings))  # ACLs for this app id
+    out = LOGS / f"bench-{name}.json"
+    out.unlink(missing_ok=True)
+    args = [sys.executable, "-m", "benchmarks.faust_only", "--expect", str(total), "--out", str(out)]
+    with (LOGS / f"bench-{name}.log").open("ab") as log:
+        process = subprocess.Popen(args, cwd=PROJECT_ROOT,
+                                   env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await asyncio.wait_for(asyncio.to_thread(process.wait), 600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    if not out.exists():
+        raise RuntimeError(f"faust alone did not finish; see {LOGS / f'bench-{name}.log'}")
+    result = json.loads(out.read_text())
+    return result["events"] / result["seconds"], result["cpu_seconds"] / result["events"] * 1e6
 
 
 def _children(pid: int) -> list[int]:
@@ -247,25 +299,31 @@ async def run(events_n: int, citizens_n: int) -> None:
     total = len(deliveries)
     figures = [Figure("bare aiokafka consumer, bytes only (transport ceiling)", total / transport_seconds,
                       "fetch only")]
-    console.print("work ceiling ...")
-    work = _work_ceiling(deliveries, signers)
-    figures.append(Figure("validate + row + analytics record, one process, no I/O (work ceiling)", work,
-                          "decode, verify, rules, row, analytics record"))
-    floor = _floor(deliveries, signers)
+    console.print("work ceiling and its floor, in alternating slices ...")
+    work, floor, ratios = _work_and_floor(deliveries, signers)
+    figures.append(Figure("validate + judge + row + analytics record, one process, no I/O (work ceiling)", work,
+                          "decode, verify, rules, sensitivity, row, analytics record"))
     figures.append(Figure("decode + verify only, one process (what no rule may skip)", floor,
                           f"fastavro decode and libsodium Ed25519 verify: {1e6 / floor:.0f} µs a visit "
-                          f"of the work ceiling's {1e6 / work:.0f} µs"))
+                          f"of the work ceiling's {1e6 / work:.0f} µs; work ceiling / floor over the slices "
+                          f"median {statistics.median(ratios):.2f}x, {min(ratios):.2f} to {max(ratios):.2f}x"))
     console.print("plain batched loop ...")
-    figures.append(Figure("plain loop: getmany + the worker's batch step, no faust",
-                          await _plain_loop(base, signers, total), "one transaction and acknowledged analytics "
-                          "records per batch"))
-    replayed = base
+    plain, plain_cpu = await _plain_loop(base, signers, total)
+    figures.append(Figure("plain loop: getmany + the worker's batch step, no faust", plain,
+                          f"one transaction and acknowledged analytics records per batch; CPU {plain_cpu:.0f} µs "
+                          "a visit"))
+    replayed, worker_rate = base, 0.0
     for processes, name in ((1, "healthbook_bench_w1"), (2, "healthbook_bench_w2")):
         console.print(f"the worker, {processes} process(es) ...")
         rate, resources, used = await _worker(base, name, total, processes)
         replayed = used if processes == 1 else replayed
+        worker_rate = rate if processes == 1 else worker_rate
         figures.append(Figure(f"the healthbook worker, {processes} process{'es' if processes > 1 else ''}", rate,
                               "first row to last row" + (f"; {resources}" if resources else "")))
+    console.print("faust alone ...")
+    rate, faust_cpu = await _faust_only(base, "healthbook_bench_faust", total)
+    figures.append(Figure("faust alone: the worker's app and batches, no work", rate,
+                          f"CPU {faust_cpu:.0f} µs a visit, which the worker pays on top of the plain loop's"))
     for processes in (1, 2):
         console.print(f"replay, {processes} process(es) ...")
         seconds, rss = _replay(replayed, processes)
@@ -286,6 +344,7 @@ async def run(events_n: int, citizens_n: int) -> None:
         ratio = "—" if "transport" in figure.path or "paced" in figure.path else f"{figure.rate / work:.0%}"
         table.add_row(figure.path, f"{figure.rate:,.0f}", ratio, figure.note)
     console.print(table)
+    console.print(f"the worker reached {worker_rate / plain:.0%} of the plain loop")
 
 
 def main() -> None:

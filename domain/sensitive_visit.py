@@ -18,6 +18,7 @@ from typing import Any
 
 import ahocorasick
 import orjson
+import re2
 
 from domain.sensitive_diagnoses import SensitiveDiagnoses
 
@@ -72,14 +73,16 @@ class SensitivePolicy:
         # A code may follow digits (a regimen's months: 2RHZE/4RHE) but not letters; a word stands alone.
         object.__setattr__(self, "_codes", re.compile(rf"(?<![A-Z])(?:{codes})"))
         object.__setattr__(self, "_words", re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE))
-        # Plain substring tests first, all in one Aho-Corasick pass: a regex over a whole visit costs hundreds
-        # of microseconds, and almost every visit has none of these; the regexes then only confirm a hit.
+        # Plain substring tests first: a Python regex over a whole visit costs hundreds of microseconds, and
+        # almost every visit has none of these. RE2 (a DFA over the UTF-8 bytes) says whether any part occurs
+        # at all; only then does one Aho-Corasick pass say which kinds, and the regexes confirm a hit.
         categories = self.diagnoses.categories(limit=_MOST_CATEGORIES_TO_SCAN)
         object.__setattr__(self, "_scan_all_codes", categories is None)
-        object.__setattr__(self, "_parts", _automaton({
-            _DIAGNOSIS: [c.lower() for c in categories or ()],
-            _CODE: [c.lower() for c in (*self.medicine_codes, *self.service_codes)],
-            _WORD: [w.lower() for w in self.words]}))
+        parts = {_DIAGNOSIS: [c.lower() for c in categories or ()],
+                 _CODE: [c.lower() for c in (*self.medicine_codes, *self.service_codes)],
+                 _WORD: [w.lower() for w in self.words]}
+        object.__setattr__(self, "_parts", _automaton(parts))
+        object.__setattr__(self, "_any_part", _any_of([part for texts in parts.values() for part in texts]))
         settings = orjson.dumps([self.diagnoses.ranges, self.medicine_codes, self.service_codes, self.words,
                                  self.tables, _NOT_CLINICAL_SORTED, _POLICY_REVISION])
         object.__setattr__(self, "_fingerprint", hashlib.sha256(settings).hexdigest()[:16])
@@ -121,7 +124,9 @@ class SensitivePolicy:
     def _names_it(self, text: str) -> bool:
         text = unicodedata.normalize("NFC", text)  # a clinic's XML may spell 'phổi' with combining marks
         lower = text.lower().replace("_", " ")
-        found = _kinds_in(self._parts, lower)  # type: ignore[attr-defined]
+        any_part = self._any_part  # type: ignore[attr-defined]
+        found = _kinds_in(self._parts, lower) if any_part is not None and any_part.search(  # type: ignore[attr-defined]
+            lower.encode("utf-8", "surrogatepass")) else set()
         if (self._scan_all_codes or _DIAGNOSIS in found) and \
                 any(code in self.diagnoses for code in _ICD10_TOKEN.findall(text.upper())):
             return True
@@ -146,6 +151,17 @@ def _automaton(parts: dict[str, list[str]]) -> ahocorasick.Automaton | None:
         automaton.add_word(text, frozenset(of))
     automaton.make_automaton()
     return automaton
+
+
+def _any_of(parts: list[str]) -> Any:
+    """One RE2 pattern matching any of the plain parts as UTF-8 bytes; None when there are none."""
+    if not parts:
+        return None
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.LATIN1  # byte by byte: UTF-8 substrings are exact, no decoding
+    options.max_mem = 64 << 20
+    escaped = (re2.escape(part.encode("utf-8", "surrogatepass")) for part in sorted(set(parts), key=len, reverse=True))
+    return re2.compile(b"|".join(escaped), options)
 
 
 def _kinds_in(automaton: ahocorasick.Automaton | None, lower: str) -> set[str]:

@@ -39,7 +39,7 @@ class SigningWindow:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen, as VisitRow: built for every visit; nothing changes it afterwards
 class Accepted:
     """A verified, rule-abiding visit with the signature that vouches for it."""
 

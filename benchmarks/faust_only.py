@@ -1,0 +1,76 @@
+"""faust's own cost: the worker's faust app and batching over the visits topic, with no work in the batches.
+
+Run by `benchmarks.ceilings` in a process of its own, with the settings of the worker it compares against.
+It builds the same app (`streams.app._faust_app`: broker, login, fetch sizes), takes the same unacked
+batches (`streams.batches.unacked_batches`), acknowledges every event as the worker does once a batch is
+written, and does nothing else: what it costs, the worker pays on top of its batch step's work. When it has
+taken `--expect` events it writes one JSON line to --out (the events after its first batch, the seconds
+from that batch to the last, and its CPU seconds over the same span) and stops.
+
+Usage: python -m benchmarks.faust_only --expect N --out FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from healthbook import kafka
+from healthbook.config import Settings
+from healthbook.gc_tuning import tune_for_service
+from schemas import topics
+from streams.app import _faust_app
+from streams.batches import unacked_batches
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def build(settings: Settings, expect: int, out: Path) -> faust.App:
+    """The worker's faust app with an agent that takes and acknowledges batches and does nothing else."""
+    broker = kafka.Broker.of(settings)
+    partitions = topics.VISITS.partitions_for(settings.visit_partitions)
+    app = _faust_app(settings, broker, partitions)
+    visits = app.topic(settings.topics.visits, key_type=bytes, value_type=bytes, key_serializer="raw",
+                       value_serializer="raw", partitions=partitions)
+    seen: dict[str, Any] = {"events": 0, "first": None, "counted_from": 0}
+
+    @app.agent(visits, name="faust-only")
+    async def take(stream: faust.StreamT) -> None:
+        async for events in unacked_batches(stream, settings.batch_size, settings.batch_within_seconds):
+            if seen["first"] is None:  # timed from the first batch taken, as the worker from its first row
+                seen["first"], seen["counted_from"], seen["cpu_at_first"] = \
+                    time.perf_counter(), len(events), _cpu_seconds()
+            for event in events:
+                await stream.ack(event)
+            seen["events"] += len(events)
+            if seen["events"] >= expect:
+                out.write_text(json.dumps({"events": seen["events"] - seen["counted_from"],
+                                           "cpu_seconds": _cpu_seconds() - seen["cpu_at_first"],
+                                           "seconds": time.perf_counter() - seen["first"]}))
+                os._exit(0)  # the figure is written; nothing of this throwaway app needs a clean stop
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    app = build(Settings(), args.expect, args.out)
+    tune_for_service()
+    faust.Worker(app, loglevel="warning").execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ from domain import deidentify, replies
 from domain.book_entry import BookEntry
 from domain.fhir_bundle import book_bundle
 from domain.sensitive_diagnoses import SensitiveDiagnoses
-from domain.sensitive_visit import SensitivePolicy, Sensitivity
+from domain.sensitive_visit import SensitivePolicy, Sensitivity, _kinds_in
 from domain.sentences import SEALED_VISIT, facility_label
 from schemas.visit import VisitEvent
 from schemas.visit_record import Visit
@@ -221,3 +221,17 @@ def test_every_setting_of_the_policy_is_in_its_fingerprint(setting):
                "service_codes": ("99.0001",), "words": ("tâm thần",), "tables": ("XML6",)}
     assert set(changed) == {f.name for f in fields(SensitivePolicy)}, "a new setting: give it a changed value here"
     assert replace(SENSITIVE, **{setting: changed[setting]}).fingerprint != SENSITIVE.fingerprint
+
+
+_PARTS = [part.lower() for part in (*SENSITIVE.medicine_codes, *SENSITIVE.service_codes, *SENSITIVE.words,
+                                    "a15", "b20", "z21")]
+
+
+@given(text=st.lists(st.one_of(st.sampled_from(_PARTS), st.sampled_from(["", " ", "_", "ổ", "lao", "b2", "hi"]),
+                               st.text(max_size=6)), max_size=8).map("".join))
+@settings(max_examples=3_000, deadline=None)
+def test_the_bytes_prefilter_finds_a_listed_part_exactly_when_the_automaton_does(text):
+    """RE2's one question over the UTF-8 bytes (any part at all?) never differs from the Aho-Corasick pass."""
+    lower = text.lower()
+    anywhere = SENSITIVE._any_part.search(lower.encode("utf-8", "surrogatepass")) is not None
+    assert anywhere == bool(_kinds_in(SENSITIVE._parts, lower))

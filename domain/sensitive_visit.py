@@ -159,7 +159,7 @@ def _any_of(parts: list[str]) -> Any:
         return None
     options = re2.Options()
     options.encoding = re2.Options.Encoding.LATIN1  # byte by byte: UTF-8 substrings are exact, no decoding
-    options.max_mem = 64 << 20
+    options.max_mem = 64 << 20  # room for a DFA over a long deployment list (the default is 8 MiB)
     escaped = (re2.escape(part.encode("utf-8", "surrogatepass")) for part in sorted(set(parts), key=len, reverse=True))
     return re2.compile(b"|".join(escaped), options)
 

@@ -45,9 +45,9 @@ def _faust_app(settings: Settings, broker: kafka.Broker, partitions: int) -> fau
         consumer_max_fetch_size=fetch_bytes,  # a visit as large as the topic takes is fetched, never skipped
         producer_max_request_size=fetch_bytes,
         producer_acks=-1,
-        # As our own producers (kafka.producer): a batch's table writes leave in a few produce requests rather
-        # than one each, which took the changelog's CPU a visit from about 270 to 155 µs (benchmarks.faust_only).
-        producer_linger=0.005,
+        # No linger (faust's default) for the changelog: lingering 5 ms cut faust's CPU a visit with the table
+        # from 418 to 288 µs (benchmarks.faust_only), but widened the time the book is ahead of the table,
+        # and 'worker killed' then once ended with a visit in the book and not in the table (README, issue 23).
         # A SIGKILLed worker leaves the group only when its session times out: keep that short.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import end_to_end
-from benchmarks.end_to_end import cpu_seconds, peak_rss_mb
+from benchmarks.end_to_end import cpu_seconds, own_cpu_seconds, peak_rss_mb
 from commands.local_ca import local_ca
 from commands.processes import ServiceProcess, settings_env
 from domain import deidentify
@@ -189,7 +188,7 @@ async def _plain_loop(base: Settings, signers: dict[str, Signer], total: int) ->
                      topic_range_reader(Broker.of(settings)))
     reader, _ = await _reader_from_start(settings, "bench-plain")
     done = 0
-    started, cpu_before = time.perf_counter(), _own_cpu_seconds()
+    started, cpu_before = time.perf_counter(), own_cpu_seconds()
     try:
         while done < total:
             fetched = await reader.getmany(timeout_ms=200, max_records=settings.batch_size)
@@ -198,17 +197,13 @@ async def _plain_loop(base: Settings, signers: dict[str, Signer], total: int) ->
             if batch:
                 await step.run(batch)
                 done += len(batch)
-        elapsed, cpu = time.perf_counter() - started, _own_cpu_seconds() - cpu_before
+        elapsed, cpu = time.perf_counter() - started, own_cpu_seconds() - cpu_before
     finally:
         await reader.stop()
         await producer.stop()
         await pool.close()
     return total / elapsed, cpu / total * 1e6
 
-
-def _own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def _worker(base: Settings, name: str, total: int, processes: int) -> tuple[float, str, Settings]:
@@ -317,8 +312,8 @@ async def run(events_n: int, citizens_n: int) -> None:
     for processes, name in ((1, "healthbook_bench_w1"), (2, "healthbook_bench_w2")):
         console.print(f"the worker, {processes} process(es) ...")
         rate, resources, used = await _worker(base, name, total, processes)
-        replayed = used if processes == 1 else replayed
-        worker_rate = rate if processes == 1 else worker_rate
+        if processes == 1:
+            replayed, worker_rate = used, rate
         figures.append(Figure(f"the healthbook worker, {processes} process{'es' if processes > 1 else ''}", rate,
                               "first row to last row" + (f"; {resources}" if resources else "")))
     faust_cpu = 0.0

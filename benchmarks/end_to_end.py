@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import statistics
 import time
 from dataclasses import dataclass
@@ -44,6 +45,12 @@ def percentile(values: list[float], q: float) -> float:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far, in seconds."""
     return _cpu_of_stat(Path(f"/proc/{pid}/stat").read_text())
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU time this process has used so far, in seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _cpu_of_stat(stat: str) -> float:

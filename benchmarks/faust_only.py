@@ -17,24 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 from pathlib import Path
 from typing import Any
 
 import faust
 
+from benchmarks.end_to_end import own_cpu_seconds
 from healthbook import kafka
 from healthbook.config import Settings
 from healthbook.gc_tuning import tune_for_service
 from schemas import topics
 from streams.app import VersionsTable, _faust_app
 from streams.batches import unacked_batches
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def build(settings: Settings, expect: int, out: Path, with_table: bool) -> faust.App:
@@ -49,14 +44,14 @@ def build(settings: Settings, expect: int, out: Path, with_table: bool) -> faust
         partitions=partitions, use_partitioner=True, key_type=bytes,
         extra_topic_configs={**topics.CHANGELOG_CONFIG, **settings.replication.config()})) if with_table else None
     app.producer.buffer.max_messages = max(10_000, settings.batch_size * 4)
-    seen: dict[str, Any] = {"events": 0, "first": None, "counted_from": 0}
+    seen: dict[str, Any] = {"events": 0, "first": None, "counted_from": 0, "cpu_at_first": 0.0}
 
     @app.agent(visits, name="faust-only")
     async def take(stream: faust.StreamT) -> None:
         async for events in unacked_batches(stream, settings.batch_size, settings.batch_within_seconds):
             if seen["first"] is None:  # timed from the first batch taken, as the worker from its first row
                 seen["first"], seen["counted_from"], seen["cpu_at_first"] = \
-                    time.perf_counter(), len(events), _cpu_seconds()
+                    time.perf_counter(), len(events), own_cpu_seconds()
             if table is not None:  # as the worker remembers a batch: one entry per citizen in it
                 for key, offset in {event.message.key: event.message.offset for event in events}.items():
                     table[key] = {"v": offset}
@@ -66,7 +61,7 @@ def build(settings: Settings, expect: int, out: Path, with_table: bool) -> faust
             seen["events"] += len(events)
             if seen["events"] >= expect:
                 out.write_text(json.dumps({"events": seen["events"] - seen["counted_from"],
-                                           "cpu_seconds": _cpu_seconds() - seen["cpu_at_first"],
+                                           "cpu_seconds": own_cpu_seconds() - seen["cpu_at_first"],
                                            "seconds": time.perf_counter() - seen["first"]}))
                 os._exit(0)  # the figure is written; nothing of this throwaway app needs a clean stop
 

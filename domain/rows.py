@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from domain.validation import Accepted
 from schemas import keys, rules
@@ -46,6 +47,8 @@ class VisitRow:
 
 
 ROW_COLUMNS = [f.name for f in fields(VisitRow)]
+# The same few thousand admission and discharge minutes recur across a topic; a datetime is immutable.
+_minute_time = lru_cache(maxsize=1 << 16)(rules.parse_minute)
 BOOK_COLUMNS = [c for c in ROW_COLUMNS if c != "card_number"]
 PENDING_COLUMNS = [c for c in ROW_COLUMNS if c != "personal_id"]
 
@@ -61,8 +64,8 @@ def visit_row(accepted: Accepted, partition: int, offset: int, event: Visit | No
         version=event.version,
         event_id=event.event_id,
         year=event.year,
-        admitted_at=rules.parse_minute(event.admitted_at),
-        discharged_at=rules.parse_minute(event.discharged_at),
+        admitted_at=_minute_time(event.admitted_at),
+        discharged_at=_minute_time(event.discharged_at),
         record=event.book_json(),
         sensitive=event.sensitive_json(),
         clinic_key_id=accepted.key_id,

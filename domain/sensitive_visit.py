@@ -9,6 +9,7 @@ only its dates and facility; it stays off analytics; its detail, for the citizen
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -82,7 +83,9 @@ class SensitivePolicy:
                  _CODE: [c.lower() for c in (*self.medicine_codes, *self.service_codes)],
                  _WORD: [w.lower() for w in self.words]}
         object.__setattr__(self, "_parts", _automaton(parts))
-        object.__setattr__(self, "_any_part", _any_of([part for texts in parts.values() for part in texts]))
+        every_part = [part for texts in parts.values() for part in texts]
+        object.__setattr__(self, "_any_part", _any_of(every_part))
+        object.__setattr__(self, "_in_clean_json", None if self._scan_all_codes else _json_any_of(every_part))
         settings = orjson.dumps([self.diagnoses.ranges, self.medicine_codes, self.service_codes, self.words,
                                  self.tables, _NOT_CLINICAL_SORTED, _POLICY_REVISION])
         object.__setattr__(self, "_fingerprint", hashlib.sha256(settings).hexdigest()[:16])
@@ -92,24 +95,41 @@ class SensitivePolicy:
         """A short digest of everything that decides sensitivity: a judgement stored under another one is redone."""
         return self._fingerprint  # type: ignore[attr-defined,no-any-return]
 
-    def judge(self, record: Mapping[str, Any], *, has_sensitive_tables: bool = False) -> Sensitivity:
+    def judge(self, record: Mapping[str, Any], *, has_sensitive_tables: bool = False,
+              clean_json: bytes | None = None) -> Sensitivity:
         """Whether this visit record is sensitive, as stored beside the visit for the book's list and analytics."""
-        return Sensitivity(self.of_visit(record, has_sensitive_tables=has_sensitive_tables), self.fingerprint)
+        return Sensitivity(self.of_visit(record, has_sensitive_tables=has_sensitive_tables, clean_json=clean_json),
+                           self.fingerprint)
 
     def judged(self, record: Mapping[str, Any], known: Sensitivity | None, *,
-               has_sensitive_tables: bool = False) -> bool:
+               has_sensitive_tables: bool = False, clean_json: bytes | None = None) -> bool:
         """The stored judgement when it was made under this very policy; otherwise the record is judged again."""
         if known is not None and known.under == self.fingerprint:
             return known.sensitive
-        return self.of_visit(record, has_sensitive_tables=has_sensitive_tables)
+        return self.of_visit(record, has_sensitive_tables=has_sensitive_tables, clean_json=clean_json)
 
-    def of_visit(self, record: Mapping[str, Any], *, has_sensitive_tables: bool = False) -> bool:
-        """Whether this visit record (an event's, or the book's with its tables stored apart) is sensitive."""
+    def of_visit(self, record: Mapping[str, Any], *, has_sensitive_tables: bool = False,
+                 clean_json: bytes | None = None) -> bool:
+        """Whether this visit record (an event's, or the book's with its tables stored apart) is sensitive.
+
+        clean_json, when given, is the record's book JSON (Visit.clean_json: every field but the sensitive
+        tables, all NFC, no control character); a visit in which it names no part at all is passed at once.
+        """
         if self._has_table(record, has_sensitive_tables):
             return True
+        if clean_json is not None and self.passes_clean_json(clean_json):
+            return False
         # One JSON text is far faster to search than each field; its escapes (\n, \u0001) would glue a code to
         # a letter or digit, so each becomes a space.
         return self._names_it(_JSON_ESCAPE.sub(" ", orjson.dumps(_clinical(record), default=str).decode()))
+
+    def passes_clean_json(self, clean_json: bytes) -> bool:
+        """Whether a visit's clean book JSON names no listed part at all: not sensitive, with nothing more to judge.
+
+        A schema's own key can hold a part ('hiv' in archive_no): such a visit is judged in full.
+        """
+        pattern = self._in_clean_json  # type: ignore[attr-defined]
+        return pattern is not None and pattern.search(clean_json) is None
 
     def why(self, record: Mapping[str, Any], *, has_sensitive_tables: bool = False) -> str | None:
         """What makes the visit sensitive and where, for people reading a log or a test; None when nothing does."""
@@ -162,6 +182,54 @@ def _any_of(parts: list[str]) -> Any:
     options.max_mem = 64 << 20  # room for a DFA over a long deployment list (the default is 8 MiB)
     escaped = (re2.escape(part.encode("utf-8", "surrogatepass")) for part in sorted(set(parts), key=len, reverse=True))
     return re2.compile(b"|".join(escaped), options)
+
+
+def _json_any_of(parts: list[str]) -> Any:
+    """One RE2 pattern over a record's clean book JSON (UTF-8) that matches wherever the judgement could find a part.
+
+    The judgement searches the lower-cased JSON of the record's clinical fields, each escape and underscore
+    read as a space. The book JSON holds each of those fields written the same (the sensitive tables,
+    judged by their presence, aside), and no part can reach past the text of one field without a comma,
+    a quote or a brace: so the raw book JSON, each part's letters matched in any case that lowers to them
+    and each space as a space, an underscore or an escape, finds every part the judgement could, and more.
+    None (judge in full) when a part makes that untrue, or when there are no parts.
+    """
+    if not parts or any(set(part) & set('",{}\\') or _SPLIT_BY_LOWERING & set(part) for part in parts):
+        return None
+    options = re2.Options()
+    options.max_mem = 64 << 20
+    folded = _cases_lowering_to()
+    space = r"(?:[ _]|\\u[0-9a-fA-F]{4}|\\.)"
+
+    def letter(char: str) -> str:
+        if char == " ":
+            return space
+        return "(?:" + "|".join(re2.escape(c) for c in sorted({char, *folded.get(char, ())})) + ")"
+
+    alternatives = ("".join(map(letter, part)) for part in sorted(set(parts), key=len, reverse=True))
+    pattern = re2.compile("|".join(alternatives).encode("utf-8", "surrogatepass"), options)
+    return None if pattern.search(b'{"sensitive":[]}') else pattern
+
+
+# The one character str.lower() turns into two (U+0130 into i and U+0307): a part holding the second of them
+# could match where the text holds the first, so such a part is judged in full.
+_SPLIT_BY_LOWERING = frozenset("\u0307")
+
+
+@functools.cache
+def _cases_lowering_to() -> dict[str, frozenset[str]]:
+    """For each character, every other character str.lower() turns into it, alone or as a word's last letter."""
+    found: dict[str, set[str]] = {}
+    for start in range(0, 0x110000, 256):
+        block = "".join(map(chr, range(start, start + 256)))
+        if block.lower() == block:  # most blocks have no letter with a case: one test each
+            continue
+        for char in block:
+            for low in (char.lower(), ("a" + char).lower()[1:]):  # after a letter, as a word's last: final sigma
+                if low != char:
+                    for part in low:
+                        found.setdefault(part, set()).add(char)
+    return {char: frozenset(others) for char, others in found.items()}
 
 
 def _kinds_in(automaton: ahocorasick.Automaton | None, lower: str) -> set[str]:

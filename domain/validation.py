@@ -73,12 +73,11 @@ def validate(key: bytes | None, value: bytes | None, keyring: Keyring, appended_
         return Rejected(DeadLetterReason.MALFORMED, f"not a signed visit envelope: {exc}")
     except UnsupportedSchema as exc:
         return Rejected(DeadLetterReason.UNSUPPORTED_SCHEMA, str(exc))
-    clinic, event_id = env["clinic_code"], env["event_id"]
-    clinic_key = _signature_refusal(env, keyring)
+    clinic, event_id, signed_at_ms = env["clinic_code"], env["event_id"], envelope.to_millis(env["signed_at"])
+    clinic_key = _signature_refusal(env, keyring, signed_at_ms)
     if isinstance(clinic_key, tuple):
         return Rejected(clinic_key[0], clinic_key[1], clinic_code=clinic, event_id=event_id)
-    late = None if appended_at_ms is None or window is None else \
-        window.refusal(envelope.to_millis(env["signed_at"]), appended_at_ms)
+    late = None if appended_at_ms is None or window is None else window.refusal(signed_at_ms, appended_at_ms)
     if late:
         return Rejected(DeadLetterReason.SIGNED_AT_OUT_OF_RANGE, late, clinic_code=clinic, event_id=event_id)
     checked = _signed_event(env)
@@ -92,15 +91,16 @@ def validate(key: bytes | None, value: bytes | None, keyring: Keyring, appended_
             "record has none) so one citizen's visits share a partition",
             [], clinic, event_id,
         )
-    return Accepted(checked, env["key_id"], env["signature"], envelope.to_millis(env["signed_at"]), bytes(value),
+    return Accepted(checked, env["key_id"], env["signature"], signed_at_ms, bytes(value),
                     clinic_key.public_key, clinic_key.certificate)
 
 
-def _signature_refusal(env: dict[str, Any], keyring: Keyring) -> tuple[DeadLetterReason, str] | ClinicKey:
+def _signature_refusal(env: dict[str, Any], keyring: Keyring, signed_at_ms: int
+                       ) -> tuple[DeadLetterReason, str] | ClinicKey:
     """Why the envelope's signature cannot vouch for it, or the registered key that verifies it."""
     clinic = env["clinic_code"]
     try:
-        clinic_key = keyring.key_for(clinic, env["key_id"], envelope.to_millis(env["signed_at"]))
+        clinic_key = keyring.key_for(clinic, env["key_id"], signed_at_ms)
     except KeyLookupFailed as exc:
         return exc.code, exc.message
     if not envelope.verify(clinic_key.public_key, env["signature"], envelope.visit_signing_input(env)):

@@ -11,18 +11,25 @@ from schemas.visit import VisitEvent
 
 
 def to_json(value: Any) -> str:
-    """JSON text as the book stores it: UTF-8, money (Decimal) as its decimal string, as pydantic writes it."""
-    return orjson.dumps(value, default=str).decode()
+    """JSON text as the book stores it: money (Decimal) as its decimal string, as pydantic writes it."""
+    return to_json_bytes(value).decode()
+
+
+def to_json_bytes(value: Any) -> bytes:
+    """to_json's text as UTF-8."""
+    return orjson.dumps(value, default=str)
 
 
 class Visit:
     """A visit that passed every rule, read from its record without building a model of it."""
 
-    __slots__ = ("_book_json", "record")
+    __slots__ = ("_book_json", "clean_json", "record")
 
-    def __init__(self, record: dict[str, Any], book_json: str | None = None) -> None:
+    def __init__(self, record: dict[str, Any], book_json: str | None = None, clean_json: bytes | None = None) -> None:
         self.record = record
         self._book_json = book_json
+        # book_json as UTF-8, given only where it was checked to be all NFC with no control character
+        self.clean_json = clean_json
 
     @classmethod
     def of_model(cls, event: VisitEvent) -> Visit:

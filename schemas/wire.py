@@ -15,10 +15,15 @@ MAGIC = 0
 _HEADER = struct.Struct(">bI")
 
 
+def frame_header(entry: SchemaEntry) -> bytes:
+    """The five bytes before a record of this schema on the wire."""
+    return _HEADER.pack(MAGIC, entry.schema_id)
+
+
 def encode(entry: SchemaEntry, record: dict[str, Any]) -> bytes:
     """Encode a record with the given schema, framed for the wire."""
     out = io.BytesIO()
-    out.write(_HEADER.pack(MAGIC, entry.schema_id))
+    out.write(frame_header(entry))
     fastavro.schemaless_writer(out, entry.parsed, record)
     return out.getvalue()
 

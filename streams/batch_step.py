@@ -18,7 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
@@ -298,10 +298,11 @@ class BatchStep:
                 if isinstance(r, Rejected) and r.code in RETRY_AFTER_REGISTRY_CATCH_UP else r
                 for m, r, at in zip(messages, results, appended, strict=True)
             ]
-        if checks.sensitive is None:
-            return results
-        return [replace(r, sensitivity=checks.sensitive.judge(r.event.record)) if isinstance(r, Accepted) else r
-                for r in results]
+        if checks.sensitive is not None:
+            for r in results:
+                if isinstance(r, Accepted):  # just made here, so set in place
+                    r.sensitivity = checks.sensitive.judge(r.event.record, clean_json=r.event.clean_json)
+        return results
 
     async def _appended_at(self, message: Delivery) -> int:
         """When the broker first appended this message: for a re-driven dead letter, the original's append time.

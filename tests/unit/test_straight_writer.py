@@ -1,0 +1,74 @@
+"""The straight writer of the analytics record writes exactly fastavro's bytes, from the same schema file."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain import deidentify
+from schemas import catalogue, wire
+from schemas.straight_writer import UnsupportedForStraightWriting, straight_writer
+from schemas.visit import VisitEvent
+from schemas.visit_record import Visit
+from tests.factories import citizen, full_visit
+
+ANALYTICS = catalogue.DEIDENTIFIED_VISIT
+WRITE = straight_writer(ANALYTICS)
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+_MONEY = st.decimals(min_value=-(Decimal(10) ** 16) + 1, max_value=Decimal(10) ** 16 - 1, places=2,
+                     allow_nan=False, allow_infinity=False)
+
+
+def _values(kind: Any) -> st.SearchStrategy[Any]:
+    """Any value the schema allows for one field, the edges of each integer type included."""
+    if isinstance(kind, list):
+        other = next(k for k in kind if k != "null")
+        return st.none() | _values(other)
+    if kind == "string":
+        return _TEXT
+    if kind == "int":
+        return st.integers(-(2 ** 31), 2 ** 31 - 1)
+    if kind == "long":
+        return st.integers(-(2 ** 63), 2 ** 63 - 1)
+    if kind.get("logicalType") == "decimal":
+        return _MONEY
+    return st.lists(_TEXT, max_size=5)
+
+
+RECORDS = st.fixed_dictionaries({f["name"]: _values(f["type"]) for f in ANALYTICS.parsed["fields"]})
+
+
+@given(record=RECORDS)
+@settings(max_examples=2_000, deadline=None)
+def test_every_record_the_schema_allows_is_written_byte_for_byte_as_fastavro_writes_it(record):
+    written = WRITE(record)
+    assert written == wire.encode(ANALYTICS, record)
+    assert wire.decode(written, ANALYTICS) == record
+
+
+VISIT = Visit(VisitEvent.model_validate(full_visit(citizen(3), 5, datetime(2026, 3, 2, 8, 15))).model_dump())
+
+
+def test_a_real_visit_reaches_analytics_in_fastavros_bytes():
+    key, value = deidentify.encode(VISIT, b"k" * 32)
+    record = deidentify.deidentified(VISIT, b"k" * 32)
+    assert value == wire.encode(ANALYTICS, record)
+    assert key == record["pseudonym"].encode()
+
+
+def test_an_amount_with_more_places_than_the_schema_is_refused_as_fastavro_refuses_it():
+    record = deidentify.deidentified(VISIT, b"k" * 32) | {"total_cost": Decimal("12.345")}
+    with pytest.raises(ValueError, match="decimal places"):
+        WRITE(record)
+    with pytest.raises(ValueError):
+        wire.encode(ANALYTICS, record)
+
+
+def test_a_schema_with_a_type_it_does_not_write_is_refused_when_the_writer_is_built():
+    with pytest.raises(UnsupportedForStraightWriting, match="does not write"):
+        straight_writer(catalogue.VISIT_EVENT)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -48,7 +49,8 @@ from domain.batch import Delivery
 from domain.identity import IdentityDirectory
 from domain.keyring import ClinicKey, Keyring
 from domain.rows import visit_row
-from domain.validation import Accepted, validate_safely
+from domain.sensitive_visit import SensitivePolicy
+from domain.validation import Accepted, SigningWindow, validate_safely
 from healthbook import kafka
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
@@ -125,8 +127,7 @@ def _work_ceiling(deliveries: list[Delivery], signers: dict[str, Signer]) -> flo
     """Decisions, row and analytics record for every message in this process; visits per second."""
     keyring = _keyring(signers)
     pseudonym_key = b"p" * 32
-    settings = Settings()
-    window, sensitive = settings.signing_window, settings.sensitive
+    window, sensitive = _window_and_policy()
     started = time.perf_counter()
     for d in deliveries:
         result = validate_safely(d.key, d.value, keyring, d.timestamp_ms, window)
@@ -135,6 +136,13 @@ def _work_ceiling(deliveries: list[Delivery], signers: dict[str, Signer]) -> flo
             if not deidentify.withheld(result.event, sensitive):
                 deidentify.encode(result.event, pseudonym_key)
     return len(deliveries) / (time.perf_counter() - started)
+
+
+@functools.cache
+def _window_and_policy() -> tuple[SigningWindow, SensitivePolicy]:
+    """The signing window and sensitivity policy, built once as the worker builds them, not once a slice."""
+    settings = Settings()
+    return settings.signing_window, settings.sensitive
 
 
 def _work_and_floor(deliveries: list[Delivery], signers: dict[str, Signer], slice_size: int = 1_000

@@ -45,14 +45,19 @@ def _decimal(value: Decimal, scale: int) -> bytes:
     return unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
 
 
+def _int(expression: str) -> str:
+    """An int's bytes, a small one looked up without a call."""
+    return f"(_SMALL[n] if 0 <= (n := {expression}) < 64 else _long(n))"
+
+
 def _value_lines(kind: Any, v: str, pad: str) -> list[str]:
     """Lines appending one non-null value of kind, held in variable v."""
     if kind == "string":
-        return [f"{pad}s = {v}.encode()", f"{pad}a(_long(len(s)))", f"{pad}a(s)"]
+        return [f"{pad}s = {v}.encode()", f"{pad}a({_int('len(s)')})", f"{pad}a(s)"]
     if kind in ("int", "long"):
-        return [f"{pad}a(_long({v}))"]
+        return [f"{pad}a({_int(v)})"]
     if isinstance(kind, dict) and kind.get("type") == "bytes" and kind.get("logicalType") == "decimal":
-        return [f"{pad}s = _decimal({v}, {int(kind.get('scale', 0))})", f"{pad}a(_long(len(s)))", f"{pad}a(s)"]
+        return [f"{pad}s = _decimal({v}, {int(kind.get('scale', 0))})", f"{pad}a({_int('len(s)')})", f"{pad}a(s)"]
     if isinstance(kind, dict) and kind.get("type") == "array" and kind.get("items") == "string":
         return [f"{pad}if {v}:", f"{pad}    a(_long(len({v})))", f"{pad}    for x in {v}:",
                 *_value_lines("string", "x", pad + "        "), f"{pad}a(b'\\x00')"]
@@ -77,7 +82,7 @@ def straight_writer(entry: SchemaEntry) -> Callable[[dict[str, Any]], bytes]:
         else:
             lines += _value_lines(kind, "v", " " * 4)
     lines.append("    return b''.join(out)")
-    scope: dict[str, Any] = {"_long": _long, "_decimal": _decimal,
+    scope: dict[str, Any] = {"_long": _long, "_SMALL": _SMALL, "_decimal": _decimal,
                              "_FRAME": frame_header(entry)}
     exec(compile("\n".join(lines), f"<straight writer of {entry.path.name}>", "exec"), scope)  # text of our own
     return scope["write"]  # type: ignore[no-any-return]

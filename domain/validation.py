@@ -121,7 +121,7 @@ def _signed_event(env: dict[str, Any]) -> Visit | tuple[DeadLetterReason, str, l
     mismatch = _envelope_mismatch(env, record)
     if mismatch:
         return DeadLetterReason.CLINIC_MISMATCH, mismatch, []
-    fast = fast_check.accepted(record)
+    fast = fast_check.accepted(record, decoded=True)
     if fast is not None:
         return fast
     event = read_visit(record)  # the full model decides, and names every broken rule

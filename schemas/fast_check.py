@@ -4,11 +4,15 @@
 is (its text already NFC, no control character), and None otherwise. None is not a rejection: the caller
 then runs the full pydantic model, which decides and names every problem. So the fast path may only
 ever accept less than the model, never more; tests/unit/test_fast_check.py holds it to that over
-100,000 generated visits, valid and broken in every rule.
+100,000 generated visits, valid and broken in every rule. The worker's records come from fastavro, so it
+asks accepted(record, decoded=True): then only what the visit schema leaves open is checked (not the types,
+the field names or a decimal's scale), and the same test holds that to the full check on every case that
+could be written to the wire.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from schemas import rules
+from schemas import catalogue, rules
 from schemas.text import json_text_is_clean
 from schemas.visit import (
     DischargePaper,
@@ -77,9 +81,22 @@ def _person(birth: str, sex: int, personal_id: str | None) -> bool:
 
 @dataclass(frozen=True)
 class _Is:
-    """A condition on one value, written with {v} where the value goes."""
+    """A value of one Python type meeting a condition ({v} where the value goes), if any.
 
-    condition: str
+    `beyond_avro` is what is left to check of a value fastavro decoded with the visit schema, which already
+    makes it of that type (and a decimal of scale 2, finite): the condition itself unless given.
+    """
+
+    kind: str
+    condition: str | None = None
+    beyond_avro: str | None = ""
+
+    def full(self, v: str) -> str:
+        return f"type({v}) is {self.kind}" + (f" and {self.condition.format(v=v)}" if self.condition else "")
+
+    def decoded(self, v: str) -> str | None:
+        rest = self.condition if self.beyond_avro == "" else self.beyond_avro
+        return rest.format(v=v) if rest else None
 
 
 @dataclass(frozen=True)
@@ -113,18 +130,19 @@ class _Record:
 
 _Spec = _Is | _Maybe | _ListOf | _TextMap | _Record
 
-_STR = _Is("type({v}) is str")
-_TEXT = _Is("type({v}) is str and {v}")
-_MINUTE = _Is("type({v}) is str and _minute({v})")
-_DAY = _Is("type({v}) is str and _day({v})")
-_LINE_NO = _Is("type({v}) is int and {v} >= 0")
-_NON_NEGATIVE = _Is("type({v}) is float and 0.0 <= {v} < _INFINITY")
-_MONEY = _Is("type({v}) is Decimal and {v}.is_finite() and {v}.as_tuple().exponent == -2 and 0 <= {v} < _MONEY_LIMIT")
+_STR = _Is("str")
+_TEXT = _Is("str", "{v}")
+_MINUTE = _Is("str", "_minute({v})")
+_DAY = _Is("str", "_day({v})")
+_LINE_NO = _Is("int", "{v} >= 0")
+_NON_NEGATIVE = _Is("float", "0.0 <= {v} < _INFINITY")
+_MONEY = _Is("Decimal", "{v}.is_finite() and {v}.as_tuple().exponent == -2 and 0 <= {v} < _MONEY_LIMIT",
+             beyond_avro="0 <= {v} < _MONEY_LIMIT")
 
 
 def _int(low: int | None = None, high: int | None = None) -> _Is:
-    return _Is(" and ".join(["type({v}) is int", *([f"{{v}} >= {low}"] if low is not None else []),
-                             *([f"{{v}} <= {high}"] if high is not None else [])]))
+    bounds = [*([f"{{v}} >= {low}"] if low is not None else []), *([f"{{v}} <= {high}"] if high is not None else [])]
+    return _Is("int", " and ".join(bounds) or None)
 
 
 def _record(model: type[BaseModel], *, text: tuple[str, ...] = (), optional_text: tuple[str, ...] = (),
@@ -143,9 +161,14 @@ def _record(model: type[BaseModel], *, text: tuple[str, ...] = (), optional_text
 
 
 class _Writer:
-    """Writes one straight function of a spec: no call or loop of our own per field on the worker's hot path."""
+    """Writes one straight function of a spec: no call or loop of our own per field on the worker's hot path.
 
-    def __init__(self) -> None:
+    With from_avro, it checks only what the visit schema leaves open, for a record as fastavro decoded it: the
+    types, the field names and the decimals' scale are then the schema's, as _avro_guarantees proves once.
+    """
+
+    def __init__(self, from_avro: bool = False) -> None:
+        self.from_avro = from_avro
         self.lines = ["def check(record):"]
         self.scope: dict[str, Any] = {"_minute": _minute, "_day": _day, "_icd10": _icd10, "_facility": _facility,
                                       "_person": _person, "Decimal": Decimal, "_INFINITY": float("inf"),
@@ -156,45 +179,95 @@ class _Writer:
         self.names += 1
         return f"v{self.names}"
 
-    def fail_unless(self, condition: str, depth: int) -> None:
-        self.lines += [f"{'    ' * depth}if not ({condition}):", f"{'    ' * depth}    return False"]
+    def fail_unless(self, condition: str | None, depth: int) -> None:
+        if condition:
+            self.lines += [f"{'    ' * depth}if not ({condition}):", f"{'    ' * depth}    return False"]
+
+    def condition(self, spec: _Is, v: str) -> str | None:
+        return spec.decoded(v) if self.from_avro else spec.full(v)
 
     def write(self, spec: _Spec, v: str, depth: int) -> None:
         pad = "    " * depth
         if isinstance(spec, _Is):
-            self.fail_unless(spec.condition.format(v=v), depth)
+            self.fail_unless(self.condition(spec, v), depth)
         elif isinstance(spec, _Maybe) and isinstance(spec.inner, _Is):
-            self.fail_unless(f"{v} is None or ({spec.inner.condition.format(v=v)})", depth)
+            inner = self.condition(spec.inner, v)
+            self.fail_unless(inner and f"{v} is None or ({inner})", depth)
         elif isinstance(spec, _Maybe):
             self.lines.append(f"{pad}if {v} is not None:")
+            size = len(self.lines)
             self.write(spec.inner, v, depth + 1)
+            if len(self.lines) == size:  # nothing left to check inside
+                self.lines.pop()
         elif isinstance(spec, _ListOf):
-            self.fail_unless(f"type({v}) is list" + (f" and len({v}) >= {spec.at_least}" if spec.at_least else ""),
-                             depth)
+            self.fail_unless(" and ".join([*([] if self.from_avro else [f"type({v}) is list"]),
+                                           *([f"len({v}) >= {spec.at_least}"] if spec.at_least else [])]), depth)
             item = self.name()
             self.lines.append(f"{pad}for {item} in {v}:")
+            size = len(self.lines)
             self.write(spec.item, item, depth + 1)
+            if len(self.lines) == size:  # nothing left to check of each item
+                self.lines.pop()
         elif isinstance(spec, _TextMap):
-            self.fail_unless(f"type({v}) is dict", depth)
-            key, item = self.name(), self.name()
-            self.lines.append(f"{pad}for {key}, {item} in {v}.items():")
-            self.fail_unless(f"type({key}) is str and type({item}) is str", depth + 1)
+            if not self.from_avro:
+                self.fail_unless(f"type({v}) is dict", depth)
+                key, item = self.name(), self.name()
+                self.lines.append(f"{pad}for {key}, {item} in {v}.items():")
+                self.fail_unless(f"type({key}) is str and type({item}) is str", depth + 1)
         else:
-            names = f"_names_{self.name()}"
-            self.scope[names] = frozenset(spec.fields)
-            self.fail_unless(f"type({v}) is dict and {v}.keys() == {names}", depth)
+            if not self.from_avro:
+                names = f"_names_{self.name()}"
+                self.scope[names] = frozenset(spec.fields)
+                self.fail_unless(f"type({v}) is dict and {v}.keys() == {names}", depth)
             for field, field_spec in spec.fields.items():
                 value = self.name()
                 self.lines.append(f"{pad}{value} = {v}[{field!r}]")
+                size = len(self.lines)
                 self.write(field_spec, value, depth)
+                if len(self.lines) == size:  # nothing to check: the value need not be read
+                    self.lines.pop()
             if spec.then:
                 self.fail_unless(spec.then.format(v=v), depth)
 
     def compiled(self, spec: _Record) -> Callable[[Any], bool]:
         self.write(spec, "record", 1)
         self.lines.append("    return True")
-        exec(compile("\n".join(self.lines), f"<fast check of {spec.model.__name__}>", "exec"), self.scope)  # ours
+        source = f"<fast check of {spec.model.__name__}{' as decoded' if self.from_avro else ''}>"
+        exec(compile("\n".join(self.lines), source, "exec"), self.scope)  # text of our own
         return self.scope["check"]  # type: ignore[no-any-return]
+
+
+_AVRO_KINDS = {"str": ("string",), "int": ("int", "long"), "float": ("double",)}
+
+
+def _avro_guarantees(spec: _Spec, avro: Any, named: dict[str, Any], where: str) -> None:
+    """Raise AssertionError unless the Avro type makes every value it decodes of the spec's types and fields."""
+    if isinstance(avro, str) and avro in named:
+        avro = named[avro]
+    if isinstance(avro, dict) and "name" in avro:
+        named[avro["name"]] = avro
+    kind = avro.get("type") if isinstance(avro, dict) else avro
+    if isinstance(spec, _Is) and spec.kind == "Decimal":
+        ok = kind == "bytes" and avro.get("logicalType") == "decimal" and avro.get("scale") == 2
+    elif isinstance(spec, _Is):
+        ok = kind in _AVRO_KINDS[spec.kind]
+    elif isinstance(spec, _Maybe):
+        ok = isinstance(avro, list) and len(avro) == 2 and "null" in avro
+        if ok:
+            _avro_guarantees(spec.inner, next(a for a in avro if a != "null"), named, where)
+    elif isinstance(spec, _ListOf):
+        ok = kind == "array"
+        if ok:
+            _avro_guarantees(spec.item, avro["items"], named, f"{where}[]")
+    elif isinstance(spec, _TextMap):
+        ok = kind == "map" and avro["values"] == "string"
+    else:
+        ok = kind == "record" and sorted(f["name"] for f in avro["fields"]) == sorted(spec.fields)
+        if ok:
+            for field in avro["fields"]:
+                _avro_guarantees(spec.fields[field["name"]], field["type"], named, f"{where}.{field['name']}")
+    if not ok:
+        raise AssertionError(f"the visit schema does not guarantee the fast path's types at {where or 'the record'}")
 
 
 _PATIENT = _record(
@@ -236,13 +309,13 @@ _FOLLOW_UP = _record(
     FollowUp, optional_text=("appointment_no", "diagnosis", "doctor_code"),
     optional_days=("appointment_date", "issued_on"), other={"extra": _TextMap()})
 _DOCUMENT = _record(Document, text=("table",), other={"records": _ListOf(_TextMap())})
-_ICD10 = _Is("type({v}) is str and _icd10({v})")
-_VISIT = _Writer().compiled(_record(
+_ICD10 = _Is("str", "_icd10({v})")
+_VISIT_SPEC = _record(
     VisitEvent, text=("event_id", "visit_code", "discharge_diagnosis"),
     optional_text=("reason", "admission_diagnosis", "department_code"),
     minutes=("admitted_at", "discharged_at"), optional_minutes=("inpatient_at",), optional_days=("follow_up_date",),
     other={
-        "version": _int(0), "facility_code": _Is("type({v}) is str and _facility({v})"), "patient": _PATIENT,
+        "version": _int(0), "facility_code": _Is("str", "_facility({v})"), "patient": _PATIENT,
         "visit_type": _int(1, 99), "main_diagnosis_code": _ICD10, "secondary_diagnosis_codes": _ListOf(_ICD10),
         "traditional_diagnosis_codes": _ListOf(_STR), "procedure_codes": _ListOf(_STR),
         "treatment_result": _Maybe(_int(1, 9)), "discharge_type": _Maybe(_int()),
@@ -254,15 +327,24 @@ _VISIT = _Writer().compiled(_record(
         "discharge_paper": _Maybe(_DISCHARGE_PAPER), "record_summary": _Maybe(_RECORD_SUMMARY),
         "referral": _Maybe(_REFERRAL), "follow_up": _Maybe(_FOLLOW_UP),
         "certificates": _ListOf(_DOCUMENT), "sensitive": _ListOf(_DOCUMENT), "extra": _TextMap(),
-    }))
+    })
+_avro_guarantees(_VISIT_SPEC, json.loads(catalogue.VISIT_EVENT.path.read_text(encoding="utf-8")), {}, "")
+_VISIT = _Writer().compiled(_VISIT_SPEC)
+_VISIT_AS_DECODED = _Writer(from_avro=True).compiled(_VISIT_SPEC)
 
 
-def accepted(record: dict[str, Any]) -> Visit | None:
-    """The visit when the record as it is passes every rule; None when the full model must decide."""
-    if not _VISIT(record) or record["discharged_at"] < record["admitted_at"]:  # same-width digits: text order
+def accepted(record: dict[str, Any], *, decoded: bool = False) -> Visit | None:
+    """The visit when the record as it is passes every rule; None when the full model must decide.
+
+    decoded says the record is as wire.decode(..., catalogue.VISIT_EVENT) returned it: then what the schema
+    already guarantees is not checked again.
+    """
+    if not (_VISIT_AS_DECODED if decoded else _VISIT)(record) or record["discharged_at"] < record["admitted_at"]:
         return None
     try:
-        book_bytes = to_json_bytes({k: v for k, v in record.items() if k != "sensitive"})
+        book = dict(record)  # a copy in C, not a comprehension: the book keeps the sensitive tables apart
+        del book["sensitive"]
+        book_bytes = to_json_bytes(book)
         sensitive_clean = not record["sensitive"] or json_text_is_clean(to_json(record["sensitive"]))
     except TypeError:  # text that is not valid Unicode: the model names it
         return None

@@ -225,12 +225,14 @@ def _dumped(event: VisitEvent) -> Record:
 
 def test_the_fast_path_accepts_only_what_the_model_accepts_and_carries_the_same_visit():
     seen: Counter[str] = Counter()
+    from_the_wire: Counter[str] = Counter()
     for kind, record in _cases(20_261_128):
         snapshot = pickle.dumps(record)
         before = pickle.loads(snapshot)
         fast = fast_check.accepted(record)
         full = read_visit(before)
         assert pickle.dumps(record) == snapshot, "the fast path must not change the record"
+        _decoded_the_same(record, from_the_wire)
         if fast is None:
             seen[f"{kind}: model decides"] += 1
             if kind in ("valid", "edge") and isinstance(full, VisitEvent) and full.model_dump() == before:
@@ -250,6 +252,20 @@ def test_the_fast_path_accepts_only_what_the_model_accepts_and_carries_the_same_
     for kind in BROKEN:
         assert seen[f"{kind}: model decides"] > 1_000, seen  # every kind of breakage was tried, many times
     assert seen["edge: fast"] > 10_000 and seen["valid: fast"] > 10_000, seen
+    assert from_the_wire["fast"] > 10_000 and from_the_wire["model decides"] > 10_000, from_the_wire
+
+
+def _decoded_the_same(record: Record, seen: Counter[str]) -> None:
+    """A case that could come off the wire, as fastavro decodes it: the check that trusts the schema's types
+    decides it as the check of any record does (which the model holds to, above)."""
+    try:
+        decoded = wire.decode(wire.encode(catalogue.VISIT_EVENT, record), catalogue.VISIT_EVENT)
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError):  # fastavro refused to write it
+        return
+    trusting, checking = fast_check.accepted(decoded, decoded=True), fast_check.accepted(decoded)
+    assert (trusting is None) == (checking is None), decoded
+    assert trusting is None or (trusting.record == checking.record and trusting.clean_json == checking.clean_json)
+    seen["model decides" if trusting is None else "fast"] += 1
 
 
 def test_a_visit_the_model_accepts_only_after_normalising_its_text_goes_the_model_s_way():

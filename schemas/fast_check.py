@@ -92,9 +92,11 @@ class _Is:
     beyond_avro: str | None = ""
 
     def full(self, v: str) -> str:
+        """The whole condition on the value in variable v: its type, then the rest."""
         return f"type({v}) is {self.kind}" + (f" and {self.condition.format(v=v)}" if self.condition else "")
 
     def decoded(self, v: str) -> str | None:
+        """What is left to check of v once the Avro schema made it of this type; None when nothing is."""
         rest = self.condition if self.beyond_avro == "" else self.beyond_avro
         return rest.format(v=v) if rest else None
 
@@ -184,6 +186,7 @@ class _Writer:
             self.lines += [f"{'    ' * depth}if not ({condition}):", f"{'    ' * depth}    return False"]
 
     def condition(self, spec: _Is, v: str) -> str | None:
+        """The condition this writer checks of one value."""
         return spec.decoded(v) if self.from_avro else spec.full(v)
 
     def write(self, spec: _Spec, v: str, depth: int) -> None:

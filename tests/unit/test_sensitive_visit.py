@@ -21,7 +21,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from domain import deidentify, replies
+from domain import deidentify, replies, sensitive_visit
 from domain.book_entry import BookEntry
 from domain.fhir_bundle import book_bundle
 from domain.sensitive_diagnoses import SensitiveDiagnoses
@@ -299,3 +299,9 @@ def test_a_listed_word_the_clean_json_could_miss_is_judged_in_full(word):
         fast = fast_check.accepted(record)
         assert fast is not None
         assert policy.of_visit(record, clean_json=fast.clean_json) == policy.of_visit(record), word
+
+
+def test_the_one_character_lowered_into_two_is_the_only_one_the_clean_json_shortcut_guards_against():
+    """Held to this Python's Unicode tables: a new character lowered into several must be guarded too."""
+    followers = {low[i] for c in map(chr, range(0x110000)) if len(low := c.lower()) > 1 for i in range(1, len(low))}
+    assert followers == set(sensitive_visit._SPLIT_BY_LOWERING)

@@ -5,8 +5,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test unit bench bench-replay faults soak fuzz up down status lint install clean browser screenshots
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml schemas/_native.c
 	@command -v python3 >/dev/null || { echo "python3 is missing: install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 1; }
+	bash stack/stack.sh compiler
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'

@@ -22,6 +22,7 @@ import orjson
 import re2
 
 from domain.sensitive_diagnoses import SensitiveDiagnoses
+from schemas.catalogue import VISIT_EVENT
 
 SENSITIVE_TABLES = ("XML6", "XML15")
 # The visit's own identifiers, times and patient block: not clinical, and a UUID's letters and digits
@@ -129,7 +130,7 @@ class SensitivePolicy:
         A schema's own key can hold a part ('hiv' in archive_no): such a visit is judged in full.
         """
         pattern = self._in_clean_json  # type: ignore[attr-defined]
-        return pattern is not None and pattern.search(clean_json) is None
+        return pattern is not None and pattern.search(clean_json, _clinical_start_in(clean_json)) is None
 
     def why(self, record: Mapping[str, Any], *, has_sensitive_tables: bool = False) -> str | None:
         """What makes the visit sensitive and where, for people reading a log or a test; None when nothing does."""
@@ -182,6 +183,46 @@ def _any_of(parts: list[str]) -> Any:
     options.max_mem = 64 << 20  # room for a DFA over a long deployment list (the default is 8 MiB)
     escaped = (re2.escape(part.encode("utf-8", "surrogatepass")) for part in sorted(set(parts), key=len, reverse=True))
     return re2.compile(b"|".join(escaped), options)
+
+
+def _clinical_start(schema: Mapping[str, Any]) -> bytes | None:
+    """What precedes a book JSON's first clinical field; None when not only fields the judgement skips come first.
+
+    The book JSON keeps the visit schema's field order. Searching from there, the shortcut skips the patient
+    block and the event id (whose random letters and digits can read as a code) and still reads every field
+    the judgement reads. The marker is found only where it is structure, not text: inside a JSON string
+    every quote is escaped, and the skipped fields must not hold a key of the same name.
+    """
+    def keys_in(kind: Any) -> Iterator[str]:
+        if isinstance(kind, str) and kind not in _AVRO_PRIMITIVES:
+            yield "*"  # a named type defined elsewhere: its keys are not read here
+        if isinstance(kind, list):
+            for branch in kind:
+                yield from keys_in(branch)
+        elif isinstance(kind, Mapping):
+            if kind.get("type") == "map":
+                yield "*"  # any key at all
+            yield from keys_in(kind.get("items"))
+            for field in kind.get("fields", ()):
+                yield field["name"]
+                yield from keys_in(field["type"])
+
+    skipped = []
+    for field in schema["fields"]:
+        if field["name"] not in _NOT_CLINICAL:
+            held = {key for kind in skipped for key in keys_in(kind)}
+            return None if not skipped or field["name"] in held or "*" in held else f',"{field["name"]}":'.encode()
+        skipped.append(field["type"])
+    return None
+
+
+_AVRO_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_CLINICAL_START = _clinical_start(VISIT_EVENT.parsed)
+
+
+def _clinical_start_in(clean_json: bytes) -> int:
+    """Where the clinical fields of a clean book JSON begin (0: search it whole)."""
+    return max(clean_json.find(_CLINICAL_START), 0) if _CLINICAL_START is not None else 0
 
 
 def _json_any_of(parts: list[str]) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from schemas import catalogue, rules
-from schemas.text import json_text_is_clean
+from schemas.text import json_bytes_are_clean, json_text_is_clean
 from schemas.visit import (
     DischargePaper,
     Document,
@@ -351,5 +351,6 @@ def accepted(record: dict[str, Any], *, decoded: bool = False) -> Visit | None:
         sensitive_clean = not record["sensitive"] or json_text_is_clean(to_json(record["sensitive"]))
     except TypeError:  # text that is not valid Unicode: the model names it
         return None
-    book_json = book_bytes.decode()
-    return Visit(record, book_json, book_bytes) if sensitive_clean and json_text_is_clean(book_json) else None
+    if not (sensitive_clean and json_bytes_are_clean(book_bytes)):
+        return None
+    return Visit(record, book_bytes.decode(), book_bytes)

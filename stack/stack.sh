@@ -300,6 +300,16 @@ browser_install() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium chromium-driver >/dev/null
 }
 
+compiler_install() {  # a C compiler and Python's headers: pip builds schemas/_native.c with them
+  local headers
+  headers="$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h"
+  if command -v cc >/dev/null 2>&1 && [ -f "$headers" ]; then return; fi
+  need apt-get "apt-get is missing: install a C compiler and Python 3.11's headers yourself (Debian: gcc python3-dev)."
+  say "installing a C compiler and Python's headers from Debian's packages (schemas/_native.c)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq gcc libc6-dev python3-dev >/dev/null
+}
+
 # ----------------------------------------------------------- PostgreSQL
 pg_cluster() {
   pg_lsclusters -h 2>/dev/null | awk 'NR==1 {print $1, $2, $3, $4}'
@@ -401,6 +411,7 @@ secrets() {
 case "${1:-}" in
   up) pg_up; kafka_up ;;
   browser) browser_install ;;
+  compiler) compiler_install ;;
   secrets) secrets ;;
   add-principal) add_principal "${2:-}" ;;
   down) kafka_down; pg_down ;;

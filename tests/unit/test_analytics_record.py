@@ -81,3 +81,57 @@ def test_the_pseudonyms_are_hmac_sha256_of_each_value_under_its_own_key(key, val
     """The keyed state is copied for each value: no value's digest carries another's, under any key."""
     for value in values:
         assert deidentify.pseudonym(key, value) == hmac.digest(key, value.encode(), "sha256").hex()
+
+
+# The writer in C (schemas/_native.c) reads the visit itself: held to deidentified() and the straight writer.
+
+def test_the_c_writer_is_built_and_written_for_this_schema():
+    assert deidentify._write_in_c is not None, (
+        "schemas/_native.c was not built, or deidentified_visit.avsc no longer has the fields it writes "
+        "(deidentify.WRITTEN_IN_C)")
+
+
+_LONG = st.integers(-(2 ** 64), 2 ** 64)
+_WIDE_MONEY = st.one_of(_MONEY, st.decimals(allow_nan=False, allow_infinity=False, places=3),
+                        st.decimals(min_value=Decimal(10) ** 17, max_value=Decimal(10) ** 30, places=2))
+_CODES = st.lists(_TEXT, max_size=4)
+RECORD_PARTS = st.fixed_dictionaries({}, optional={
+    "version": _LONG, "facility_code": _TEXT, "visit_type": _LONG, "main_diagnosis_code": _TEXT,
+    "admitted_at": st.one_of(st.just("202603020815"), _TEXT), "treatment_days": st.none() | _LONG,
+    "treatment_result": st.none() | _LONG, "secondary_diagnosis_codes": _CODES | _CODES.map(tuple),
+    "medicines": st.lists(st.fixed_dictionaries({"drug_code": _TEXT}), max_size=4),
+    "total_cost": _WIDE_MONEY, "insurance_paid": _WIDE_MONEY,
+})
+PATIENT_PARTS = st.fixed_dictionaries({}, optional={
+    "birth_date": st.one_of(st.just("19800101"), _TEXT), "sex": _LONG, "province_code": st.none() | _TEXT,
+    "personal_id": _TEXT,
+})
+
+
+def _outcome(write: Any) -> Any:
+    try:
+        return write()
+    except Exception as exc:  # the model's refusal: the C path must end the same way
+        return type(exc)
+
+
+@given(record_parts=RECORD_PARTS, patient_parts=PATIENT_PARTS)
+@settings(max_examples=3_000, deadline=None)
+def test_the_c_writer_writes_what_the_model_writes_or_leaves_the_visit_to_it(record_parts, patient_parts):
+    """Integers past int and long, amounts past 18 digits or 2 places, text not ASCII where a prefix is cut."""
+    visit = Visit({**VISIT.record, **record_parts, "patient": {**VISIT.record["patient"], **patient_parts}})
+    key = b"k" * 32
+
+    def by_the_model() -> tuple[bytes, bytes]:
+        record = deidentify.deidentified(visit, key)
+        return record["pseudonym"].encode(), WRITE(record)
+
+    assert _outcome(lambda: deidentify.encode(visit, key)) == _outcome(by_the_model)
+
+
+def test_the_c_writer_is_the_one_that_wrote_a_real_visit(monkeypatch):
+    written = deidentify.encode(VISIT, b"k" * 32)
+    monkeypatch.setattr(deidentify, "_write_in_c", None)
+    assert deidentify.encode(VISIT, b"k" * 32) == written
+    monkeypatch.setattr(deidentify, "_write_in_c", lambda *args: b"in C")
+    assert deidentify.encode(VISIT, b"k" * 32)[1] == b"in C"

@@ -66,6 +66,7 @@ def test_the_dockerfile_copies_every_package():
     for package in PACKAGES:
         assert f"COPY {package} {package}" in dockerfile
     assert Path(PROJECT_ROOT / ".dockerignore").exists()
+    assert "gcc" in dockerfile, "the image must build schemas/_native.c"
 
 
 def test_pyproject_installs_every_package():

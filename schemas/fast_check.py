@@ -49,26 +49,15 @@ def _broken(check: Callable[..., Any], *args: Any) -> bool:
     return False
 
 
-# The same few thousand times, codes and people recur across a topic: each verdict is worked out once.
-@lru_cache(maxsize=1 << 16)
-def _minute(value: str) -> bool:
-    """Whether text is a real yyyyMMddHHmm time."""
-    return not _broken(rules.parse_minute, value)
+def _passes(rule: Callable[[str], Any], cached: int) -> Callable[[str], bool]:
+    """Whether a text passes one rule, each text's verdict worked out once (the same few recur across a topic)."""
+    return lru_cache(maxsize=cached)(lambda value: not _broken(rule, value))
 
 
-@lru_cache(maxsize=1 << 14)
-def _day(value: str) -> bool:
-    return not _broken(rules.parse_day, value)
-
-
-@lru_cache(maxsize=1 << 14)
-def _icd10(value: str) -> bool:
-    return not _broken(rules.check_icd10, value)
-
-
-@lru_cache(maxsize=1 << 12)
-def _facility(value: str) -> bool:
-    return not _broken(rules.check_facility_code, value)
+_minute = _passes(rules.parse_minute, 1 << 16)  # a real yyyyMMddHHmm time
+_day = _passes(rules.parse_day, 1 << 14)
+_icd10 = _passes(rules.check_icd10, 1 << 14)
+_facility = _passes(rules.check_facility_code, 1 << 12)
 
 
 @lru_cache(maxsize=1 << 16)

@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit bench bench-replay faults soak fuzz up down status lint install clean browser screenshots
+.PHONY: demo test unit bench bench-replay faults soak fuzz up down status lint install clean browser screenshots observe
 
 $(STAMP): pyproject.toml schemas/_native.c
 	@command -v python3 >/dev/null || { echo "python3 is missing: install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 1; }
@@ -33,12 +33,19 @@ demo: up
 browser:
 	bash stack/stack.sh browser
 
+# Prometheus (127.0.0.1:9090) and Alertmanager (127.0.0.1:9095) with healthbook's alert rules over the running
+# services; `make down` stops them with the rest. What each alert means: docs/operations.md.
+observe: up
+	bash stack/stack.sh observe
+
 screenshots: up browser
 	HEALTHBOOK_SCREENSHOTS=docs/images $(PY) -m pytest -q tests/integration/test_citizen_page.py
 
 test: up browser
+	bash stack/stack.sh observe-install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	promtool test rules ops/prometheus/alerts_test.yml
 	$(PY) -m pytest -q
 
 unit: $(STAMP)

@@ -224,12 +224,12 @@ def clinic_list(settings: Settings, args: argparse.Namespace) -> None:
     keyring = asyncio.run(registered_keys(broker, settings.topics.clinic_keys,
                                        settings.trust_anchors()))
     table = Table(title="Registered clinic keys", title_justify="left")
-    for column in ("clinic", "key id", "registered", "revoked from"):
+    for column in ("clinic", "key id", "registered", "certificate valid until", "revoked from"):
         table.add_column(column)
     for entry in keyring.entries():
         if args.clinic in (None, entry.clinic_code):
             render.plain_row(table, entry.clinic_code, entry.key_id, _when(entry.registered_at_ms),
-                             _when(entry.revoked_at_ms))
+                             _when(entry.valid_until_ms), _when(entry.revoked_at_ms))
     render.console().print(table)
 
 

@@ -9,7 +9,10 @@ import sys
 import time
 from dataclasses import dataclass
 
+from prometheus_client import start_http_server
+
 from commands.processes import settings_env
+from healthbook import observability as metrics
 from healthbook.config import PROJECT_ROOT, Settings
 from streams.worker import main as worker_main
 
@@ -50,6 +53,12 @@ class Supervisor:
         """Start every worker and keep them running until asked to stop; return the exit code."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        if self.settings.supervisor_metrics_port:
+            try:
+                start_http_server(self.settings.supervisor_metrics_port, self.settings.metrics_host)
+            except OSError as exc:  # a taken port is said, not fatal: the workers matter more
+                print(f"cannot serve the supervisor's metrics on port {self.settings.supervisor_metrics_port}: {exc}",
+                      file=sys.stderr, flush=True)
         for child in self.children:
             self._start(child)
         while not self.stopping:
@@ -82,6 +91,7 @@ class Supervisor:
         if now >= child.not_before:
             child.not_before = 0.0
             self._start(child)
+            metrics.RESTARTS.labels(str(child.index)).inc()
 
     def _stop(self, signum: int, _frame: object) -> None:
         self.stopping = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -300,9 +301,11 @@ class RequestLoop:
         sent = [await self.producer.send(self.replies_topic, answered.encoded, key=answered.reply.request_id.encode())
                 for answered in answers]
         await asyncio.gather(*sent)
+        now_ms = time.time() * 1000
         for message, answered in zip(messages, answers, strict=True):
             reply = answered.reply
             metrics.REQUESTS.labels(reply.refusal_code or reply.status).inc()
+            metrics.REQUEST_SECONDS.observe(max(0.0, now_ms - message.timestamp) / 1000)
             log.info("request %s: %s %s", reply.request_id, reply.status, reply.refusal_code or "",
                      extra={"request_id": reply.request_id, "partition": message.partition, "offset": message.offset})
             self.offsets.answered(TopicPartition(message.topic, message.partition), message.offset)

@@ -184,6 +184,10 @@ class Keyring:
             if not self._clinics[clinic_code]:
                 del self._clinics[clinic_code]
 
+    def has_clinic(self, clinic_code: str) -> bool:
+        """Whether the clinic has any registered key (a clinic code read from a message may be anything)."""
+        return clinic_code in self._clinics
+
     def get(self, clinic_code: str, key_id: str) -> ClinicKey | None:
         """The registered key, whatever its state."""
         return self._keys.get((clinic_code, key_id))

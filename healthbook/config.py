@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     metrics_host: str = _setting("127.0.0.1", "where /metrics and /health listen")
     worker_metrics_port: int = _setting(9108, "the worker's metrics port (0: off)")
     query_metrics_port: int = _setting(9109, "the query consumer's metrics port (0: off)")
+    supervisor_metrics_port: int = _setting(9107, "the metrics port of `healthbook worker --processes N`'s supervisor "
+                                                  "(restarts; 0: off)")
     log_format: str = _setting("json", "json (one object per line) or text")
     trust_anchors_file: Path = _setting(LOCAL / "pki" / "ca.crt",
                                         "the clinic CAs' certificates (PEM): they vouch for clinic keys, never for a "

@@ -30,6 +30,22 @@ ANALYTICS_WITHHELD = Counter("healthbook_analytics_withheld_total",
 REQUESTS = Counter("healthbook_integration_requests_total", "Integration requests by outcome", ["outcome"])
 UNREADABLE = Counter("healthbook_unreadable_records_total", "Registry and topic records skipped as unreadable",
                      ["topic", "kind"])
+# What an operator on call is woken by (ops/prometheus/alerts.yml; docs/operations.md says what to do).
+REQUEST_SECONDS = Histogram("healthbook_request_seconds",
+                            "A citizen's wait: from the request's append to the requests topic to its reply sent",
+                            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+DEAD_LETTERS = Counter("healthbook_dead_letters_total",
+                       "Visit messages dead-lettered, by reason and registered clinic ('unregistered' for the rest)",
+                       ["reason", "clinic"])
+ANALYTICS_SENT = Counter("healthbook_analytics_records_total", "De-identified records the broker acknowledged")
+TRUST_EXPIRY = Gauge("healthbook_trust_expiry_timestamp_seconds",
+                     "When each trusted CA certificate, each CA's revocation list and each registered clinic "
+                     "certificate stops counting (Unix time)", ["kind", "name"])
+PARTITION_HELD = Gauge("healthbook_batch_held", "1 while the worker holds a batch for an unreachable PostgreSQL")
+SUSPECT_BATCHES = Gauge("healthbook_suspect_batches",
+                        "Batches the worker failed on with a bug, isolated message by message until written")
+RESTARTS = Counter("healthbook_worker_restarts_total",
+                   "Worker processes the supervisor started again after they exited", ["worker"])
 
 
 class JsonFormatter(logging.Formatter):

@@ -63,7 +63,9 @@ DEIDENTIFIED = TopicDefinition(
     catalogue.DEIDENTIFIED_VISIT, "`DeidentifiedVisit` for analytics subscribers",
     "visits without identities for analytics")
 INTEGRATION_REQUESTS = TopicDefinition(
-    "integration_requests", names.INTEGRATION_REQUESTS, 2, _days(7), "7 days", "personal ID",
+    # The broker's append time starts the citizen's wait as healthbook_request_seconds measures it.
+    "integration_requests", names.INTEGRATION_REQUESTS, 2, {**_days(7), "message.timestamp.type": "LogAppendTime"},
+    "7 days", "personal ID",
     catalogue.INTEGRATION_REQUEST, "`IntegrationRequest`, signed by the identity platform",
     "citizen confirmations signed by the identity platform")
 INTEGRATION_REPLIES = TopicDefinition(

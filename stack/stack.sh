@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The local healthbook stack without Docker: Apache Kafka (KRaft, one node or a three-node cluster) from
 # Maven Central and PostgreSQL from Debian's packages, both on 127.0.0.1.
-#   stack/stack.sh up | down | status | secrets | add-principal NAME
+#   stack/stack.sh up | down | status | secrets | add-principal NAME | observe | observe-down
 # Kafka listens SASL_SSL only: TLS with a certificate from a local transport CA, SCRAM-SHA-512
 # logins, and ACLs by KRaft's StandardAuthorizer (nothing is allowed without an ACL). The CA,
 # the broker's key and one password per role principal are made at the first `up` under
@@ -310,6 +310,59 @@ compiler_install() {  # a C compiler and Python's headers: pip builds schemas/_n
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq gcc libc6-dev python3-dev >/dev/null
 }
 
+# ------------------------------------------------- Prometheus and Alertmanager
+observe_dir="$(cd "$here/.." && pwd)/.local/observe"
+ops="$(cd "$here/.." && pwd)/ops"
+prometheus_port="${PROMETHEUS_PORT:-9090}"
+alertmanager_port="${ALERTMANAGER_PORT:-9095}"  # 9093 is Kafka's controller
+
+observe_install() {  # promtool for `make test`, and the servers `make observe` starts
+  if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 \
+     && command -v prometheus-alertmanager >/dev/null 2>&1; then return; fi
+  need apt-get "apt-get is missing: install Prometheus 2.x (prometheus, promtool) and Alertmanager yourself."
+  say "installing Prometheus and Alertmanager from Debian's packages"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null
+}
+
+observe_running() {  # observe_running NAME: its pid file names a live process
+  [ -f "$observe_dir/$1.pid" ] && kill -0 "$(cat "$observe_dir/$1.pid")" 2>/dev/null
+}
+
+observe_up() {
+  observe_install
+  mkdir -p "$observe_dir/prometheus" "$observe_dir/alertmanager"
+  if ! observe_running alertmanager; then
+    prometheus-alertmanager --config.file="$ops/alertmanager/alertmanager.yml" \
+      --storage.path="$observe_dir/alertmanager" --web.listen-address="127.0.0.1:$alertmanager_port" \
+      --cluster.listen-address= >"$observe_dir/alertmanager.log" 2>&1 &
+    echo $! >"$observe_dir/alertmanager.pid"
+  fi
+  if ! observe_running prometheus; then
+    prometheus --config.file="$ops/prometheus/prometheus.yml" --storage.tsdb.path="$observe_dir/prometheus" \
+      --web.listen-address="127.0.0.1:$prometheus_port" >"$observe_dir/prometheus.log" 2>&1 &
+    echo $! >"$observe_dir/prometheus.pid"
+  fi
+  local tries=0
+  until port_open "$prometheus_port" && port_open "$alertmanager_port"; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 60 ] || die "Prometheus or Alertmanager did not start: see $observe_dir/*.log"
+    sleep 0.5
+  done
+  say "Prometheus on http://127.0.0.1:$prometheus_port/alerts (healthbook's rules), Alertmanager on http://127.0.0.1:$alertmanager_port"
+}
+
+observe_down() {
+  local name
+  for name in prometheus alertmanager; do
+    if observe_running "$name"; then
+      say "stopping $name"
+      kill "$(cat "$observe_dir/$name.pid")" 2>/dev/null || true
+    fi
+    rm -f "$observe_dir/$name.pid"
+  done
+}
+
 # ----------------------------------------------------------- PostgreSQL
 pg_cluster() {
   pg_lsclusters -h 2>/dev/null | awk 'NR==1 {print $1, $2, $3, $4}'
@@ -361,6 +414,12 @@ status() {
     if node_running "$brokers" "$n" && port_open "$(node_port "$n")"; then
       k="healthy (pid $(cat "$(node_pid_file "$brokers" "$n")"))"; else k="down"; fi
     printf '%-11s %-22s %-10s %s\n' "kafka-$n" "127.0.0.1:$(node_port "$n")" "$k" "$(node_dir "$brokers" "$n")/data"
+  done
+  for n in prometheus alertmanager; do
+    if observe_running "$n"; then
+      k="$([ "$n" = prometheus ] && echo "$prometheus_port" || echo "$alertmanager_port")"
+      printf '%-11s %-22s %-10s %s\n' "$n" "127.0.0.1:$k" "healthy (pid $(cat "$observe_dir/$n.pid"))" "$observe_dir/$n"
+    fi
   done
   if command -v pg_lsclusters >/dev/null 2>&1 && [ -n "$(pg_cluster)" ]; then
     read -r version name port pstatus <<<"$(pg_cluster)"
@@ -414,7 +473,10 @@ case "${1:-}" in
   compiler) compiler_install ;;
   secrets) secrets ;;
   add-principal) add_principal "${2:-}" ;;
-  down) kafka_down; pg_down ;;
+  down) observe_down; kafka_down; pg_down ;;
+  observe) observe_up ;;
+  observe-install) observe_install ;;
+  observe-down) observe_down ;;
   status) status ;;
   kafka-up) kafka_up ;;
   node-up|node-down|node-kill|node-pid) node_command "${1#node-}" "${2:-}" ;;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -34,8 +35,9 @@ class KafkaOutlets:
     """Sends dead letters and analytics records and waits for the broker, so none is lost by a later commit."""
 
     def __init__(self, producer: AIOKafkaProducer, topics: TopicNames, pseudonym_key: bytes,
-                 sensitive: SensitivePolicy) -> None:
+                 sensitive: SensitivePolicy, registered: Callable[[str], bool] = lambda clinic: False) -> None:
         self.producer, self.topics, self.pseudonym_key, self.sensitive = producer, topics, pseudonym_key, sensitive
+        self.registered = registered  # whether a clinic code may be a metric's label: any other is one label
 
     async def dead_letters(self, rejected: list[RejectedDelivery]) -> None:
         """Dead-letter each rejected message, logging where it was read and why (never its content)."""
@@ -50,6 +52,10 @@ class KafkaOutlets:
             sends.append(await self.producer.send(self.topics.dead_letter, dead_letter(item), key=message.key))
         if sends:
             await asyncio.gather(*sends)
+        for item in rejected:
+            clinic = item.rejected.clinic_code
+            metrics.DEAD_LETTERS.labels(str(item.rejected.code),
+                                        clinic if clinic and self.registered(clinic) else "unregistered").inc()
 
     async def deidentified(self, visits: list[tuple[Visit, Sensitivity | None]]) -> None:
         """Send the analytics records of these visits, none of a sensitive visit, and wait for the broker.
@@ -63,6 +69,7 @@ class KafkaOutlets:
                 continue
             sends.append(deidentify.encode(event, self.pseudonym_key))
         await send_keyed(self.producer, self.topics.deidentified, sends)
+        metrics.ANALYTICS_SENT.inc(len(sends))
 
 
 async def send_keyed(producer: AIOKafkaProducer, topic: str, records: list[tuple[bytes, bytes]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -16,6 +17,7 @@ from mode import Service
 from domain.batch import Delivery
 from domain.identity import IdentityDirectory
 from domain.keyring import Keyring
+from domain.trust_expiry import trust_expiries
 from healthbook import kafka
 from healthbook import observability as metrics
 from healthbook.config import Settings
@@ -81,7 +83,7 @@ class VisitPipeline(Service):
         self.producer = kafka.producer(self.broker, f"{settings.worker_app_id}-outlets")
         await self.producer.start()
         outlets = KafkaOutlets(self.producer, settings.topics, load_or_create_key(settings.pseudonym_key_file),
-                               settings.sensitive)
+                               settings.sensitive, self.keyring.has_clinic)
         await while_unreachable("read the registry revisions kept", self._hold_marks)
         await self.registry.start()
         await self.cards.start()
@@ -96,6 +98,7 @@ class VisitPipeline(Service):
                               StepHooks(on_hold=self._holding, on_resumed=self._resumed, on_waiting=self._on_waiting),
                               suspects=await self.writer.suspect_batches(self.pool, settings.topics.visits),
                               dead_letter_topic=settings.topics.dead_letter)
+        metrics.SUSPECT_BATCHES.set(len(self.step.suspects))
         self._health = await metrics.serve(settings.worker_metrics_port, self.health, "worker", settings.metrics_host)
 
     async def _hold_marks(self) -> None:
@@ -109,6 +112,20 @@ class VisitPipeline(Service):
     async def _keep_marks(self) -> None:
         """Every second, keep the registry revisions applied since the last tick."""
         await self._flush_marks()
+
+    @Service.timer(30.0)
+    async def _show_expiries(self) -> None:
+        """Every 30 seconds, when each CA certificate, revocation list and clinic certificate stops counting."""
+        if not self.ready.is_set():
+            return
+        try:
+            expiries = trust_expiries(self.trust, self.keyring)
+        except Exception as exc:  # metrics are for people; they never stop the worker
+            log.warning("could not read the trust expiries (%s)", type(exc).__name__)
+            return
+        metrics.TRUST_EXPIRY.clear()  # a key revoked or a CA removed since is no longer shown
+        for expiry in expiries:
+            metrics.TRUST_EXPIRY.labels(expiry.kind, expiry.name).set(expiry.at.timestamp())
 
     async def _flush_marks(self) -> None:
         """Keep the revisions applied since last time; while PostgreSQL is away they wait for the next time."""
@@ -195,21 +212,27 @@ class VisitPipeline(Service):
                 metrics.EVENTS.labels(outcome).inc(n)
         metrics.BATCH_SIZE.observe(len(messages))
         metrics.BATCH_SECONDS.observe(seconds)
+        if self.step is not None:
+            metrics.SUSPECT_BATCHES.set(len(self.step.suspects))
         for message in messages:
             metrics.EVENT_AGE.observe(max(0.0, now - message.timestamp_ms / 1000))
         self.last_batch_at = now
         self.last_offsets.update({m.partition: m.offset for m in messages})
         for partition, offset in list(self.last_offsets.items()):
             end = _highwater_or_none(self.highwater, partition)
-            if end is None:
-                continue  # revoked by a rebalance since it was last seen: another worker reports it now
+            if end is None:  # revoked by a rebalance since it was last seen: another worker reports it now
+                with contextlib.suppress(KeyError):
+                    metrics.LAG.remove(str(partition))
+                continue
             metrics.LAG.labels(str(partition)).set(max(0, end - offset - 1))
 
     def _holding(self, waited: float) -> None:
         self.waiting_for_database = True
+        metrics.PARTITION_HELD.set(1)
 
     async def _resumed(self, waited: float) -> None:
         self.waiting_for_database = False
+        metrics.PARTITION_HELD.set(0)
         assert self.pool is not None
         await self.writer.record_error(
             self.pool, self.settings.worker_app_id,

@@ -1,14 +1,16 @@
 """`healthbook worker --processes 2`: two workers of one group share the partitions; one that dies is restarted."""
 
 import os
+import re
 import signal
 import subprocess
+import urllib.request
 
 import pytest
 
 from commands.processes import ServiceProcess
 from healthbook.database import connect_pool
-from tests.integration.conftest import LOGS, deployment_with_backlog, wait_until
+from tests.integration.conftest import LOGS, deployment_with_backlog, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 VISITS = 2_000
@@ -16,6 +18,7 @@ VISITS = 2_000
 
 async def test_two_worker_processes_drain_the_topic_once_and_a_killed_one_comes_back(settings):
     own = await deployment_with_backlog(settings, "procs", 13, 400, VISITS)
+    own = own.model_copy(update={"supervisor_metrics_port": free_port()})
     service = ServiceProcess("worker", own, LOGS / f"{own.worker_app_id}-supervisor.log", ("--processes", "2"))
     supervisor = service.start().process
     assert supervisor is not None
@@ -36,6 +39,10 @@ async def test_two_worker_processes_drain_the_topic_once_and_a_killed_one_comes_
             return len(now) == 2 and children[0] not in now
 
         await wait_until(replaced, "the supervisor to start the killed worker again", timeout=60, process=service)
+        with urllib.request.urlopen(f"http://127.0.0.1:{own.supervisor_metrics_port}/metrics", timeout=5) as reply:
+            scrape = reply.read().decode()
+        restarts = re.findall(r'^healthbook_worker_restarts_total\{worker="(\d)"\} (\S+)$', scrape, re.MULTILINE)
+        assert [float(count) for _, count in restarts] == [1.0], scrape  # what the operator's alert counts
         supervisor.send_signal(signal.SIGTERM)
         supervisor.wait(60)
     finally:

@@ -42,35 +42,60 @@ def _rules_firing_at_once(tmp: Path) -> Path:
     return path
 
 
-class Prometheus:
-    """Debian's prometheus on a loopback port of its own, scraping given targets every second."""
+class Observer:
+    """Debian's prometheus and prometheus-alertmanager on loopback ports of their own, as `make observe` runs them.
+
+    Prometheus scrapes the given targets every second with the project's rules and alerts the project's
+    Alertmanager configuration (ops/alertmanager), where the operator's page would start.
+    """
 
     def __init__(self, tmp: Path, jobs: dict[str, str]) -> None:
-        assert shutil.which("prometheus"), "prometheus is missing: `make test` installs it (stack/stack.sh observe)"
-        self.port = free_port()
+        for tool in ("prometheus", "prometheus-alertmanager"):
+            assert shutil.which(tool), f"{tool} is missing: `make test` installs it (stack/stack.sh observe-install)"
+        self.port, self.alertmanager_port = free_port(), free_port()
         config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                   "rule_files": [str(_rules_firing_at_once(tmp))],
+                  "alerting": {"alertmanagers": [{"static_configs": [
+                      {"targets": [f"127.0.0.1:{self.alertmanager_port}"]}]}]},
                   "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target]}]}
                                      for job, target in jobs.items()]}
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.log = (LOGS / "prometheus-test.log").open("w")
-        self.process = subprocess.Popen(
-            ["prometheus", f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"], stdout=self.log, stderr=subprocess.STDOUT)
+        self.processes = [
+            subprocess.Popen(["prometheus-alertmanager", f"--config.file={OPS / 'alertmanager' / 'alertmanager.yml'}",
+                              f"--storage.path={tmp / 'alertmanager'}", "--cluster.listen-address=",
+                              f"--web.listen-address=127.0.0.1:{self.alertmanager_port}"],
+                             stdout=self.log, stderr=subprocess.STDOUT),
+            subprocess.Popen(["prometheus", f"--config.file={tmp / 'prometheus.yml'}",
+                              f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+                             stdout=self.log, stderr=subprocess.STDOUT)]
+
+    async def _get(self, url: str, **params: str) -> Any:
+        try:
+            async with aiohttp.ClientSession() as session, session.get(
+                    url, params=params, timeout=aiohttp.ClientTimeout(total=5)) as reply:
+                return json.loads(await reply.text())
+        except aiohttp.ClientError:
+            return None  # not listening yet
 
     async def get(self, path: str, **params: str) -> Any:
-        async with aiohttp.ClientSession() as session, session.get(
-                f"http://127.0.0.1:{self.port}{path}", params=params, timeout=aiohttp.ClientTimeout(total=5)) as reply:
-            return json.loads(await reply.text())["data"]
+        found = await self._get(f"http://127.0.0.1:{self.port}{path}", **params)
+        return found["data"] if found else {"result": [], "alerts": []}
 
     async def alert(self, name: str) -> str | None:
-        """The state of one alert (pending, firing), or None when it is not active."""
+        """The state of one alert in Prometheus (pending, firing), or None when it is not active."""
         alerts = (await self.get("/api/v1/alerts"))["alerts"]
         return next((a["state"] for a in alerts if a["labels"]["alertname"] == name), None)
 
+    async def received(self, name: str) -> bool:
+        """Whether Alertmanager holds the alert, active, for its receivers."""
+        alerts = await self._get(f"http://127.0.0.1:{self.alertmanager_port}/api/v2/alerts") or []
+        return any(a["labels"]["alertname"] == name and a["status"]["state"] == "active" for a in alerts)
+
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
+        for process in self.processes:
+            process.terminate()
+            process.wait(30)
         self.log.close()
 
 
@@ -79,11 +104,11 @@ async def _scraped(session: aiohttp.ClientSession, port: int) -> str:
         return await reply.text()
 
 
-async def test_the_worker_down_alert_fires_when_a_running_worker_stops(settings, tmp_path):
+async def test_the_worker_down_alert_fires_and_reaches_alertmanager_when_a_running_worker_stops(settings, tmp_path):
     own = await deployment_with_backlog(settings, "alerts", 41, 5, 20)
     own = own.model_copy(update={"worker_metrics_port": free_port()})
     worker = ServiceProcess("worker", own, LOGS / f"{own.worker_app_id}-alerts.log").start()
-    prometheus = Prometheus(tmp_path, {"healthbook-worker": f"127.0.0.1:{own.worker_metrics_port}"})
+    prometheus = Observer(tmp_path, {"healthbook-worker": f"127.0.0.1:{own.worker_metrics_port}"})
     try:
         async def scraped_up() -> bool:
             found = await prometheus.get("/api/v1/query", query='healthbook_events_total{outcome="consumed"}')
@@ -98,6 +123,8 @@ async def test_the_worker_down_alert_fires_when_a_running_worker_stops(settings,
             return await prometheus.alert("HealthbookWorkerDown") == "firing"
 
         await wait_until(firing, "HealthbookWorkerDown to fire once the worker stopped", timeout=60)
+        await wait_until(lambda: prometheus.received("HealthbookWorkerDown"),
+                         "Alertmanager to receive HealthbookWorkerDown for the operator on call", timeout=60)
         assert await prometheus.alert("HealthbookAnalyticsSilent") is None  # 20 visits, each sent to analytics
     finally:
         worker.stop()

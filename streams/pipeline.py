@@ -193,6 +193,7 @@ class VisitPipeline(Service):
         if result.applied:
             try:
                 self._observe(result.applied, result.counts, result.seconds)
+                metrics.SUSPECT_BATCHES.set(len(self.step.suspects))  # none left once the batch is written
             except Exception as exc:  # metrics are for people; they never stop the worker
                 log.warning("could not record the batch's metrics (%s)", type(exc).__name__)
         return result.counts
@@ -212,8 +213,6 @@ class VisitPipeline(Service):
                 metrics.EVENTS.labels(outcome).inc(n)
         metrics.BATCH_SIZE.observe(len(messages))
         metrics.BATCH_SECONDS.observe(seconds)
-        if self.step is not None:
-            metrics.SUSPECT_BATCHES.set(len(self.step.suspects))
         for message in messages:
             metrics.EVENT_AGE.observe(max(0.0, now - message.timestamp_ms / 1000))
         self.last_batch_at = now

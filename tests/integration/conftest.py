@@ -230,7 +230,9 @@ async def deployment_with_backlog(settings: Settings, name: str, seed: int, citi
                                   ) -> Settings:
     """A deployment of its own (prefix and database) whose clinic 79001 has published a backlog of visits."""
     own = settings.model_copy(update={
-        "topic_prefix": f"test-{name}-{uuid.uuid4().hex[:8]}.", "worker_metrics_port": 0,
+        # the session's own worker and query consumer serve their metrics; this deployment's do not
+        "topic_prefix": f"test-{name}-{uuid.uuid4().hex[:8]}.", "worker_metrics_port": 0, "query_metrics_port": 0,
+        "supervisor_metrics_port": 0,
         "database_url": await recreate_database(settings.database_url, f"healthbook_test_{name}")})
     await ensure_topics(own, Broker.of(own))
     signer = Signer.generate("k1")

@@ -8,6 +8,7 @@ import sys
 
 from commands.identity_standin import DEMO_PASSCODE
 from consumers.trusted_keys import TrustedKeysMissing
+from domain.analytics_policy import PolicyError
 from domain.registry_trust import AnchorsShared, TrustAnchorsMissing
 from domain.sensitive_diagnoses import BadSensitiveRanges
 from domain.sensitive_visit import BadSensitiveList
@@ -20,7 +21,7 @@ from streams.pseudonym_key import PseudonymKeyError
 
 SETUP_ERRORS = (NoKafkaLogin, TopicMissing, TrustedKeysMissing, TrustAnchorsMissing, BadSensitiveRanges,
                 BadSensitiveList, MigrationError, KeyFileMissing, KeyLifecycleError, RegistryKeyMissing,
-                PseudonymKeyError, BadSetting, AnchorsShared)
+                PseudonymKeyError, BadSetting, AnchorsShared, PolicyError)
 
 # Each subcommand names its function as "module.function" under commands/ and is imported only when
 # run, so a worker process does not load the XML, signing and rendering stack of the other commands.
@@ -41,7 +42,10 @@ PRINCIPALS = {
     "clinic_commands.clinic_revoke": "key-registry",
     "clinic_commands.clinic_list": "key-registry",
     "clinic_commands.identity_map": "insurance-registry",
-    "operator_commands.analytics": "analytics",
+    "analytics_commands.release": "analytics",
+    "analytics_commands.check_command": "analytics",
+    "analytics_commands.top": "analytics",
+    "analytics_commands.add_subscriber": "admin",
     "operator_commands.pipeline_status": "operator",
     "replay_command.replay_book": "operator",
     "operator_commands.dlq_list": "operator",
@@ -174,9 +178,7 @@ def _operator_parsers(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("--partitions", help="used by --processes: rebuild only these partitions (0,2,...) into "
                                              "the rebuild a parent began; no swap")
     replay.set_defaults(run="replay_command.replay_book")
-    analytics = sub.add_parser("analytics", help="visits per diagnosis, province and month, de-identified")
-    analytics.add_argument("--top", type=int, default=20)
-    analytics.set_defaults(run="operator_commands.analytics")
+    _analytics_parsers(sub)
     dlq = sub.add_parser("dlq", help="the dead-letter topic").add_subparsers(dest="action", required=True)
     for name, run, text in (("list", "operator_commands.dlq_list", "list dead letters"),
                             ("show", "operator_commands.dlq_show", "show dead letters in full"),
@@ -187,6 +189,32 @@ def _operator_parsers(sub: argparse._SubParsersAction) -> None:
         action.add_argument("--since", help="ISO time: only dead letters from then on")
         action.add_argument("--offset", type=int, action="append", help="dead-letter offset (repeatable)")
         action.set_defaults(run=run)
+
+
+def _analytics_parsers(sub: argparse._SubParsersAction) -> None:
+    analytics = sub.add_parser("analytics", help="k-anonymous releases to subscribers, their checker and sink"
+                               ).add_subparsers(dest="action", required=True)
+    analytics.add_parser("release", help="run the release stage: hold each visit until its cell holds k people"
+                         ).set_defaults(run="analytics_commands.release")
+    check = analytics.add_parser("check", help="smallest released cell, share suppressed, pseudonyms shared")
+    check.add_argument("--subscriber", action="append", help="only this subscriber (repeatable; default: all)")
+    check.set_defaults(run="analytics_commands.check_command")
+    sink = analytics.add_parser("sink", help="land a subscriber's released visits in DuckDB (and Parquet)")
+    sink.add_argument("--subscriber", required=True)
+    sink.add_argument("--duckdb", help="the DuckDB file (default .local/analytics/<subscriber>.duckdb)")
+    sink.add_argument("--parquet", help="also write the landed visits to DIR/visits.parquet")
+    sink.add_argument("--follow", action="store_true", help="keep landing new releases until stopped")
+    sink.set_defaults(run="analytics_commands.sink")
+    chart = analytics.add_parser("chart", help="visits by month for one ICD-10 chapter, from a landed DuckDB file")
+    chart.add_argument("--duckdb", required=True)
+    chart.add_argument("--chapter", default="J00-J99", help="the chapter as its code range (default J00-J99)")
+    chart.set_defaults(run="analytics_commands.chart")
+    add = analytics.add_parser("add-subscriber", help="a broker principal that may read only its own topic")
+    add.add_argument("subscriber")
+    add.set_defaults(run="analytics_commands.add_subscriber")
+    top = analytics.add_parser("top", help="operators: visits per diagnosis, province and month, internal topic")
+    top.add_argument("--top", type=int, default=20)
+    top.set_defaults(run="analytics_commands.top")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Commands an operator on call runs: topics, migrations, counts, status, dead letters, replay, analytics."""
+"""Commands an operator on call runs: topics, migrations, counts, status, dead letters, replay."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import asyncpg
 
 from commands import render
 from commands.clinic_commands import since_ms
-from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
 from consumers.dead_letters import DeadLetterEntry, RetryReport, read_entries, retry, select
 from consumers.status import status
 from healthbook.config import Settings
@@ -110,9 +109,3 @@ def dlq_retry(settings: Settings, args: argparse.Namespace) -> None:
           f"{len(report.failed_again)} that failed again after a re-drive (fix the cause and publish anew), "
           f"{len(report.not_visits)} not from the visits topic")
 
-
-def analytics(settings: Settings, args: argparse.Namespace) -> None:
-    """The example analytics subscriber: visits per diagnosis, province and month."""
-    found = visits_per_diagnosis_province_month(
-        asyncio.run(read_deidentified(Broker.of(settings), settings.topics.deidentified)))
-    render.analytics(render.console(), found, args.top, "Visits per diagnosis, province and month (de-identified)")

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from consumers.dead_letters import DeadLetterEntry
+from consumers.release_check import CheckReport
 from consumers.status import Status
 from domain.replies import Reply
 from domain.sentences import REFUSED, VISIT_TYPES, day, minute, money
@@ -138,6 +139,34 @@ def analytics(console: Console, counts: Any, top: int, title: str) -> None:
     for (code, province, month), n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]:
         plain_row(table, code, province, month, str(n))
     console.print(table)
+
+
+def release_check(console: Console, report: CheckReport) -> None:
+    """Print the release checker's findings: per subscriber, then what links subscribers."""
+    table = Table(title="Analytics release check", title_justify="left")
+    for column in ("subscriber", "k", "records", "cells", "smallest cell (records)", "smallest cell (people)",
+                   "cells under k", "on topic twice", "released", "widened", "suppressed", "suppressed share"):
+        table.add_column(column, justify="left" if column == "subscriber" else "right")
+    for s in report.subscribers:
+        plain_row(table, s.subscriber, s.k, s.records, s.cells, s.smallest_cell_records,
+                  "-" if s.smallest_cell_people is None else s.smallest_cell_people, s.cells_under_k, s.doubled,
+                  s.released, s.generalised, s.suppressed, f"{s.suppressed_share:.1%}")
+    console.print(table)
+    for (a, b), n in report.shared_pseudonyms.items():
+        console.print(Text(f"pseudonyms shared by {a} and {b}: {n}; visit_refs shared: "
+                           f"{report.shared_visit_refs[(a, b)]}"))
+    console.print(Text("release holds" if not report.problems else "release BROKEN: " + "; ".join(report.problems)))
+
+
+def month_chart(console: Console, months: list[tuple[str, int]], title: str, width: int = 50) -> None:
+    """Print visits per month as bars."""
+    console.print(Text(title))
+    most = max((n for _, n in months), default=0)
+    for month, n in months:
+        bar = "█" * max(1, round(n / most * width)) if most else ""
+        console.print(Text(f"{month[:4]}-{month[4:]}  {bar} {n}"))
+    if not months:
+        console.print(Text("no visits of this chapter landed"))
 
 
 def dead_letter_entries(console: Console, entries: list[DeadLetterEntry]) -> None:

@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import CreateAclsRequest
 
 from healthbook.config import Settings
+from schemas.topic_names import released_topic
 
 # Kafka's protocol codes (org.apache.kafka.common.acl / resource).
 TOPIC, GROUP = 2, 3
@@ -60,6 +61,9 @@ def role_grants(settings: Settings) -> list[Grant]:
         Grant("worker", READ, GROUP, settings.worker_app_id, PREFIXED),  # and a second worker named after it
         Grant("worker", ALL, TOPIC, f"{settings.worker_app_id}-", PREFIXED),  # faust's changelog and leader topics
         Grant("query", READ, GROUP, settings.query_group_id),
+        # the analytics release stage writes every subscriber's topic and reads its tail back after a restart
+        Grant("analytics", WRITE, TOPIC, f"{settings.topic_prefix}analytics.", PREFIXED),
+        Grant("analytics", READ, TOPIC, f"{settings.topic_prefix}analytics.", PREFIXED),
     ]
     return grants
 
@@ -67,6 +71,17 @@ def role_grants(settings: Settings) -> list[Grant]:
 def clinic_grants(settings: Settings, clinic_code: str) -> list[Grant]:
     """A clinic's ACLs: write its signed visits, nothing else (not even read them back)."""
     return [Grant(clinic_principal(clinic_code), WRITE, TOPIC, settings.topics.visits)]
+
+
+def subscriber_grants(settings: Settings, subscriber: str) -> list[Grant]:
+    """An analytics subscriber's ACLs: read its own released visits, and no other topic."""
+    return [Grant(subscriber_principal(subscriber), READ, TOPIC,
+                  f"{settings.topic_prefix}{released_topic(subscriber)}")]
+
+
+def subscriber_principal(subscriber: str) -> str:
+    """The broker principal of an analytics subscriber."""
+    return f"analytics-{subscriber}"
 
 
 def clinic_principal(clinic_code: str) -> str:

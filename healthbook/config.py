@@ -117,6 +117,13 @@ class Settings(BaseSettings):
                                       "the key and insurance registries' signing keys (their tools only)")
     pseudonym_key_file: Path = _setting(LOCAL / "keys" / "pseudonym.key",
                                         "the secret behind analytics pseudonyms; made on first start, keep it")
+    analytics_policy_dir: Path = _setting(PROJECT_ROOT / "ops" / "analytics",
+                                          "one TOML policy per analytics subscriber: what it receives, its k")
+    analytics_release_key_file: Path = _setting(
+        LOCAL / "keys" / "analytics-release.key", "the release stage's secret behind each subscriber's pseudonyms "
+                                                  "(keyed per subscriber and year from it); made on first start")
+    analytics_grace_days: int = _setting(
+        10, "days after an admission month ends before its release window closes and small cells are widened")
 
     @property
     def bootstrap(self) -> str:

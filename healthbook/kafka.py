@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -18,17 +19,28 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.protocol.admin import AlterPartitionReassignmentsRequest
 from aiokafka.structs import ConsumerRecord
 
+from domain.analytics_policy import PolicyError, load_policies
 from healthbook import broker_acls
 from healthbook.config import Settings
 from healthbook.replica_plan import NotEnoughBrokers, realigned
 from healthbook.retry import is_broker_unreachable, while_unreachable
-from schemas.topics import CHANGELOG_CONFIG, DEAD_LETTER, TOPICS, TopicDefinition, broker_config, max_message_bytes
+from schemas.topics import (
+    CHANGELOG_CONFIG,
+    DEAD_LETTER,
+    TOPICS,
+    TopicDefinition,
+    broker_config,
+    max_message_bytes,
+    released,
+)
 
 CLIENT_PREFIX = "healthbook"
 # A group's leader assigns partitions from the metadata it holds: a member that joined while the broker
 # was restarting saw no topics, was assigned nothing, and waited for the next refresh (Kafka's default
 # is every 5 minutes) before the group was rebalanced. Refreshing often bounds that wait.
 METADATA_MAX_AGE_MS = 15_000
+
+log = logging.getLogger(__name__)
 
 
 class TopicMissing(RuntimeError):
@@ -194,6 +206,18 @@ def worker_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
             f"{settings.worker_app_id}-__assignor-__leader": (1, replicated)}
 
 
+def subscriber_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
+    """Each analytics subscriber's topic of released visits, from the policy files (none if they cannot be read)."""
+    try:
+        policies = load_policies(settings.analytics_policy_dir)
+    except PolicyError as exc:
+        log.warning("no analytics subscriber topics: %s", exc)
+        return {}
+    return {settings.topic_prefix + released(p.name).name: (1, broker_config(released(p.name), settings.max_visit_bytes,
+                                                                             settings.replication))
+            for p in policies}
+
+
 async def ensure_topics(settings: Settings, broker: Broker) -> list[str]:
     """Create any missing topic of the catalogue, realign existing ones and grant each role its ACLs.
 
@@ -216,13 +240,16 @@ async def ensure_topics(settings: Settings, broker: Broker) -> list[str]:
                         broker_config(t, settings.max_visit_bytes, replication))
                  for name, t in topic_names(settings).items()}
         specs.update(worker_topics(settings))
+        specs.update(subscriber_topics(settings))
         present = sorted(name for name in specs if name in existing)
         await _align_configs(client, {name: specs[name][1] for name in present})
         await _align_replicas(client, present, brokers, replication.factor)
         if settings.kafka_security_protocol != "PLAINTEXT":
             await broker_acls.grant(client, broker_acls.role_grants(settings) + [
                 g for held in sorted(settings.kafka_credentials_dir.glob("clinic-*"))
-                for g in broker_acls.clinic_grants(settings, held.name.removeprefix("clinic-"))])
+                for g in broker_acls.clinic_grants(settings, held.name.removeprefix("clinic-"))] + [
+                g for held in sorted(settings.kafka_credentials_dir.glob("analytics-*"))
+                for g in broker_acls.subscriber_grants(settings, held.name.removeprefix("analytics-"))])
         wanted = {name: spec for name, spec in specs.items() if name not in existing}
         if not wanted:
             return []

@@ -54,6 +54,7 @@ _ENTRIES = (
     SchemaEntry(17, value_subject(names.INTEGRATION_REPLIES), AVRO_DIR / "integration_reply_v4.avsc"),
     SchemaEntry(18, value_subject(names.CLINIC_KEYS), AVRO_DIR / "clinic_key_v3.avsc"),
     SchemaEntry(19, value_subject(names.INTEGRATION_REQUESTS), AVRO_DIR / "integration_request_v4.avsc"),
+    SchemaEntry(20, value_subject(names.RELEASED), AVRO_DIR / "released_visit.avsc"),
 )
 
 BY_ID = {entry.schema_id: entry for entry in _ENTRIES}
@@ -77,6 +78,7 @@ INTEGRATION_REPLY = BY_ID[17]
 IDENTITY_CARD_V1 = BY_ID[8]
 IDENTITY_CARD = BY_ID[14]
 DEIDENTIFIED_VISIT = BY_ID[11]
+RELEASED_VISIT = BY_ID[20]  # every subscriber's analytics.<name>.visits topic
 
 
 @cache

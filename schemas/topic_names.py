@@ -11,9 +11,15 @@ DEAD_LETTER = "visits.dlq"
 CLINIC_KEYS = "clinic.keys"
 IDENTITY_CARDS = "identity.cards"
 DEIDENTIFIED = "visits.deidentified"
+RELEASED = "analytics.visits"  # not a topic: the subject of every analytics.<subscriber>.visits topic's values
 INTEGRATION_REQUESTS = "integration.requests"
 INTEGRATION_REPLIES = "integration.replies"
 VISIT_PAYLOAD = "visits-payload"  # not a topic: the visit event inside a signed visit's payload
+
+
+def released_topic(subscriber: str) -> str:
+    """The base name of one analytics subscriber's topic of released visits."""
+    return f"analytics.{subscriber}.visits"
 
 
 def value_subject(topic: str) -> str:

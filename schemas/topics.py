@@ -72,6 +72,16 @@ INTEGRATION_REPLIES = TopicDefinition(
     "integration_replies", names.INTEGRATION_REPLIES, 2, _days(1), "1 day", "request id", catalogue.INTEGRATION_REPLY,
     "`IntegrationReply`", "health-book answers")
 
+
+
+def released(subscriber: str) -> TopicDefinition:
+    """One analytics subscriber's topic: one partition, so its release order is the topic's order."""
+    return TopicDefinition(
+        "released", names.released_topic(subscriber), 1, _days(365), "1 year", "the subscriber's `visit_ref`",
+        catalogue.RELEASED_VISIT, "`ReleasedVisit`, header `release-seq`",
+        "one subscriber's k-anonymous visits, as its policy gives them")
+
+
 DEFAULT_MAX_VISIT_BYTES = 4 * 1024 * 1024
 RECORD_OVERHEAD = 64 * 1024  # key, headers and record-batch framing around one value
 MAX_LISTED_PROBLEMS = 100  # a dead letter lists at most this many problems; its original bytes hold the rest

@@ -1,0 +1,117 @@
+"""The reference analytics subscriber: lands its released visits in DuckDB, once each by visit_ref and version."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from aiokafka import TopicPartition
+
+from healthbook import kafka
+from schemas import catalogue, wire
+from schemas.errors import ContractError
+
+COLUMNS = [field["name"] for field in catalogue.RELEASED_VISIT.parsed["fields"]]
+_TABLE = """
+create table if not exists visits (
+    visit_ref text primary key, version bigint not null, generalised integer not null, pseudonym text,
+    pseudonym_period text, age_band text, sex integer, province_code text, facility_province text,
+    facility_code text, admitted_month text not null, visit_type integer, treatment_days integer,
+    main_diagnosis_code text, diagnosis_chapter text, secondary_diagnosis_codes text[], treatment_result integer,
+    drug_codes text[], total_cost_vnd bigint, insurance_paid_vnd bigint
+);
+create table if not exists landed_offsets (topic text, partition_no integer, next_offset bigint,
+                                           primary key (topic, partition_no));
+create table if not exists unreadable (topic text, partition_no integer, record_offset bigint, reason text,
+                                       primary key (topic, partition_no, record_offset));
+"""
+_UPSERT = (f"insert into visits ({', '.join(COLUMNS)}) values ({', '.join('?' for _ in COLUMNS)}) "
+           f"on conflict (visit_ref) do update set "
+           + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "visit_ref")
+           + " where excluded.version > visits.version")
+
+
+class DuckDBSink:
+    """A DuckDB file holding the newest version of each released visit and how far the topic was landed."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.connection = duckdb.connect(str(path))
+        self.connection.execute(_TABLE)
+
+    def next_offset(self, topic: str, partition: int) -> int | None:
+        """Where landing resumes on a partition (None: from its beginning)."""
+        row = self.connection.execute("select next_offset from landed_offsets where topic = ? and partition_no = ?",
+                                      [topic, partition]).fetchone()
+        return row[0] if row else None
+
+    def land(self, topic: str, partition: int, messages: list[Any]) -> int:
+        """Land a batch and its offset in one transaction; an unreadable record is kept aside, with why."""
+        rows, unreadable = [], []
+        for message in messages:
+            try:
+                record = wire.decode(message.value or b"", catalogue.RELEASED_VISIT)
+            except ContractError as exc:
+                unreadable.append((topic, partition, message.offset, str(exc)[:500]))
+                continue
+            rows.append([record[c] for c in COLUMNS])
+        self.connection.execute("begin transaction")
+        try:
+            for row in rows:  # one by one: executemany cannot see an earlier row of its own batch in the conflict
+                self.connection.execute(_UPSERT, row)
+            if unreadable:
+                self.connection.executemany("insert or ignore into unreadable values (?, ?, ?, ?)", unreadable)
+            self.connection.execute("insert or replace into landed_offsets values (?, ?, ?)",
+                                    [topic, partition, messages[-1].offset + 1])
+            self.connection.execute("commit")
+        except BaseException:
+            self.connection.execute("rollback")
+            raise
+        return len(rows)
+
+    def export_parquet(self, directory: Path) -> Path:
+        """Write the landed visits as one Parquet file; returns its path."""
+        directory.mkdir(parents=True, exist_ok=True)
+        out = directory / "visits.parquet"
+        self.connection.execute(f"copy visits to '{out}' (format parquet)")
+        return out
+
+    def visits_by_month(self, chapter: str) -> list[tuple[str, int]]:
+        """Visits per admission month for one ICD-10 chapter (its range, J00-J99)."""
+        return self.connection.execute(
+            "select admitted_month, count(*) from visits where diagnosis_chapter = ? group by 1 order by 1",
+            [chapter]).fetchall()
+
+    def close(self) -> None:
+        """Close the file."""
+        self.connection.close()
+
+
+async def land_topic(broker: kafka.Broker, topic: str, sink: DuckDBSink, *, follow: bool = False,
+                     stop: asyncio.Event | None = None) -> int:
+    """Land a subscriber's topic into the sink from where it stopped; until its end, or until stop if following."""
+    consumer = kafka.consumer(broker, "analytics-sink")
+    await consumer.start()
+    landed = 0
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(await consumer.partitions_for_topic(topic) or {0})]
+        consumer.assign(partitions)
+        for tp in partitions:
+            resume = sink.next_offset(topic, tp.partition)
+            if resume is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, resume)
+        while stop is None or not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for tp, messages in batch.items():
+                landed += sink.land(topic, tp.partition, messages)
+            if not batch and not follow:
+                ends = await consumer.end_offsets(partitions)
+                if all(await consumer.position(tp) >= ends[tp] for tp in partitions):
+                    break
+    finally:
+        await consumer.stop()
+    return landed

@@ -142,20 +142,22 @@ def analytics(console: Console, counts: Any, top: int, title: str) -> None:
 
 
 def release_check(console: Console, report: CheckReport) -> None:
-    """Print the release checker's findings: per subscriber, then what links subscribers."""
-    table = Table(title="Analytics release check", title_justify="left")
-    for column in ("subscriber", "k", "records", "cells", "smallest cell (records)", "smallest cell (people)",
-                   "cells under k", "on topic twice", "released", "widened", "suppressed", "suppressed share"):
-        table.add_column(column, justify="left" if column == "subscriber" else "right")
+    """Print the release checker's findings, a line per subscriber (they read the same in a log), then the links."""
+    console.print(Text("Analytics release check"))
     for s in report.subscribers:
-        plain_row(table, s.subscriber, s.k, s.records, s.cells, s.smallest_cell_records,
-                  "-" if s.smallest_cell_people is None else s.smallest_cell_people, s.cells_under_k, s.doubled,
-                  s.released, s.generalised, s.suppressed, f"{s.suppressed_share:.1%}")
-    console.print(table)
+        people = "no pseudonyms" if s.smallest_cell_people is None else f"{s.smallest_cell_people} people"
+        decided = s.released + s.generalised + s.suppressed
+        console.print(Text(
+            f"{s.subscriber} (k={s.k}): {s.records} records in {s.cells} cells; smallest cell "
+            f"{s.smallest_cell_records} records ({people}); cells under k: {s.cells_under_k}; on its topic twice: "
+            f"{s.doubled}; released "
+            f"{s.released} as given, {s.generalised} widened, {s.suppressed} suppressed: suppressed share "
+            f"{s.suppressed_share:.1%} of {decided}"), soft_wrap=True)
     for (a, b), n in report.shared_pseudonyms.items():
         console.print(Text(f"pseudonyms shared by {a} and {b}: {n}; visit_refs shared: "
-                           f"{report.shared_visit_refs[(a, b)]}"))
-    console.print(Text("release holds" if not report.problems else "release BROKEN: " + "; ".join(report.problems)))
+                           f"{report.shared_visit_refs[(a, b)]}"), soft_wrap=True)
+    console.print(Text("release holds" if not report.problems else "release BROKEN: " + "; ".join(report.problems)),
+                  soft_wrap=True)
 
 
 def month_chart(console: Console, months: list[tuple[str, int]], title: str, width: int = 50) -> None:

@@ -96,7 +96,7 @@ async def land_topic(broker: kafka.Broker, topic: str, sink: DuckDBSink, *, foll
     await consumer.start()
     landed = 0
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(await consumer.partitions_for_topic(topic) or {0})]
+        partitions = [TopicPartition(topic, 0)]  # a subscriber's topic has one partition: its release order
         consumer.assign(partitions)
         for tp in partitions:
             resume = sink.next_offset(topic, tp.partition)
@@ -110,7 +110,7 @@ async def land_topic(broker: kafka.Broker, topic: str, sink: DuckDBSink, *, foll
                 landed += sink.land(topic, tp.partition, messages)
             if not batch and not follow:
                 ends = await consumer.end_offsets(partitions)
-                if all(await consumer.position(tp) >= ends[tp] for tp in partitions):
+                if all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
                     break
     finally:
         await consumer.stop()

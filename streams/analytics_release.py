@@ -121,14 +121,16 @@ class ReleaseStage:
                 await self.take(messages)
             elif await self._at_end():
                 await self.close_due_windows()
+                await self.publish()
                 self.caught_up.set()
+                continue
             await self.publish()
 
     async def _at_end(self) -> bool:
         assert self.consumer is not None
         assigned = list(self.consumer.assignment())
         ends = await self.consumer.end_offsets(assigned)
-        return all(await self.consumer.position(tp) >= ends[tp] for tp in assigned)
+        return all([await self.consumer.position(tp) >= ends[tp] for tp in assigned])
 
     async def take(self, messages: list[Any]) -> None:
         """Hold a batch of de-identified visits for every subscriber and release what may go, with the offsets."""

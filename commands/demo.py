@@ -13,6 +13,7 @@ import asyncpg
 from rich.console import Console
 
 from commands import render
+from commands.analytics_commands import release_check_and_land
 from commands.identity_standin import (
     DEMO_PASSCODE,
     IdentityPlatform,
@@ -182,7 +183,17 @@ async def run(settings: Settings, page_port: int | None = DEMO_PORT) -> int:
         adds_up = render.outcome_summary(console, counts)
         records = await read_deidentified(broker, settings.topics.deidentified)
         render.analytics(console, visits_per_diagnosis_province_month(records), top=8,
-                         title=f"Analytics subscribers see {len(records)} de-identified visits; the most frequent:")
+                         title=f"The release stage reads {len(records)} de-identified visits; the most frequent:")
+        console.rule("Analytics subscribers: k-anonymous releases, each its own pseudonyms")
+        landed = PROJECT_ROOT / ".local" / "analytics" / "demo-research.duckdb"
+        landed.unlink(missing_ok=True)  # each demo has topics of its own
+        report, sink = await release_check_and_land(settings, "university-research", landed)
+        try:
+            render.release_check(console, report)
+            render.month_chart(console, sink.visits_by_month("J00-J99"),
+                               "university-research in DuckDB: visits by month, ICD-10 J00-J99 (respiratory)")
+        finally:
+            sink.close()
         if page is not None:
             await serve_page_until_stopped(page.start(), page_port or 0, [personal_id, SAMPLE_CITIZEN], console)
     finally:

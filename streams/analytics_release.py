@@ -354,6 +354,23 @@ def _held(row: Any) -> Held:
 
 
 
+async def release_until_caught_up(stage: ReleaseStage, timeout: float = 120.0) -> None:
+    """Run a started stage until it has read everything, closed what is due and published it; then stop running it."""
+    stop = asyncio.Event()
+    running = asyncio.create_task(stage.run(stop))
+    caught_up = asyncio.create_task(stage.caught_up.wait())
+    try:
+        await asyncio.wait([running, caught_up], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if running.done():
+            running.result()  # its error, if it stopped with one
+        if not caught_up.done():
+            raise TimeoutError(f"the analytics release stage did not catch up with {stage.source} in {timeout:.0f} s")
+    finally:
+        caught_up.cancel()
+        stop.set()
+        await running
+
+
 async def run_release_stage(settings: Settings, stop: asyncio.Event | None = None,
                             ready: asyncio.Event | None = None) -> None:
     """Run the release stage for every subscriber policy until stop is set (SIGTERM or SIGINT set it too)."""

@@ -1,6 +1,5 @@
 """The analytics release on a real broker and database: k-anonymous cells, no shared pseudonym, none lost or doubled."""
 
-import asyncio
 import os
 import random
 import shutil
@@ -24,7 +23,7 @@ from healthbook import kafka
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
 from schemas import catalogue, wire
-from streams.analytics_release import ReleaseStage, released_topic
+from streams.analytics_release import ReleaseStage, release_until_caught_up, released_topic
 from synthetic.analytics_population import analytics_population, deidentified_visit
 
 pytestmark = pytest.mark.integration
@@ -57,16 +56,9 @@ async def _run_stage(own: Settings, pool: asyncpg.Pool, now: datetime) -> None:
     stage = ReleaseStage(pool, kafka.Broker.of(own), own.topics.deidentified, own.topic_prefix,
                          load_policies(own.analytics_policy_dir), b"r" * 32, grace_days=10, clock=lambda: now)
     await stage.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(stage.run(stop))
-    caught_up = asyncio.create_task(stage.caught_up.wait())
     try:
-        await asyncio.wait([task, caught_up], timeout=120, return_when=asyncio.FIRST_COMPLETED)
-        assert caught_up.done(), "the release stage stopped, or did not catch up in two minutes"
+        await release_until_caught_up(stage)
     finally:
-        caught_up.cancel()
-        stop.set()
-        await task
         await stage.stop()
 
 

@@ -14,6 +14,11 @@ from schemas import catalogue, wire
 from schemas.errors import ContractError
 
 COLUMNS = [field["name"] for field in catalogue.RELEASED_VISIT.parsed["fields"]]
+_BOUNDS = {"int": 2**31, "long": 2**63}
+# Avro varints decode to any Python int: each integer field's range as DuckDB stores it
+_INTEGERS = {field["name"]: _BOUNDS[t] for field in catalogue.RELEASED_VISIT.parsed["fields"]
+             for t in (field["type"] if isinstance(field["type"], list) else [field["type"]])
+             if isinstance(t, str) and t in _BOUNDS}
 _TABLE = """
 create table if not exists visits (
     visit_ref text primary key, version bigint not null, generalised integer not null, pseudonym text,
@@ -31,6 +36,19 @@ _UPSERT = (f"insert into visits ({', '.join(COLUMNS)}) values ({', '.join('?' fo
            f"on conflict (visit_ref) do update set "
            + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "visit_ref")
            + " where excluded.version > visits.version")
+
+
+def row_of(value: bytes) -> list[Any] | str:
+    """A released record as a row of the visits table, or why it cannot be one."""
+    try:
+        record = wire.decode(value, catalogue.RELEASED_VISIT)
+    except ContractError as exc:
+        return str(exc)[:500]
+    wide = [name for name, bound in _INTEGERS.items()
+            if record[name] is not None and not -bound <= record[name] < bound]
+    if wide:
+        return f"{', '.join(wide)} out of range"
+    return [record[c] for c in COLUMNS]
 
 
 class DuckDBSink:
@@ -51,12 +69,11 @@ class DuckDBSink:
         """Land a batch and its offset in one transaction; an unreadable record is kept aside, with why."""
         rows, unreadable = [], []
         for message in messages:
-            try:
-                record = wire.decode(message.value or b"", catalogue.RELEASED_VISIT)
-            except ContractError as exc:
-                unreadable.append((topic, partition, message.offset, str(exc)[:500]))
-                continue
-            rows.append([record[c] for c in COLUMNS])
+            row = row_of(message.value or b"")
+            if isinstance(row, str):
+                unreadable.append((topic, partition, message.offset, row))
+            else:
+                rows.append(row)
         self.connection.execute("begin transaction")
         try:
             for row in rows:  # one by one: executemany cannot see an earlier row of its own batch in the conflict

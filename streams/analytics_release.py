@@ -21,14 +21,13 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from domain.analytics_policy import PolicyError, SubscriberPolicy, load_policies
-from domain.generalise import age_band, diagnosis_chapter, generalise
+from domain.generalise import diagnosis_chapter
 from domain.k_anonymity import COARSE, FINE, RELEASED, Held, release_coarse, release_fine, suppress_small_counts
+from domain.release_input import ReadyVisit, UnreadableVisit, ready_visit
 from healthbook import kafka
 from healthbook.config import Settings
 from healthbook.database import connect_pool
 from healthbook.retry import while_unreachable
-from schemas import catalogue, wire
-from schemas.errors import ContractError
 from schemas.headers import RELEASE_SEQ_HEADER, release_seq
 from schemas.topic_names import released_topic as released_base
 from streams.pseudonym_key import load_or_create_key
@@ -134,18 +133,17 @@ class ReleaseStage:
 
     async def take(self, messages: list[Any]) -> None:
         """Hold a batch of de-identified visits for every subscriber and release what may go, with the offsets."""
-        latest: dict[str, dict[str, Any]] = {}
+        latest: dict[str, ReadyVisit] = {}
         unreadable: list[tuple[Any, str]] = []
         for message in messages:
             try:
-                visit = wire.decode(message.value or b"", catalogue.DEIDENTIFIED_VISIT)
-                int(visit["admitted_month"][:4]), int(visit["admitted_month"][4:6])
-            except (ContractError, ValueError, KeyError, TypeError) as exc:
-                unreadable.append((message, f"{type(exc).__name__}: {exc}"[:500]))
+                ready = ready_visit(message.value or b"", self.policies, self.master)
+            except UnreadableVisit as exc:
+                unreadable.append((message, str(exc)))
                 continue
-            seen = latest.get(visit["visit_ref"])
-            if seen is None or seen["version"] < visit["version"]:
-                latest[visit["visit_ref"]] = visit
+            seen = latest.get(ready.visit["visit_ref"])
+            if seen is None or seen.visit["version"] < ready.visit["version"]:
+                latest[ready.visit["visit_ref"]] = ready
         offsets: dict[int, int] = {}
         for message in messages:
             offsets[message.partition] = max(offsets.get(message.partition, 0), message.offset + 1)
@@ -164,10 +162,10 @@ class ReleaseStage:
                 "insert into analytics_offsets values ($1, $2, $3) on conflict (topic, partition) "
                 "do update set next_offset = excluded.next_offset", [(self.source, p, o) for p, o in offsets.items()])
 
-    async def _keep_for_counts(self, conn: asyncpg.Connection, visits: list[dict[str, Any]]) -> None:
-        rows = [(v["visit_ref"], v["version"], v["pseudonym"], v["admitted_month"], v["province_code"],
-                 age_band(int(v["admitted_month"][:4]) - v["birth_year"], 5), v["sex"], v["main_diagnosis_code"])
-                for v in visits]
+    async def _keep_for_counts(self, conn: asyncpg.Connection, visits: list[ReadyVisit]) -> None:
+        rows = [(r.visit["visit_ref"], r.visit["version"], r.visit["pseudonym"], r.visit["admitted_month"],
+                 r.visit["province_code"], r.count_band, r.visit["sex"], r.visit["main_diagnosis_code"])
+                for r in visits]
         await conn.executemany(
             "insert into analytics_visits values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (visit_ref) do update "
             "set version = excluded.version, person = excluded.person, admitted_month = excluded.admitted_month, "
@@ -175,20 +173,20 @@ class ReleaseStage:
             "main_diagnosis_code = excluded.main_diagnosis_code where analytics_visits.version < excluded.version",
             rows)
         closed = await conn.fetch("select distinct admitted_month from analytics_windows where closed_at is not null "
-                                  "and admitted_month = any($1::text[])", list({v["admitted_month"] for v in visits}))
+                                  "and admitted_month = any($1::text[])",
+                                  list({r.visit["admitted_month"] for r in visits}))
         for row in closed:  # late visits change a closed month's counts
             await self.recount(conn, row["admitted_month"])
 
-    async def _hold(self, conn: asyncpg.Connection, policy: SubscriberPolicy, visits: list[dict[str, Any]]) -> None:
+    async def _hold(self, conn: asyncpg.Connection, policy: SubscriberPolicy, visits: list[ReadyVisit]) -> None:
         if not visits:
             return
         rows = []
-        for visit in visits:
-            g = generalise(visit, policy, self.master)
-            rows.append((policy.name, visit["visit_ref"], g.fine["visit_ref"], visit["version"],
-                         visit["admitted_month"], visit["pseudonym"], g.fine_cell, g.coarse_cell,
-                         wire.encode(catalogue.RELEASED_VISIT, g.fine),
-                         wire.encode(catalogue.RELEASED_VISIT, g.coarse)))
+        for ready in visits:
+            g, fine, coarse = ready.forms[policy.name]
+            v = ready.visit
+            rows.append((policy.name, v["visit_ref"], g.fine["visit_ref"], v["version"], v["admitted_month"],
+                         v["pseudonym"], g.fine_cell, g.coarse_cell, fine, coarse))
         changed = await conn.fetch(
             """insert into analytics_held (subscriber, visit_ref, release_key, version, admitted_month, person,
                                            fine_cell, coarse_cell, fine_value, coarse_value, state, released_as)

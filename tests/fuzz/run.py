@@ -66,8 +66,9 @@ def keep_crashes(name: str) -> int:
     return len(crashes)
 
 
-TARGET_NAMES = ["clinic_key", "dead_letter", "dossier", "dossier_signature", "identity_card", "integration_reply",
-                "integration_request", "signed_message", "visit_envelope"]
+TARGET_NAMES = ["clinic_key", "dead_letter", "deidentified_visit", "dossier", "dossier_signature", "identity_card",
+                "integration_reply", "integration_request", "released_visit", "signed_message", "subscriber_policy",
+                "visit_envelope"]
 
 
 def main() -> int:

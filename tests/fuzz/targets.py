@@ -21,14 +21,17 @@ from rich.console import Console
 
 from commands import render
 from commands.local_ca import LocalCA
+from consumers.analytics_sink import DuckDBSink, row_of
 from consumers.dead_letters import DeadLetterEntry
 from domain import deidentify, replies
+from domain.analytics_policy import PolicyError, load_policies, parse_policy
 from domain.batch import Delivery, RejectedDelivery
 from domain.book_entry import BookEntry, ClinicSignature
 from domain.consent import Refuse, RequestPolicy, decide
 from domain.identity import IdentityDirectory, resolve
 from domain.keyring import ClinicKey, Keyring
 from domain.registry_trust import Untrusted
+from domain.release_input import UnreadableVisit, ready_visit
 from domain.replies import read_reply
 from domain.rows import visit_row
 from domain.signature_check import check_visit_signature
@@ -45,6 +48,7 @@ from schemas.refusal_codes import RefusalCode
 from schemas.visit import read_visit
 from schemas.visit_record import Visit
 from streams.dead_letters import dead_letter
+from synthetic.analytics_population import analytics_population
 from synthetic.dossiers import write_dossier
 from tests.dossier_signing import facility_certificate, sign_dossier
 from tests.factories import citizen, visit, with_patient
@@ -280,6 +284,56 @@ def check_dossier_signature(data: bytes) -> str:
     return "read"
 
 
+RELEASE_POLICIES = load_policies(Settings().analytics_policy_dir)
+_SINK = DuckDBSink(Path(":memory:"))
+
+
+def _deidentified_seeds() -> list[bytes]:
+    return [value for _, value in analytics_population(5, ["202603"], crowd=1, unique=2).framed()]
+
+
+def check_deidentified_visit(data: bytes) -> str:
+    """What the release stage reads: made ready for every shipped policy, or set aside with a reason."""
+    try:
+        ready_visit(data, RELEASE_POLICIES, b"m" * 32)
+    except UnreadableVisit:
+        return "unreadable"
+    return "read"
+
+
+def _released_seeds() -> list[bytes]:
+    population = analytics_population(6, ["202603"], crowd=1, unique=2)
+    return [ready_visit(value, RELEASE_POLICIES, b"m" * 32).forms[RELEASE_POLICIES[0].name][1]
+            for _, value in population.framed()]
+
+
+@dataclass(frozen=True)
+class _Landed:
+    offset: int
+    value: bytes
+
+
+def check_released_visit(data: bytes) -> str:
+    """What a subscriber's DuckDB sink reads: landed, or kept aside as unreadable."""
+    if isinstance(row_of(data), str):
+        return "unreadable"
+    _SINK.land("fuzz", 0, [_Landed(0, data)])  # only a readable record reaches DuckDB (its own checks)
+    return "read"
+
+
+def _policy_seeds() -> list[bytes]:
+    return [path.read_bytes() for path in sorted(Settings().analytics_policy_dir.glob("*.toml"))]
+
+
+def check_subscriber_policy(data: bytes) -> str:
+    """A subscriber's policy file as an operator may write it: loaded, or refused saying what to fix."""
+    try:
+        parse_policy(data.decode("utf-8", "replace"), "policy.toml")
+    except PolicyError:
+        return "refused"
+    return "read"
+
+
 TARGETS = {t.name: t for t in (
     Target("visit_envelope", _visit_seeds, check_visit_envelope),
     Target("integration_request", _request_seeds, check_integration_request),
@@ -292,4 +346,7 @@ TARGETS = {t.name: t for t in (
     Target("dossier_signature", _signed_dossier_seeds, check_dossier_signature),
     Target("integration_reply", _reply_seeds, check_integration_reply),
     Target("signed_message", lambda: [_SEALED], check_signed_message),
+    Target("deidentified_visit", _deidentified_seeds, check_deidentified_visit),
+    Target("released_visit", _released_seeds, check_released_visit),
+    Target("subscriber_policy", _policy_seeds, check_subscriber_policy),
 )}

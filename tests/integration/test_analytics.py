@@ -1,12 +1,18 @@
 """The de-identified topic for analytics subscribers carries no direct identifier, and counts add up."""
 
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
+from consumers.released_visits import read_released
+from domain.analytics_policy import load_policies
+from healthbook.database import connect_pool
 from healthbook.kafka import Broker
 from healthbook.topic_follower import TopicFollower
+from streams.analytics_release import ReleaseStage, release_until_caught_up, released_topic
+from synthetic.population import Citizen
 from tests.factories import visit, with_patient
 from tests.integration.conftest import map_cards, new_citizen, next_sequence, visible, wait_until
 
@@ -57,3 +63,63 @@ async def test_no_direct_identifier_reaches_the_analytics_topic(clinics, db, set
     counts = visits_per_diagnosis_province_month(records)
     assert sum(n for (code, _, month), n in counts.items() if code == "J20.9" and month == "202602") == len(
         {r["visit_ref"] for r in records})
+
+
+def _born(year: int, sex: int, n: int) -> Citizen:
+    """A citizen of a given birth year and sex in province 79, one of a crowd."""
+    number = next_sequence()
+    return Citizen(f"079{sex - 1}{year % 100:02d}{number % 1_000_000:06d}", f"Trần Thị Đám Đông {n}",
+                   f"{year}0615", sex, "79", f"{n + 1} Lê Lợi, tỉnh/thành 79", f"GD479{number:010d}")
+
+
+async def test_what_subscribers_receive_holds_no_identifier_and_no_sensitive_visit(clinics, db, settings,
+                                                                                 tmp_path: Path):
+    crowd = [_born(1985, 2, n) for n in range(6)]  # one cell for every shipped policy: they go out as they are
+    events = [visit(person=p, sequence=next_sequence(), admitted=datetime(2026, 3, 3 + i, 9),
+                    main_diagnosis_code="J20.9") for i, p in enumerate(crowd)]
+    hiv = visit(person=crowd[0], sequence=next_sequence(), admitted=datetime(2026, 3, 20, 9),
+                main_diagnosis_code="B20.1")
+    tb = visit(person=crowd[1], sequence=next_sequence(), admitted=datetime(2026, 3, 21, 9),
+               main_diagnosis_code="J20.9", secondary_diagnosis_codes=["A15.0"])
+    await clinics.publish(*events, hiv, tb)
+    for event in (*events, hiv, tb):
+        await wait_until(lambda e=event: visible(db, "79001", e["visit_code"]), "the visits", process=clinics.worker)
+    await wait_until(lambda: _on_topic(settings, len(events)), "the crowd on the de-identified topic")
+
+    policies = load_policies(settings.analytics_policy_dir)
+    pool = await connect_pool(settings.database_url, min_size=1, max_size=3)
+    try:
+        stage = ReleaseStage(pool, Broker.of(settings), settings.topics.deidentified, settings.topic_prefix, policies,
+                             b"k" * 32, settings.analytics_grace_days)
+        await stage.start()
+        try:
+            await release_until_caught_up(stage)
+        finally:
+            await stage.stop()
+    finally:
+        await pool.close()
+
+    raw: list[bytes] = []
+    for policy in policies:
+        await TopicFollower(Broker.of(settings), released_topic(settings.topic_prefix, policy.name),
+                            lambda m: raw.extend([m.key or b"", m.value or b"", *(v for _, v in m.headers or ())]),
+                            whole_message=True).snapshot()
+        released = await read_released(Broker.of(settings), released_topic(settings.topic_prefix, policy.name))
+        mine = [r.record for r in released if r.record["admitted_month"] == "202603"
+                and r.record["age_band"] in ("40-44", "40-49") and r.record["sex"] == 2]
+        assert len(mine) >= len(events), f"{policy.name}: the crowd is released, so the scan below reads it"
+    everything = b"\n".join(raw)
+    identifiers = set()
+    for event in (*events, hiv, tb):
+        patient = event["patient"]
+        identifiers |= {patient["personal_id"], patient["full_name"], patient["address"], patient["birth_date"],
+                        patient["patient_code"], event["visit_code"], *patient["insurance_card_numbers"]}
+    leaked = {i for i in identifiers if i and i.encode() in everything}
+    assert leaked == set()
+    assert b"B20" not in everything and b"A15" not in everything, "a sensitive visit never reaches a subscriber"
+
+
+async def _on_topic(settings, at_least: int) -> bool:
+    records = await read_deidentified(Broker.of(settings), settings.topics.deidentified)
+    return sum(1 for r in records if r["main_diagnosis_code"] == "J20.9" and r["admitted_month"] == "202603"
+               and r["birth_year"] == 1985) >= at_least

@@ -32,7 +32,10 @@ create table if not exists landed_offsets (topic text, partition_no integer, nex
 create table if not exists unreadable (topic text, partition_no integer, record_offset bigint, reason text,
                                        primary key (topic, partition_no, record_offset));
 """
-_UPSERT = (f"insert into visits ({', '.join(COLUMNS)}) values ({', '.join('?' for _ in COLUMNS)}) "
+_CHUNK = 200  # rows per INSERT: DuckDB runs executemany row by row, a multi-row VALUES at once
+# A batch lands through a staging table: its newest version per visit_ref, then an upsert that keeps the higher one.
+_UPSERT = (f"insert into visits select {', '.join(COLUMNS)} from incoming "
+           f"qualify row_number() over (partition by visit_ref order by version desc) = 1 "
            f"on conflict (visit_ref) do update set "
            + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c != "visit_ref")
            + " where excluded.version > visits.version")
@@ -58,6 +61,7 @@ class DuckDBSink:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.connection = duckdb.connect(str(path))
         self.connection.execute(_TABLE)
+        self.connection.execute("create temporary table if not exists incoming as select * from visits limit 0")
 
     def next_offset(self, topic: str, partition: int) -> int | None:
         """Where landing resumes on a partition (None: from its beginning)."""
@@ -76,8 +80,14 @@ class DuckDBSink:
                 rows.append(row)
         self.connection.execute("begin transaction")
         try:
-            for row in rows:  # one by one: executemany cannot see an earlier row of its own batch in the conflict
-                self.connection.execute(_UPSERT, row)
+            for start in range(0, len(rows), _CHUNK):
+                chunk = rows[start:start + _CHUNK]
+                values = ", ".join(["(" + ", ".join("?" * len(COLUMNS)) + ")"] * len(chunk))
+                self.connection.execute(f"insert into incoming ({', '.join(COLUMNS)}) values {values}",
+                                        [value for row in chunk for value in row])
+            if rows:
+                self.connection.execute(_UPSERT)
+                self.connection.execute("delete from incoming")
             if unreadable:
                 self.connection.executemany("insert or ignore into unreadable values (?, ?, ?, ?)", unreadable)
             self.connection.execute("insert or replace into landed_offsets values (?, ?, ?)",

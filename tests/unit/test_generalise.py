@@ -68,3 +68,19 @@ def test_pseudonyms_link_within_a_subscriber_and_year_only(person, year):
     assert generalise(this_year, life, MASTER).fine["pseudonym"] == generalise(next_year, life, MASTER).fine[
         "pseudonym"]
     assert generalise(this_year, a, MASTER).fine["visit_ref"] != generalise(this_year, b, MASTER).fine["visit_ref"]
+
+
+@given(st.integers(1900, 2030), st.sampled_from([1, 2]), st.integers(2000, 2030), st.integers(1, 12),
+       st.decimals(0, 10**13, places=2), st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
+       st.lists(st.text(max_size=8), max_size=3))
+def test_the_released_bytes_are_fastavros(birth_year, sex, year, month, cost, days, drugs):
+    from domain.release_input import ready_visit
+    from schemas import catalogue, wire
+
+    record = visit(birth_year=birth_year, sex=sex, admitted_month=f"{year}{month:02d}", total_cost=cost,
+                   treatment_days=days, drug_codes=drugs, province_code=None)
+    narrow = parse_policy('name = "narrow"\nreceives = ["sex", "lifetime_pseudonym"]', "t")
+    ready = ready_visit(wire.encode(catalogue.DEIDENTIFIED_VISIT, record), [EVERYTHING, narrow], MASTER)
+    for g, fine, coarse in ready.forms.values():
+        assert fine == wire.encode(catalogue.RELEASED_VISIT, g.fine)
+        assert coarse == wire.encode(catalogue.RELEASED_VISIT, g.coarse)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 WAITING, RELEASED, SUPPRESSED = "waiting", "released", "suppressed"
@@ -22,11 +22,12 @@ class Held:
     released_as: int | None = None
 
 
-def release_fine(rows: Iterable[Held], k: int) -> list[str]:
+def release_fine(rows: Iterable[Held], k: int, open_cells: Collection[str] = ()) -> list[str]:
     """The waiting visits whose cell, as the policy gives it, holds at least k people once they are released.
 
     A cell counts the people of its waiting visits and of those already released in it as they are; visits
-    released widened do not count, since their records do not show this cell.
+    released widened do not count, since their records do not show this cell. An open cell (one already
+    released with k people) takes its waiting visits as they come.
     """
     people: dict[str, set[str]] = defaultdict(set)
     waiting: dict[str, list[str]] = defaultdict(list)
@@ -36,10 +37,10 @@ def release_fine(rows: Iterable[Held], k: int) -> list[str]:
             people[row.fine_cell].add(row.person)
         elif row.state == RELEASED and row.released_as == FINE:
             people[row.fine_cell].add(row.person)
-    return [ref for cell, refs in waiting.items() if len(people[cell]) >= k for ref in refs]
+    return [ref for cell, refs in waiting.items() if cell in open_cells or len(people[cell]) >= k for ref in refs]
 
 
-def release_coarse(rows: Iterable[Held], k: int) -> tuple[list[str], list[str]]:
+def release_coarse(rows: Iterable[Held], k: int, open_cells: Collection[str] = ()) -> tuple[list[str], list[str]]:
     """At window close, the waiting visits released widened (their wider cell holds k people) and those suppressed."""
     people: dict[str, set[str]] = defaultdict(set)
     waiting: dict[str, list[str]] = defaultdict(list)
@@ -49,8 +50,9 @@ def release_coarse(rows: Iterable[Held], k: int) -> tuple[list[str], list[str]]:
             people[row.coarse_cell].add(row.person)
         elif row.state == RELEASED and row.released_as == COARSE:
             people[row.coarse_cell].add(row.person)
-    released = [ref for cell, refs in waiting.items() if len(people[cell]) >= k for ref in refs]
-    suppressed = [ref for cell, refs in waiting.items() if len(people[cell]) < k for ref in refs]
+    going = {cell for cell in waiting if cell in open_cells or len(people[cell]) >= k}
+    released = [ref for cell, refs in waiting.items() if cell in going for ref in refs]
+    suppressed = [ref for cell, refs in waiting.items() if cell not in going for ref in refs]
     return released, suppressed
 
 

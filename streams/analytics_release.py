@@ -206,22 +206,31 @@ class ReleaseStage:
         months = sorted({row["admitted_month"] for row in changed})
         await conn.executemany("insert into analytics_windows (subscriber, admitted_month) values ($1, $2) "
                                "on conflict do nothing", [(policy.name, m) for m in months])
-        cells = await conn.fetch(
+        touched = list({r["fine_cell"] for r in changed})
+        opened = await self._open(conn, policy, FINE, touched)
+        waiting = await conn.fetch(  # an unopened cell holds no visit released as it is: its waiting ones are all
             "select visit_ref, person, fine_cell, coarse_cell, state, released_as from analytics_held "
-            "where subscriber = $1 and fine_cell = any($2::text[])", policy.name,
-            list({r["fine_cell"] for r in changed}))
-        await self._release(conn, policy, release_fine([_held(r) for r in cells], policy.k), FINE)
+            "where subscriber = $1 and fine_cell = any($2::text[]) and state = 'waiting'", policy.name, touched)
+        await self._release(conn, policy, release_fine([_held(r) for r in waiting], policy.k, opened), FINE)
         closed = {row["admitted_month"] for row in await conn.fetch(
             "select admitted_month from analytics_windows where subscriber = $1 and closed_at is not null "
             "and admitted_month = any($2::text[])", policy.name, months)}
-        late = [r["coarse_cell"] for r in changed if r["admitted_month"] in closed]
+        late = list({r["coarse_cell"] for r in changed if r["admitted_month"] in closed})
         if late:  # their window has closed: released widened if that cell has k people, otherwise suppressed
             await self._decide_widened(conn, policy, await conn.fetch(
                 "select visit_ref, person, fine_cell, coarse_cell, state, released_as from analytics_held "
-                "where subscriber = $1 and coarse_cell = any($2::text[])", policy.name, list(set(late))))
+                "where subscriber = $1 and coarse_cell = any($2::text[]) and state = 'waiting'", policy.name, late))
 
-    async def _decide_widened(self, conn: asyncpg.Connection, policy: SubscriberPolicy, rows: list[Any]) -> None:
-        released, suppressed = release_coarse([_held(r) for r in rows], policy.k)
+    async def _open(self, conn: asyncpg.Connection, policy: SubscriberPolicy, level: int, cells: list[str]) -> set[str]:
+        """Which of these cells already went out with k people."""
+        return {row["cell"] for row in await conn.fetch(
+            "select cell from analytics_open_cells where subscriber = $1 and level = $2 and cell = any($3::text[])",
+            policy.name, level, cells)}
+
+    async def _decide_widened(self, conn: asyncpg.Connection, policy: SubscriberPolicy, waiting: list[Any]) -> None:
+        """Release widened, or suppress, these waiting visits whose window has closed."""
+        opened = await self._open(conn, policy, COARSE, list({r["coarse_cell"] for r in waiting}))
+        released, suppressed = release_coarse([_held(r) for r in waiting], policy.k, opened)
         await self._release(conn, policy, released, COARSE)
         if suppressed:
             months = await conn.fetch(
@@ -235,8 +244,11 @@ class ReleaseStage:
         picked = await conn.fetch(
             f"""update analytics_held set state = '{RELEASED}', released_as = $3
                 where subscriber = $1 and visit_ref = any($2::text[]) and state = 'waiting'
-                returning admitted_month, release_key, {'fine_value' if level == FINE else 'coarse_value'} as value""",
+                returning admitted_month, release_key, {'fine_value' if level == FINE else 'coarse_value'} as value,
+                          {'fine_cell' if level == FINE else 'coarse_cell'} as cell""",
             policy.name, refs, level)
+        await conn.execute("insert into analytics_open_cells select $1, $2, unnest($3::text[]) on conflict do nothing",
+                           policy.name, level, list({row["cell"] for row in picked}))
         first = await conn.fetchval("update analytics_sequences set next_seq = next_seq + $2 where subscriber = $1 "
                                     "returning next_seq - $2", policy.name, len(picked))
         await conn.executemany("insert into analytics_outbox values ($1, $2, $3, $4)",
@@ -267,7 +279,7 @@ class ReleaseStage:
                     async with conn.transaction():
                         await self._decide_widened(conn, policy, await conn.fetch(
                             "select visit_ref, person, fine_cell, coarse_cell, state, released_as from analytics_held "
-                            "where subscriber = $1 and admitted_month = $2 and (state = 'waiting' or released_as = 1)",
+                            "where subscriber = $1 and admitted_month = $2 and state = 'waiting'",
                             policy.name, month))
                         await conn.execute("update analytics_windows set closed_at = $3 where subscriber = $1 "
                                            "and admitted_month = $2", policy.name, month, now)

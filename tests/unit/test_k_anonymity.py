@@ -23,20 +23,27 @@ visits = st.lists(st.tuples(st.integers(0, 30), st.integers(0, 11)), min_size=1,
 
 
 def _decide(arrivals: list[tuple[int, int]], k: int, close_after: int) -> dict[str, Held]:
-    """Hold visits one at a time as the stage does; the window closes after close_after of them."""
+    """Hold visits one at a time as the stage does, reading only waiting visits and the cells already open."""
     rows: dict[str, Held] = {}
+    opened: dict[int, set[str]] = {FINE: set(), COARSE: set()}
     closed = False
+
+    def waiting() -> list[Held]:
+        return [row for row in rows.values() if row.state == WAITING]
+
     for n, (person, cell) in enumerate(arrivals):
         ref = f"v{n}"
         rows[ref] = Held(ref, f"p{person}", f"f{cell}", f"c{cell // 4}")
-        for released in release_fine(rows.values(), k):
+        for released in release_fine(waiting(), k, opened[FINE]):
             rows[released] = replace(rows[released], state=RELEASED, released_as=FINE)
+            opened[FINE].add(rows[released].fine_cell)
         if n + 1 == close_after:
             closed = True
         if closed:  # at close, and for each late visit after it
-            widened, suppressed = release_coarse(rows.values(), k)
+            widened, suppressed = release_coarse(waiting(), k, opened[COARSE])
             for released in widened:
                 rows[released] = replace(rows[released], state=RELEASED, released_as=COARSE)
+                opened[COARSE].add(rows[released].coarse_cell)
             for gone in suppressed:
                 rows[gone] = replace(rows[gone], state=SUPPRESSED)
     return rows

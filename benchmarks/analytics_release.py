@@ -22,11 +22,12 @@ from rich.console import Console
 
 from commands import render
 from consumers.analytics_sink import DuckDBSink, land_topic
-from consumers.release_check import check, tallies
+from consumers.release_check import check
 from consumers.released_visits import read_released
 from domain.analytics_policy import load_policies
 from domain.deidentify import pseudonym
 from healthbook import kafka
+from healthbook.analytics_store import ReleaseStore
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
 from schemas import catalogue, wire
@@ -97,7 +98,7 @@ async def run(visits: int, citizens: int, subscriber: str) -> None:
             await stage.stop()
         seconds, cpu = time.perf_counter() - began, time.process_time() - cpu_began
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        counted = await tallies(pool)
+        counted = await ReleaseStore(pool).tallies()
         counts = await pool.fetchval("select count(*) from analytics_visit_counts")
     finally:
         await pool.close()

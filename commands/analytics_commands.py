@@ -13,10 +13,11 @@ from pathlib import Path
 from commands import render
 from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
 from consumers.analytics_sink import DuckDBSink, land_topic
-from consumers.release_check import CheckReport, check, tallies
+from consumers.release_check import CheckReport, check
 from consumers.released_visits import read_released
 from domain.analytics_policy import SubscriberPolicy, load_policies
 from healthbook import kafka
+from healthbook.analytics_store import ReleaseStore
 from healthbook.broker_acls import subscriber_grants, subscriber_principal
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool
@@ -66,7 +67,7 @@ async def check_release(settings: Settings, policies: list[SubscriberPolicy]) ->
     streams = {p.name: await read_released(broker, released_topic(settings.topic_prefix, p.name)) for p in policies}
     pool = await connect_pool(settings.database_url, min_size=1, max_size=1)
     try:
-        counted = await tallies(pool)
+        counted = await ReleaseStore(pool).tallies()
     finally:
         await pool.close()
     return check(policies, streams, counted)

@@ -139,6 +139,23 @@ async def serve_page_until_stopped(page: ServiceProcess, port: int, citizens: li
             await asyncio.wait_for(stopped.wait(), 1.0)
 
 
+async def show_analytics(settings: Settings, broker: Broker, console: Console) -> None:
+    """The de-identified visits, then what the release stage gives each subscriber, checked and charted."""
+    records = await read_deidentified(broker, settings.topics.deidentified)
+    render.analytics(console, visits_per_diagnosis_province_month(records), top=8,
+                     title=f"The release stage reads {len(records)} de-identified visits; the most frequent:")
+    console.rule("Analytics subscribers: k-anonymous releases, each its own pseudonyms")
+    landed = PROJECT_ROOT / ".local" / "analytics" / "demo-research.duckdb"
+    landed.unlink(missing_ok=True)  # each demo has topics of its own
+    report, sink = await release_check_and_land(settings, "university-research", landed)
+    try:
+        render.release_check(console, report)
+        render.month_chart(console, sink.visits_by_month("J00-J99"),
+                           "university-research in DuckDB: visits by month, ICD-10 J00-J99 (respiratory)")
+    finally:
+        sink.close()
+
+
 async def run(settings: Settings, page_port: int | None = DEMO_PORT) -> int:
     """Run the demo end to end, then serve the citizen page on page_port until stopped; return the exit code."""
     console = render.console()
@@ -181,19 +198,7 @@ async def run(settings: Settings, page_port: int | None = DEMO_PORT) -> int:
         console.rule("Operator view")
         render.dead_letters(console, await read_dead_letters(broker, settings.topics.dead_letter))
         adds_up = render.outcome_summary(console, counts)
-        records = await read_deidentified(broker, settings.topics.deidentified)
-        render.analytics(console, visits_per_diagnosis_province_month(records), top=8,
-                         title=f"The release stage reads {len(records)} de-identified visits; the most frequent:")
-        console.rule("Analytics subscribers: k-anonymous releases, each its own pseudonyms")
-        landed = PROJECT_ROOT / ".local" / "analytics" / "demo-research.duckdb"
-        landed.unlink(missing_ok=True)  # each demo has topics of its own
-        report, sink = await release_check_and_land(settings, "university-research", landed)
-        try:
-            render.release_check(console, report)
-            render.month_chart(console, sink.visits_by_month("J00-J99"),
-                               "university-research in DuckDB: visits by month, ICD-10 J00-J99 (respiratory)")
-        finally:
-            sink.close()
+        await show_analytics(settings, broker, console)
         if page is not None:
             await serve_page_until_stopped(page.start(), page_port or 0, [personal_id, SAMPLE_CITIZEN], console)
     finally:

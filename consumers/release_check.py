@@ -6,8 +6,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from itertools import combinations
 
-import asyncpg
-
 from consumers.released_visits import Released
 from domain.analytics_policy import SubscriberPolicy
 from domain.generalise import cell_of
@@ -89,10 +87,3 @@ def check(policies: list[SubscriberPolicy], streams: dict[str, list[Released]],
     pairs = list(combinations(sorted(streams), 2))
     return CheckReport(found, {(a, b): len(pseudonyms[a] & pseudonyms[b]) for a, b in pairs},
                        {(a, b): len(refs[a] & refs[b]) for a, b in pairs})
-
-
-async def tallies(pool: asyncpg.Pool) -> dict[str, tuple[int, int, int]]:
-    """Per subscriber: records released as the policy gives them, released widened, and suppressed."""
-    return {row["subscriber"]: (row["released"], row["generalised"], row["suppressed"]) for row in await pool.fetch(
-        "select subscriber, sum(released)::int as released, sum(generalised)::int as generalised, "
-        "sum(suppressed)::int as suppressed from analytics_windows group by subscriber")}

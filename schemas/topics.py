@@ -60,7 +60,7 @@ IDENTITY_CARDS = TopicDefinition(
     "`IdentityCard`: which citizen a BHYT card belongs to", "BHYT card to personal ID")
 DEIDENTIFIED = TopicDefinition(
     "deidentified", names.DEIDENTIFIED, FOLLOWS_VISITS, _days(365), "1 year", "pseudonym",
-    catalogue.DEIDENTIFIED_VISIT, "`DeidentifiedVisit` for analytics subscribers",
+    catalogue.DEIDENTIFIED_VISIT, "`DeidentifiedVisit`, internal: read only by the analytics release stage",
     "visits without identities for analytics")
 INTEGRATION_REQUESTS = TopicDefinition(
     # The broker's append time starts the citizen's wait as healthbook_request_seconds measures it.

@@ -22,9 +22,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from domain.analytics_policy import PolicyError, SubscriberPolicy, load_policies
 from domain.generalise import diagnosis_chapter
-from domain.k_anonymity import COARSE, FINE, RELEASED, Held, release_coarse, release_fine, suppress_small_counts
+from domain.k_anonymity import COARSE, FINE, Held, release_coarse, release_fine, suppress_small_counts
 from domain.release_input import ReadyVisit, UnreadableVisit, ready_visit
 from healthbook import kafka
+from healthbook.analytics_store import ReleaseStore
 from healthbook.config import Settings
 from healthbook.database import connect_pool
 from healthbook.retry import while_unreachable
@@ -33,7 +34,6 @@ from schemas.topic_names import released_topic as released_base
 from streams.pseudonym_key import load_or_create_key
 
 log = logging.getLogger(__name__)
-LOCK_ID = 0x48424B41  # one release stage per database: pg_advisory_lock on this number
 BATCH_RECORDS = 2000
 PUBLISH_ROWS = 5000
 
@@ -60,7 +60,7 @@ class ReleaseStage:
     def __init__(self, pool: asyncpg.Pool, broker: kafka.Broker, source_topic: str, topic_prefix: str,
                  policies: list[SubscriberPolicy], master_key: bytes, grace_days: int,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.pool, self.broker, self.source = pool, broker, source_topic
+        self.pool, self.store, self.broker, self.source = pool, ReleaseStore(pool), broker, source_topic
         self.policies, self.master, self.grace, self.clock = policies, master_key, grace_days, clock
         self.topics = {p.name: released_topic(topic_prefix, p.name) for p in policies}
         self.consumer: AIOKafkaConsumer | None = None
@@ -71,7 +71,7 @@ class ReleaseStage:
     async def start(self) -> None:
         """Take the database's lock, resume from the stored offsets and recover how far each topic got."""
         self._lock = await self.pool.acquire()
-        if not await self._lock.fetchval("select pg_try_advisory_lock($1)", LOCK_ID):
+        if not await self.store.lock(self._lock):
             await self.pool.release(self._lock)
             self._lock = None
             raise ReleaseStageBusy("another analytics release stage runs on this database; run one")
@@ -79,8 +79,7 @@ class ReleaseStage:
         self.consumer = kafka.consumer(self.broker, "analytics-release")
         await self.consumer.start()
         self.consumer.assign(partitions)
-        stored = {row["partition"]: row["next_offset"] for row in await self.pool.fetch(
-            "select partition, next_offset from analytics_offsets where topic = $1", self.source)}
+        stored = await self.store.offsets(self.source)
         for tp in partitions:
             if tp.partition in stored:
                 self.consumer.seek(tp, stored[tp.partition])
@@ -88,16 +87,8 @@ class ReleaseStage:
                 await self.consumer.seek_to_beginning(tp)
         self.producer = kafka.producer(self.broker, "analytics-release")
         await self.producer.start()
-        async with self.pool.acquire() as conn:
-            for policy in self.policies:
-                await conn.execute("insert into analytics_sequences values ($1, 1, 0) on conflict do nothing",
-                                   policy.name)
-                on_topic = await self._last_published(self.topics[policy.name])
-                await conn.execute(
-                    "update analytics_sequences set published_seq = greatest(published_seq, $2) where subscriber = $1",
-                    policy.name, on_topic)
-                await conn.execute("delete from analytics_outbox where subscriber = $1 and seq <= "
-                                   "(select published_seq from analytics_sequences where subscriber = $1)", policy.name)
+        for policy in self.policies:
+            await self.store.recover_published(policy.name, await self._last_published(self.topics[policy.name]))
 
     async def stop(self) -> None:
         """Close the clients and give the lock back."""
@@ -105,7 +96,7 @@ class ReleaseStage:
             if client is not None:
                 await client.stop()
         if self._lock is not None:
-            await self._lock.execute("select pg_advisory_unlock($1)", LOCK_ID)
+            await self.store.unlock(self._lock)
             await self.pool.release(self._lock)
             self._lock = None
 
@@ -151,138 +142,67 @@ class ReleaseStage:
             for message, reason in unreadable:
                 log.warning("analytics release: unreadable %s[%d]@%d: %s", message.topic, message.partition,
                             message.offset, reason)
-                await conn.execute("insert into analytics_unreadable values ($1, $2, $3, $4, $5) "
-                                   "on conflict do nothing", message.topic, message.partition, message.offset, reason,
-                                   message.value)
+                await self.store.set_aside(conn, message, reason)
             visits = list(latest.values())
-            await self._keep_for_counts(conn, visits)
-            for policy in self.policies:
-                await self._hold(conn, policy, visits)
-            await conn.executemany(
-                "insert into analytics_offsets values ($1, $2, $3) on conflict (topic, partition) "
-                "do update set next_offset = excluded.next_offset", [(self.source, p, o) for p, o in offsets.items()])
-
-    async def _keep_for_counts(self, conn: asyncpg.Connection, visits: list[ReadyVisit]) -> None:
-        rows = [(r.visit["visit_ref"], r.visit["version"], r.visit["pseudonym"], r.visit["admitted_month"],
-                 r.visit["province_code"], r.count_band, r.visit["sex"], r.visit["main_diagnosis_code"])
-                for r in visits]
-        await conn.executemany(
-            "insert into analytics_visits values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (visit_ref) do update "
-            "set version = excluded.version, person = excluded.person, admitted_month = excluded.admitted_month, "
-            "province_code = excluded.province_code, age_band = excluded.age_band, sex = excluded.sex, "
-            "main_diagnosis_code = excluded.main_diagnosis_code where analytics_visits.version < excluded.version",
-            rows)
-        closed = await conn.fetch("select distinct admitted_month from analytics_windows where closed_at is not null "
-                                  "and admitted_month = any($1::text[])",
-                                  list({r.visit["admitted_month"] for r in visits}))
-        for row in closed:  # late visits change a closed month's counts
-            await self.recount(conn, row["admitted_month"])
+            if visits:
+                late_months = await self.store.keep_for_counts(conn, [
+                    (r.visit["visit_ref"], r.visit["version"], r.visit["pseudonym"], r.visit["admitted_month"],
+                     r.visit["province_code"], r.count_band, r.visit["sex"], r.visit["main_diagnosis_code"])
+                    for r in visits])
+                for month in late_months:  # late visits change a closed month's counts
+                    await self.recount(conn, month)
+                for policy in self.policies:
+                    await self._hold(conn, policy, visits)
+            await self.store.save_offsets(conn, self.source, offsets)
 
     async def _hold(self, conn: asyncpg.Connection, policy: SubscriberPolicy, visits: list[ReadyVisit]) -> None:
-        if not visits:
-            return
         rows = []
         for ready in visits:
             g, fine, coarse = ready.forms[policy.name]
             v = ready.visit
             rows.append((policy.name, v["visit_ref"], g.fine["visit_ref"], v["version"], v["admitted_month"],
                          v["pseudonym"], g.fine_cell, g.coarse_cell, fine, coarse))
-        changed = await conn.fetch(
-            """insert into analytics_held (subscriber, visit_ref, release_key, version, admitted_month, person,
-                                           fine_cell, coarse_cell, fine_value, coarse_value, state, released_as)
-               select *, 'waiting', null::smallint from unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
-                   $5::text[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[])
-               on conflict (subscriber, visit_ref) do update set
-                   release_key = excluded.release_key, version = excluded.version,
-                   admitted_month = excluded.admitted_month, person = excluded.person,
-                   fine_cell = excluded.fine_cell, coarse_cell = excluded.coarse_cell,
-                   fine_value = excluded.fine_value, coarse_value = excluded.coarse_value,
-                   state = 'waiting', released_as = null
-               where analytics_held.version < excluded.version
-               returning visit_ref, admitted_month, fine_cell, coarse_cell""",
-            *[list(column) for column in zip(*rows, strict=True)])
+        changed = await self.store.hold(conn, rows)
         if not changed:
             return
         months = sorted({row["admitted_month"] for row in changed})
-        await conn.executemany("insert into analytics_windows (subscriber, admitted_month) values ($1, $2) "
-                               "on conflict do nothing", [(policy.name, m) for m in months])
+        await self.store.open_windows(conn, policy.name, months)
         touched = list({r["fine_cell"] for r in changed})
-        opened = await self._open(conn, policy, FINE, touched)
-        waiting = await conn.fetch(  # an unopened cell holds no visit released as it is: its waiting ones are all
-            "select visit_ref, person, fine_cell, coarse_cell, state, released_as from analytics_held "
-            "where subscriber = $1 and fine_cell = any($2::text[]) and state = 'waiting'", policy.name, touched)
+        opened = await self.store.open_cells(conn, policy.name, FINE, touched)
+        # an unopened cell holds no visit released as it is, so its waiting visits are all it counts
+        waiting = await self.store.waiting_in(conn, policy.name, FINE, touched)
         await self._release(conn, policy, release_fine([_held(r) for r in waiting], policy.k, opened), FINE)
-        closed = {row["admitted_month"] for row in await conn.fetch(
-            "select admitted_month from analytics_windows where subscriber = $1 and closed_at is not null "
-            "and admitted_month = any($2::text[])", policy.name, months)}
+        closed = await self.store.closed_months(conn, policy.name, months)
         late = list({r["coarse_cell"] for r in changed if r["admitted_month"] in closed})
         if late:  # their window has closed: released widened if that cell has k people, otherwise suppressed
-            await self._decide_widened(conn, policy, await conn.fetch(
-                "select visit_ref, person, fine_cell, coarse_cell, state, released_as from analytics_held "
-                "where subscriber = $1 and coarse_cell = any($2::text[]) and state = 'waiting'", policy.name, late))
-
-    async def _open(self, conn: asyncpg.Connection, policy: SubscriberPolicy, level: int, cells: list[str]) -> set[str]:
-        """Which of these cells already went out with k people."""
-        return {row["cell"] for row in await conn.fetch(
-            "select cell from analytics_open_cells where subscriber = $1 and level = $2 and cell = any($3::text[])",
-            policy.name, level, cells)}
+            await self._decide_widened(conn, policy, await self.store.waiting_in(conn, policy.name, COARSE, late))
 
     async def _decide_widened(self, conn: asyncpg.Connection, policy: SubscriberPolicy, waiting: list[Any]) -> None:
         """Release widened, or suppress, these waiting visits whose window has closed."""
-        opened = await self._open(conn, policy, COARSE, list({r["coarse_cell"] for r in waiting}))
+        opened = await self.store.open_cells(conn, policy.name, COARSE, list({r["coarse_cell"] for r in waiting}))
         released, suppressed = release_coarse([_held(r) for r in waiting], policy.k, opened)
         await self._release(conn, policy, released, COARSE)
         if suppressed:
-            months = await conn.fetch(
-                "update analytics_held set state = 'suppressed' where subscriber = $1 and visit_ref = any($2::text[]) "
-                "and state = 'waiting' returning admitted_month", policy.name, suppressed)
-            await self._tally(conn, policy, "suppressed", [r["admitted_month"] for r in months])
+            await self.store.tally(conn, policy.name, "suppressed",
+                                   _per_month(await self.store.suppress(conn, policy.name, suppressed)))
 
     async def _release(self, conn: asyncpg.Connection, policy: SubscriberPolicy, refs: list[str], level: int) -> None:
-        if not refs:
-            return
-        picked = await conn.fetch(
-            f"""update analytics_held set state = '{RELEASED}', released_as = $3
-                where subscriber = $1 and visit_ref = any($2::text[]) and state = 'waiting'
-                returning admitted_month, release_key, {'fine_value' if level == FINE else 'coarse_value'} as value,
-                          {'fine_cell' if level == FINE else 'coarse_cell'} as cell""",
-            policy.name, refs, level)
-        await conn.execute("insert into analytics_open_cells select $1, $2, unnest($3::text[]) on conflict do nothing",
-                           policy.name, level, list({row["cell"] for row in picked}))
-        first = await conn.fetchval("update analytics_sequences set next_seq = next_seq + $2 where subscriber = $1 "
-                                    "returning next_seq - $2", policy.name, len(picked))
-        await conn.executemany("insert into analytics_outbox values ($1, $2, $3, $4)",
-                               [(policy.name, first + i, row["release_key"].encode(), row["value"])
-                                for i, row in enumerate(picked)])
-        await self._tally(conn, policy, "released" if level == FINE else "generalised",
-                          [row["admitted_month"] for row in picked])
-
-    async def _tally(self, conn: asyncpg.Connection, policy: SubscriberPolicy, column: str, months: list[str]) -> None:
-        per_month: dict[str, int] = {}
-        for month in months:
-            per_month[month] = per_month.get(month, 0) + 1
-        await conn.executemany(
-            f"insert into analytics_windows (subscriber, admitted_month, {column}) values ($1, $2, $3) "
-            f"on conflict (subscriber, admitted_month) do update set {column} = analytics_windows.{column} + $3",
-            [(policy.name, month, n) for month, n in per_month.items()])
+        if refs:
+            await self.store.tally(conn, policy.name, "released" if level == FINE else "generalised",
+                                   _per_month(await self.store.release(conn, policy.name, refs, level)))
 
     async def close_due_windows(self) -> list[tuple[str, str]]:
         """Close each window whose month and grace have passed: widen or suppress what still waits, recount it."""
         now, closed = self.clock(), []
         async with self.pool.acquire() as conn:
             for policy in self.policies:
-                for row in await conn.fetch("select admitted_month from analytics_windows where subscriber = $1 "
-                                            "and closed_at is null order by admitted_month", policy.name):
-                    month = row["admitted_month"]
+                for month in await self.store.unclosed_windows(conn, policy.name):
                     if window_closes(month, self.grace) > now:
                         continue
                     async with conn.transaction():
-                        await self._decide_widened(conn, policy, await conn.fetch(
-                            "select visit_ref, person, fine_cell, coarse_cell, state, released_as from analytics_held "
-                            "where subscriber = $1 and admitted_month = $2 and state = 'waiting'",
-                            policy.name, month))
-                        await conn.execute("update analytics_windows set closed_at = $3 where subscriber = $1 "
-                                           "and admitted_month = $2", policy.name, month, now)
+                        await self._decide_widened(conn, policy,
+                                                   await self.store.waiting_in_month(conn, policy.name, month))
+                        await self.store.close_window(conn, policy.name, month, now)
                         await self.recount(conn, month)
                     closed.append((policy.name, month))
                     log.info("analytics release: window %s closed for %s", month, policy.name)
@@ -292,8 +212,7 @@ class ReleaseStage:
         """The aggregate feed of one admission month, small cells withheld."""
         per_code: dict[tuple[str, str], tuple[int, set[str]]] = {}
         per_chapter: dict[tuple[str, str], tuple[int, set[str]]] = {}
-        for row in await conn.fetch("select province_code, age_band, sex, main_diagnosis_code, person "
-                                    "from analytics_visits where admitted_month = $1", month):
+        for row in await self.store.visits_of_month(conn, month):
             base = f"{row['province_code'] or '?'}|{row['age_band']}|{row['sex']}"
             chapter = diagnosis_chapter(row["main_diagnosis_code"]) or "?"
             for table, key in ((per_code, (f"{base}|{chapter}", row["main_diagnosis_code"])),
@@ -307,33 +226,20 @@ class ReleaseStage:
         rows = [(month, *group.split("|")[:3], "chapter", item, n) for (group, item), n in chapters.items()]
         rows += [(month, *group.split("|")[:3], "code", item, n) for (group, item), n in codes.items()
                  if (group.rsplit("|", 1)[0], group.rsplit("|", 1)[1]) in chapters]
-        await conn.execute("delete from analytics_visit_counts where admitted_month = $1", month)
-        await conn.executemany("insert into analytics_visit_counts values ($1, $2, $3, $4::int, $5, $6, $7)",
-                               [(m, p, b, int(s), g, d, n) for m, p, b, s, g, d, n in rows])
+        await self.store.replace_counts(conn, month, [(m, p, b, int(s), g, d, n) for m, p, b, s, g, d, n in rows])
 
     async def publish(self) -> int:
         """Send what the outbox holds, in release order, and forget what the broker acknowledged."""
         assert self.producer is not None
         sent = 0
         for policy in self.policies:
-            while True:
-                rows = await self.pool.fetch(
-                    "select seq, key, value from analytics_outbox where subscriber = $1 and seq > "
-                    "(select published_seq from analytics_sequences where subscriber = $1) order by seq limit $2",
-                    policy.name, PUBLISH_ROWS)
-                if not rows:
-                    break
+            while rows := await self.store.outbox(policy.name, PUBLISH_ROWS):
                 topic = self.topics[policy.name]
                 futures = [await self.producer.send(topic, row["value"], key=row["key"], partition=0,
                                                     headers=[(RELEASE_SEQ_HEADER, str(row["seq"]).encode())])
                            for row in rows]
                 await asyncio.gather(*futures)
-                last = rows[-1]["seq"]
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await conn.execute("update analytics_sequences set published_seq = $2 where subscriber = $1",
-                                       policy.name, last)
-                    await conn.execute("delete from analytics_outbox where subscriber = $1 and seq <= $2",
-                                       policy.name, last)
+                await self.store.published(policy.name, rows[-1]["seq"])
                 sent += len(rows)
         return sent
 
@@ -356,6 +262,13 @@ class ReleaseStage:
                         return release_seq(message.headers)
         finally:
             await reader.stop()
+
+
+def _per_month(months: list[str]) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for month in months:
+        counted[month] = counted.get(month, 0) + 1
+    return counted
 
 
 def _held(row: Any) -> Held:

@@ -15,11 +15,12 @@ import duckdb
 import pytest
 
 from consumers.analytics_sink import DuckDBSink, land_topic
-from consumers.release_check import check, tallies
+from consumers.release_check import check
 from consumers.released_visits import read_released
 from domain.analytics_policy import load_policies
 from domain.generalise import diagnosis_chapter
 from healthbook import kafka
+from healthbook.analytics_store import ReleaseStore
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
 from schemas import catalogue, wire
@@ -105,7 +106,7 @@ async def test_released_cells_hold_k_people_and_no_pseudonym_links_subscribers(d
     # January 2026: every window has closed.
     await _run_stage(own, pool, datetime(2026, 1, 5, tzinfo=UTC))
     streams = await _streams(own)
-    report = check(load_policies(own.analytics_policy_dir), streams, await tallies(pool))
+    report = check(load_policies(own.analytics_policy_dir), streams, await ReleaseStore(pool).tallies())
     assert report.problems == [], report.problems
     every_visit = {v["visit_ref"] for v in population.visits + late}
     for found in report.subscribers:

@@ -13,8 +13,10 @@ PACKAGES = ("schemas", "domain", "healthbook", "producers", "streams", "consumer
 MAX_FUNCTION_LINES = 60
 SQL = re.compile(r"\b(select\s.+\sfrom|insert\s+into|delete\s+from|update\s+\w+\s+set|create\s+table|alter\s+table)\b",
                  re.IGNORECASE | re.DOTALL)
-# The health book's SQL, its migrations, and the clinic-side SQLite ledger of what ingest published.
-SQL_HOMES = {"healthbook/store.py", "healthbook/database.py", "producers/xml_ingest/ingest_ledger.py"}
+# The health book's SQL, the analytics release stage's, the migrations, the clinic-side SQLite ledger of
+# what ingest published, and the reference subscriber's DuckDB file.
+SQL_HOMES = {"healthbook/store.py", "healthbook/analytics_store.py", "healthbook/database.py",
+             "producers/xml_ingest/ingest_ledger.py", "consumers/analytics_sink.py"}
 KAFKA_CLIENTS = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"}
 
 

@@ -21,7 +21,7 @@ from healthbook.analytics_store import ReleaseStore
 from healthbook.broker_acls import subscriber_grants, subscriber_principal
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool
-from streams.analytics_release import ReleaseStage, release_until_caught_up, released_topic, run_release_stage
+from streams.analytics_release import release_now, released_topic, run_release_stage
 from streams.pseudonym_key import load_or_create_key
 
 
@@ -29,17 +29,7 @@ async def release_check_and_land(settings: Settings, subscriber: str, database: 
     """Release what the de-identified topic holds now, check every subscriber, and land one in DuckDB (the demo)."""
     policies = load_policies(settings.analytics_policy_dir)
     broker = kafka.Broker.of(settings)
-    pool = await connect_pool(settings.database_url, min_size=1, max_size=3)
-    try:
-        stage = ReleaseStage(pool, broker, settings.topics.deidentified, settings.topic_prefix, policies,
-                             load_or_create_key(settings.analytics_release_key_file), settings.analytics_grace_days)
-        await stage.start()
-        try:
-            await release_until_caught_up(stage)
-        finally:
-            await stage.stop()
-    finally:
-        await pool.close()
+    await release_now(settings, load_or_create_key(settings.analytics_release_key_file))
     report = await check_release(settings, policies)
     sink = DuckDBSink(database)
     await land_topic(broker, released_topic(settings.topic_prefix, subscriber), sink)

@@ -29,31 +29,30 @@ def release_fine(rows: Iterable[Held], k: int, open_cells: Collection[str] = ())
     released widened do not count, since their records do not show this cell. An open cell (one already
     released with k people) takes its waiting visits as they come.
     """
-    people: dict[str, set[str]] = defaultdict(set)
-    waiting: dict[str, list[str]] = defaultdict(list)
-    for row in rows:
-        if row.state == WAITING:
-            waiting[row.fine_cell].append(row.visit_ref)
-            people[row.fine_cell].add(row.person)
-        elif row.state == RELEASED and row.released_as == FINE:
-            people[row.fine_cell].add(row.person)
-    return [ref for cell, refs in waiting.items() if cell in open_cells or len(people[cell]) >= k for ref in refs]
+    going, waiting = _going(rows, FINE, k, open_cells)
+    return [ref for cell in going for ref in waiting[cell]]
 
 
 def release_coarse(rows: Iterable[Held], k: int, open_cells: Collection[str] = ()) -> tuple[list[str], list[str]]:
     """At window close, the waiting visits released widened (their wider cell holds k people) and those suppressed."""
+    going, waiting = _going(rows, COARSE, k, open_cells)
+    return ([ref for cell in going for ref in waiting[cell]],
+            [ref for cell, refs in waiting.items() if cell not in going for ref in refs])
+
+
+def _going(rows: Iterable[Held], level: int, k: int, open_cells: Collection[str]
+           ) -> tuple[list[str], dict[str, list[str]]]:
+    """The cells at a level whose waiting visits may go, and every cell's waiting visits."""
     people: dict[str, set[str]] = defaultdict(set)
     waiting: dict[str, list[str]] = defaultdict(list)
     for row in rows:
+        cell = row.fine_cell if level == FINE else row.coarse_cell
         if row.state == WAITING:
-            waiting[row.coarse_cell].append(row.visit_ref)
-            people[row.coarse_cell].add(row.person)
-        elif row.state == RELEASED and row.released_as == COARSE:
-            people[row.coarse_cell].add(row.person)
-    going = {cell for cell in waiting if cell in open_cells or len(people[cell]) >= k}
-    released = [ref for cell, refs in waiting.items() if cell in going for ref in refs]
-    suppressed = [ref for cell, refs in waiting.items() if cell not in going for ref in refs]
-    return released, suppressed
+            waiting[cell].append(row.visit_ref)
+            people[cell].add(row.person)
+        elif row.state == RELEASED and row.released_as == level:
+            people[cell].add(row.person)
+    return [cell for cell in waiting if cell in open_cells or len(people[cell]) >= k], waiting
 
 
 def suppress_small_counts(counts: dict[tuple[str, str], tuple[int, int]], k: int) -> dict[tuple[str, str], int]:

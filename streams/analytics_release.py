@@ -294,6 +294,23 @@ async def release_until_caught_up(stage: ReleaseStage, timeout: float = 120.0) -
         await running
 
 
+async def release_now(settings: Settings, master_key: bytes,
+                      clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    """Release what visits.deidentified holds now for every policy of these settings, then stop (demo, tests)."""
+    pool = await connect_pool(settings.database_url, min_size=1, max_size=3)
+    try:
+        stage = ReleaseStage(pool, kafka.Broker.of(settings), settings.topics.deidentified, settings.topic_prefix,
+                             load_policies(settings.analytics_policy_dir), master_key, settings.analytics_grace_days,
+                             clock)
+        await stage.start()
+        try:
+            await release_until_caught_up(stage, timeout=3600)
+        finally:
+            await stage.stop()
+    finally:
+        await pool.close()
+
+
 async def run_release_stage(settings: Settings, stop: asyncio.Event | None = None,
                             ready: asyncio.Event | None = None) -> None:
     """Run the release stage for every subscriber policy until stop is set (SIGTERM or SIGINT set it too)."""

@@ -8,10 +8,9 @@ import pytest
 from consumers.analytics import read_deidentified, visits_per_diagnosis_province_month
 from consumers.released_visits import read_released
 from domain.analytics_policy import load_policies
-from healthbook.database import connect_pool
 from healthbook.kafka import Broker
 from healthbook.topic_follower import TopicFollower
-from streams.analytics_release import ReleaseStage, release_until_caught_up, released_topic
+from streams.analytics_release import release_now, released_topic
 from synthetic.population import Citizen
 from tests.factories import visit, with_patient
 from tests.integration.conftest import map_cards, new_citizen, next_sequence, visible, wait_until
@@ -87,17 +86,7 @@ async def test_what_subscribers_receive_holds_no_identifier_and_no_sensitive_vis
     await wait_until(lambda: _on_topic(settings, len(events)), "the crowd on the de-identified topic")
 
     policies = load_policies(settings.analytics_policy_dir)
-    pool = await connect_pool(settings.database_url, min_size=1, max_size=3)
-    try:
-        stage = ReleaseStage(pool, Broker.of(settings), settings.topics.deidentified, settings.topic_prefix, policies,
-                             b"k" * 32, settings.analytics_grace_days)
-        await stage.start()
-        try:
-            await release_until_caught_up(stage)
-        finally:
-            await stage.stop()
-    finally:
-        await pool.close()
+    await release_now(settings, b"k" * 32)
 
     raw: list[bytes] = []
     for policy in policies:

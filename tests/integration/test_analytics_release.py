@@ -24,7 +24,7 @@ from healthbook.analytics_store import ReleaseStore
 from healthbook.config import PROJECT_ROOT, Settings
 from healthbook.database import connect_pool, recreate_database
 from schemas import catalogue, wire
-from streams.analytics_release import ReleaseStage, release_until_caught_up, released_topic
+from streams.analytics_release import release_now, released_topic
 from synthetic.analytics_population import analytics_population, deidentified_visit
 
 pytestmark = pytest.mark.integration
@@ -52,15 +52,9 @@ async def deployment(settings: Settings, tmp_path: Path):
     pool.terminate()  # a failed run may leave a stage's connection out; the database is dropped next run anyway
 
 
-async def _run_stage(own: Settings, pool: asyncpg.Pool, now: datetime) -> None:
-    """Run a release stage whose clock says now until it has read everything and closed what is due, then stop it."""
-    stage = ReleaseStage(pool, kafka.Broker.of(own), own.topics.deidentified, own.topic_prefix,
-                         load_policies(own.analytics_policy_dir), b"r" * 32, grace_days=10, clock=lambda: now)
-    await stage.start()
-    try:
-        await release_until_caught_up(stage)
-    finally:
-        await stage.stop()
+async def _run_stage(own: Settings, now: datetime) -> None:
+    """Run a release stage whose clock says now until it has read everything and closed what is due."""
+    await release_now(own, b"r" * 32, clock=lambda: now)
 
 
 async def _streams(own: Settings) -> dict:
@@ -76,7 +70,7 @@ async def test_released_cells_hold_k_people_and_no_pseudonym_links_subscribers(d
     await kafka.send_all(broker, "test", own.topics.deidentified, population.framed())
 
     # Mid-May 2025: January to April have closed (grace 10 days), May and June still gather.
-    await _run_stage(own, pool, datetime(2025, 5, 20, tzinfo=UTC))
+    await _run_stage(own, datetime(2025, 5, 20, tzinfo=UTC))
     streams = await _streams(own)
     for name, released in streams.items():
         months = {r.record["admitted_month"] for r in released if r.record["generalised"]}
@@ -104,7 +98,7 @@ async def test_released_cells_hold_k_people_and_no_pseudonym_links_subscribers(d
     await kafka.send_all(broker, "test", own.topics.deidentified, _framed(late + corrected))
 
     # January 2026: every window has closed.
-    await _run_stage(own, pool, datetime(2026, 1, 5, tzinfo=UTC))
+    await _run_stage(own, datetime(2026, 1, 5, tzinfo=UTC))
     streams = await _streams(own)
     report = check(load_policies(own.analytics_policy_dir), streams, await ReleaseStore(pool).tallies())
     assert report.problems == [], report.problems

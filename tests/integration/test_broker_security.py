@@ -165,3 +165,27 @@ async def test_adding_a_principal_never_puts_its_password_on_a_command_line(sett
     producer = kafka.producer(login, "login-probe", enable_idempotence=False)  # it holds no ACL, not even that
     await producer.start()  # authenticates with the password the broker was given through the file
     await producer.stop()
+
+
+async def test_an_analytics_subscriber_reads_its_own_topic_and_nothing_else(settings, clinics):
+    from streams.analytics_release import released_topic
+
+    admin = Broker.of(settings)
+    await _records_on_every_topic(settings, clinics)
+    mine, theirs = (released_topic(settings.topic_prefix, name) for name in ("university-research",
+                                                                               "health-statistics"))
+    for topic in (mine, theirs):
+        await kafka.send_all(admin, "security-probe", topic, [(b"probe", b"probe")])
+    added = healthbook(settings, "analytics", "add-subscriber", "university-research")
+    assert added.returncode == 0, added.stderr
+    subscriber = admin.as_user("analytics-university-research")
+    assert subscriber is not None
+    assert await _can_read(settings, subscriber, mine)
+    for topic in (theirs, settings.topics.deidentified, settings.topics.visits, settings.topics.dead_letter):
+        assert not await _can_read(settings, subscriber, topic), topic
+    assert not await _can_write(settings, subscriber, mine), "a subscriber cannot forge its own feed"
+
+    stage = admin.as_user("analytics")  # the release stage: writes every subscriber's topic, nothing of the book
+    assert stage is not None
+    assert await _can_write(settings, stage, mine)
+    assert not await _can_write(settings, stage, settings.topics.visits)

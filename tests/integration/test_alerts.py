@@ -195,18 +195,19 @@ async def test_every_metric_an_alert_or_the_dashboard_reads_is_one_the_services_
     supervisor = ServiceProcess("worker", own, LOGS / f"{own.worker_app_id}-scrape.log", ("--processes", "2")).start()
     try:
         async with aiohttp.ClientSession() as session:
-            exported = _exported(await _scraped(session, settings.worker_metrics_port))
-            exported |= _exported(await _scraped(session, settings.query_metrics_port))
+            exported: set[str] = set()
+            # each service serves its metrics once it is connected: the query consumer may have just started
+            for port, what, process in ((settings.worker_metrics_port, "the worker", worker),
+                                        (settings.query_metrics_port, "the query consumer", identity.process),
+                                        (own.supervisor_metrics_port, "the supervisor", supervisor)):
+                async def scraped(port: int = port) -> str:
+                    try:
+                        return await _scraped(session, port)
+                    except aiohttp.ClientError:
+                        return ""
 
-            async def supervisor_scraped() -> str:
-                try:
-                    return await _scraped(session, own.supervisor_metrics_port)
-                except aiohttp.ClientError:
-                    return ""
-
-            await wait_until(supervisor_scraped, "the supervisor to serve its metrics", timeout=60,
-                             process=supervisor)
-            exported |= _exported(await supervisor_scraped())
+                exported |= _exported(await wait_until(scraped, f"{what} to serve its metrics", timeout=60,
+                                                       process=process))
     finally:
         supervisor.stop(60)
     missing = sorted({f"{where}: {name}" for where, name in _used_metrics() if name not in exported})

@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     analytics_release_key_file: Path = _setting(
         LOCAL / "keys" / "analytics-release.key", "the release stage's secret behind each subscriber's pseudonyms "
                                                   "(keyed per subscriber and year from it); made on first start")
+    analytics_metrics_port: int = _setting(9110, "the analytics release stage's metrics port (0: off)")
     analytics_grace_days: int = _setting(
         10, "days after an admission month ends before its release window closes and small cells are widened")
 

@@ -38,6 +38,16 @@ DEAD_LETTERS = Counter("healthbook_dead_letters_total",
                        "Visit messages dead-lettered, by reason and registered clinic ('unregistered' for the rest)",
                        ["reason", "clinic"])
 ANALYTICS_SENT = Counter("healthbook_analytics_records_total", "De-identified records the broker acknowledged")
+RELEASED = Counter("healthbook_analytics_released_total",
+                   "Visits the release stage gave a subscriber, as its policy gives them or widened at window close",
+                   ["subscriber", "form"])
+SUPPRESSED = Counter("healthbook_analytics_suppressed_total",
+                     "Visits suppressed for a subscriber: their cell held fewer than k people even widened",
+                     ["subscriber"])
+SET_ASIDE = Counter("healthbook_analytics_set_aside_total",
+                    "Records of visits.deidentified the release stage could not use (kept in analytics_unreadable)")
+RELEASE_LAG = Gauge("healthbook_analytics_release_lag_messages",
+                    "Records on visits.deidentified the release stage has not read yet")
 TRUST_EXPIRY = Gauge("healthbook_trust_expiry_timestamp_seconds",
                      "When each trusted CA certificate, each CA's revocation list and each registered clinic "
                      "certificate stops counting (Unix time)", ["kind", "name"])

@@ -25,6 +25,7 @@ from domain.generalise import diagnosis_chapter
 from domain.k_anonymity import COARSE, FINE, Held, release_coarse, release_fine, suppress_small_counts
 from domain.release_input import ReadyVisit, UnreadableVisit, ready_visit
 from healthbook import kafka
+from healthbook import observability as metrics
 from healthbook.analytics_store import ReleaseStore
 from healthbook.config import Settings
 from healthbook.database import connect_pool
@@ -109,6 +110,8 @@ class ReleaseStage:
             messages = [m for records in batch.values() for m in records]
             if messages:
                 await self.take(messages)
+                metrics.RELEASE_LAG.set(sum([max((self.consumer.highwater(tp) or 0) - await self.consumer.position(tp),
+                                                  0) for tp in self.consumer.assignment()]))
             elif await self._at_end():
                 await self.close_due_windows()
                 await self.publish()
@@ -120,7 +123,9 @@ class ReleaseStage:
         assert self.consumer is not None
         assigned = list(self.consumer.assignment())
         ends = await self.consumer.end_offsets(assigned)
-        return all([await self.consumer.position(tp) >= ends[tp] for tp in assigned])
+        behind = [max(ends[tp] - await self.consumer.position(tp), 0) for tp in assigned]
+        metrics.RELEASE_LAG.set(sum(behind))
+        return not any(behind)
 
     async def take(self, messages: list[Any]) -> None:
         """Hold a batch of de-identified visits for every subscriber and release what may go, with the offsets."""
@@ -143,6 +148,7 @@ class ReleaseStage:
                 log.warning("analytics release: unreadable %s[%d]@%d: %s", message.topic, message.partition,
                             message.offset, reason)
                 await self.store.set_aside(conn, message, reason)
+                metrics.SET_ASIDE.inc()
             visits = list(latest.values())
             if visits:
                 late_months = await self.store.keep_for_counts(conn, [
@@ -183,13 +189,16 @@ class ReleaseStage:
         released, suppressed = release_coarse([_held(r) for r in waiting], policy.k, opened)
         await self._release(conn, policy, released, COARSE)
         if suppressed:
-            await self.store.tally(conn, policy.name, "suppressed",
-                                   _per_month(await self.store.suppress(conn, policy.name, suppressed)))
+            months = await self.store.suppress(conn, policy.name, suppressed)
+            await self.store.tally(conn, policy.name, "suppressed", _per_month(months))
+            metrics.SUPPRESSED.labels(policy.name).inc(len(months))
 
     async def _release(self, conn: asyncpg.Connection, policy: SubscriberPolicy, refs: list[str], level: int) -> None:
         if refs:
+            months = await self.store.release(conn, policy.name, refs, level)
             await self.store.tally(conn, policy.name, "released" if level == FINE else "generalised",
-                                   _per_month(await self.store.release(conn, policy.name, refs, level)))
+                                   _per_month(months))
+            metrics.RELEASED.labels(policy.name, "as_given" if level == FINE else "widened").inc(len(months))
 
     async def close_due_windows(self) -> list[tuple[str, str]]:
         """Close each window whose month and grace have passed: widen or suppress what still waits, recount it."""
@@ -327,12 +336,17 @@ async def run_release_stage(settings: Settings, stop: asyncio.Event | None = Non
     stage = ReleaseStage(pool, kafka.Broker.of(settings), settings.topics.deidentified, settings.topic_prefix,
                          policies, load_or_create_key(settings.analytics_release_key_file),
                          settings.analytics_grace_days)
+    health = None
     try:
         await stage.start()
+        health = await metrics.serve(settings.analytics_metrics_port, lambda: (True, {}), "analytics-release",
+                                     settings.metrics_host)
         log.info("analytics release stage ready: %s", ", ".join(f"{p.name} (k={p.k})" for p in policies))
         if ready is not None:
             ready.set()
         await stage.run(stop)
     finally:
+        if health:
+            await health.cleanup()
         await stage.stop()
         await pool.close()

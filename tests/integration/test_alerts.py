@@ -193,13 +193,16 @@ async def test_every_metric_an_alert_or_the_dashboard_reads_is_one_the_services_
     own = await deployment_with_backlog(settings, "scrape", 43, 5, 10)
     own = own.model_copy(update={"supervisor_metrics_port": free_port()})
     supervisor = ServiceProcess("worker", own, LOGS / f"{own.worker_app_id}-scrape.log", ("--processes", "2")).start()
+    release = ServiceProcess("analytics", own.model_copy(update={"analytics_metrics_port": free_port()}),
+                             LOGS / f"{own.worker_app_id}-release.log", ("release",)).start()
     try:
         async with aiohttp.ClientSession() as session:
             exported: set[str] = set()
             # each service serves its metrics once it is connected: the query consumer may have just started
             for port, what, process in ((settings.worker_metrics_port, "the worker", worker),
                                         (settings.query_metrics_port, "the query consumer", identity.process),
-                                        (own.supervisor_metrics_port, "the supervisor", supervisor)):
+                                        (own.supervisor_metrics_port, "the supervisor", supervisor),
+                                        (release.settings.analytics_metrics_port, "the release stage", release)):
                 async def scraped(port: int = port) -> str:
                     try:
                         return await _scraped(session, port)
@@ -209,6 +212,7 @@ async def test_every_metric_an_alert_or_the_dashboard_reads_is_one_the_services_
                 exported |= _exported(await wait_until(scraped, f"{what} to serve its metrics", timeout=60,
                                                        process=process))
     finally:
+        release.stop()
         supervisor.stop(60)
     missing = sorted({f"{where}: {name}" for where, name in _used_metrics() if name not in exported})
     assert not missing, "read but exported by no service: " + "; ".join(missing)
